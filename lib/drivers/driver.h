@@ -1,0 +1,51 @@
+// The graph-driver interface. Built-in drivers ("dir", "exact") and callers' C drivers
+// (rolayer_driver_ops, through lib/drivers/user) all implement it: one code path.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/io.h"
+
+namespace rolayer {
+
+struct DriverCaps {
+  bool exact_diffs = false;  // diff(id, parent) reproduces the registered stream byte for byte
+};
+
+// Payloads of one layer, opened in stream order during one export.
+class PayloadSession {
+ public:
+  virtual ~PayloadSession() = default;
+  // The payload of the next regular/sparse entry of the stream, by cleaned relative path.
+  // Called once per such entry, in stream order (so duplicate paths can be told apart).
+  virtual std::unique_ptr<PayloadFile> open(const std::string& path) = 0;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual std::string name() const = 0;
+  virtual DriverCaps caps() const = 0;
+  // Called once when a store opens (root: the store's root directory, which the driver may use
+  // below <root>/<name>/). Returns the ids the driver holds, so that the store can remove
+  // orphans left by a crash.
+  virtual std::vector<std::string> init(const std::string& store_root) = 0;
+  // Create empty storage for layer id on top of parent ("" = base).
+  virtual void create(const std::string& id, const std::string& parent) = 0;
+  // Remove a layer's storage; no error if it does not exist.
+  virtual void remove(const std::string& id) = 0;
+  // Apply an uncompressed tar to layer id; returns the bytes stored. Durable on return.
+  virtual int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) = 0;
+  // The diff of id against ancestor ("" = the whole flattened chain).
+  virtual std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) = 0;
+  // Payload access for stream reassembly (drivers without exact_diffs).
+  virtual std::unique_ptr<PayloadSession> payloads(const std::string& id) = 0;
+  // Key/value metadata of layer id.
+  virtual std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) = 0;
+};
+
+}  // namespace rolayer

@@ -1,0 +1,71 @@
+// The fidelity record: what a layer's tar stream holds besides file payloads, so that the
+// stream can be rebuilt byte for byte from the record plus the payloads a driver stores.
+// On-disk format: docs/record-format.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/io.h"
+#include "tar/scanner.h"
+
+namespace rolayer::record {
+
+// One item of a record, in stream order.
+struct Item {
+  enum class Type { Raw, File } type = Type::Raw;
+  // Raw: the stream bytes themselves.
+  std::string raw;
+  // File: the payload of a regular or sparse entry, read back from the driver.
+  std::string path;             // cleaned relative path, as the driver applied it
+  uint64_t size = 0;            // payload bytes in the stream
+  uint64_t xxh3 = 0;            // XXH3-64 of those payload bytes
+  std::vector<tar::SparseFragment> fragments;  // empty: one fragment (0, size)
+};
+
+struct Summary {
+  uint64_t stream_size = 0;     // total bytes of the stream
+  uint64_t raw_bytes = 0;       // bytes kept in Raw items
+  uint64_t payload_bytes = 0;   // bytes in File items
+  uint64_t files = 0;           // number of File items
+};
+
+// Writes a record to a sink as items arrive (streaming; bounded memory).
+class Writer {
+ public:
+  explicit Writer(ByteSink& out);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  void add_raw(const uint8_t* data, size_t len);   // consecutive raw bytes may be coalesced
+  void add_file(const Item& file);                 // type must be File
+  void finish();                                   // writes the trailer (Summary); flushes
+  const Summary& summary() const;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+// Reads a record back. Every malformed, truncated or inconsistent record throws
+// Error(Code::Corrupt); it never crashes or allocates without bound.
+class Reader {
+ public:
+  explicit Reader(ByteSource& in);
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  // Next item; false at the end (after the trailer was checked).
+  // Raw items come in pieces of at most 1 MiB.
+  bool next(Item& item);
+  const Summary& summary() const;  // valid once next() returned false
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace rolayer::record

@@ -1,0 +1,41 @@
+// Entry paths: normalisation, OCI whiteouts and the escape checks every register runs.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "tar/scanner.h"
+
+namespace rolayer::tar {
+
+// Clean a raw entry name the way the Docker engine does: a leading '/' is dropped (absolute
+// names are rooted at the layer), "." and empty components removed, ".." resolved lexically.
+// Returns the cleaned relative path ("" for the root itself).
+// Throws Error(Code::Unsafe) when the name climbs above the root (e.g. "../x", "a/../../x")
+// and Error(Code::Archive) for an empty name.
+std::string clean_path(std::string_view raw);
+
+// OCI whiteouts.
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
+// True when the base name of cleaned path p starts with ".wh.".
+bool is_whiteout(std::string_view cleaned);
+bool is_opaque_whiteout(std::string_view cleaned);
+// The path a whiteout deletes ("a/.wh.b" -> "a/b"); for the opaque marker, its directory.
+std::string whiteout_target(std::string_view cleaned);
+
+// Tracks a layer's entries and refuses those that would leave the layer's root: a name
+// with "..", an entry written through a symlink created earlier in this layer, a hard link
+// whose target climbs out. Symlink targets themselves may point anywhere (they are resolved
+// inside the container's root at run time). Memory: one string per symlink in the layer.
+class SafetyChecker {
+ public:
+  // Returns the cleaned path of e; throws Error(Code::Unsafe) naming the path on an escape.
+  std::string check(const Entry& e);
+
+ private:
+  std::unordered_set<std::string> symlinks_;
+};
+
+}  // namespace rolayer::tar
