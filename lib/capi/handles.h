@@ -1,0 +1,37 @@
+// The opaque C handles (defined only here, in lib/capi).
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+
+#include "rolayer.h"
+#include "store/store.h"
+
+constexpr uint32_t kStoreMagic = 0x524c5354;   // "RLST"
+constexpr uint32_t kLayerMagic = 0x524c4c59;   // "RLLY"
+constexpr uint32_t kStreamMagic = 0x524c5453;  // "RLTS"
+
+struct rolayer_store {
+  explicit rolayer_store(std::unique_ptr<rolayer::Store> s) : store(std::move(s)), driver_name(store->driver_name()) {}
+  uint32_t magic = kStoreMagic;
+  std::unique_ptr<rolayer::Store> store;
+  std::string driver_name;
+};
+
+struct rolayer_layer {
+  explicit rolayer_layer(std::unique_ptr<rolayer::LayerRef> r) : ref(std::move(r)) {}
+  uint32_t magic = kLayerMagic;
+  std::unique_ptr<rolayer::LayerRef> ref;
+};
+
+struct rolayer_tar_stream {
+  explicit rolayer_tar_stream(std::unique_ptr<rolayer::ByteSource> s) : src(std::move(s)) {}
+  uint32_t magic = kStreamMagic;
+  std::unique_ptr<rolayer::ByteSource> src;
+  std::exception_ptr deferred;  // an error met after some bytes were already returned
+};
+
+// lib/drivers/user: a caller's rolayer_driver_ops as a rolayer::Driver.
+std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops, void* user_data);

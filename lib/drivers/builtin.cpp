@@ -1,0 +1,14 @@
+#include "core/error.h"
+#include "drivers/dir/dir_driver.h"
+#include "drivers/exact/exact_driver.h"
+#include "store/store.h"
+
+namespace rolayer {
+
+std::unique_ptr<Driver> make_builtin_driver(const std::string& name) {
+  if (name == "dir") return make_dir_driver();
+  if (name == "exact") return make_exact_driver();
+  throw Error(Code::Inval, "unknown driver \"" + name + "\" (built-in drivers: dir, exact)");
+}
+
+}  // namespace rolayer

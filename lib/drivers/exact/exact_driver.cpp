@@ -1,0 +1,104 @@
+#include "drivers/exact/exact_driver.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace rolayer {
+namespace {
+
+bool valid_id(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+      return false;
+  return true;
+}
+
+class ExactDriver : public Driver {
+ public:
+  std::string name() const override { return "exact"; }
+  DriverCaps caps() const override { return DriverCaps{true}; }
+
+  std::vector<std::string> init(const std::string& store_root) override {
+    base_ = store_root + "/exact";
+    fs::mkdirs(base_, 0700);
+    std::vector<std::string> ids;
+    DIR* d = ::opendir(base_.c_str());
+    if (!d) throw_errno("opendir " + base_);
+    while (struct dirent* de = ::readdir(d)) {
+      if (de->d_name[0] == '.') continue;
+      ids.emplace_back(de->d_name);
+    }
+    ::closedir(d);
+    return ids;
+  }
+
+  void create(const std::string& id, const std::string& parent) override {
+    std::string dir = path(id);
+    if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("mkdir " + dir);
+    fs::write_file_atomic(dir + "/parent", parent);
+  }
+
+  void remove(const std::string& id) override { fs::remove_all(path(id)); }
+
+  int64_t apply_diff(const std::string& id, const std::string&, ByteSource& tar) override {
+    std::string file = path(id) + "/layer.tar";
+    fs::Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + file);
+    std::vector<uint8_t> buf(1 << 20);
+    int64_t total = 0;
+    for (;;) {
+      size_t n = tar.read(buf.data(), buf.size());
+      if (n == 0) break;
+      fs::write_full(fd.get(), buf.data(), n);
+      total += static_cast<int64_t>(n);
+    }
+    if (::fsync(fd.get()) != 0) throw_errno("fsync " + file);
+    return total;
+  }
+
+  std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override {
+    std::string dir = path(id);
+    std::string parent = fs::read_file(dir + "/parent", 4096);
+    if (ancestor != parent)
+      throw Error(Code::Unsupported,
+                  "the exact driver only reproduces a layer's diff against its parent; use the dir driver for "
+                  "diffs against other ancestors or flattened chains");
+    std::string file = dir + "/layer.tar";
+    fs::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) {
+      if (errno == ENOENT) throw Error(Code::Corrupt, "the stored stream " + file + " is missing").with_errno(ENOENT);
+      throw_errno("open " + file);
+    }
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    return std::make_unique<fs::FdSource>(std::move(fd));
+  }
+
+  std::unique_ptr<PayloadSession> payloads(const std::string&) override {
+    throw Error(Code::Unsupported, "the exact driver keeps whole streams, not payloads");
+  }
+
+  std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override {
+    return {{"Path", path(id) + "/layer.tar"}};
+  }
+
+ private:
+  std::string path(const std::string& id) const {
+    if (!valid_id(id)) throw Error(Code::Inval, "invalid driver id \"" + id + "\"");
+    return base_ + "/" + id;
+  }
+  std::string base_;
+};
+
+}  // namespace
+
+std::unique_ptr<Driver> make_exact_driver() { return std::make_unique<ExactDriver>(); }
+
+}  // namespace rolayer

@@ -1,0 +1,111 @@
+#include "store/sqlite.h"
+
+#include <sqlite3.h>
+
+#include "core/error.h"
+
+namespace rolayer::sql {
+
+Db::Db(const std::string& path) {
+  int rc = sqlite3_open_v2(path.c_str(), &db_,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    sqlite3_close(db_);
+    db_ = nullptr;
+    Code code = (rc == SQLITE_CANTOPEN || rc == SQLITE_PERM || rc == SQLITE_READONLY) ? Code::Io : Code::Corrupt;
+    throw Error(code, "cannot open the store database " + path + ": " + msg);
+  }
+  sqlite3_extended_result_codes(db_, 0);
+}
+
+Db::~Db() {
+  if (db_) sqlite3_close_v2(db_);
+}
+
+void Db::fail(int rc, const std::string& what) const {
+  std::string msg = what + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: throw Error(Code::Busy, "store is busy: " + msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: throw Error(Code::Corrupt, "store database is damaged: " + msg);
+    case SQLITE_NOMEM: throw Error(Code::NoMem, msg);
+    case SQLITE_FULL: throw Error(Code::Io, msg).with_errno(ENOSPC);
+    default: throw Error(Code::Io, "store database error: " + msg);
+  }
+}
+
+void Db::exec(const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(err);
+    fail(rc, std::string("executing ") + std::string(sql).substr(0, 60));
+  }
+}
+
+Stmt::Stmt(Db& db, const char* sql) : db_(db) {
+  int rc = sqlite3_prepare_v2(db.raw(), sql, -1, &st_, nullptr);
+  if (rc != SQLITE_OK) db_.fail(rc, "preparing a statement");
+}
+
+Stmt::~Stmt() { sqlite3_finalize(st_); }
+
+Stmt& Stmt::bind(int i, std::string_view text) {
+  int rc = sqlite3_bind_text(st_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) db_.fail(rc, "binding");
+  return *this;
+}
+Stmt& Stmt::bind(int i, int64_t v) {
+  int rc = sqlite3_bind_int64(st_, i, v);
+  if (rc != SQLITE_OK) db_.fail(rc, "binding");
+  return *this;
+}
+Stmt& Stmt::bind_blob(int i, const void* data, size_t len) {
+  int rc = sqlite3_bind_blob64(st_, i, data ? data : "", len, SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) db_.fail(rc, "binding");
+  return *this;
+}
+Stmt& Stmt::bind_null(int i) {
+  int rc = sqlite3_bind_null(st_, i);
+  if (rc != SQLITE_OK) db_.fail(rc, "binding");
+  return *this;
+}
+
+bool Stmt::step() {
+  int rc = sqlite3_step(st_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  sqlite3_reset(st_);
+  db_.fail(rc, "running a statement");
+}
+
+void Stmt::reset() {
+  sqlite3_reset(st_);
+  sqlite3_clear_bindings(st_);
+}
+
+bool Stmt::is_null(int col) const { return sqlite3_column_type(st_, col) == SQLITE_NULL; }
+int64_t Stmt::int64(int col) const { return sqlite3_column_int64(st_, col); }
+std::string Stmt::text(int col) const {
+  const unsigned char* p = sqlite3_column_text(st_, col);
+  int n = sqlite3_column_bytes(st_, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), n) : std::string();
+}
+std::string Stmt::blob(int col) const {
+  const void* p = sqlite3_column_blob(st_, col);
+  int n = sqlite3_column_bytes(st_, col);
+  return p ? std::string(static_cast<const char*>(p), n) : std::string();
+}
+
+Transaction::Transaction(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Transaction::~Transaction() {
+  if (!done_) sqlite3_exec(db_.raw(), "ROLLBACK", nullptr, nullptr, nullptr);
+}
+void Transaction::commit() {
+  db_.exec("COMMIT");
+  done_ = true;
+}
+
+}  // namespace rolayer::sql

@@ -1,0 +1,118 @@
+// The layer store: register, open, release (with the cascade), verified streams.
+// Semantics follow the Docker engine's layer package (layer/layer_store.go, ro_layer.go);
+// see docs/store.md for where and why they differ.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/io.h"
+#include "digest/digest.h"
+#include "drivers/driver.h"
+
+namespace rolayer {
+
+constexpr int kMaxDepth = 125;
+
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  int64_t size = -1;
+};
+
+// One layer of the store. Identity fields are immutable once registered; the reference
+// counts are guarded by the store's mutex.
+struct LayerNode {
+  Digest chain_id, diff_id;
+  std::shared_ptr<LayerNode> parent;  // null for a base layer
+  int depth = 1;
+  std::string cache_id;               // the driver's id for the layer
+  int64_t diff_size = 0;              // regular-file payload bytes of this layer
+  int64_t stream_size = 0;            // bytes of the registered tar
+  Descriptor descriptor;
+  bool has_record = false;            // a fidelity record is stored (driver without exact diffs)
+  // Guarded by the store mutex:
+  int64_t handles = 0;                // open references (handles and streams) in this process
+  int64_t children = 0;               // layers whose parent this is
+  int64_t persistent = 0;             // references kept in the database
+  bool removed = false;
+};
+
+struct Removed {
+  std::string chain_id, diff_id;
+  int64_t size = 0, diff_size = 0;
+};
+
+struct StoreState;
+
+// A reference to a layer: what rolayer_layer wraps.
+class LayerRef {
+ public:
+  ~LayerRef();
+  LayerRef(const LayerRef&) = delete;
+  LayerRef& operator=(const LayerRef&) = delete;
+  const LayerNode& node() const { return *node_; }
+  bool released() const { return released_.load(); }
+
+ private:
+  friend class Store;
+  friend struct StoreState;
+  LayerRef(std::shared_ptr<StoreState> st, std::shared_ptr<LayerNode> node)
+      : st_(std::move(st)), node_(std::move(node)) {}
+  std::shared_ptr<StoreState> st_;
+  std::shared_ptr<LayerNode> node_;
+  std::atomic<bool> released_{false};
+};
+
+struct StoreOptions {
+  std::string driver_name;          // built-in driver, "" = "dir"; ignored when driver is set
+  std::unique_ptr<Driver> driver;   // a driver instance (e.g. a caller's C driver)
+  int busy_timeout_ms = 5000;       // wait for another process's lock; < 0: fail at once
+};
+
+class Store {
+ public:
+  static std::unique_ptr<Store> open(const std::string& root, StoreOptions opts);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& root() const;
+  std::string driver_name() const;
+
+  std::unique_ptr<LayerRef> register_layer(const std::string& parent_chain_id, ByteSource& tar,
+                                           const Descriptor& descriptor = {});
+  std::unique_ptr<LayerRef> get(const std::string& chain_id);
+  // Drops the reference; throws Error(NotRetained) if it was already released.
+  std::vector<Removed> release(LayerRef& ref);
+  std::vector<std::string> list();
+
+  void retain(const std::string& chain_id);
+  std::vector<Removed> unretain(const std::string& chain_id);
+  int64_t retained(const std::string& chain_id);
+
+  // These work through the reference's own store (they fail cleanly once it is closed).
+  static int64_t size(const LayerRef& ref);  // DiffSize over the chain
+  static std::vector<std::pair<std::string, std::string>> metadata(const LayerRef& ref);
+  // The verified stream (keeps its own reference to the layer).
+  static std::unique_ptr<ByteSource> tar_stream(const LayerRef& ref);
+  // The driver's diff against ancestor ("" = flattened chain); unverified.
+  static std::unique_ptr<ByteSource> tar_stream_from(const LayerRef& ref, const std::string& ancestor);
+
+  // Releases a reference through whichever store it belongs to (the store may be closed).
+  static std::vector<Removed> release_ref(LayerRef& ref);
+
+ private:
+  explicit Store(std::shared_ptr<StoreState> st) : st_(std::move(st)) {}
+  std::shared_ptr<StoreState> st_;
+};
+
+// Built-in drivers by name ("dir", "exact"); Error(Inval) for an unknown name.
+std::unique_ptr<Driver> make_builtin_driver(const std::string& name);
+
+}  // namespace rolayer

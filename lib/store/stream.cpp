@@ -1,0 +1,213 @@
+// Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
+// driver's exact diff), hashed on the way out and checked against the DiffID.
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "record/record.h"
+#include "record/xxh3.h"
+#include "store/state.h"
+
+namespace rolayer {
+namespace {
+
+constexpr size_t kWholePayload = 1 << 20;  // payloads up to this size are checked before they go out
+
+// The record's chunks, in order, from the database.
+class ChunkSource : public ByteSource {
+ public:
+  ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
+      : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
+  size_t read(uint8_t* buf, size_t cap) override {
+    if (pos_ == chunk_.size()) {
+      if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
+        if (seq_ == 0 && !done_)
+          throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is missing");
+        done_ = true;
+        return 0;
+      }
+      seq_++;
+      pos_ = 0;
+      if (chunk_.empty()) return read(buf, cap);
+    }
+    size_t n = std::min(cap, chunk_.size() - pos_);
+    std::memcpy(buf, chunk_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+
+ private:
+  std::shared_ptr<StoreState> st_;
+  std::string chain_id_;
+  std::string chunk_;
+  size_t pos_ = 0;
+  int64_t seq_ = 0;
+  bool done_ = false;
+};
+
+// Record + payloads -> the original stream.
+class Assembler : public ByteSource {
+ public:
+  Assembler(std::shared_ptr<StoreState> st, const LayerNode& node)
+      : chunks_(st, node.chain_id.str()), reader_(chunks_), session_(st->driver->payloads(node.cache_id)) {}
+
+  size_t read(uint8_t* buf, size_t cap) override {
+    size_t out = 0;
+    while (out < cap) {
+      if (pend_pos_ < pending_.size()) {
+        size_t n = std::min(cap - out, pending_.size() - pend_pos_);
+        std::memcpy(buf + out, pending_.data() + pend_pos_, n);
+        pend_pos_ += n;
+        out += n;
+        continue;
+      }
+      if (file_) {
+        out += stream_payload(buf + out, cap - out);
+        continue;
+      }
+      if (done_) break;
+      if (!reader_.next(item_)) {
+        done_ = true;
+        break;
+      }
+      if (item_.type == record::Item::Type::Raw) {
+        pending_.assign(item_.raw.begin(), item_.raw.end());
+        pend_pos_ = 0;
+      } else {
+        start_file();
+      }
+    }
+    return out;
+  }
+
+ private:
+  [[noreturn]] void corrupt(const std::string& why) {
+    throw Error(Code::Corrupt, "file integrity checksum failed for \"" + item_.path + "\": " + why +
+                                   ". This may be because internal files in the layer store were modified")
+        .with_path(item_.path);
+  }
+
+  void start_file() {
+    file_ = session_->open(item_.path);
+    frags_ = item_.fragments;
+    if (frags_.empty()) frags_.push_back({0, item_.size});
+    frag_ = 0;
+    frag_pos_ = 0;
+    left_ = item_.size;
+    xxh_.reset();
+    pending_.clear();
+    pend_pos_ = 0;
+    if (item_.size <= kWholePayload) {
+      // Small payloads are read whole and checked before any of their bytes go out.
+      pending_.resize(item_.size);
+      size_t got = 0;
+      while (left_ > 0) got += fill(pending_.data() + got, left_);
+      finish_file();
+    }
+  }
+
+  // Reads the next bytes of the current file's payload into dst (at most cap).
+  size_t fill(uint8_t* dst, uint64_t cap) {
+    while (frag_ < frags_.size() && frag_pos_ == frags_[frag_].length) {
+      frag_++;
+      frag_pos_ = 0;
+    }
+    if (frag_ >= frags_.size()) corrupt("the record's fragments do not add up");
+    const auto& f = frags_[frag_];
+    uint64_t want = std::min<uint64_t>(cap, f.length - frag_pos_);
+    size_t n = file_->pread(f.offset + frag_pos_, dst, static_cast<size_t>(want));
+    if (n == 0) corrupt("the file is shorter than recorded (" + std::to_string(item_.size) + " bytes)");
+    xxh_.update(dst, n);
+    frag_pos_ += n;
+    left_ -= n;
+    return n;
+  }
+
+  size_t stream_payload(uint8_t* dst, size_t cap) {
+    size_t n = left_ ? fill(dst, std::min<uint64_t>(cap, left_)) : 0;
+    if (left_ == 0) finish_file();
+    return n;
+  }
+
+  void finish_file() {
+    if (item_.fragments.empty()) {
+      uint8_t extra;
+      if (file_->pread(item_.size, &extra, 1) != 0)
+        corrupt("the file is longer than recorded (" + std::to_string(item_.size) + " bytes)");
+    }
+    if (xxh_.digest() != item_.xxh3) corrupt("its content differs from what was registered");
+    file_.reset();
+  }
+
+  ChunkSource chunks_;
+  record::Reader reader_;
+  std::unique_ptr<PayloadSession> session_;
+  record::Item item_;
+  std::vector<uint8_t> pending_;
+  size_t pend_pos_ = 0;
+  std::unique_ptr<PayloadFile> file_;
+  std::vector<tar::SparseFragment> frags_;
+  size_t frag_ = 0;
+  uint64_t frag_pos_ = 0, left_ = 0;
+  record::Xxh3 xxh_;
+  bool done_ = false;
+};
+
+class VerifiedStream : public ByteSource {
+ public:
+  VerifiedStream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep)
+      : st_(std::move(st)), keep_(std::move(keep)) {}
+
+  size_t read(uint8_t* buf, size_t cap) override {
+    if (failure_) std::rethrow_exception(failure_);
+    if (done_ || cap == 0) return 0;
+    try {
+      if (!inner_) open_inner();
+      size_t n = inner_->read(buf, cap);
+      if (n > 0) {
+        sha_.update(buf, n);
+        return n;
+      }
+      Digest got = sha_.finish();
+      const auto& node = keep_->node();
+      if (got != node.diff_id)
+        throw Error(Code::Digest, "could not verify layer data for: " + node.diff_id.str() +
+                                      ". This may be because internal files in the layer store were modified. "
+                                      "Re-pulling or rebuilding this image may resolve the issue");
+      done_ = true;
+      return 0;
+    } catch (Error& e) {
+      if (e.diff_id().empty()) e.with_diff_id(keep_->node().diff_id.str());
+      failure_ = std::current_exception();
+      throw;
+    } catch (...) {
+      failure_ = std::current_exception();
+      throw;
+    }
+  }
+
+ private:
+  void open_inner() {
+    const auto& node = keep_->node();
+    if (node.has_record) {
+      inner_ = std::make_unique<Assembler>(st_, node);
+    } else {
+      inner_ = st_->driver->diff(node.cache_id, node.parent ? node.parent->cache_id : std::string());
+    }
+  }
+
+  std::shared_ptr<StoreState> st_;
+  std::unique_ptr<LayerRef> keep_;
+  std::unique_ptr<ByteSource> inner_;
+  Hasher sha_;
+  bool done_ = false;
+  std::exception_ptr failure_;
+};
+
+}  // namespace
+
+std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep) {
+  return std::make_unique<VerifiedStream>(std::move(st), std::move(keep));
+}
+
+}  // namespace rolayer
