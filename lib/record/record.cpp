@@ -290,7 +290,7 @@ struct Reader::Impl {
     ipos += f::kHeaderSize;
     if (!want_input(5)) damaged("truncated compressed data");
     const uint8_t* z = ibuf.get() + ipos;
-    uint32_t magic = z[0] | z[1] << 8 | z[2] << 16 | static_cast<uint32_t>(z[3]) << 24;
+    uint32_t magic = uint32_t{z[0]} | uint32_t{z[1]} << 8 | uint32_t{z[2]} << 16 | uint32_t{z[3]} << 24;
     if (magic != ZSTD_MAGICNUMBER) damaged("compressed data is not a zstd frame");
     if (!(z[4] & 0x04)) damaged("zstd frame has no content checksum");
   }

@@ -1,6 +1,7 @@
 // Entry paths: normalisation, OCI whiteouts and the escape checks every register runs.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -31,11 +32,28 @@ std::string whiteout_target(std::string_view cleaned);
 // inside the container's root at run time). Memory: one string per symlink in the layer.
 class SafetyChecker {
  public:
+  SafetyChecker();
+
   // Returns the cleaned path of e; throws Error(Code::Unsafe) naming the path on an escape.
   std::string check(const Entry& e);
 
+  // Same checks as check(); also returns the cleaned hard-link target (Hardlink entries
+  // only; empty otherwise), which is relative to the layer root like the path.
+  struct Checked {
+    std::string path;
+    std::string link_target;
+  };
+  Checked check_entry(const Entry& e);
+
  private:
+  bool through_symlink(const std::string& cleaned, bool include_self) const;
+  uint64_t prefix_hash_step(uint64_t h, unsigned char c) const;
+
   std::unordered_set<std::string> symlinks_;
+  // Hashes (mod 2^61-1, random base) of the paths in symlinks_, so that every prefix of a
+  // name can be tested in time linear in the name's length.
+  std::unordered_set<uint64_t> symlink_hashes_;
+  uint64_t hash_base_ = 0;
 };
 
 }  // namespace rolayer::tar

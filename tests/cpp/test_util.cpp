@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -32,7 +33,7 @@ TempDir::~TempDir() {
 }
 
 size_t MemSource::read(uint8_t* buf, size_t cap) {
-  size_t n = std::min({cap, max_, data_.size() - pos_});
+  size_t n = std::min<size_t>({cap, max_, data_.size() - pos_});
   std::memcpy(buf, data_.data() + pos_, n);
   pos_ += n;
   return n;

@@ -1,0 +1,400 @@
+package rolayer
+
+/*
+#cgo pkg-config: rolayer
+#include <stdlib.h>
+#include <rolayer.h>
+
+static int rl_store_open(rolayer_store **out, const char *root, const char *driver, int busy_ms,
+                         rolayer_error **err) {
+	rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
+	o.driver = driver;
+	o.busy_timeout_ms = busy_ms;
+	return rolayer_store_open_ext(out, root, &o, err);
+}
+*/
+import "C"
+
+import (
+	"io"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// MaxDepth is the longest chain a layer can be on (a base layer has depth 1), as in the Docker
+// engine: registering on a parent of this depth fails with ErrMaxDepthExceeded.
+const MaxDepth = C.ROLAYER_MAX_DEPTH
+
+// Version is the version of the loaded library ("MAJOR.MINOR.PATCH").
+func Version() string { return C.GoString(C.rolayer_version_string()) }
+
+// HeaderVersion is the version of the headers this package was compiled against.
+const HeaderVersion = C.ROLAYER_VERSION_STRING
+
+// Options for Open. The zero value (or nil) opens with the library's defaults.
+type Options struct {
+	// Driver is the built-in driver: "dir" (the library's default when empty) or "exact".
+	// A store can only be reopened with the driver it was created with.
+	Driver string
+	// BusyTimeout is how long Open waits while another process holds the store
+	// (0 = the library's default, 5 s; negative = fail at once with ErrBusy).
+	BusyTimeout time.Duration
+}
+
+// Store is an open layer store, shaped like the Docker engine's layer.Store.
+//
+// A Store is safe for concurrent use by many goroutines. Layers returned by Register and Get
+// are references that must be given back with Release; Layers returned by Map and
+// Layer.Parent are descriptions that hold no reference (see Map).
+type Store struct {
+	c      *C.rolayer_store
+	root   string
+	driver string
+
+	gate gate
+
+	// The C handles alive in this store, freed by Close after the store itself.
+	trackMu sync.Mutex
+	handles map[*C.rolayer_layer]struct{}
+	streams map[*C.rolayer_tar_stream]struct{}
+
+	// refMu serialises every call that can drop a C reference (release, unretain, stream free)
+	// with the pins (see pins.go).
+	refMu sync.Mutex
+	pins  map[ChainID]*C.rolayer_layer
+
+	// What each ChainID seen so far is (immutable for a ChainID).
+	infoMu sync.RWMutex
+	info   map[ChainID]*layerInfo
+
+	closeOnce sync.Once
+}
+
+// Open opens (creating it if needed) the store rooted at directory root. It fails with ErrBusy
+// when another process holds the store, and with ErrInvalid when the store was created with
+// another driver or the driver name is unknown.
+func Open(root string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	croot := C.CString(root)
+	defer C.free(unsafe.Pointer(croot))
+	var cdriver *C.char
+	if o.Driver != "" {
+		cdriver = C.CString(o.Driver)
+		defer C.free(unsafe.Pointer(cdriver))
+	}
+	busy := C.int(0)
+	switch {
+	case o.BusyTimeout < 0:
+		busy = -1
+	case o.BusyTimeout > 0:
+		ms := o.BusyTimeout.Milliseconds()
+		if ms < 1 {
+			ms = 1
+		}
+		if ms > 1<<31-1 {
+			ms = 1<<31 - 1
+		}
+		busy = C.int(ms)
+	}
+	var out *C.rolayer_store
+	var cerr *C.rolayer_error
+	if rc := C.rl_store_open(&out, croot, cdriver, busy, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	s := &Store{
+		c:       out,
+		root:    C.GoString(C.rolayer_store_root(out)),
+		driver:  C.GoString(C.rolayer_store_driver(out)),
+		handles: make(map[*C.rolayer_layer]struct{}),
+		streams: make(map[*C.rolayer_tar_stream]struct{}),
+		pins:    make(map[ChainID]*C.rolayer_layer),
+		info:    make(map[ChainID]*layerInfo),
+	}
+	s.gate.init()
+	runtime.SetFinalizer(s, func(s *Store) { s.Close() })
+	return s, nil
+}
+
+// Root is the store's root directory.
+func (s *Store) Root() string { return s.root }
+
+// DriverName is the name of the store's driver ("dir", "exact").
+func (s *Store) DriverName() string { return s.driver }
+
+// Close closes the store. It waits for calls in progress (a Register still reading its input, a
+// Verify, a stream Read) to return, then frees the store; Layers and streams still open become
+// unusable (their calls fail with ErrClosed) and their C handles are freed. Closing deletes
+// nothing: what was registered stays on disk, and a later Open sees it (with no references but
+// the persistent ones of Retain). Close is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.gate.close()
+		runtime.SetFinalizer(s, nil)
+		C.rolayer_store_free(s.c)
+		// Handles that outlive their store are freed after it: freeing the store first means
+		// these releases drop in-memory counts only and delete nothing on disk (the C store
+		// "releases nothing on disk" for handles still open when it is freed).
+		s.trackMu.Lock()
+		for st := range s.streams {
+			C.rolayer_tar_stream_free(st)
+		}
+		for h := range s.handles {
+			C.rolayer_release(h, nil)
+		}
+		s.streams, s.handles = nil, nil
+		s.trackMu.Unlock()
+		s.refMu.Lock()
+		for _, p := range s.pins {
+			C.rolayer_release(p, nil)
+		}
+		s.pins = nil
+		s.refMu.Unlock()
+		runtime.KeepAlive(s)
+	})
+	return nil
+}
+
+// Cleanup is Close, under the Docker engine's name.
+func (s *Store) Cleanup() error { return s.Close() }
+
+// Register registers a layer from an uncompressed tar stream on top of parent ("" for a base
+// layer), as the Docker engine's Store.Register does; see RegisterWithDescriptor.
+func (s *Store) Register(ts io.Reader, parent ChainID) (Layer, error) {
+	return s.RegisterWithDescriptor(ts, parent, Descriptor{})
+}
+
+// Get returns a new reference to the layer id, to be given back with Release.
+// ErrLayerDoesNotExist if there is none, ErrInvalid for a malformed ChainID.
+func (s *Store) Get(id ChainID) (Layer, error) {
+	cid := C.CString(string(id))
+	defer C.free(unsafe.Pointer(cid))
+	if !s.gate.enter() {
+		return nil, errClosed("store")
+	}
+	defer s.gate.exit()
+	var out *C.rolayer_layer
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_open(&out, s.c, cid, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	return s.newRef(out), nil
+}
+
+// Release gives back a reference obtained from Register or Get. When it was the last reference
+// of any kind (references, child layers, persistent references of Retain), the layer is deleted
+// and its parent released in turn; the deleted layers are returned, child first.
+//
+// Releasing a reference twice, or a Layer that is not a reference of this store (one from Map
+// or Parent), returns ErrLayerNotRetained.
+func (s *Store) Release(l Layer) ([]Metadata, error) {
+	r, ok := l.(*layerRef)
+	if !ok || r.s != s {
+		var id ChainID
+		if l != nil {
+			id = l.ChainID()
+		}
+		return nil, &Error{Code: CodeNotRetained, Message: "layer not retained: " + string(id)}
+	}
+	return r.release()
+}
+
+// Map returns every layer of the store, by ChainID.
+//
+// The Layers are descriptions, not references (as in the Docker engine, whose Map layers need no
+// Release): they never need Release (Release returns ErrLayerNotRetained) and they do not keep
+// a layer from being deleted when its last reference is released. Their getters work at any
+// time; TarStream, TarStreamFrom, Metadata and Verify work while the layer exists and fail with
+// ErrLayerDoesNotExist after it was deleted. Map returns an empty map on a closed store.
+func (s *Store) Map() map[ChainID]Layer {
+	out := make(map[ChainID]Layer)
+	ids, err := s.list()
+	if err != nil {
+		return out
+	}
+	for _, id := range ids {
+		if v, err := s.view(id); err == nil {
+			out[id] = v
+		}
+	}
+	return out
+}
+
+func (s *Store) list() ([]ChainID, error) {
+	if !s.gate.enter() {
+		return nil, errClosed("store")
+	}
+	defer s.gate.exit()
+	var l *C.rolayer_string_list
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_store_list(&l, s.c, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	defer C.rolayer_string_list_free(l)
+	n := int(C.rolayer_string_list_count(l))
+	ids := make([]ChainID, 0, n)
+	for i := 0; i < n; i++ {
+		ids = append(ids, ChainID(C.GoString(C.rolayer_string_list_get(l, C.size_t(i)))))
+	}
+	return ids, nil
+}
+
+// Retain adds a persistent reference to layer id, kept in the store's database across Close
+// and other processes (what keeps a layer when nothing holds a reference to it). Each Retain is
+// undone by one Unretain.
+func (s *Store) Retain(id ChainID) error {
+	cid := C.CString(string(id))
+	defer C.free(unsafe.Pointer(cid))
+	if !s.gate.enter() {
+		return errClosed("store")
+	}
+	defer s.gate.exit()
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_store_retain(s.c, cid, &cerr); rc != 0 {
+		return fromC(rc, cerr)
+	}
+	return nil
+}
+
+// Unretain drops one persistent reference of layer id; when it was the last reference of any
+// kind, the layer is deleted as by Release, and the deleted layers are returned child first.
+// ErrLayerNotRetained when id has no persistent reference.
+func (s *Store) Unretain(id ChainID) ([]Metadata, error) {
+	cid := C.CString(string(id))
+	defer C.free(unsafe.Pointer(cid))
+	if !s.gate.enter() {
+		return nil, errClosed("store")
+	}
+	defer s.gate.exit()
+	s.refMu.Lock()
+	defer s.refMu.Unlock()
+	if len(s.pins) > 0 {
+		var n C.int64_t
+		if C.rolayer_store_retained(s.c, cid, &n, nil) == 0 && n > 0 {
+			// id has a persistent reference: its pins can go (see pins.go).
+			if parent, ok := s.parentLocked(id); ok {
+				s.dropChainPinsLocked(id, parent)
+			}
+		}
+	}
+	var removed *C.rolayer_removed
+	var cerr *C.rolayer_error
+	rc := C.rolayer_store_unretain(s.c, cid, &removed, &cerr)
+	if rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	return s.removedList(removed), nil
+}
+
+// Retained returns the number of persistent references of layer id.
+func (s *Store) Retained(id ChainID) (int64, error) {
+	cid := C.CString(string(id))
+	defer C.free(unsafe.Pointer(cid))
+	if !s.gate.enter() {
+		return 0, errClosed("store")
+	}
+	defer s.gate.exit()
+	var n C.int64_t
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_store_retained(s.c, cid, &n, &cerr); rc != 0 {
+		return 0, fromC(rc, cerr)
+	}
+	return int64(n), nil
+}
+
+// removedList converts and frees a deleted-layer report, forgetting the deleted layers.
+func (s *Store) removedList(r *C.rolayer_removed) []Metadata {
+	if r == nil {
+		return nil
+	}
+	defer C.rolayer_removed_free(r)
+	n := int(C.rolayer_removed_count(r))
+	if n == 0 {
+		return nil
+	}
+	out := make([]Metadata, n)
+	for i := range out {
+		ci := C.size_t(i)
+		out[i] = Metadata{
+			ChainID:  ChainID(C.GoString(C.rolayer_removed_chain_id(r, ci))),
+			DiffID:   DiffID(C.GoString(C.rolayer_removed_diff_id(r, ci))),
+			Size:     int64(C.rolayer_removed_size(r, ci)),
+			DiffSize: int64(C.rolayer_removed_diff_size(r, ci)),
+		}
+	}
+	s.infoMu.Lock()
+	for _, m := range out {
+		delete(s.info, m.ChainID)
+	}
+	s.infoMu.Unlock()
+	return out
+}
+
+func (s *Store) track(h *C.rolayer_layer) {
+	s.trackMu.Lock()
+	s.handles[h] = struct{}{}
+	s.trackMu.Unlock()
+}
+
+func (s *Store) untrack(h *C.rolayer_layer) {
+	s.trackMu.Lock()
+	delete(s.handles, h)
+	s.trackMu.Unlock()
+}
+
+func (s *Store) trackStream(h *C.rolayer_tar_stream) {
+	s.trackMu.Lock()
+	s.streams[h] = struct{}{}
+	s.trackMu.Unlock()
+}
+
+func (s *Store) untrackStream(h *C.rolayer_tar_stream) {
+	s.trackMu.Lock()
+	delete(s.streams, h)
+	s.trackMu.Unlock()
+}
+
+// gate counts the calls into the C library that are in progress, so that Close can wait for
+// them and later calls fail with ErrClosed instead of touching freed handles. Unlike a RWMutex
+// it never blocks a call: a call made while Close waits (e.g. a Register's reader reading a
+// stream of the same store) fails at once rather than deadlocking.
+type gate struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	n      int
+	closed bool
+}
+
+func (g *gate) init() { g.cond.L = &g.mu }
+
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *gate) exit() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 && g.closed {
+		g.cond.Broadcast()
+	}
+	g.mu.Unlock()
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	for g.n > 0 {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+}

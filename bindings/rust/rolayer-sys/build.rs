@@ -1,0 +1,27 @@
+//! Finds librolayer with pkg-config (0.1 <= version < 0.2). The bindings are checked in
+//! (src/bindings.rs): bindgen does not run here.
+//!
+//! Point PKG_CONFIG_PATH at `<prefix>/lib/pkgconfig` for a library installed outside the
+//! default search path (and LD_LIBRARY_PATH at `<prefix>/lib` to run what links it).
+
+fn main() {
+    match pkg_config::Config::new()
+        .range_version("0.1".."0.2")
+        .probe("rolayer")
+    {
+        Ok(lib) => {
+            // Exposed to dependents' build scripts as DEP_ROLAYER_INCLUDE / DEP_ROLAYER_VERSION.
+            let include = std::env::join_paths(&lib.include_paths).expect("include paths");
+            println!("cargo:include={}", include.to_string_lossy());
+            println!("cargo:version={}", lib.version);
+        }
+        Err(e) => {
+            eprintln!(
+                "rolayer-sys: librolayer >= 0.1, < 0.2 was not found with pkg-config.\n\
+                 Install it (cmake --install <build> --prefix <prefix>) and set\n\
+                 PKG_CONFIG_PATH=<prefix>/lib/pkgconfig (and LD_LIBRARY_PATH=<prefix>/lib to run).\n\n{e}"
+            );
+            std::process::exit(1);
+        }
+    }
+}

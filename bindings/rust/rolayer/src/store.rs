@@ -1,0 +1,450 @@
+//! [`Store`]: opening a store, registering, opening and releasing layers, persistent references.
+
+use std::any::Any;
+use std::ffi::{c_int, c_void, CStr};
+use std::fmt;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+use std::time::Duration;
+
+use rolayer_sys as sys;
+
+use crate::digest::{ChainId, Digest};
+use crate::error::{Error, Result};
+use crate::layer::{take_removed, Layer, Removed};
+use crate::util::{c_string, call, opt_ptr, path_c_string};
+
+/// How to open a store: the driver and how long to wait for another process's lock.
+/// Builder in the style of `std::fs::OpenOptions`:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let store = rolayer::StoreOptions::new()
+///     .driver("exact")
+///     .busy_timeout(Duration::from_secs(30))
+///     .open("/var/lib/example/layers")?;
+/// # Ok::<(), rolayer::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    driver: Option<String>,
+    busy_timeout_ms: c_int,
+}
+
+impl StoreOptions {
+    /// The defaults: the "dir" driver, the library's default lock wait (5 s).
+    pub fn new() -> StoreOptions {
+        StoreOptions::default()
+    }
+
+    /// The built-in driver: `"dir"` (the default) or `"exact"`. A store can only be reopened
+    /// with the driver that created it.
+    pub fn driver(&mut self, name: impl Into<String>) -> &mut StoreOptions {
+        self.driver = Some(name.into());
+        self
+    }
+
+    /// How long to wait for another process's lock on the store before failing with
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy). `Duration::ZERO` fails at once.
+    /// Millisecond resolution (rounded up), at most `i32::MAX` ms.
+    pub fn busy_timeout(&mut self, timeout: Duration) -> &mut StoreOptions {
+        self.busy_timeout_ms = if timeout.is_zero() {
+            -1
+        } else {
+            let ms = timeout.as_nanos().div_ceil(1_000_000);
+            c_int::try_from(ms).unwrap_or(c_int::MAX)
+        };
+        self
+    }
+
+    /// Opens (creating it if needed) the store rooted at `root`.
+    pub fn open(&self, root: impl AsRef<Path>) -> Result<Store> {
+        let root = path_c_string(root.as_ref())?;
+        let driver = self.driver.as_deref().map(|d| c_string(d, "the driver name")).transpose()?;
+        let opts = sys::rolayer_store_options {
+            driver: opt_ptr(driver.as_ref()),
+            busy_timeout_ms: self.busy_timeout_ms,
+            ..sys::rolayer_store_options::INIT
+        };
+        let mut out = ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the options borrow nothing past it.
+        call(|err| unsafe { sys::rolayer_store_open_ext(&mut out, root.as_ptr(), &opts, err) })?;
+        // SAFETY: success gives a new, non-NULL store that we own.
+        unsafe { Store::from_raw(out) }
+    }
+}
+
+/// A layer store: an open `rolayer_store`.
+///
+/// `Store` is `Send + Sync` (the C store is safe to use from many threads at once) and its
+/// methods take `&self`: share it by reference, e.g. with `std::thread::scope`, or in an `Arc`.
+/// [`Layer`]s and [`TarStream`](crate::TarStream)s borrow it (`Layer<'s>`), because the
+/// C library invalidates them when the store is freed; dropping the `Store` closes it and
+/// releases its lock.
+pub struct Store {
+    raw: NonNull<sys::rolayer_store>,
+    root: PathBuf,
+    driver: String,
+}
+
+// SAFETY: store.h: "a rolayer_store is safe to use from many threads at once". The cached
+// root and driver are immutable Rust values.
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+
+/// The most layers in a chain (a base layer has depth 1), as in the Docker engine.
+pub const MAX_DEPTH: u32 = sys::ROLAYER_MAX_DEPTH as u32;
+
+/// Options for registering a layer.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RegisterOptions {
+    /// The distribution descriptor of the blob the layer came from, kept with the layer.
+    pub descriptor: Option<Descriptor>,
+}
+
+impl RegisterOptions {
+    /// No options.
+    pub fn new() -> RegisterOptions {
+        RegisterOptions::default()
+    }
+
+    /// Records `descriptor` with the layer ([`Layer::descriptor`]).
+    pub fn descriptor(mut self, descriptor: Descriptor) -> RegisterOptions {
+        self.descriptor = Some(descriptor);
+        self
+    }
+}
+
+/// An OCI distribution descriptor: the (compressed) blob a layer was pulled as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Descriptor {
+    /// The blob's media type, e.g. `application/vnd.oci.image.layer.v1.tar+gzip`.
+    pub media_type: String,
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size in bytes.
+    pub size: u64,
+}
+
+impl Descriptor {
+    /// A descriptor.
+    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
+        Descriptor { media_type: media_type.into(), digest, size }
+    }
+}
+
+impl Store {
+    /// Opens (creating it if needed) the store rooted at `root` with the default driver
+    /// ("dir"). Half-registered or half-removed layers left by a crash are cleaned up.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        StoreOptions::new().open(root)
+    }
+
+    /// Opens the store at `root` with the built-in driver `driver` (`"dir"` or `"exact"`).
+    /// Reopening a store with another driver than the one that created it is
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
+    pub fn open_with_driver(root: impl AsRef<Path>, driver: &str) -> Result<Store> {
+        StoreOptions::new().driver(driver).open(root)
+    }
+
+    /// # Safety
+    /// `raw` is a store handle from the library that nothing else owns.
+    unsafe fn from_raw(raw: *mut sys::rolayer_store) -> Result<Store> {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no store"))?;
+        // SAFETY: raw is a live store; both strings are borrowed from it and copied at once.
+        let (root, driver) = unsafe {
+            let root = sys::rolayer_store_root(raw.as_ptr());
+            let driver = sys::rolayer_store_driver(raw.as_ptr());
+            (
+                if root.is_null() {
+                    PathBuf::new()
+                } else {
+                    PathBuf::from(std::ffi::OsStr::from_bytes(CStr::from_ptr(root).to_bytes()))
+                },
+                if driver.is_null() { String::new() } else { CStr::from_ptr(driver).to_string_lossy().into_owned() },
+            )
+        };
+        Ok(Store { raw, root, driver })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::rolayer_store {
+        self.raw.as_ptr()
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The driver's name.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// Registers a layer from an uncompressed tar stream read from `reader` to its end, on
+    /// top of `parent` (None for a base layer).
+    ///
+    /// * The DiffID is the sha256 of every byte read; the ChainID follows the OCI image spec.
+    /// * Errors: [`Archive`](crate::ErrorKind::Archive) for a malformed tar,
+    ///   [`Unsafe`](crate::ErrorKind::Unsafe) for one escaping the layer,
+    ///   [`NotFound`](crate::ErrorKind::NotFound) for an unknown parent,
+    ///   [`MaxDepth`](crate::ErrorKind::MaxDepth) when the parent is [`MAX_DEPTH`] deep.
+    /// * Registering an existing ChainID gives a new reference to the existing layer.
+    /// * A failure leaves nothing behind.
+    ///
+    /// The reader runs on this thread, during the call, through a C callback:
+    /// * an `io::Error` from it (other than `Interrupted`, which is retried) aborts the
+    ///   registration with [`ErrorKind::User`](crate::ErrorKind::User), and the reader's
+    ///   `io::Error` is the returned error's `source()` (its `io::ErrorKind` is kept when the
+    ///   error is converted into an `io::Error`);
+    /// * a panic in it is caught at the FFI boundary (it never unwinds through C), the
+    ///   registration is aborted and cleaned up by the library, and the panic is then
+    ///   **resumed** with its original payload once the C call has returned.
+    pub fn register<R: Read>(&self, parent: Option<&ChainId>, reader: R) -> Result<Layer<'_>> {
+        self.register_with(parent, reader, &RegisterOptions::new())
+    }
+
+    /// [`register`](Store::register) with options (a distribution descriptor).
+    pub fn register_with<R: Read>(
+        &self,
+        parent: Option<&ChainId>,
+        reader: R,
+        options: &RegisterOptions,
+    ) -> Result<Layer<'_>> {
+        let mut state = ReadState { reader, error: None, panic: None };
+        let state_ptr = (&mut state as *mut ReadState<R>).cast::<c_void>();
+        let result = self.register_raw(parent, options, |out, store, parent, opts, err| {
+            // SAFETY: state outlives the call and nothing else touches it during it;
+            // read_trampoline::<R> matches the type behind state_ptr.
+            unsafe {
+                sys::rolayer_register_ext(out, store, parent, Some(read_trampoline::<R>), state_ptr, opts, err)
+            }
+        });
+        if let Some(payload) = state.panic {
+            drop(result); // releases a layer in the unlikely case the library still succeeded
+            panic::resume_unwind(payload);
+        }
+        match (result, state.error) {
+            (Err(e), Some(io_err)) => {
+                let msg = format!("{} (reading the layer stream: {io_err})", e.message());
+                Err(Error::new(e.kind().clone(), msg).with_source(io_err))
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Registers a layer from bytes in memory.
+    pub fn register_bytes(&self, parent: Option<&ChainId>, data: &[u8]) -> Result<Layer<'_>> {
+        self.register_raw(parent, &RegisterOptions::new(), |out, store, parent, opts, err| {
+            // SAFETY: data is valid for data.len() bytes during the call.
+            unsafe { sys::rolayer_register_memory(out, store, parent, data.as_ptr(), data.len(), opts, err) }
+        })
+    }
+
+    /// Registers a layer read from an open file descriptor to its end (the descriptor is
+    /// borrowed, not closed), without a callback per read.
+    pub fn register_fd(&self, parent: Option<&ChainId>, fd: impl AsFd) -> Result<Layer<'_>> {
+        let fd = fd.as_fd();
+        self.register_raw(parent, &RegisterOptions::new(), |out, store, parent, opts, err| {
+            // SAFETY: fd stays open during the call (borrowed).
+            unsafe { sys::rolayer_register_fd(out, store, parent, fd.as_raw_fd(), opts, err) }
+        })
+    }
+
+    fn register_raw(
+        &self,
+        parent: Option<&ChainId>,
+        options: &RegisterOptions,
+        f: impl FnOnce(
+            *mut *mut sys::rolayer_layer,
+            *mut sys::rolayer_store,
+            *const std::ffi::c_char,
+            *const sys::rolayer_register_options,
+            *mut *mut sys::rolayer_error,
+        ) -> c_int,
+    ) -> Result<Layer<'_>> {
+        let parent = parent.map(|p| c_string(p.as_str(), "the parent ChainID")).transpose()?;
+        let (media_type, digest, size) = match &options.descriptor {
+            Some(d) => (
+                Some(c_string(&d.media_type, "the descriptor's media type")?),
+                Some(c_string(d.digest.as_str(), "the descriptor's digest")?),
+                i64::try_from(d.size).map_err(|_| Error::invalid("the descriptor's size is too large"))?,
+            ),
+            None => (None, None, 0),
+        };
+        let opts = sys::rolayer_register_options {
+            descriptor_media_type: opt_ptr(media_type.as_ref()),
+            descriptor_digest: opt_ptr(digest.as_ref()),
+            descriptor_size: size,
+            ..sys::rolayer_register_options::INIT
+        };
+        let mut out = ptr::null_mut();
+        call(|err| f(&mut out, self.as_ptr(), opt_ptr(parent.as_ref()), &opts, err))?;
+        // SAFETY: success gives a new layer reference that we own.
+        unsafe { Layer::from_raw(self, out) }
+    }
+
+    /// Opens a new reference to the layer `chain_id`
+    /// ([`NotFound`](crate::ErrorKind::NotFound) if there is none).
+    pub fn get(&self, chain_id: &ChainId) -> Result<Layer<'_>> {
+        let id = c_string(chain_id.as_str(), "the ChainID")?;
+        let mut out = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_open(&mut out, self.as_ptr(), id.as_ptr(), err) })?;
+        // SAFETY: success gives a new layer reference that we own.
+        unsafe { Layer::from_raw(self, out) }
+    }
+
+    /// Every ChainID in the store, in no particular order.
+    pub fn list(&self) -> Result<Vec<ChainId>> {
+        let mut out = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_store_list(&mut out, self.as_ptr(), err) })?;
+        // SAFETY: a list we own, freed once copied.
+        let strings = unsafe { take_string_list(out) };
+        Ok(strings.into_iter().map(ChainId::from_library).collect())
+    }
+
+    /// Adds a persistent reference (kept in the store's database, across processes and
+    /// reopenings) to `chain_id`.
+    pub fn retain(&self, chain_id: &ChainId) -> Result<()> {
+        let id = c_string(chain_id.as_str(), "the ChainID")?;
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_store_retain(self.as_ptr(), id.as_ptr(), err) })
+    }
+
+    /// Drops a persistent reference; when it was the last reference of any kind the layer is
+    /// deleted, with the cascade, and the deleted layers are returned child first.
+    /// [`NotRetained`](crate::ErrorKind::NotRetained) when `chain_id` has no persistent reference.
+    pub fn unretain(&self, chain_id: &ChainId) -> Result<Vec<Removed>> {
+        let id = c_string(chain_id.as_str(), "the ChainID")?;
+        let mut removed = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_store_unretain(self.as_ptr(), id.as_ptr(), &mut removed, err) })?;
+        // SAFETY: a report we own.
+        Ok(unsafe { take_removed(removed) })
+    }
+
+    /// The number of persistent references on `chain_id`.
+    pub fn retained(&self, chain_id: &ChainId) -> Result<u64> {
+        let id = c_string(chain_id.as_str(), "the ChainID")?;
+        let mut n = 0i64;
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_store_retained(self.as_ptr(), id.as_ptr(), &mut n, err) })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Every Layer and TarStream borrows the store, so none is left open here.
+        // SAFETY: we own the handle.
+        unsafe { sys::rolayer_store_free(self.raw.as_ptr()) }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).field("driver", &self.driver).finish()
+    }
+}
+
+/// Copies and frees a string list (NULL gives an empty list).
+///
+/// # Safety
+/// `l` is NULL or a list from the library that nothing else owns.
+pub(crate) unsafe fn take_string_list(l: *mut sys::rolayer_string_list) -> Vec<String> {
+    // SAFETY: l is NULL or live until the free below.
+    unsafe {
+        let n = sys::rolayer_string_list_count(l);
+        let v = (0..n)
+            .map(|i| {
+                let s = sys::rolayer_string_list_get(l, i);
+                if s.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(s).to_string_lossy().into_owned()
+                }
+            })
+            .collect();
+        sys::rolayer_string_list_free(l);
+        v
+    }
+}
+
+// ---- the read callback ---------------------------------------------------------------------
+
+/// The reader and what happened to it, behind the callback's `user_data`.
+struct ReadState<R> {
+    reader: R,
+    error: Option<io::Error>,
+    panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+/// The callback's return value when the reader failed.
+const READER_FAILED: c_int = 1;
+/// The callback's return value when the reader panicked.
+const READER_PANICKED: c_int = 2;
+
+/// `rolayer_read_fn` over a `ReadState<R>`. Never unwinds.
+unsafe extern "C" fn read_trampoline<R: Read>(
+    buf: *mut c_void,
+    cap: usize,
+    n_read: *mut usize,
+    user_data: *mut c_void,
+) -> c_int {
+    // SAFETY: user_data is the &mut ReadState<R> that register_with passed, used only here
+    // during the call; n_read is valid.
+    let state = unsafe { &mut *user_data.cast::<ReadState<R>>() };
+    unsafe { *n_read = 0 };
+    if state.error.is_some() {
+        return READER_FAILED;
+    }
+    if state.panic.is_some() {
+        return READER_PANICKED;
+    }
+    let out: &mut [u8] = if cap == 0 || buf.is_null() {
+        &mut []
+    } else {
+        // SAFETY: buf holds cap writable bytes. It may be uninitialised, and `Read` may look
+        // at the buffer, so it is zeroed before it becomes a &mut [u8].
+        unsafe {
+            ptr::write_bytes(buf.cast::<u8>(), 0, cap);
+            std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap)
+        }
+    };
+    let reader = &mut state.reader;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| loop {
+        match reader.read(&mut *out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    }));
+    match result {
+        Ok(Ok(n)) if n <= cap => {
+            // SAFETY: n_read is valid.
+            unsafe { *n_read = n };
+            0
+        }
+        Ok(Ok(n)) => {
+            state.error = Some(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the reader returned {n} bytes for a buffer of {cap}"),
+            ));
+            READER_FAILED
+        }
+        Ok(Err(e)) => {
+            state.error = Some(e);
+            READER_FAILED
+        }
+        Err(payload) => {
+            state.panic = Some(payload);
+            READER_PANICKED
+        }
+    }
+}

@@ -1,0 +1,432 @@
+#include "drivers/dir/dir_driver.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "drivers/dir/dir_fs.h"
+#include "drivers/dir/dir_internal.h"
+
+namespace rolayer {
+
+using dirfs::Fd;
+using dirfs::sys_error;
+
+namespace dirdrv {
+
+bool valid_clean_path(std::string_view p, bool allow_empty) {
+  if (p.empty()) return allow_empty;
+  if (p.front() == '/' || p.back() == '/') return false;
+  if (p.find('\0') != std::string_view::npos) return false;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string_view::npos) j = p.size();
+    std::string_view c = p.substr(i, j - i);
+    if (c.empty() || c == "." || c == "..") return false;
+    i = j + 1;
+  }
+  return true;
+}
+
+std::string encode_list(std::string_view magic, const std::set<std::string>& items) {
+  std::string out(magic);
+  out.push_back('\0');
+  for (auto& s : items) {
+    out += s;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+static std::vector<std::string_view> split_records(const std::string& data, std::string_view magic,
+                                                   const std::string& what_path) {
+  std::vector<std::string_view> recs;
+  std::string_view d(data);
+  if (d.empty() || d.back() != '\0')
+    throw Error(Code::Corrupt, "truncated metadata file: " + what_path).with_path(what_path);
+  size_t i = 0;
+  while (i < d.size()) {
+    size_t j = d.find('\0', i);
+    recs.push_back(d.substr(i, j - i));
+    i = j + 1;
+  }
+  if (recs.empty() || recs.front() != magic)
+    throw Error(Code::Corrupt, "unknown metadata file format: " + what_path).with_path(what_path);
+  recs.erase(recs.begin());
+  return recs;
+}
+
+std::vector<std::string> decode_list(std::string_view magic, const std::string& data,
+                                     bool allow_empty_paths, const std::string& what_path) {
+  std::vector<std::string> out;
+  for (auto r : split_records(data, magic, what_path)) {
+    if (!valid_clean_path(r, allow_empty_paths))
+      throw Error(Code::Corrupt, "invalid path in metadata file: " + what_path).with_path(what_path);
+    out.emplace_back(r);
+  }
+  return out;
+}
+
+std::string encode_index_record(const IndexRecord& r) {
+  std::string out = r.path;
+  out.push_back('\0');
+  out += std::to_string(r.occurrence);
+  out.push_back('\0');
+  out += r.file;
+  out.push_back('\0');
+  return out;
+}
+
+std::vector<IndexRecord> decode_index(const std::string& data, const std::string& what_path) {
+  auto recs = split_records(data, kPayloadsMagic, what_path);
+  if (recs.size() % 3 != 0)
+    throw Error(Code::Corrupt, "truncated payload index: " + what_path).with_path(what_path);
+  std::vector<IndexRecord> out;
+  for (size_t i = 0; i < recs.size(); i += 3) {
+    IndexRecord r;
+    r.path = std::string(recs[i]);
+    std::string_view occ = recs[i + 1];
+    r.file = std::string(recs[i + 2]);
+    uint64_t v = 0;
+    bool ok = !occ.empty() && occ.size() <= 10 && occ[0] != '0';
+    for (char c : occ) {
+      if (c < '0' || c > '9') ok = false;
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (!ok || v == 0 || v > UINT32_MAX || !valid_clean_path(r.path, true) ||
+        !valid_clean_path(r.file, false) || r.file.rfind(std::string(kRelocDir) + "/", 0) != 0)
+      throw Error(Code::Corrupt, "invalid payload index record: " + what_path).with_path(what_path);
+    r.occurrence = static_cast<uint32_t>(v);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void LayerCuts::load(const LayerPaths& layer) {
+  Fd meta = dirfs::open_dir(layer.meta);
+  std::string data;
+  if (dirfs::read_file(meta.get(), kWhiteoutsFile, data, kMaxMetaFile, layer.meta + "/" + kWhiteoutsFile)) {
+    for (auto& w : decode_list(kWhiteoutsMagic, data, false, layer.meta + "/" + kWhiteoutsFile)) {
+      whiteout_children[std::string(dirfs::dir_of(w))].emplace_back(dirfs::base_of(w));
+      whiteouts.insert(std::move(w));
+    }
+  }
+  if (dirfs::read_file(meta.get(), kOpaqueFile, data, kMaxMetaFile, layer.meta + "/" + kOpaqueFile)) {
+    for (auto& o : decode_list(kOpaqueMagic, data, true, layer.meta + "/" + kOpaqueFile))
+      opaque.insert(std::move(o));
+  }
+}
+
+bool LayerCuts::hides(std::string_view rel) const {
+  if (opaque.count(std::string()) && !rel.empty()) return true;
+  if (whiteouts.empty() && opaque.empty()) return false;
+  std::string prefix;
+  auto comps = dirfs::split(rel);
+  for (size_t i = 0; i < comps.size(); ++i) {
+    if (i) prefix.push_back('/');
+    prefix.append(comps[i]);
+    if (whiteouts.count(prefix)) return true;
+    if (i + 1 < comps.size() && opaque.count(prefix)) return true;
+  }
+  return false;
+}
+
+}  // namespace dirdrv
+
+using namespace dirdrv;
+
+namespace {
+
+void check_id(const std::string& id) {
+  if (id.empty() || id.size() > 200 || id[0] == '.' || id.find('/') != std::string::npos ||
+      id.find('\0') != std::string::npos)
+    throw Error(Code::Inval, "invalid layer id: '" + id + "'");
+}
+
+LayerPaths paths_of(const std::string& root, const std::string& id) {
+  LayerPaths p;
+  p.id = id;
+  p.dir = root + "/" + id;
+  p.diff = p.dir + "/" + kDiffDir;
+  p.meta = p.dir + "/" + kMetaDir;
+  return p;
+}
+
+bool is_dir_at(int dirfd, const std::string& name) {
+  struct stat st;
+  return ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Reads one stored payload with pread.
+class DirPayloadFile : public PayloadFile {
+ public:
+  DirPayloadFile(Fd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  size_t pread(uint64_t offset, uint8_t* buf, size_t cap) override {
+    for (;;) {
+      ssize_t n = ::pread(fd_.get(), buf, cap, static_cast<off_t>(offset));
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno == EINTR) continue;
+      throw sys_error("cannot read payload", path_, errno);
+    }
+  }
+
+ private:
+  Fd fd_;
+  std::string path_;
+};
+
+// Opens payloads in stream order. Memory: the relocation index (normally empty or tiny) plus
+// one counter per path that appears in it.
+class DirPayloadSession : public PayloadSession {
+ public:
+  explicit DirPayloadSession(const LayerPaths& lp)
+      : diff_(dirfs::open_dir(lp.diff, true)), meta_(dirfs::open_dir(lp.meta, true)) {
+    std::string data;
+    std::string ip = lp.meta + "/" + kPayloadsFile;
+    Fd meta_rd = dirfs::open_dir(lp.meta);
+    if (dirfs::read_file(meta_rd.get(), kPayloadsFile, data, kMaxMetaFile, ip)) {
+      for (auto& r : decode_index(data, ip)) index_[r.path][r.occurrence] = std::move(r.file);
+    }
+  }
+
+  std::unique_ptr<PayloadFile> open(const std::string& path) override {
+    if (!valid_clean_path(path, true))
+      throw Error(Code::Inval, "invalid payload path: '" + path + "'").with_path(path);
+    const std::string* file = nullptr;
+    auto it = index_.find(path);
+    if (it != index_.end()) {
+      uint32_t occ = ++seen_[path];
+      auto jt = it->second.find(occ);
+      if (jt != it->second.end()) file = &jt->second;
+    }
+    int root = file ? meta_.get() : diff_.get();
+    const std::string& rel = file ? *file : path;
+    Fd parent;
+    struct stat st;
+    if (rel.empty() || !dirfs::lookup(root, rel, parent, st))
+      throw Error(Code::Corrupt, "layer payload missing: '" + path + "'").with_path(path);
+    if (!S_ISREG(st.st_mode))
+      throw Error(Code::Corrupt, "layer payload is not a regular file: '" + path + "'").with_path(path);
+    std::string base(dirfs::base_of(rel));
+    Fd fd(::openat(parent.get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
+        throw Error(Code::Corrupt, "layer payload missing: '" + path + "'").with_path(path);
+      throw sys_error("cannot open payload", path, errno);
+    }
+    if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat payload", path, errno);
+    if (!S_ISREG(st.st_mode))
+      throw Error(Code::Corrupt, "layer payload is not a regular file: '" + path + "'").with_path(path);
+    return std::make_unique<DirPayloadFile>(std::move(fd), path);
+  }
+
+ private:
+  Fd diff_, meta_;
+  std::unordered_map<std::string, std::unordered_map<uint32_t, std::string>> index_;
+  std::unordered_map<std::string, uint32_t> seen_;
+};
+
+}  // namespace
+
+void DirDriver::require_init() const {
+  if (root_.empty()) throw Error(Code::Inval, "dir driver used before init()");
+}
+
+std::string DirDriver::layer_dir(const std::string& id) const { return root_ + "/" + id; }
+
+std::vector<std::string> DirDriver::init(const std::string& store_root) {
+  if (store_root.empty()) throw Error(Code::Inval, "empty store root");
+  if (::mkdir(store_root.c_str(), 0711) != 0 && errno != EEXIST)
+    throw sys_error("cannot create store root", store_root, errno);
+  // Canonical (symlink-free) root: libarchive's symlink checks walk absolute paths from "/".
+  char* rp = ::realpath(store_root.c_str(), nullptr);
+  if (!rp) throw sys_error("cannot resolve store root", store_root, errno);
+  std::string root = std::string(rp) + "/" + kDriverDir;
+  std::free(rp);
+  if (::mkdir(root.c_str(), 0711) != 0 && errno != EEXIST)
+    throw sys_error("cannot create driver directory", root, errno);
+  struct stat st;
+  if (::lstat(root.c_str(), &st) != 0) throw sys_error("cannot stat", root, errno);
+  if (!S_ISDIR(st.st_mode)) throw Error(Code::Io, "not a directory: " + root).with_path(root);
+  Fd rootfd = dirfs::open_dir(root);
+  std::vector<std::string> ids;
+  for (auto& [name, type] : dirfs::list_dir(rootfd.get(), root)) {
+    (void)type;
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".removing-", 0) == 0) {
+      // Left by a crash during create or remove: never a complete layer.
+      dirfs::remove_tree(rootfd.get(), name, root + "/" + name);
+      continue;
+    }
+    if (name[0] == '.' || !is_dir_at(rootfd.get(), name)) continue;
+    ids.push_back(name);
+  }
+  std::sort(ids.begin(), ids.end());
+  root_ = root;
+  return ids;
+}
+
+void DirDriver::create(const std::string& id, const std::string& parent) {
+  require_init();
+  check_id(id);
+  if (!parent.empty()) check_id(parent);
+  Fd rootfd = dirfs::open_dir(root_);
+  struct stat st;
+  if (::fstatat(rootfd.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+    throw Error(Code::Exists, "layer storage already exists: " + id).with_path(layer_dir(id));
+  if (!parent.empty() && !is_dir_at(rootfd.get(), parent))
+    throw Error(Code::NotFound, "parent layer not found: " + parent);
+  std::string tmp = ".tmp-" + dirfs::random_suffix();
+  std::string tmp_path = root_ + "/" + tmp;
+  try {
+    if (::mkdirat(rootfd.get(), tmp.c_str(), 0700) != 0) throw sys_error("cannot create", tmp_path, errno);
+    Fd tfd(::openat(rootfd.get(), tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!tfd.valid()) throw sys_error("cannot open", tmp_path, errno);
+    if (::mkdirat(tfd.get(), kDiffDir, 0755) != 0 || ::fchmodat(tfd.get(), kDiffDir, 0755, 0) != 0)
+      throw sys_error("cannot create", tmp_path + "/" + kDiffDir, errno);
+    if (::mkdirat(tfd.get(), kMetaDir, 0700) != 0) throw sys_error("cannot create", tmp_path + "/" + kMetaDir, errno);
+    Fd mfd(::openat(tfd.get(), kMetaDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!mfd.valid()) throw sys_error("cannot open", tmp_path + "/" + kMetaDir, errno);
+    dirfs::write_file_atomic(mfd.get(), kParentFile, parent, tmp_path + "/meta/parent");
+    if (::fchmod(tfd.get(), 0711) != 0) throw sys_error("cannot chmod", tmp_path, errno);
+    dirfs::fsync_fd(tfd.get(), tmp_path);
+    if (::renameat2(rootfd.get(), tmp.c_str(), rootfd.get(), id.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST)
+        throw Error(Code::Exists, "layer storage already exists: " + id).with_path(layer_dir(id));
+      throw sys_error("cannot rename", tmp_path, errno);
+    }
+    dirfs::fsync_fd(rootfd.get(), root_);
+  } catch (...) {
+    try {
+      dirfs::remove_tree(rootfd.get(), tmp, tmp_path);
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+void DirDriver::remove(const std::string& id) {
+  require_init();
+  check_id(id);
+  Fd rootfd = dirfs::open_dir(root_);
+  // Rename first: the id disappears atomically, and init() finishes an interrupted removal.
+  std::string tmp = ".removing-" + dirfs::random_suffix();
+  if (::renameat(rootfd.get(), id.c_str(), rootfd.get(), tmp.c_str()) != 0) {
+    if (errno == ENOENT) return;
+    throw sys_error("cannot remove layer", layer_dir(id), errno);
+  }
+  dirfs::fsync_fd(rootfd.get(), root_);
+  dirfs::remove_tree(rootfd.get(), tmp, root_ + "/" + tmp);
+}
+
+std::string DirDriver::read_parent(const std::string& id) const {
+  std::string p = layer_dir(id) + "/" + kMetaDir;
+  Fd mfd;
+  {
+    int fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) throw Error(Code::Corrupt, "layer metadata missing: " + id).with_path(p);
+      throw sys_error("cannot open", p, errno);
+    }
+    mfd.reset(fd);
+  }
+  std::string parent;
+  if (!dirfs::read_file(mfd.get(), kParentFile, parent, 4096, p + "/" + kParentFile))
+    throw Error(Code::Corrupt, "layer parent record missing: " + id).with_path(p + "/" + kParentFile);
+  if (!parent.empty()) {
+    try {
+      check_id(parent);
+    } catch (const Error&) {
+      throw Error(Code::Corrupt, "invalid parent record in layer " + id).with_path(p + "/" + kParentFile);
+    }
+  }
+  return parent;
+}
+
+std::vector<std::string> DirDriver::chain(const std::string& id) const {
+  std::vector<std::string> out;
+  std::unordered_set<std::string> seen;
+  std::string cur = id;
+  Fd rootfd = dirfs::open_dir(root_);
+  while (!cur.empty()) {
+    if (!is_dir_at(rootfd.get(), cur)) {
+      if (out.empty()) throw Error(Code::NotFound, "layer not found: " + id);
+      throw Error(Code::Corrupt, "parent layer " + cur + " of " + out.back() + " is missing")
+          .with_path(layer_dir(cur));
+    }
+    if (!seen.insert(cur).second || out.size() > 4096)
+      throw Error(Code::Corrupt, "cyclic layer parent chain at " + cur).with_path(layer_dir(cur));
+    out.push_back(cur);
+    cur = read_parent(cur);
+  }
+  return out;
+}
+
+int64_t DirDriver::apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) {
+  require_init();
+  check_id(id);
+  if (!parent.empty()) check_id(parent);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  std::string recorded = read_parent(id);
+  if (recorded != parent)
+    throw Error(Code::Inval, "layer " + id + " was created on parent '" + recorded +
+                                 "', not '" + parent + "'");
+  LayerPaths lp = paths_of(root_, id);
+  {
+    Fd mfd = dirfs::open_dir(lp.meta, true);
+    struct stat st;
+    if (::fstatat(mfd.get(), kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
+      throw Error(Code::Exists, "layer already applied: " + id).with_path(lp.dir);
+  }
+  std::vector<LayerPaths> lowers;
+  if (!parent.empty())
+    for (auto& l : chain(parent)) lowers.push_back(paths_of(root_, l));
+  return apply_layer(lp, lowers, tar);
+}
+
+std::unique_ptr<ByteSource> DirDriver::diff(const std::string& id, const std::string& ancestor) {
+  require_init();
+  check_id(id);
+  std::vector<std::string> ids = chain(id);
+  size_t end = ids.size();
+  if (!ancestor.empty()) {
+    auto it = std::find(ids.begin() + 1, ids.end(), ancestor);
+    if (it == ids.end())
+      throw Error(Code::NotAncestor, "layer ID '" + ancestor +
+                                         "' is not a parent of the specified layer: cannot "
+                                         "provide diff to non-parent");
+    end = static_cast<size_t>(it - ids.begin());
+  }
+  std::vector<LayerPaths> range;
+  for (size_t i = 0; i < end; ++i) range.push_back(paths_of(root_, ids[i]));
+  return open_diff_stream(std::move(range), !ancestor.empty());
+}
+
+std::unique_ptr<PayloadSession> DirDriver::payloads(const std::string& id) {
+  require_init();
+  check_id(id);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  return std::make_unique<DirPayloadSession>(paths_of(root_, id));
+}
+
+std::vector<std::pair<std::string, std::string>> DirDriver::metadata(const std::string& id) {
+  require_init();
+  check_id(id);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  return {{"Path", paths_of(root_, id).diff}, {"Parent", read_parent(id)}};
+}
+
+std::unique_ptr<Driver> make_dir_driver() { return std::make_unique<DirDriver>(); }
+
+}  // namespace rolayer

@@ -1,0 +1,40 @@
+// The built-in "dir" graph driver: one directory per layer holding only that layer's own
+// changes (like moby's vfs, without copying the parent), plus metadata that records whiteouts,
+// opaque directories and relocated payloads. Layout and formats: dir_internal.h.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "drivers/driver.h"
+
+namespace rolayer {
+
+class DirDriver : public Driver {
+ public:
+  DirDriver() = default;
+  std::string name() const override { return "dir"; }
+  DriverCaps caps() const override { return DriverCaps{}; }
+  std::vector<std::string> init(const std::string& store_root) override;
+  void create(const std::string& id, const std::string& parent) override;
+  void remove(const std::string& id) override;
+  int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override;
+  std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override;
+  std::unique_ptr<PayloadSession> payloads(const std::string& id) override;
+  std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override;
+
+ private:
+  std::string layer_dir(const std::string& id) const;
+  std::string read_parent(const std::string& id) const;
+  // id, its parent, ..., the base layer. Throws NotFound if id does not exist.
+  std::vector<std::string> chain(const std::string& id) const;
+  void require_init() const;
+
+  std::string root_;  // canonical <store_root>/dir
+};
+
+std::unique_ptr<Driver> make_dir_driver();
+
+}  // namespace rolayer

@@ -1,0 +1,521 @@
+#include "drivers/dir/dir_fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+namespace rolayer::dirfs {
+
+void Fd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Error sys_error(const std::string& what, const std::string& path, int err) {
+  char buf[256];
+  const char* msg = strerror_r(err, buf, sizeof buf);
+  Code code = err == ENOMEM ? Code::NoMem : Code::Io;
+  std::string m = what;
+  if (!path.empty()) m += " " + path;
+  m += ": ";
+  m += msg;
+  Error e(code, m);
+  e.with_errno(err).with_path(path);
+  return e;
+}
+
+std::vector<std::string_view> split(std::string_view rel) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < rel.size()) {
+    size_t j = rel.find('/', i);
+    if (j == std::string_view::npos) j = rel.size();
+    if (j > i) out.push_back(rel.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string join(std::string_view dir, std::string_view name) {
+  std::string out;
+  out.reserve(dir.size() + 1 + name.size());
+  out.append(dir);
+  if (!dir.empty() && !name.empty()) out.push_back('/');
+  out.append(name);
+  return out;
+}
+
+std::string_view dir_of(std::string_view rel) {
+  size_t k = rel.rfind('/');
+  return k == std::string_view::npos ? std::string_view() : rel.substr(0, k);
+}
+
+std::string_view base_of(std::string_view rel) {
+  size_t k = rel.rfind('/');
+  return k == std::string_view::npos ? rel : rel.substr(k + 1);
+}
+
+bool is_strict_ancestor(std::string_view anc, std::string_view p) {
+  if (anc.empty()) return !p.empty();
+  return p.size() > anc.size() && p.compare(0, anc.size(), anc) == 0 && p[anc.size()] == '/';
+}
+
+Fd open_dir(const std::string& abs, bool path_only) {
+  int flags = O_DIRECTORY | O_CLOEXEC | (path_only ? O_PATH : O_RDONLY);
+  int fd = ::open(abs.c_str(), flags);
+  if (fd < 0) throw sys_error("cannot open directory", abs, errno);
+  return Fd(fd);
+}
+
+WalkResult walk_parent(int rootfd, std::string_view rel, const std::string& what_path) {
+  WalkResult r;
+  auto comps = split(rel);
+  int fd = ::openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw sys_error("cannot open directory", what_path, errno);
+  Fd cur(fd);
+  std::string name;
+  for (size_t i = 0; i + 1 < comps.size(); ++i) {
+    name.assign(comps[i]);
+    struct stat st;
+    if (::fstatat(cur.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) {
+        r.status = Walk::Missing;
+        r.stopped_at = i;
+        return r;
+      }
+      throw sys_error("cannot stat", what_path, errno);
+    }
+    if (S_ISLNK(st.st_mode)) {
+      r.status = Walk::Symlink;
+      r.stopped_at = i;
+      return r;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      r.status = Walk::NotDir;
+      r.stopped_at = i;
+      return r;
+    }
+    int nfd = ::openat(cur.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (nfd < 0) {
+      if (errno == ENOENT) {
+        r.status = Walk::Missing;
+        r.stopped_at = i;
+        return r;
+      }
+      if (errno == ENOTDIR || errno == ELOOP) {
+        r.status = Walk::NotDir;
+        r.stopped_at = i;
+        return r;
+      }
+      throw sys_error("cannot open directory", what_path, errno);
+    }
+    cur.reset(nfd);
+  }
+  r.status = Walk::Ok;
+  r.parent = std::move(cur);
+  r.stopped_at = comps.size();
+  return r;
+}
+
+bool lookup(int rootfd, std::string_view rel, Fd& parent, struct stat& st, Walk* why) {
+  WalkResult w = walk_parent(rootfd, rel, std::string(rel));
+  if (why) *why = w.status;
+  if (w.status != Walk::Ok) return false;
+  std::string base(base_of(rel));
+  if (base.empty()) {
+    if (::fstat(w.parent.get(), &st) != 0) return false;
+    parent = std::move(w.parent);
+    return true;
+  }
+  if (::fstatat(w.parent.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      if (why) *why = Walk::Missing;
+      return false;
+    }
+    throw sys_error("cannot stat", std::string(rel), errno);
+  }
+  parent = std::move(w.parent);
+  return true;
+}
+
+Fd open_beneath(int rootfd, std::string_view rel, int flags) {
+  WalkResult w = walk_parent(rootfd, rel, std::string(rel));
+  if (w.status != Walk::Ok) {
+    errno = w.status == Walk::Missing ? ENOENT : (w.status == Walk::Symlink ? ELOOP : ENOTDIR);
+    return Fd();
+  }
+  std::string base(base_of(rel));
+  if (base.empty()) base = ".";
+  int fd = ::openat(w.parent.get(), base.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  return Fd(fd);
+}
+
+void fsync_fd(int fd, const std::string& what_path) {
+  if (::fsync(fd) != 0) throw sys_error("fsync failed for", what_path, errno);
+}
+
+static void write_all(int fd, const char* p, size_t n, const std::string& what_path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot write", what_path, errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void write_file_atomic(int dirfd, const std::string& name, std::string_view data,
+                       const std::string& what_path) {
+  std::string tmp = name + ".tmp";
+  ::unlinkat(dirfd, tmp.c_str(), 0);
+  Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd.valid()) throw sys_error("cannot create", what_path, errno);
+  write_all(fd.get(), data.data(), data.size(), what_path);
+  fsync_fd(fd.get(), what_path);
+  fd.reset();
+  if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0)
+    throw sys_error("cannot rename", what_path, errno);
+  fsync_fd(dirfd, what_path);
+}
+
+bool read_file(int dirfd, const std::string& name, std::string& out, size_t max_size,
+               const std::string& what_path) {
+  out.clear();
+  Fd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return false;
+    if (errno == ELOOP) throw Error(Code::Corrupt, "metadata file is a symlink: " + what_path).with_path(what_path);
+    throw sys_error("cannot open", what_path, errno);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat", what_path, errno);
+  if (!S_ISREG(st.st_mode))
+    throw Error(Code::Corrupt, "metadata file is not a regular file: " + what_path).with_path(what_path);
+  if (static_cast<uint64_t>(st.st_size) > max_size)
+    throw Error(Code::Corrupt, "metadata file too large: " + what_path).with_path(what_path);
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot read", what_path, errno);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_size)
+      throw Error(Code::Corrupt, "metadata file too large: " + what_path).with_path(what_path);
+  }
+  return true;
+}
+
+std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd, const std::string& what_path) {
+  std::vector<std::pair<std::string, unsigned char>> out;
+  // A new open file description, so that the caller's fd offset is untouched.
+  int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw sys_error("cannot open directory", what_path, errno);
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    ::close(fd);
+    throw sys_error("cannot list directory", what_path, e);
+  }
+  errno = 0;
+  while (struct dirent* de = ::readdir(d)) {
+    const char* n = de->d_name;
+    if (n[0] == '.' && (n[1] == 0 || (n[1] == '.' && n[2] == 0))) continue;
+    out.emplace_back(n, de->d_type);
+    errno = 0;
+  }
+  int e = errno;
+  ::closedir(d);
+  if (e != 0) throw sys_error("cannot list directory", what_path, e);
+  return out;
+}
+
+namespace detail {
+
+namespace {
+struct Level {
+  std::string name;                  // this directory's name in its parent
+  std::vector<std::string> subdirs;  // sub-directories still to visit
+};
+
+void make_owner_writable(int fd) {
+  if (::geteuid() == 0) return;
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 0700) != 0700) ::fchmod(fd, (st.st_mode & 07777) | 0700);
+}
+
+// Lists `fd`: non-directories are unlinked (or kept by `keep`); sub-directories are collected.
+void process_level(int fd, const std::string& rel, Level& lv, const std::string& what_path,
+                   bool (*keep)(void*, const std::string&), void* ctx) {
+  make_owner_writable(fd);
+  for (auto& [n, type] : list_dir(fd, what_path)) {
+    unsigned char t = type;
+    if (t == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) continue;
+        throw sys_error("cannot stat", what_path, errno);
+      }
+      t = S_ISDIR(st.st_mode) ? DT_DIR : (S_ISREG(st.st_mode) ? DT_REG : DT_LNK);
+    }
+    if (t == DT_DIR) {
+      lv.subdirs.push_back(n);
+      continue;
+    }
+    if (t == DT_REG && keep && keep(ctx, join(rel, n))) continue;
+    if (::unlinkat(fd, n.c_str(), 0) != 0 && errno != ENOENT)
+      throw sys_error("cannot remove", what_path, errno);
+  }
+}
+}  // namespace
+
+void prune_impl(int dirfd, const std::string& name, const std::string& what_path,
+                bool (*keep)(void*, const std::string&), void* ctx) {
+  struct stat st;
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return;
+    throw sys_error("cannot stat", what_path, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (S_ISREG(st.st_mode) && keep && keep(ctx, "")) return;
+    if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT)
+      throw sys_error("cannot remove", what_path, errno);
+    return;
+  }
+  // Descend with one open directory at a time; climb back through "..", which is the real
+  // parent because every directory was entered with O_NOFOLLOW.
+  Fd cur(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!cur.valid()) throw sys_error("cannot open directory", what_path, errno);
+  std::vector<Level> stack;
+  std::string rel;  // path of `cur` relative to the walk's root
+  stack.push_back(Level{name, {}});
+  process_level(cur.get(), rel, stack.back(), what_path, keep, ctx);
+  for (;;) {
+    Level& top = stack.back();
+    if (!top.subdirs.empty()) {
+      std::string sub = std::move(top.subdirs.back());
+      top.subdirs.pop_back();
+      Fd next(::openat(cur.get(), sub.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next.valid()) {
+        if (errno == ENOENT) continue;
+        if (errno == ENOTDIR || errno == ELOOP) {  // replaced meanwhile: remove as a file
+          if (::unlinkat(cur.get(), sub.c_str(), 0) != 0 && errno != ENOENT)
+            throw sys_error("cannot remove", what_path, errno);
+          continue;
+        }
+        throw sys_error("cannot open directory", what_path, errno);
+      }
+      cur = std::move(next);
+      rel = join(rel, sub);
+      stack.push_back(Level{sub, {}});
+      process_level(cur.get(), rel, stack.back(), what_path, keep, ctx);
+      continue;
+    }
+    // This level is done: leave it and remove it from its parent.
+    std::string done = std::move(top.name);
+    stack.pop_back();
+    if (stack.empty()) {
+      cur.reset();
+      if (::unlinkat(dirfd, done.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT &&
+          !(keep && (errno == ENOTEMPTY || errno == EEXIST)))
+        throw sys_error("cannot remove", what_path, errno);
+      return;
+    }
+    Fd up(::openat(cur.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!up.valid()) throw sys_error("cannot open parent directory", what_path, errno);
+    cur = std::move(up);
+    rel = std::string(dir_of(rel));
+    if (::unlinkat(cur.get(), done.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT &&
+        !(keep && (errno == ENOTEMPTY || errno == EEXIST)))
+      throw sys_error("cannot remove", what_path, errno);
+  }
+}
+
+}  // namespace detail
+
+void remove_tree(int dirfd, const std::string& name, const std::string& what_path) {
+  detail::prune_impl(dirfd, name, what_path, nullptr, nullptr);
+}
+
+static bool skip_xattr_errno(int e) {
+  return e == ENOTSUP || e == EPERM || e == EACCES;
+}
+
+std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string names;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    ssize_t n = ::flistxattr(fd, nullptr, 0);
+    if (n <= 0) return out;
+    names.resize(static_cast<size_t>(n));
+    n = ::flistxattr(fd, names.data(), names.size());
+    if (n < 0) {
+      if (errno == ERANGE) continue;
+      return out;
+    }
+    names.resize(static_cast<size_t>(n));
+    break;
+  }
+  for (size_t i = 0; i < names.size();) {
+    size_t j = names.find('\0', i);
+    if (j == std::string::npos) j = names.size();
+    std::string key = names.substr(i, j - i);
+    i = j + 1;
+    if (key.empty()) continue;
+    std::string val;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      ssize_t n = ::fgetxattr(fd, key.c_str(), nullptr, 0);
+      if (n < 0) break;
+      val.resize(static_cast<size_t>(n));
+      n = ::fgetxattr(fd, key.c_str(), val.data(), val.size());
+      if (n < 0) {
+        if (errno == ERANGE) continue;
+        break;
+      }
+      val.resize(static_cast<size_t>(n));
+      out.emplace_back(std::move(key), std::move(val));
+      break;
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name) {
+  // Symlinks and special files cannot be opened for reading; go through /proc, which names the
+  // directory fd itself (no lookup through the layer's own symlinks) and does not follow `name`.
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string p = "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+  std::string names;
+  ssize_t n = ::llistxattr(p.c_str(), nullptr, 0);
+  if (n <= 0) return out;
+  names.resize(static_cast<size_t>(n));
+  n = ::llistxattr(p.c_str(), names.data(), names.size());
+  if (n <= 0) return out;
+  names.resize(static_cast<size_t>(n));
+  for (size_t i = 0; i < names.size();) {
+    size_t j = names.find('\0', i);
+    if (j == std::string::npos) j = names.size();
+    std::string key = names.substr(i, j - i);
+    i = j + 1;
+    if (key.empty()) continue;
+    ssize_t m = ::lgetxattr(p.c_str(), key.c_str(), nullptr, 0);
+    if (m < 0) continue;
+    std::string val(static_cast<size_t>(m), '\0');
+    m = ::lgetxattr(p.c_str(), key.c_str(), val.data(), val.size());
+    if (m < 0) continue;
+    val.resize(static_cast<size_t>(m));
+    out.emplace_back(std::move(key), std::move(val));
+  }
+  return out;
+}
+
+void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
+                   const std::string& what_path) {
+  for (auto& [k, v] : xattrs) {
+    if (::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) != 0) {
+      if (skip_xattr_errno(errno)) continue;
+      throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
+    }
+  }
+}
+
+static void copy_range(int src, int dst, uint64_t off, uint64_t len, const std::string& what_path) {
+  std::vector<char> buf(1 << 20);
+  while (len > 0) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(len, buf.size()));
+    ssize_t n = ::pread(src, buf.data(), want, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot read", what_path, errno);
+    }
+    if (n == 0) throw Error(Code::Io, "file shrank while copying: " + what_path).with_path(what_path);
+    const char* p = buf.data();
+    size_t left = static_cast<size_t>(n);
+    uint64_t woff = off;
+    while (left > 0) {
+      ssize_t w = ::pwrite(dst, p, left, static_cast<off_t>(woff));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw sys_error("cannot write", what_path, errno);
+      }
+      p += w;
+      left -= static_cast<size_t>(w);
+      woff += static_cast<uint64_t>(w);
+    }
+    off += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+}
+
+void copy_data(int src, int dst, uint64_t size, const std::string& what_path) {
+  std::vector<std::pair<uint64_t, uint64_t>> segs;
+  if (data_segments(src, size, 1u << 20, segs)) {
+    for (auto& [o, l] : segs) copy_range(src, dst, o, l, what_path);
+  } else {
+    copy_range(src, dst, 0, size, what_path);
+  }
+  if (::ftruncate(dst, static_cast<off_t>(size)) != 0) throw sys_error("cannot resize", what_path, errno);
+}
+
+bool data_segments(int fd, uint64_t size, size_t max_segments,
+                   std::vector<std::pair<uint64_t, uint64_t>>& out) {
+  out.clear();
+  if (size == 0) return false;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return false;
+  // Cheap test first: a file whose allocated blocks cover its size has no hole.
+  if (static_cast<uint64_t>(st.st_blocks) * 512 >= size) return false;
+  uint64_t pos = 0;
+  while (pos < size) {
+    off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      out.clear();
+      return false;  // SEEK_DATA unsupported
+    }
+    if (static_cast<uint64_t>(d) >= size) break;
+    off_t h = ::lseek(fd, d, SEEK_HOLE);
+    if (h < 0) {
+      out.clear();
+      return false;
+    }
+    uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(h), size);
+    out.emplace_back(static_cast<uint64_t>(d), end - static_cast<uint64_t>(d));
+    if (out.size() > max_segments) {
+      out.clear();
+      return false;
+    }
+    pos = end;
+  }
+  uint64_t data = 0;
+  for (auto& s : out) data += s.second;
+  if (data >= size) {
+    out.clear();
+    return false;
+  }
+  return true;
+}
+
+std::string random_suffix() {
+  uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
+    std::random_device rd;
+    v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace rolayer::dirfs

@@ -1,0 +1,141 @@
+// Internal file-system helpers of the "dir" driver: fd ownership, symlink-free walks below a
+// directory fd, atomic small files, tree removal with a constant number of descriptors, xattrs.
+// Nothing here follows a symlink that lives inside a layer.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+
+namespace rolayer::dirfs {
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1);
+
+ private:
+  int fd_ = -1;
+};
+
+// Error(Code::Io, "<what>: <strerror>") (Code::NoMem for ENOMEM) with errno and path attached.
+Error sys_error(const std::string& what, const std::string& path, int err);
+
+// Split a cleaned relative path ("a/b/c") into components; "" gives none.
+std::vector<std::string_view> split(std::string_view rel);
+// "a" + "b" -> "a/b"; "" + "b" -> "b".
+std::string join(std::string_view dir, std::string_view name);
+// Directory part ("a/b/c" -> "a/b", "c" -> "") and base name.
+std::string_view dir_of(std::string_view rel);
+std::string_view base_of(std::string_view rel);
+// True when `anc` is a strict ancestor of `p` ("" is the ancestor of every non-empty path).
+bool is_strict_ancestor(std::string_view anc, std::string_view p);
+
+// Open an absolute directory path (the store's own, canonical paths).
+Fd open_dir(const std::string& abs, bool path_only = false);
+
+// Result of walking to the parent directory of a relative path below a root fd.
+enum class Walk {
+  Ok,       // every strict prefix is a real directory; `parent` is open (O_PATH)
+  Missing,  // a strict prefix does not exist (stopped_at = its component index)
+  NotDir,   // a strict prefix is a non-directory that is not a symlink
+  Symlink,  // a strict prefix is a symlink
+};
+struct WalkResult {
+  Walk status = Walk::Ok;
+  Fd parent;              // valid when status == Ok
+  size_t stopped_at = 0;  // component index where the walk stopped
+};
+// Walk the strict prefixes of `rel` below `rootfd` without following symlinks.
+// Throws only on unexpected errors (EACCES, EMFILE...).
+WalkResult walk_parent(int rootfd, std::string_view rel, const std::string& what_path);
+
+// lstat-like lookup of `rel` below `rootfd`. Returns false when it does not exist (or a
+// prefix is missing / not a directory / a symlink); `parent` and `st` are set when found.
+bool lookup(int rootfd, std::string_view rel, Fd& parent, struct stat& st, Walk* why = nullptr);
+
+// Open `rel` below rootfd with `flags` (O_NOFOLLOW is always added; intermediate components
+// must be real directories). Returns an invalid Fd and sets errno on failure.
+Fd open_beneath(int rootfd, std::string_view rel, int flags);
+
+// Small-file helpers relative to a directory fd.
+void write_file_atomic(int dirfd, const std::string& name, std::string_view data,
+                       const std::string& what_path);
+// Reads the whole file (at most max_size bytes, else Error(Code::Corrupt)). Returns false if
+// the file does not exist.
+bool read_file(int dirfd, const std::string& name, std::string& out, size_t max_size,
+               const std::string& what_path);
+void fsync_fd(int fd, const std::string& what_path);
+
+// Remove `name` below dirfd (a file or a whole tree), never following symlinks, making
+// read-only directories writable as needed, with O(1) descriptors whatever the depth.
+// No error if it does not exist.
+void remove_tree(int dirfd, const std::string& name, const std::string& what_path);
+
+// Walk the tree rooted at directory `name` below dirfd (not following symlinks). For every
+// regular file, keep(rel_path) decides whether it stays; every other non-directory and every
+// regular file not kept is unlinked; directories left empty are removed (the root included).
+template <class Keep>
+void prune_tree(int dirfd, const std::string& name, const std::string& what_path, Keep&& keep);
+
+// Directory listing of an open directory fd (the fd is not consumed): (name, d_type).
+std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd,
+                                                            const std::string& what_path);
+
+// Extended attributes. list_xattrs_* return (name, value) pairs; absent support gives none.
+std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd);
+std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name);
+// Sets each attribute; ENOTSUP/EPERM/EACCES are ignored (as the Docker engine does).
+void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
+                   const std::string& what_path);
+
+// Copy a regular file's content, keeping holes (SEEK_DATA/SEEK_HOLE) where possible.
+void copy_data(int src, int dst, uint64_t size, const std::string& what_path);
+
+// Data segments (offset, length) of a regular file, via SEEK_DATA/SEEK_HOLE. Returns false when
+// the file has no hole worth describing or more than max_segments segments.
+bool data_segments(int fd, uint64_t size, size_t max_segments,
+                   std::vector<std::pair<uint64_t, uint64_t>>& out);
+
+// 16 random hex digits, for temporary names.
+std::string random_suffix();
+
+// ---- template implementation ----
+namespace detail {
+struct PruneFrame;
+void prune_impl(int dirfd, const std::string& name, const std::string& what_path,
+                bool (*keep)(void*, const std::string&), void* ctx);
+}  // namespace detail
+
+template <class Keep>
+void prune_tree(int dirfd, const std::string& name, const std::string& what_path, Keep&& keep) {
+  using K = std::remove_reference_t<Keep>;
+  detail::prune_impl(
+      dirfd, name, what_path,
+      [](void* ctx, const std::string& rel) -> bool { return (*static_cast<K*>(ctx))(rel); },
+      const_cast<void*>(static_cast<const void*>(&keep)));
+}
+
+}  // namespace rolayer::dirfs

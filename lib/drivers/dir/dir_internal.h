@@ -1,0 +1,90 @@
+// Internal pieces of the "dir" driver shared by dir_driver.cpp, dir_apply.cpp, dir_export.cpp.
+//
+// On-disk layout below <store_root>/dir/:
+//   <id>/diff/                 the layer's own tree (only its changes; never a copy of a parent)
+//   <id>/meta/parent           the parent id (exact bytes, no newline; empty for a base layer)
+//   <id>/meta/whiteouts        paths deleted in lower layers        (NUL-separated list, see below)
+//   <id>/meta/opaque           directories opaque to lower layers   ("" = the root)
+//   <id>/meta/payloads         index of relocated payloads: (path, occurrence) -> file below meta/
+//   <id>/meta/reloc/           relocated payload files (earlier duplicates, replaced files...)
+//   <id>/meta/applied          commit marker, written last by apply_diff (format + byte count)
+//   .tmp-<id>-<random>/        a layer being created (renamed to <id> when complete)
+//   .removing-<id>-<random>/   a layer being removed (renamed away from <id> first)
+// Every meta file is written to "<name>.tmp", fsynced, renamed into place, and the directory
+// fsynced. Lists are NUL-separated records (entry names are NUL-free), starting with a magic
+// record naming the file's format and version; every record, the last included, ends in NUL.
+// Paths are cleaned relative paths (no leading '/', no "." / ".." / empty components).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/io.h"
+
+namespace rolayer::dirdrv {
+
+inline constexpr const char* kDriverDir = "dir";
+inline constexpr const char* kDiffDir = "diff";
+inline constexpr const char* kMetaDir = "meta";
+inline constexpr const char* kRelocDir = "reloc";
+inline constexpr const char* kParentFile = "parent";
+inline constexpr const char* kWhiteoutsFile = "whiteouts";
+inline constexpr const char* kOpaqueFile = "opaque";
+inline constexpr const char* kPayloadsFile = "payloads";
+inline constexpr const char* kAppliedFile = "applied";
+inline constexpr std::string_view kWhiteoutsMagic = "rolayer-dir-whiteouts-1";
+inline constexpr std::string_view kOpaqueMagic = "rolayer-dir-opaque-1";
+inline constexpr std::string_view kPayloadsMagic = "rolayer-dir-payloads-1";
+inline constexpr std::string_view kAppliedMagic = "rolayer-dir-applied-1";
+inline constexpr size_t kMaxMetaFile = size_t(1) << 30;  // sanity bound when reading meta files
+
+// Absolute paths of one layer.
+struct LayerPaths {
+  std::string id;
+  std::string dir;   // <root>/dir/<id>
+  std::string diff;  // <dir>/diff
+  std::string meta;  // <dir>/meta
+};
+
+// True for a cleaned relative path ("" only when allow_empty).
+bool valid_clean_path(std::string_view p, bool allow_empty);
+
+std::string encode_list(std::string_view magic, const std::set<std::string>& items);
+// Throws Error(Code::Corrupt) for a bad magic, a missing terminator or an unclean path.
+std::vector<std::string> decode_list(std::string_view magic, const std::string& data,
+                                     bool allow_empty_paths, const std::string& what_path);
+
+struct IndexRecord {
+  std::string path;         // cleaned path of the payload entry
+  uint32_t occurrence = 0;  // 1-based count of payload entries at that path, in stream order
+  std::string file;         // relative to meta/, e.g. "reloc/12" or "reloc/3/sub/f"
+};
+std::string encode_index_record(const IndexRecord& r);
+std::vector<IndexRecord> decode_index(const std::string& data, const std::string& what_path);
+
+// A layer's whiteouts and opaque directories, in memory (O(number of records)).
+struct LayerCuts {
+  std::unordered_set<std::string> whiteouts;
+  std::unordered_set<std::string> opaque;
+  // whiteout names grouped by parent directory (for emitting ".wh.<name>" entries)
+  std::unordered_map<std::string, std::vector<std::string>> whiteout_children;
+  void load(const LayerPaths& layer);  // missing files mean none
+  // True when this layer hides `rel` of the layers below it: `rel` or an ancestor is whited
+  // out, or a strict ancestor (or the root) is opaque.
+  bool hides(std::string_view rel) const;
+};
+
+// apply_diff's body (dir_apply.cpp). lowers: parent first, down to the base layer.
+int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar);
+
+// diff's body (dir_export.cpp). range: top layer first; emit_whiteouts false for a whole
+// flattened chain.
+std::unique_ptr<ByteSource> open_diff_stream(std::vector<LayerPaths> range, bool emit_whiteouts);
+
+}  // namespace rolayer::dirdrv

@@ -1,0 +1,160 @@
+// Entry path normalisation, OCI whiteouts and the per-layer escape checks.
+#include "tar/path.h"
+
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+
+namespace rolayer::tar {
+
+namespace {
+
+constexpr uint64_t kMod = (uint64_t{1} << 61) - 1;
+
+std::string_view base_name(std::string_view p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string_view::npos ? p : p.substr(slash + 1);
+}
+
+std::string_view dir_name(std::string_view p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : p.substr(0, slash);
+}
+
+}  // namespace
+
+std::string clean_path(std::string_view raw) {
+  if (raw.empty()) throw Error(Code::Archive, "tar entry with an empty name").with_path("");
+  if (raw.find('\0') != std::string_view::npos)
+    throw Error(Code::Archive, "tar entry name contains a NUL byte").with_path(std::string(raw));
+  // Components of the result, as views into raw. Linear in the name's length.
+  std::vector<std::string_view> parts;
+  size_t i = 0;
+  const size_t n = raw.size();
+  while (i < n) {
+    size_t j = raw.find('/', i);
+    if (j == std::string_view::npos) j = n;
+    std::string_view c = raw.substr(i, j - i);
+    if (c.empty() || c == ".") {
+      // skip (this also drops leading slashes: absolute names are rooted at the layer)
+    } else if (c == "..") {
+      if (parts.empty())
+        throw Error(Code::Unsafe, "tar entry name climbs above the layer root: " + std::string(raw))
+            .with_path(std::string(raw));
+      parts.pop_back();
+    } else {
+      parts.push_back(c);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  size_t total = 0;
+  for (auto c : parts) total += c.size() + 1;
+  out.reserve(total);
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (k) out += '/';
+    out.append(parts[k].data(), parts[k].size());
+  }
+  return out;
+}
+
+bool is_whiteout(std::string_view cleaned) {
+  return base_name(cleaned).substr(0, kWhiteoutPrefix.size()) == kWhiteoutPrefix;
+}
+
+bool is_opaque_whiteout(std::string_view cleaned) { return base_name(cleaned) == kOpaqueWhiteout; }
+
+std::string whiteout_target(std::string_view cleaned) {
+  if (!is_whiteout(cleaned))
+    throw Error(Code::Inval, "not a whiteout: " + std::string(cleaned)).with_path(std::string(cleaned));
+  std::string_view dir = dir_name(cleaned);
+  if (is_opaque_whiteout(cleaned)) return std::string(dir);
+  std::string_view target = base_name(cleaned).substr(kWhiteoutPrefix.size());
+  if (target.empty() || target == "." || target == "..")
+    throw Error(Code::Unsafe, "whiteout with an invalid target: " + std::string(cleaned))
+        .with_path(std::string(cleaned));
+  std::string out(dir);
+  if (!out.empty()) out += '/';
+  out.append(target.data(), target.size());
+  return out;
+}
+
+SafetyChecker::SafetyChecker() {
+  std::random_device rd;
+  uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  hash_base_ = (r % (kMod - (uint64_t{1} << 20))) + (uint64_t{1} << 20);
+}
+
+uint64_t SafetyChecker::prefix_hash_step(uint64_t h, unsigned char c) const {
+  unsigned __int128 x = static_cast<unsigned __int128>(h) * hash_base_ + c + 1;
+  uint64_t lo = static_cast<uint64_t>(x & kMod);
+  uint64_t hi = static_cast<uint64_t>(x >> 61);
+  uint64_t r = lo + hi;  // < 2^62 + small, reduce once or twice
+  while (r >= kMod) r -= kMod;
+  return r;
+}
+
+// True when a proper ancestor of cleaned (or cleaned itself, with include_self) is a
+// symlink created earlier in this layer.
+bool SafetyChecker::through_symlink(const std::string& cleaned, bool include_self) const {
+  if (symlinks_.empty()) return false;
+  uint64_t h = 0;
+  for (size_t i = 0; i < cleaned.size(); ++i) {
+    if (cleaned[i] == '/' && i > 0 && symlink_hashes_.count(h) &&
+        symlinks_.count(cleaned.substr(0, i)))
+      return true;
+    h = prefix_hash_step(h, static_cast<unsigned char>(cleaned[i]));
+  }
+  return include_self && symlink_hashes_.count(h) && symlinks_.count(cleaned);
+}
+
+SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
+  Checked r;
+  try {
+    r.path = clean_path(e.name);
+  } catch (Error& err) {
+    err.with_path(e.name);
+    throw;
+  }
+  if (through_symlink(r.path, false))
+    throw Error(Code::Unsafe,
+                "tar entry goes through a symlink created earlier in the layer: " + e.name)
+        .with_path(e.name);
+  if (r.path.empty() && e.kind != EntryKind::Directory)
+    throw Error(Code::Unsafe, "tar entry replaces the layer root with a non-directory: " + e.name)
+        .with_path(e.name);
+
+  bool becomes_symlink = e.kind == EntryKind::Symlink;
+  if (e.kind == EntryKind::Hardlink) {
+    try {
+      r.link_target = clean_path(e.linkname);
+    } catch (Error& err) {
+      throw Error(err.code(), "hard link target of " + e.name + " is unsafe: " + err.what())
+          .with_path(e.name);
+    }
+    if (r.link_target.empty())
+      throw Error(Code::Unsafe, "hard link to the layer root: " + e.name).with_path(e.name);
+    if (through_symlink(r.link_target, false))
+      throw Error(Code::Unsafe, "hard link target goes through a symlink created earlier in the layer: " +
+                                    e.name)
+          .with_path(e.name);
+    // link(2) does not follow a symlink target: the new name is then a symlink too.
+    if (through_symlink(r.link_target, true)) becomes_symlink = true;
+  }
+
+  if (becomes_symlink) {
+    uint64_t h = 0;
+    for (unsigned char c : r.path) h = prefix_hash_step(h, c);
+    symlink_hashes_.insert(h);
+    symlinks_.insert(r.path);
+  } else if (!symlinks_.empty()) {
+    // A later entry at a symlink's path replaces it.
+    symlinks_.erase(r.path);
+  }
+  return r;
+}
+
+std::string SafetyChecker::check(const Entry& e) { return check_entry(e).path; }
+
+}  // namespace rolayer::tar

@@ -1,0 +1,237 @@
+/* The C API contract, through the public header only (cmocka). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "c_util.h"
+
+static const char *kEmpty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+static const char *kEmptyOnEmpty = "sha256:170b376f64fb30995c140276be3d71dfb256b308d86183ca3b22aa93a79ad548";
+static uint8_t zeros[1024];
+
+typedef struct {
+  char *dir;
+  rolayer_store *store;
+} fixture;
+
+static int setup_with(void **state, const char *driver) {
+  fixture *f = calloc(1, sizeof *f);
+  f->dir = make_temp_dir();
+  rolayer_error *err = NULL;
+  int rc = rolayer_store_open(&f->store, f->dir, driver, &err);
+  if (rc != 0) fprintf(stderr, "open: %s\n", rolayer_error_message(err));
+  rolayer_error_free(err);
+  *state = f;
+  return rc;
+}
+static int setup_exact(void **state) { return setup_with(state, "exact"); }
+static int setup_dir(void **state) { return setup_with(state, NULL); }
+static int teardown(void **state) {
+  fixture *f = *state;
+  rolayer_store_free(f->store);
+  rm_rf(f->dir);
+  free(f->dir);
+  free(f);
+  return 0;
+}
+
+static rolayer_layer *reg_mem(rolayer_store *s, const char *parent, const uint8_t *data, size_t len, int *rc_out,
+                              rolayer_error **err) {
+  mem_reader_t r = {data, len, 0, 333};
+  rolayer_layer *l = (rolayer_layer *)0x1;
+  int rc = rolayer_register(&l, s, parent, mem_read, &r, err);
+  if (rc_out) *rc_out = rc;
+  if (rc != 0) assert_null(l); /* *out is NULL on failure */
+  return l;
+}
+
+static void test_version_and_strerror(void **state) {
+  (void)state;
+  assert_int_equal(rolayer_version(), ROLAYER_VERSION_NUMBER);
+  assert_string_equal(rolayer_version_string(), ROLAYER_VERSION_STRING);
+  assert_string_equal(rolayer_strerror(ROLAYER_ENOTFOUND), "layer does not exist");
+  assert_string_equal(rolayer_strerror(12345), "unknown error");
+  for (int c = 0; c >= -15; c--) assert_non_null(rolayer_strerror(c));
+  assert_int_equal(rolayer_error_code(NULL), ROLAYER_OK);
+  rolayer_error_free(NULL);
+  rolayer_store_free(NULL);
+  rolayer_tar_stream_free(NULL);
+  rolayer_string_list_free(NULL);
+  rolayer_removed_free(NULL);
+}
+
+static void test_empty_layer_vectors(void **state) {
+  fixture *f = *state;
+  int rc;
+  rolayer_layer *a = reg_mem(f->store, NULL, zeros, sizeof zeros, &rc, NULL);
+  assert_int_equal(rc, 0);
+  assert_string_equal(rolayer_layer_diff_id(a), kEmpty);
+  assert_string_equal(rolayer_layer_chain_id(a), kEmpty);
+  assert_null(rolayer_layer_parent(a));
+  rolayer_layer *b = reg_mem(f->store, kEmpty, zeros, sizeof zeros, &rc, NULL);
+  assert_int_equal(rc, 0);
+  assert_string_equal(rolayer_layer_chain_id(b), kEmptyOnEmpty);
+  assert_string_equal(rolayer_layer_parent(b), kEmpty);
+  assert_int_equal(rolayer_layer_depth(b), 2);
+  int64_t size = -1;
+  assert_int_equal(rolayer_layer_size(b, &size, NULL), 0);
+  assert_int_equal(size, 0);
+  rolayer_tar_stream *s = NULL;
+  assert_int_equal(rolayer_tar_stream_open(&s, b, NULL), 0);
+  buf_t out;
+  assert_int_equal(read_stream(s, &out, NULL), 0);
+  assert_int_equal(out.len, 1024);
+  assert_memory_equal(out.data, zeros, 1024);
+  free(out.data);
+  rolayer_tar_stream_free(s);
+  assert_int_equal(rolayer_release(a, NULL), 0);
+  rolayer_removed *rm = NULL;
+  assert_int_equal(rolayer_release_ext(b, &rm, NULL), 0);
+  assert_int_equal(rolayer_removed_count(rm), 2);
+  assert_string_equal(rolayer_removed_chain_id(rm, 0), kEmptyOnEmpty);
+  assert_string_equal(rolayer_removed_chain_id(rm, 1), kEmpty);
+  assert_null(rolayer_removed_chain_id(rm, 2));
+  assert_int_equal(rolayer_removed_size(rm, 5), -1);
+  rolayer_removed_free(rm);
+}
+
+static void test_errors_have_codes_and_messages(void **state) {
+  fixture *f = *state;
+  rolayer_error *err = NULL;
+  rolayer_layer *l = (rolayer_layer *)0x1;
+  assert_int_equal(rolayer_open(&l, f->store, kEmpty, &err), ROLAYER_ENOTFOUND);
+  assert_null(l);
+  assert_int_equal(rolayer_error_code(err), ROLAYER_ENOTFOUND);
+  assert_non_null(strstr(rolayer_error_message(err), "layer does not exist"));
+  rolayer_error_free(err);
+  err = NULL;
+  assert_int_equal(rolayer_open(&l, f->store, "sha256:xyz", &err), ROLAYER_EINVAL);
+  assert_non_null(strstr(rolayer_error_message(err), "invalid digest"));
+  rolayer_error_free(err);
+  /* NULL err is allowed everywhere. */
+  assert_int_equal(rolayer_open(&l, f->store, NULL, NULL), ROLAYER_EINVAL);
+  assert_int_equal(rolayer_open(&l, NULL, kEmpty, NULL), ROLAYER_EINVAL);
+  assert_int_equal(rolayer_release(NULL, NULL), ROLAYER_EINVAL);
+  int rc;
+  reg_mem(f->store, kEmpty, zeros, sizeof zeros, &rc, NULL);
+  assert_int_equal(rc, ROLAYER_ENOTFOUND);
+}
+
+static int failing_read(void *buf, size_t cap, size_t *n_read, void *ud) {
+  int *calls = ud;
+  if ((*calls)++ > 0) return 77;
+  memset(buf, 0, cap < 512 ? cap : 512);
+  *n_read = cap < 512 ? cap : 512;
+  return 0;
+}
+
+static void test_callback_failure_is_euser(void **state) {
+  fixture *f = *state;
+  int calls = 0;
+  rolayer_layer *l = NULL;
+  rolayer_error *err = NULL;
+  assert_int_equal(rolayer_register(&l, f->store, NULL, failing_read, &calls, &err), ROLAYER_EUSER);
+  assert_int_equal(rolayer_error_user_code(err), 77);
+  assert_null(l);
+  rolayer_error_free(err);
+  rolayer_string_list *ids = NULL;
+  assert_int_equal(rolayer_store_list(&ids, f->store, NULL), 0);
+  assert_int_equal(rolayer_string_list_count(ids), 0);
+  rolayer_string_list_free(ids);
+}
+
+static void test_persistent_references(void **state) {
+  fixture *f = *state;
+  rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
+  assert_int_equal(rolayer_release(l, NULL), 0);
+  int64_t n = 0;
+  assert_int_equal(rolayer_store_retained(f->store, kEmpty, &n, NULL), 0);
+  assert_int_equal(n, 1);
+  rolayer_removed *rm = NULL;
+  assert_int_equal(rolayer_store_unretain(f->store, kEmpty, &rm, NULL), 0);
+  assert_int_equal(rolayer_removed_count(rm), 1);
+  rolayer_removed_free(rm);
+  assert_int_equal(rolayer_store_unretain(f->store, kEmpty, NULL, NULL), ROLAYER_ENOTFOUND);
+}
+
+static void test_verify_and_stream_size(void **state) {
+  fixture *f = *state;
+  rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  assert_int_equal(rolayer_layer_verify(l, NULL), 0);
+  int64_t n = 0;
+  assert_int_equal(rolayer_layer_stream_size(l, &n, NULL), 0);
+  assert_int_equal(n, 1024);
+  rolayer_string_list *md = NULL;
+  assert_int_equal(rolayer_layer_metadata(&md, l, NULL), 0);
+  assert_int_equal(rolayer_string_list_count(md) % 2, 0);
+  rolayer_string_list_free(md);
+  assert_int_equal(rolayer_release(l, NULL), 0);
+}
+
+static void test_descriptor(void **state) {
+  fixture *f = *state;
+  rolayer_register_options o = ROLAYER_REGISTER_OPTIONS_INIT;
+  o.descriptor_media_type = "application/vnd.oci.image.layer.v1.tar";
+  o.descriptor_digest = kEmpty;
+  o.descriptor_size = 1024;
+  rolayer_layer *l = NULL;
+  assert_int_equal(rolayer_register_memory(&l, f->store, NULL, zeros, sizeof zeros, &o, NULL), 0);
+  assert_string_equal(rolayer_layer_descriptor_media_type(l), o.descriptor_media_type);
+  assert_string_equal(rolayer_layer_descriptor_digest(l), kEmpty);
+  assert_int_equal(rolayer_layer_descriptor_size(l), 1024);
+  rolayer_release(l, NULL);
+  o.descriptor_digest = "sha256:nothex";
+  rolayer_error *err = NULL;
+  assert_int_equal(rolayer_register_memory(&l, f->store, NULL, zeros, sizeof zeros, &o, &err), ROLAYER_EINVAL);
+  rolayer_error_free(err);
+}
+
+static void test_second_open_is_busy(void **state) {
+  fixture *f = *state;
+  rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
+  o.driver = rolayer_store_driver(f->store);
+  o.busy_timeout_ms = 30;
+  rolayer_store *s2 = NULL;
+  rolayer_error *err = NULL;
+  assert_int_equal(rolayer_store_open_ext(&s2, f->dir, &o, &err), ROLAYER_EBUSY);
+  assert_non_null(strstr(rolayer_error_message(err), "store is busy"));
+  assert_null(s2);
+  rolayer_error_free(err);
+}
+
+static void test_handles_outlive_store(void **state) {
+  fixture *f = *state;
+  rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  rolayer_store_free(f->store);
+  f->store = NULL;
+  /* Getters still work; operations that need the store fail cleanly; release is fine. */
+  assert_string_equal(rolayer_layer_chain_id(l), kEmpty);
+  rolayer_tar_stream *s = NULL;
+  assert_int_equal(rolayer_tar_stream_open(&s, l, NULL), ROLAYER_EINVAL);
+  assert_int_equal(rolayer_release(l, NULL), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_version_and_strerror),
+    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_errors_have_codes_and_messages, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_persistent_references, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_descriptor, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_second_open_is_busy, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_handles_outlive_store, setup_exact, teardown),
+  };
+  return cmocka_run_group_tests_name("c_api", tests, NULL, NULL);
+}

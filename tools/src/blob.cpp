@@ -1,0 +1,227 @@
+#include "blob.h"
+
+#include <archive.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace cli {
+
+// --- FdSource ---------------------------------------------------------------------------------
+
+FdSource::~FdSource() {
+  if (owned_ && fd_ >= 0) ::close(fd_);
+}
+
+size_t FdSource::read(void* buf, size_t cap) {
+  for (;;) {
+    check_interrupted();
+    ssize_t n = ::read(fd_, buf, cap);
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    sys_fail("read " + name_);
+  }
+}
+
+std::unique_ptr<FdSource> FdSource::open_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) throw CliError(kNotFound, path + ": no such file");
+    sys_fail("open " + path);
+  }
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  return std::make_unique<FdSource>(fd, true, path);
+}
+
+// --- Hasher -----------------------------------------------------------------------------------
+
+Hasher::Hasher(const std::string& algorithm) : alg_(algorithm), ctx_(EVP_MD_CTX_new()) {
+  const EVP_MD* md = algorithm == "sha256" ? EVP_sha256() : algorithm == "sha512" ? EVP_sha512() : nullptr;
+  if (!md) throw CliError(kBadInput, "unsupported digest algorithm \"" + algorithm + "\"");
+  if (!ctx_ || EVP_DigestInit_ex(ctx_, md, nullptr) != 1) throw CliError(kFailure, "cannot initialise " + algorithm);
+}
+
+Hasher::~Hasher() { EVP_MD_CTX_free(ctx_); }
+
+void Hasher::update(const void* data, size_t len) {
+  if (len) EVP_DigestUpdate(ctx_, data, len);
+}
+
+std::string Hasher::finish() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(ctx_, md, &n);
+  static const char* hex = "0123456789abcdef";
+  std::string out = alg_ + ":";
+  for (unsigned i = 0; i < n; i++) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string Hasher::digest_of(const std::string& data, const std::string& algorithm) {
+  Hasher h(algorithm);
+  h.update(data.data(), data.size());
+  return h.finish();
+}
+
+// --- LayerReader ------------------------------------------------------------------------------
+
+namespace {
+// The callback's non-zero return values (rolayer_error_user_code tells them apart).
+constexpr int kCbFailed = 1;
+}  // namespace
+
+LayerReader::LayerReader(ByteSource& src, std::string input_name, Progress* progress, const BlobExpectation* expect)
+    : src_(src), name_(std::move(input_name)), progress_(progress), expect_(expect), buf_(1 << 20) {
+  std::string alg = "sha256";
+  if (expect_ && !expect_->digest.empty()) alg = expect_->digest.substr(0, expect_->digest.find(':'));
+  hash_ = std::make_unique<Hasher>(alg);
+}
+
+LayerReader::~LayerReader() {
+  if (a_) archive_read_free(a_);
+}
+
+int LayerReader::fail(int code, const std::string& msg) {
+  if (fail_code_ == 0) {
+    fail_code_ = code;
+    fail_msg_ = msg;
+  }
+  return kCbFailed;
+}
+
+void LayerReader::pull_bytes(size_t n, const void* data) {
+  hash_->update(data, n);
+  compressed_ += n;
+  if (progress_) progress_->add(n);
+  if (expect_ && expect_->size >= 0 && compressed_ > static_cast<uint64_t>(expect_->size))
+    throw CliError(kVerify, expect_->name + ": larger than the " + std::to_string(expect_->size) +
+                                " bytes its descriptor gives");
+}
+
+long LayerReader::raw_read(struct archive* a, void* self_v, const void** out) {
+  auto* self = static_cast<LayerReader*>(self_v);
+  *out = self->buf_.data();
+  if (self->src_eof_) return 0;
+  try {
+    size_t n = self->src_.read(self->buf_.data(), self->buf_.size());
+    if (n == 0) {
+      self->src_eof_ = true;
+      return 0;
+    }
+    self->pull_bytes(n, self->buf_.data());
+    return static_cast<long>(n);
+  } catch (const CliError& e) {
+    self->fail(e.code(), e.what());
+    archive_set_error(a, EIO, "%s", e.what());
+    return -1;
+  }
+}
+
+void LayerReader::open() {
+  opened_ = true;
+  a_ = archive_read_new();
+  if (!a_) throw CliError(kFailure, "out of memory");
+  archive_read_support_filter_all(a_);
+  archive_read_support_format_raw(a_);
+  if (archive_read_open(a_, this, nullptr, raw_read, nullptr) != ARCHIVE_OK) {
+    if (fail_code_) throw CliError(fail_code_, fail_msg_);
+    throw CliError(kBadInput, name_ + ": " + (archive_error_string(a_) ? archive_error_string(a_) : "cannot read"));
+  }
+  struct archive_entry* entry = nullptr;
+  int r = archive_read_next_header(a_, &entry);
+  if (r == ARCHIVE_EOF) {
+    eof_ = true;  // empty input: the library decides what an empty tar is
+  } else if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+    if (fail_code_) throw CliError(fail_code_, fail_msg_);
+    throw CliError(kBadInput, name_ + ": " + (archive_error_string(a_) ? archive_error_string(a_) : "cannot read"));
+  }
+  filter_code_ = archive_filter_code(a_, 0);
+}
+
+std::string LayerReader::compression() const {
+  switch (filter_code_) {
+    case ARCHIVE_FILTER_NONE: return "none";
+    case ARCHIVE_FILTER_GZIP: return "gzip";
+    case ARCHIVE_FILTER_BZIP2: return "bzip2";
+    case ARCHIVE_FILTER_XZ: return "xz";
+    case ARCHIVE_FILTER_LZMA: return "lzma";
+    case ARCHIVE_FILTER_ZSTD: return "zstd";
+    case ARCHIVE_FILTER_LZ4: return "lz4";
+    default: return filter_code_ < 0 ? "unknown" : (a_ ? archive_filter_name(a_, 0) : "unknown");
+  }
+}
+
+int LayerReader::finish() {
+  // Drain what the decompressor left (trailing bytes belong to the blob and its digest).
+  while (!src_eof_) {
+    size_t n = src_.read(buf_.data(), buf_.size());
+    if (n == 0) {
+      src_eof_ = true;
+      break;
+    }
+    pull_bytes(n, buf_.data());
+  }
+  digest_ = hash_->finish();
+  if (expect_) {
+    if (expect_->size >= 0 && compressed_ != static_cast<uint64_t>(expect_->size))
+      return fail(kVerify, expect_->name + ": size mismatch: the descriptor gives " + std::to_string(expect_->size) +
+                               " bytes, the blob has " + std::to_string(compressed_));
+    if (!expect_->digest.empty() && digest_ != expect_->digest)
+      return fail(kVerify, expect_->name + ": digest mismatch: the descriptor gives " + expect_->digest +
+                               ", the blob's content is " + digest_);
+  }
+  return 0;
+}
+
+int LayerReader::read_cb(void* buf, size_t cap, size_t* n_read, void* user_data) {
+  auto* self = static_cast<LayerReader*>(user_data);
+  *n_read = 0;
+  try {
+    return self->read(buf, cap, n_read);
+  } catch (const CliError& e) {
+    return self->fail(e.code(), e.what());
+  } catch (const std::exception& e) {
+    return self->fail(kFailure, e.what());
+  } catch (...) {
+    return self->fail(kFailure, "internal error");
+  }
+}
+
+int LayerReader::read(void* buf, size_t cap, size_t* n_read) {
+  if (fail_code_) return kCbFailed;
+  if (interrupted()) return fail(kInterrupted, "interrupted");
+  if (!opened_) open();
+  if (eof_) return 0;
+  la_ssize_t n = archive_read_data(a_, buf, cap);
+  if (n > 0) {
+    *n_read = static_cast<size_t>(n);
+    return 0;
+  }
+  if (n == 0) {
+    eof_ = true;
+    return finish();
+  }
+  if (fail_code_) return kCbFailed;
+  const char* m = archive_error_string(a_);
+  return fail(kBadInput, name_ + ": cannot decompress (" + compression() + "): " + (m ? m : "unknown error"));
+}
+
+Layer register_layer(rolayer_store* store, const std::string& parent, LayerReader& reader,
+                     const rolayer_register_options* opts, const std::string& context) {
+  rolayer_layer* l = nullptr;
+  Err err;
+  int rc = rolayer_register_ext(&l, store, parent.empty() ? nullptr : parent.c_str(), LayerReader::read_cb, &reader,
+                                opts, err.out());
+  if (rc == ROLAYER_OK) return Layer(l);
+  if (rc == ROLAYER_EUSER && reader.failed()) throw reader.error();
+  if (interrupted()) throw CliError(kInterrupted, "interrupted");
+  lib_fail(rc, err, context);
+}
+
+}  // namespace cli

@@ -1,0 +1,116 @@
+// Input plumbing: byte sources, digests, and the decompressing layer reader that feeds a
+// (possibly compressed) tar into rolayer_register through a rolayer_read_fn callback while
+// hashing and counting the compressed bytes as libarchive pulls them: one pass does it all.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "progress.h"
+
+struct archive;
+struct evp_md_ctx_st;
+
+namespace cli {
+
+// A sequential byte source. read() returns 0 at the end; it throws CliError on failure.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual size_t read(void* buf, size_t cap) = 0;
+};
+
+// A file descriptor (owned or not).
+class FdSource : public ByteSource {
+ public:
+  FdSource(int fd, bool owned, std::string name) : fd_(fd), owned_(owned), name_(std::move(name)) {}
+  ~FdSource() override;
+  size_t read(void* buf, size_t cap) override;
+  static std::unique_ptr<FdSource> open_file(const std::string& path);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  bool owned_;
+  std::string name_;
+};
+
+// A streaming digest ("sha256" or "sha512") over OpenSSL's EVP interface.
+class Hasher {
+ public:
+  explicit Hasher(const std::string& algorithm = "sha256");
+  ~Hasher();
+  Hasher(const Hasher&) = delete;
+  Hasher& operator=(const Hasher&) = delete;
+  void update(const void* data, size_t len);
+  std::string finish();  // "<algorithm>:<hex>"
+  static std::string digest_of(const std::string& data, const std::string& algorithm = "sha256");
+
+ private:
+  std::string alg_;
+  evp_md_ctx_st* ctx_;
+};
+
+// What a blob must be: its descriptor digest ("sha256:<hex>") and size (-1: unchecked).
+struct BlobExpectation {
+  std::string name;    // how errors name the blob (e.g. "blob sha256:abcd…" or a file name)
+  std::string digest;  // empty: not checked
+  int64_t size = -1;   // -1: not checked
+};
+
+// Reads src through libarchive's raw format with every decompression filter (plain, gzip,
+// zstd, xz, … detected from the bytes) and serves the uncompressed tar through read_cb, the
+// rolayer_read_fn given to rolayer_register_ext. The compressed bytes are hashed and counted in
+// the same pass; at the end of the uncompressed stream the rest of src is drained (so trailing
+// bytes count) and checked against the expectation: a mismatch makes read_cb fail, which makes
+// the registration fail and leave nothing behind.
+class LayerReader {
+ public:
+  LayerReader(ByteSource& src, std::string input_name, Progress* progress, const BlobExpectation* expect = nullptr);
+  ~LayerReader();
+  LayerReader(const LayerReader&) = delete;
+  LayerReader& operator=(const LayerReader&) = delete;
+
+  static int read_cb(void* buf, size_t cap, size_t* n_read, void* user_data);
+
+  // After a failed registration that reported ROLAYER_EUSER: our own error (exit code and
+  // message). failed() is false when the failure came from the library itself.
+  bool failed() const { return fail_code_ != 0; }
+  CliError error() const { return CliError(fail_code_, fail_msg_); }
+
+  const std::string& compressed_digest() const { return digest_; }  // valid after the end
+  uint64_t compressed_size() const { return compressed_; }
+  std::string compression() const;  // "none", "gzip", "zstd", "xz", …
+
+ private:
+  int read(void* buf, size_t cap, size_t* n_read);
+  static long raw_read(struct archive* a, void* self, const void** out);
+  void open();
+  int finish();
+  int fail(int code, const std::string& msg);
+  void pull_bytes(size_t n, const void* data);
+
+  ByteSource& src_;
+  std::string name_;
+  Progress* progress_;
+  const BlobExpectation* expect_;
+  struct archive* a_ = nullptr;
+  bool opened_ = false, eof_ = false, src_eof_ = false;
+  std::vector<unsigned char> buf_;
+  std::unique_ptr<Hasher> hash_;
+  uint64_t compressed_ = 0;
+  std::string digest_;
+  int filter_code_ = -1;
+  int fail_code_ = 0;
+  std::string fail_msg_;
+};
+
+// Registers a layer from reader with options; on success returns the new handle. Failures throw
+// CliError: the reader's own error when the callback aborted, else the library's.
+Layer register_layer(rolayer_store* store, const std::string& parent, LayerReader& reader,
+                     const rolayer_register_options* opts, const std::string& context);
+
+}  // namespace cli

@@ -1,0 +1,44 @@
+// The rolayer commands. Each takes the global options and its own arguments (after the command
+// word) and returns the exit code; failures throw CliError.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace cli {
+
+using Args = std::vector<std::string>;
+using CommandFn = int (*)(Globals&, const Args&);
+
+struct Command {
+  const char* name;
+  const char* summary;  // one line for `rolayer --help`
+  const char* help;     // the full text for `rolayer CMD --help`
+  CommandFn fn;
+};
+
+const std::vector<Command>& all_commands();
+const Command* find_command(const std::string& name);
+
+int cmd_register(Globals& g, const Args& args);
+int cmd_export(Globals& g, const Args& args);
+int cmd_diff(Globals& g, const Args& args);
+int cmd_ls(Globals& g, const Args& args);
+int cmd_inspect(Globals& g, const Args& args);
+int cmd_rm(Globals& g, const Args& args);
+int cmd_verify(Globals& g, const Args& args);
+int cmd_import(Globals& g, const Args& args);
+int cmd_export_image(Globals& g, const Args& args);
+
+// Prints a command's help to stdout.
+void print_command_help(const Command& c);
+
+// Progress display is on for terminals unless --quiet.
+bool progress_enabled(const Globals& g);
+
+// Keeps one persistent reference on chain_id (adds one only when there is none).
+void retain_once(rolayer_store* store, const std::string& chain_id);
+
+}  // namespace cli

@@ -1,0 +1,178 @@
+// Shared helpers of the rolayer command-line tool: exit codes, the error type, RAII wrappers
+// over the public C API, store opening, ChainID resolution, output files and formatting.
+// The tool is a client of the public C API only (include/rolayer.h).
+#pragma once
+
+#include <csignal>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "rolayer.h"
+
+namespace cli {
+
+// Exit codes (documented in docs/cli.md and `rolayer --help`; keep them stable).
+enum Exit : int {
+  kOk = 0,
+  kFailure = 1,      // any other failure (I/O, unsupported, internal)
+  kUsage = 2,        // bad command line, ambiguous or malformed argument, wrong --driver
+  kNotFound = 3,     // no such layer, image reference or file entry
+  kVerify = 4,       // verification failed: digest, size or DiffID mismatch, damaged store data
+  kBusy = 5,         // the store is locked by another process (after --wait)
+  kBadInput = 6,     // malformed or unsafe input: tar, compression, image layout, JSON
+  kInterrupted = 130 // SIGINT/SIGTERM/SIGHUP: stopped cleanly, nothing half-written left
+};
+
+// The one error type of the tool: an exit code and a one-line message.
+class CliError : public std::runtime_error {
+ public:
+  CliError(int code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  int code() const { return code_; }
+
+ private:
+  int code_;
+};
+
+[[noreturn]] void usage_error(const std::string& msg);
+// Throws CliError(kFailure, "<what>: <strerror(errno)>").
+[[noreturn]] void sys_fail(const std::string& what);
+
+// Maps a library status code to an exit code.
+int exit_code_for(int rc);
+
+// Owns a rolayer_error* (the library's out-of-band detail).
+class Err {
+ public:
+  Err() = default;
+  Err(const Err&) = delete;
+  Err& operator=(const Err&) = delete;
+  ~Err() { rolayer_error_free(e_); }
+  rolayer_error** out() {
+    rolayer_error_free(e_);
+    e_ = nullptr;
+    return &e_;
+  }
+  const rolayer_error* get() const { return e_; }
+  std::string message(int rc) const;  // the library's message, else rolayer_strerror(rc)
+  const char* path() const { return e_ ? rolayer_error_path(e_) : nullptr; }
+  int user_code() const { return e_ ? rolayer_error_user_code(e_) : 0; }
+
+ private:
+  rolayer_error* e_ = nullptr;
+};
+
+// Throws a CliError for a failed library call: "<context>: <message>" and the mapped exit code.
+[[noreturn]] void lib_fail(int rc, const Err& err, const std::string& context = {});
+
+// --- interruption -----------------------------------------------------------------------------
+extern volatile std::sig_atomic_t g_interrupted;
+void install_signal_handlers();
+inline bool interrupted() { return g_interrupted != 0; }
+void check_interrupted();  // throws CliError(kInterrupted)
+
+// --- global options ---------------------------------------------------------------------------
+struct Globals {
+  std::string store;        // --store DIR (empty: the default)
+  std::string driver;       // --driver NAME (empty: $ROLAYER_DRIVER, else "dir")
+  int busy_timeout_ms = 0;  // --wait SECONDS: 0 = library default (5 s), <0 = fail at once
+  bool wait_given = false;
+  bool quiet = false;       // --quiet: no progress output
+};
+
+// The store directory: --store, else $ROLAYER_ROOT, else $XDG_DATA_HOME/rolayer, else
+// ~/.local/share/rolayer.
+std::string default_store_root(const Globals& g);
+
+struct StoreDeleter {
+  void operator()(rolayer_store* s) const { rolayer_store_free(s); }
+};
+using StorePtr = std::unique_ptr<rolayer_store, StoreDeleter>;
+
+// Opens (creating on first use) the store; a busy store gives CliError(kBusy).
+StorePtr open_store(const Globals& g);
+
+// A counted reference to a layer, released when it goes out of scope.
+class Layer {
+ public:
+  Layer() = default;
+  explicit Layer(rolayer_layer* p) : p_(p) {}
+  Layer(Layer&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  Layer& operator=(Layer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = o.p_;
+      o.p_ = nullptr;
+    }
+    return *this;
+  }
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+  ~Layer() { reset(); }
+  rolayer_layer* get() const { return p_; }
+  explicit operator bool() const { return p_ != nullptr; }
+  void reset() {
+    if (p_) rolayer_release(p_, nullptr);
+    p_ = nullptr;
+  }
+  // Releases and reports failures (used where a release result matters).
+  int release(Err& err) {
+    rolayer_layer* p = p_;
+    p_ = nullptr;
+    return p ? rolayer_release(p, err.out()) : ROLAYER_OK;
+  }
+
+ private:
+  rolayer_layer* p_ = nullptr;
+};
+
+Layer open_layer(rolayer_store* store, const std::string& chain_id);
+
+// All ChainIDs in the store.
+std::vector<std::string> list_chain_ids(rolayer_store* store);
+
+// Resolves a user's ChainID argument: "sha256:<hex>", "<hex>" or a unique prefix of the hex.
+// Not found: CliError(kNotFound); ambiguous or malformed: CliError(kUsage).
+std::string resolve_chain_id(rolayer_store* store, const std::string& arg);
+
+// --- small utilities --------------------------------------------------------------------------
+std::string human_bytes(int64_t n);        // "12.3 MiB"
+std::string short_id(const std::string& id);  // "sha256:0123456789ab" -> "0123456789ab"
+bool is_digest(const std::string& s);       // "sha256:<64 lowercase hex>" (or sha512:<128>)
+std::string dirname_of(const std::string& path);
+std::string basename_of(const std::string& path);
+bool path_exists(const std::string& path);
+bool is_directory(const std::string& path);
+void mkdirs(const std::string& path, unsigned mode = 0755);
+void write_all(int fd, const void* data, size_t len, const std::string& what);
+std::string read_file(const std::string& path, size_t max_bytes);
+
+// Output to a file, atomically: written to a temporary file in the same directory and renamed
+// into place by commit(); anything else (error, interruption) removes the temporary file, so no
+// partial file is ever left behind. "-" or "" writes to standard output instead.
+class OutputFile {
+ public:
+  explicit OutputFile(const std::string& path);
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  ~OutputFile();
+  void write(const void* data, size_t len);
+  void commit();
+  bool is_stdout() const { return path_.empty(); }
+  const std::string& display_name() const { return display_; }
+
+ private:
+  std::string path_, tmp_, display_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// The bytes a terminal can show in one line of stderr (80 when unknown).
+int terminal_columns();
+bool stderr_is_terminal();
+
+}  // namespace cli
