@@ -288,6 +288,9 @@ impl From<Error> for io::Error {
             },
             (k, _) => k.io_kind(),
         };
+        // The library's errors are sticky (a failed stream fails again), so never hand out
+        // `Interrupted`, which `Read` users retry forever.
+        let kind = if kind == io::ErrorKind::Interrupted { io::ErrorKind::Other } else { kind };
         io::Error::new(kind, err)
     }
 }

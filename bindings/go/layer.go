@@ -1,0 +1,298 @@
+package rolayer
+
+/*
+#include <stdlib.h>
+#include <rolayer.h>
+*/
+import "C"
+
+import (
+	"io"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Layer is a read-only layer, shaped like the Docker engine's layer.Layer (plus Descriptor, as
+// its DescribableLayer, and Verify). All methods are safe for concurrent use.
+//
+// A Layer from Register or Get is a reference: give it back with Store.Release. A Layer from
+// Map or Parent is a description that holds no reference (see Store.Map).
+type Layer interface {
+	// TarStream returns the registered tar stream, byte for byte, verified against the DiffID
+	// as it is read: a mismatch is the error of the Read that would have returned io.EOF (a
+	// *VerificationError), never only of Close. The stream keeps the layer alive until closed.
+	TarStream() (io.ReadCloser, error)
+	// TarStreamFrom returns the driver's diff between this layer and its ancestor parent (""
+	// = the whole flattened chain). Not verified. ErrNotAncestor when parent is not in the
+	// chain; the "exact" driver gives only the diff against the immediate parent
+	// (ErrUnsupported otherwise).
+	TarStreamFrom(parent ChainID) (io.ReadCloser, error)
+	ChainID() ChainID
+	DiffID() DiffID
+	// Parent describes the parent layer (no reference; see Store.Map), or is nil for a base
+	// layer (and when the store was closed before the parent was ever looked at).
+	Parent() Layer
+	// Size is DiffSize summed over the chain.
+	Size() int64
+	// DiffSize is the regular-file payload bytes of this layer.
+	DiffSize() int64
+	// Metadata is the driver's key/value description of the layer.
+	Metadata() (map[string]string, error)
+	// Descriptor is the distribution descriptor given to RegisterWithDescriptor (the zero
+	// Descriptor with Size -1 when none was).
+	Descriptor() Descriptor
+	// Verify reads the whole stream and discards it: nil when it matches its DiffID, else a
+	// *VerificationError.
+	Verify() error
+}
+
+func digestOf(s string) digest.Digest { return digest.Digest(s) }
+
+type layerBase struct {
+	s    *Store
+	info *layerInfo
+
+	parentOnce sync.Once
+	parent     Layer
+}
+
+func (b *layerBase) ChainID() ChainID       { return b.info.chainID }
+func (b *layerBase) DiffID() DiffID         { return b.info.diffID }
+func (b *layerBase) Size() int64            { return b.info.size }
+func (b *layerBase) DiffSize() int64        { return b.info.diffSize }
+func (b *layerBase) Descriptor() Descriptor { return b.info.desc }
+
+// StreamSize is the length in bytes of the registered tar stream.
+func (b *layerBase) StreamSize() int64 { return b.info.streamSize }
+
+// Depth is the layer's depth in its chain (1 for a base layer).
+func (b *layerBase) Depth() int { return b.info.depth }
+
+func (b *layerBase) String() string { return string(b.info.chainID) }
+
+func (b *layerBase) Parent() Layer {
+	if b.info.parent == "" {
+		return nil
+	}
+	b.parentOnce.Do(func() {
+		if v, err := b.s.view(b.info.parent); err == nil {
+			b.parent = v
+		}
+	})
+	return b.parent
+}
+
+// layerRef is a reference: a C layer handle, given back by Store.Release (or, as a safety net,
+// by its finalizer).
+type layerRef struct {
+	layerBase
+	mu sync.RWMutex // write-locked to release h; read-locked around every use of h
+	h  *C.rolayer_layer
+}
+
+func (s *Store) newRef(h *C.rolayer_layer) *layerRef {
+	in := readInfo(h)
+	s.remember(in)
+	s.track(h)
+	r := &layerRef{layerBase: layerBase{s: s, info: in}, h: h}
+	runtime.SetFinalizer(r, func(r *layerRef) { r.release() })
+	return r
+}
+
+// use runs f with the handle, which stays valid (not released, store not closed) meanwhile.
+func (r *layerRef) use(f func(h *C.rolayer_layer) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.h == nil {
+		return &Error{Code: CodeNotRetained, Message: "layer not retained: " + string(r.info.chainID)}
+	}
+	if !r.s.gate.enter() {
+		return errClosed("store")
+	}
+	defer r.s.gate.exit()
+	err := f(r.h)
+	runtime.KeepAlive(r)
+	return err
+}
+
+func (r *layerRef) release() ([]Metadata, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.h
+	if h == nil {
+		return nil, &Error{Code: CodeNotRetained, Message: "layer not retained: " + string(r.info.chainID)}
+	}
+	r.h = nil
+	runtime.SetFinalizer(r, nil)
+	s := r.s
+	if !s.gate.enter() {
+		return nil, errClosed("store") // Close freed the handle
+	}
+	defer s.gate.exit()
+	s.refMu.Lock()
+	s.dropChainPinsLocked(r.info.chainID, r.info.parent)
+	var removed *C.rolayer_removed
+	var cerr *C.rolayer_error
+	rc := C.rolayer_release_ext(h, &removed, &cerr)
+	s.refMu.Unlock()
+	s.untrack(h)
+	runtime.KeepAlive(r)
+	if rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	return s.removedList(removed), nil
+}
+
+func (r *layerRef) TarStream() (io.ReadCloser, error) {
+	var st *tarStream
+	err := r.use(func(h *C.rolayer_layer) error {
+		var out *C.rolayer_tar_stream
+		var cerr *C.rolayer_error
+		if rc := C.rolayer_tar_stream_open(&out, h, &cerr); rc != 0 {
+			return verifyErr(fromC(rc, cerr), r.info.diffID)
+		}
+		st = r.s.newStream(out, r.info.diffID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (r *layerRef) TarStreamFrom(parent ChainID) (io.ReadCloser, error) {
+	var st *tarStream
+	err := r.use(func(h *C.rolayer_layer) error {
+		var err error
+		st, err = r.s.openFrom(h, parent, r.info.diffID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (r *layerRef) Metadata() (map[string]string, error) {
+	var m map[string]string
+	err := r.use(func(h *C.rolayer_layer) error {
+		var err error
+		m, err = metadataOf(h)
+		return err
+	})
+	return m, err
+}
+
+func (r *layerRef) Verify() error {
+	return r.use(func(h *C.rolayer_layer) error {
+		var cerr *C.rolayer_error
+		if rc := C.rolayer_layer_verify(h, &cerr); rc != 0 {
+			return verifyErr(fromC(rc, cerr), r.info.diffID)
+		}
+		return nil
+	})
+}
+
+// layerView describes a layer without holding a reference; it works through the store's pin.
+type layerView struct {
+	layerBase
+}
+
+// use runs f with the layer's pin (under refMu: f must be short).
+func (v *layerView) use(f func(h *C.rolayer_layer) error) error {
+	s := v.s
+	if !s.gate.enter() {
+		return errClosed("store")
+	}
+	defer s.gate.exit()
+	s.refMu.Lock()
+	defer s.refMu.Unlock()
+	h, err := s.pinLocked(v.info.chainID)
+	if err != nil {
+		return err
+	}
+	return f(h)
+}
+
+func (v *layerView) TarStream() (io.ReadCloser, error) {
+	var st *tarStream
+	err := v.use(func(h *C.rolayer_layer) error {
+		var out *C.rolayer_tar_stream
+		var cerr *C.rolayer_error
+		if rc := C.rolayer_tar_stream_open(&out, h, &cerr); rc != 0 {
+			return verifyErr(fromC(rc, cerr), v.info.diffID)
+		}
+		st = v.s.newStream(out, v.info.diffID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (v *layerView) TarStreamFrom(parent ChainID) (io.ReadCloser, error) {
+	var st *tarStream
+	err := v.use(func(h *C.rolayer_layer) error {
+		var err error
+		st, err = v.s.openFrom(h, parent, v.info.diffID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (v *layerView) Metadata() (map[string]string, error) {
+	var m map[string]string
+	err := v.use(func(h *C.rolayer_layer) error {
+		var err error
+		m, err = metadataOf(h)
+		return err
+	})
+	return m, err
+}
+
+// Verify reads the stream outside the store's locks (the stream holds its own reference).
+func (v *layerView) Verify() error {
+	rc, err := v.TarStream()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+func (s *Store) openFrom(h *C.rolayer_layer, parent ChainID, diffID DiffID) (*tarStream, error) {
+	var cparent *C.char
+	if parent != "" {
+		cparent = C.CString(string(parent))
+		defer C.free(unsafe.Pointer(cparent))
+	}
+	var out *C.rolayer_tar_stream
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_tar_stream_open_from(&out, h, cparent, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	return s.newStream(out, ""), nil
+}
+
+func metadataOf(h *C.rolayer_layer) (map[string]string, error) {
+	var l *C.rolayer_string_list
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_layer_metadata(&l, h, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	defer C.rolayer_string_list_free(l)
+	n := int(C.rolayer_string_list_count(l))
+	m := make(map[string]string, n/2)
+	for i := 0; i+1 < n; i += 2 {
+		m[C.GoString(C.rolayer_string_list_get(l, C.size_t(i)))] = C.GoString(C.rolayer_string_list_get(l, C.size_t(i+1)))
+	}
+	return m, nil
+}

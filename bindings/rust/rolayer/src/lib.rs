@@ -1,0 +1,73 @@
+//! Safe Rust binding of librolayer: a read-only container-image layer store with verified,
+//! byte-exact tar streams, behind a stable C ABI (the `rolayer-sys` crate).
+//!
+//! * [`Store`]: open a store ([`Store::open`], [`Store::open_with_driver`], [`StoreOptions`]),
+//!   register layers from any [`std::io::Read`], open them by [`ChainId`], list them, keep
+//!   persistent references ([`Store::retain`] / [`Store::unretain`]).
+//! * [`Layer`]: a reference to a layer, released on drop or with [`Layer::release`] (which
+//!   reports the deleted layers, child first); its ids, sizes, descriptor and metadata.
+//! * [`TarStream`]: the layer's tar as `std::io::Read`, verified against the DiffID.
+//! * [`Error`] / [`ErrorKind`]: the library's status codes with their detail; converts into
+//!   `std::io::Error`, keeping itself as the inner error.
+//!
+//! ```no_run
+//! use std::io::Read;
+//! use rolayer::Store;
+//!
+//! let store = Store::open_with_driver("/tmp/layers", "exact")?;
+//! let base = store.register(None, std::fs::File::open("base.tar")?)?;
+//! let child = store.register(Some(base.chain_id()), std::fs::File::open("child.tar")?)?;
+//! println!("{} at depth {}, {} bytes", child.chain_id(), child.depth(), child.size()?);
+//! let mut tar = Vec::new();
+//! child.tar_stream()?.read_to_end(&mut tar)?; // fails if the stored data was modified
+//! drop(base); // the child keeps its parent alive
+//! let removed = child.release()?; // [child, base]: nothing references them any more
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Threads
+//! [`Store`] and [`Layer`] are `Send + Sync`; [`TarStream`] is `Send` only. Layers and streams
+//! borrow their store (`Layer<'s>`), since the C library invalidates them when the store is
+//! freed; share a store between threads with `std::thread::scope` or an `Arc<Store>` and
+//! scoped work.
+//!
+//! # Panics in readers
+//! A reader given to [`Store::register`] runs inside a C callback. A panic there is caught
+//! before it reaches C, the registration is aborted (the library leaves nothing behind), and the
+//! panic is resumed once the C call has returned. An `io::Error` from the reader aborts the
+//! registration with [`ErrorKind::User`] and is kept as the error's `source()`.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod digest;
+mod error;
+mod layer;
+mod store;
+mod stream;
+mod util;
+
+pub use digest::{ChainId, DiffId, Digest};
+pub use error::{Error, ErrorKind, Result};
+pub use layer::{Layer, Removed};
+pub use store::{Descriptor, RegisterOptions, Store, StoreOptions, MAX_DEPTH};
+pub use stream::TarStream;
+
+/// The raw bindings, for what the safe API does not cover (e.g. caller-written drivers).
+pub use rolayer_sys as sys;
+
+/// The version of the loaded library, `"MAJOR.MINOR.PATCH"`.
+pub fn version() -> &'static str {
+    // SAFETY: a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(sys::rolayer_version_string()) }.to_str().unwrap_or("")
+}
+
+/// The loaded library's `ROLAYER_VERSION_NUMBER` (major * 10000 + minor * 100 + patch);
+/// compare with [`sys::ROLAYER_VERSION_NUMBER`], the header's.
+pub fn version_number() -> i32 {
+    // SAFETY: no arguments, no state.
+    unsafe { sys::rolayer_version() }
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme_doctest {}
