@@ -119,3 +119,9 @@ func codeOf(err error) Code {
 	}
 	return CodeOK
 }
+
+func export(t testing.TB, l Layer) []byte {
+	t.Helper()
+	rc, err := l.TarStream()
+	return readAll(t, rc, err)
+}

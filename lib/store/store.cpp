@@ -109,6 +109,8 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   void on_entry(const tar::Entry& e) override {
     std::string path = safety_.check(e);
     if (!e.has_payload()) return;
+    if (path.empty())
+      throw Error(Code::Archive, "a regular-file entry names the layer's root directory").with_path(e.name);
     diff_size_ += static_cast<int64_t>(e.real_size);
     if (!rec_) return;
     file_.type = record::Item::Type::File;

@@ -54,7 +54,9 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 #include <string_view>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -63,6 +65,10 @@ namespace rolayer::tar {
 namespace {
 
 constexpr size_t kBlock = 512;
+// Total size (keys + values) of the global records kept for the following entries. They are
+// copied into every entry, so the bound keeps that amplification small; real archives keep
+// a few scalar records there (git's comment and star's SCHILY.volhdr.* are not kept at all).
+constexpr uint64_t kMaxGlobalRecords = 8192;
 // Largest size accepted for any data area, so that size + padding never overflows.
 constexpr uint64_t kMaxSize = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - kBlock;
 
@@ -216,6 +222,7 @@ bool parse_pax_time(std::string_view s, int64_t& sec, uint32_t& nsec) {
 
 struct PaxRecord {
   std::string key, value;
+  uint64_t off = 0;  // stream offset of the record
 };
 
 bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
@@ -259,7 +266,7 @@ void parse_pax(const std::string& d, uint64_t off0, std::vector<PaxRecord>& out)
         fail(off0 + i, "misordered GNU.sparse.offset/numbytes records");
       ++sparse_pairs;
     }
-    out.push_back(PaxRecord{std::string(key), std::string(value)});
+    out.push_back(PaxRecord{std::string(key), std::string(value), off0 + i});
     i = end;
   }
 }
@@ -501,7 +508,7 @@ struct Scanner::Impl {
       case 'g': {
         std::vector<PaxRecord> recs;
         parse_pax(ext_buf, data_off, recs);
-        apply_globals(recs, data_off);
+        apply_globals(recs);
         break;
       }
       case 'L':
@@ -518,7 +525,7 @@ struct Scanner::Impl {
     st = ext_pad ? St::ExtPad : St::Header;
   }
 
-  void apply_globals(const std::vector<PaxRecord>& recs, uint64_t off) {
+  void apply_globals(const std::vector<PaxRecord>& recs) {
     for (const auto& r : recs) {
       if (!is_global_key(r.key)) continue;
       auto it = globals.find(r.key);
@@ -528,11 +535,12 @@ struct Scanner::Impl {
       }
       if (r.value.empty()) continue;  // an empty value clears the global record
       Entry scratch;
-      apply_record(scratch, r.key, r.value, off, nullptr);  // validates the value
+      apply_record(scratch, r.key, r.value, r.off, nullptr);  // validates the value
       globals_bytes += r.key.size() + r.value.size();
-      if (globals_bytes > lim.max_extension_size)
-        fail(off, "pax global records too large (limit " +
-                      std::to_string(lim.max_extension_size) + " bytes)");
+      if (globals_bytes > std::min<uint64_t>(kMaxGlobalRecords, lim.max_extension_size))
+        fail(r.off, "pax global records too large (limit " +
+                        std::to_string(std::min<uint64_t>(kMaxGlobalRecords, lim.max_extension_size)) +
+                        " bytes)");
       globals.emplace(r.key, r.value);
     }
   }
@@ -566,13 +574,26 @@ struct Scanner::Impl {
     } else if (k.compare(0, 13, "SCHILY.xattr.") == 0) {
       std::string name = k.substr(13);
       if (name.empty()) fail(off, "pax SCHILY.xattr record with an empty attribute name");
-      auto it = std::find_if(e.xattrs.begin(), e.xattrs.end(),
-                             [&](const auto& kv) { return kv.first == name; });
-      if (it != e.xattrs.end())
-        it->second = v;
-      else
-        e.xattrs.emplace_back(std::move(name), v);
+      e.xattrs.emplace_back(std::move(name), v);  // duplicates: see dedupe_xattrs
     }
+  }
+
+  // Keeps one value per attribute name (the last one), at its first position. Linear.
+  static void dedupe_xattrs(Entry& e) {
+    if (e.xattrs.size() < 2) return;
+    std::unordered_map<std::string_view, size_t> first;  // views into out's names
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(e.xattrs.size());  // never reallocates below: the views stay valid
+    for (auto& kv : e.xattrs) {
+      auto it = first.find(kv.first);
+      if (it == first.end()) {
+        out.push_back(std::move(kv));
+        first.emplace(out.back().first, out.size() - 1);
+      } else {
+        out[it->second].second = std::move(kv.second);
+      }
+    }
+    e.xattrs = std::move(out);
   }
 
   void clear_pending() {
@@ -604,7 +625,13 @@ struct Scanner::Impl {
     uint64_t size = static_cast<uint64_t>(hd.size);
     const uint64_t pax_off = pend_any ? pend_off : off;
 
-    for (const auto& [k, v] : globals) apply_record(e, k, v, off, nullptr);
+    // Global records, unless this entry's 'x' header has a record with the same keyword
+    // (an empty value there deletes the global value for this entry).
+    std::set<std::string_view> local_keys;
+    if (have_x)
+      for (const auto& r : xrec) local_keys.insert(r.key);
+    for (const auto& [k, v] : globals)
+      if (!local_keys.count(k)) apply_record(e, k, v, off, nullptr);
 
     // GNU sparse pax records.
     std::string sp_major, sp_minor, sp_name, sp_size, sp_realsize, sp_numblocks, sp_map;
@@ -630,10 +657,11 @@ struct Scanner::Impl {
           else if (k == "GNU.sparse.map") sp_map = v;
           continue;
         }
-        apply_record(e, k, v, pax_off, &size);
+        apply_record(e, k, v, r.off, &size);
       }
       if (!sp00.empty()) sp_map = sp00;
     }
+    dedupe_xattrs(e);
     if (have_L && !long_name.empty()) e.name = long_name;
     if (have_K && !long_link.empty()) e.linkname = long_link;
 

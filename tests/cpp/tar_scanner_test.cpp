@@ -949,10 +949,30 @@ TEST(Scanner, GlobalRecords) {
   EXPECT_EQ(r.rec.entries[1].mtime_sec, 200);
   EXPECT_EQ(r.rec.entries[2].mtime_sec, 5);  // cleared
   EXPECT_EQ(r.rec.entries[2].uname, "g");
+  // An empty 'x' value deletes the global value for that entry only.
+  r = scan(pax({{"mtime", "100"}, {"SCHILY.xattr.user.a", "1"}}, 'g') +
+           pax({{"mtime", ""}, {"SCHILY.xattr.user.a", ""}}) + entry({.name = "d", .mtime = 9}, "") +
+           entry({.name = "e", .mtime = 9}, "") + eoa());
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.rec.entries[0].mtime_sec, 9);
+  EXPECT_TRUE(r.rec.entries[0].xattrs.empty());
+  EXPECT_EQ(r.rec.entries[1].mtime_sec, 100);
+  EXPECT_EQ(r.rec.entries[1].xattrs.size(), 1u);
+  // Repeated xattr records: the last value wins, one attribute.
+  r = scan(pax({{"SCHILY.xattr.user.a", "1"}, {"SCHILY.xattr.user.b", "2"}, {"SCHILY.xattr.user.a", "3"}}) +
+           entry({.name = "f"}, "") + eoa());
+  ASSERT_TRUE(r.ok) << r.message;
+  ASSERT_EQ(r.rec.entries[0].xattrs.size(), 2u);
+  EXPECT_EQ(r.rec.entries[0].xattrs[0].first, "user.a");
+  EXPECT_EQ(r.rec.entries[0].xattrs[0].second, "3");
   // A 'g' between an 'x' and its entry, or an 'x' with no entry: refused.
   EXPECT_FALSE(scan(pax({{"path", "a"}}) + pax({{"mtime", "1"}}, 'g') + entry({.name = "f"}, "") + eoa()).ok);
   EXPECT_FALSE(scan(pax({{"path", "a"}}) + eoa()).ok);
   EXPECT_FALSE(scan(pax({{"path", "a"}})).ok);
+  // Global records are copied into every entry: their total size is bounded.
+  r = scan(pax({{"SCHILY.xattr.user.big", std::string(10000, 'v')}}, 'g') + entry({.name = "f"}, "") + eoa());
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.message.find("global records too large"), std::string::npos) << r.message;
   // A lone 'g' is an empty archive.
   EXPECT_TRUE(scan(pax({{"comment", "x"}}, 'g') + eoa()).ok);
 }
@@ -1143,6 +1163,33 @@ TEST(Scanner, SparseFormats) {
            entry({.name = "f"}, unterminated) + eoa());
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.message.find("runs past"), std::string::npos) << r.message;
+}
+
+// Every well-formed file cut short at block boundaries (and one byte either side) and at
+// random offsets: accepted with the invariant, or refused with Code::Archive.
+TEST_F(Corpus, TruncatedFiles) {
+  std::mt19937 rng(99);
+  int files = 0;
+  for (const auto& f : files_) {
+    if (f.expect != "well-formed" || f.tar_size > 24 * 1024) continue;
+    ++files;
+    const std::string data = load(f);
+    std::set<size_t> cuts;
+    for (size_t b = 0; b <= data.size(); b += 512)
+      for (size_t d : {b - 1, b, b + 1})
+        if (d < data.size()) cuts.insert(d);
+    for (int i = 0; i < 40 && !data.empty(); ++i) cuts.insert(rng() % data.size());
+    for (size_t n : cuts) {
+      const std::string prefix = data.substr(0, n);
+      ScanResult r = scan(prefix, 0, {}, false);
+      if (r.ok) {
+        EXPECT_TRUE(r.rec.rebuilt == prefix) << f.file << " cut at " << n;
+      } else {
+        EXPECT_EQ(r.code, Code::Archive) << f.file << " cut at " << n << ": " << r.message;
+      }
+    }
+  }
+  EXPECT_GT(files, 50);
 }
 
 // Random corruptions of real archives never crash, hang or break the invariant.

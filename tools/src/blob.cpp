@@ -157,26 +157,45 @@ std::string LayerReader::compression() const {
   }
 }
 
-int LayerReader::finish() {
-  // Drain what the decompressor left (trailing bytes belong to the blob and its digest).
-  while (!src_eof_) {
-    size_t n = src_.read(buf_.data(), buf_.size());
-    if (n == 0) {
-      src_eof_ = true;
-      break;
+// Drains what the decompressor left (trailing bytes belong to the blob and its digest) and
+// checks the blob against its expectation: "" when it matches or nothing is expected.
+std::string LayerReader::drain_and_check() {
+  if (digest_.empty()) {
+    while (!src_eof_) {
+      size_t n = src_.read(buf_.data(), buf_.size());
+      if (n == 0) {
+        src_eof_ = true;
+        break;
+      }
+      pull_bytes(n, buf_.data());
     }
-    pull_bytes(n, buf_.data());
+    digest_ = hash_->finish();
   }
-  digest_ = hash_->finish();
-  if (expect_) {
-    if (expect_->size >= 0 && compressed_ != static_cast<uint64_t>(expect_->size))
-      return fail(kVerify, expect_->name + ": size mismatch: the descriptor gives " + std::to_string(expect_->size) +
-                               " bytes, the blob has " + std::to_string(compressed_));
-    if (!expect_->digest.empty() && digest_ != expect_->digest)
-      return fail(kVerify, expect_->name + ": digest mismatch: the descriptor gives " + expect_->digest +
-                               ", the blob's content is " + digest_);
+  if (!expect_) return {};
+  if (expect_->size >= 0 && compressed_ != static_cast<uint64_t>(expect_->size))
+    return expect_->name + ": size mismatch: the descriptor gives " + std::to_string(expect_->size) +
+           " bytes, the blob has " + std::to_string(compressed_);
+  if (!expect_->digest.empty() && digest_ != expect_->digest)
+    return expect_->name + ": digest mismatch: the descriptor gives " + expect_->digest + ", the blob's content is " +
+           digest_;
+  return {};
+}
+
+int LayerReader::finish() {
+  std::string m = drain_and_check();
+  return m.empty() ? 0 : fail(kVerify, m);
+}
+
+std::optional<CliError> LayerReader::blob_mismatch() {
+  if (!expect_ || (expect_->digest.empty() && expect_->size < 0)) return std::nullopt;
+  if (fail_code_ == kVerify) return error();
+  try {
+    std::string m = drain_and_check();
+    if (!m.empty()) return CliError(kVerify, m);
+  } catch (const CliError& e) {
+    if (e.code() == kVerify) return e;  // larger than the descriptor says
   }
-  return 0;
+  return std::nullopt;
 }
 
 int LayerReader::read_cb(void* buf, size_t cap, size_t* n_read, void* user_data) {
@@ -195,7 +214,10 @@ int LayerReader::read_cb(void* buf, size_t cap, size_t* n_read, void* user_data)
 
 int LayerReader::read(void* buf, size_t cap, size_t* n_read) {
   if (fail_code_) return kCbFailed;
-  if (interrupted()) return fail(kInterrupted, "interrupted");
+  if (interrupted()) {
+    CliError e = interrupted_error();
+    return fail(e.code(), e.what());
+  }
   if (!opened_) open();
   if (eof_) return 0;
   la_ssize_t n = archive_read_data(a_, buf, cap);
@@ -209,7 +231,10 @@ int LayerReader::read(void* buf, size_t cap, size_t* n_read) {
   }
   if (fail_code_) return kCbFailed;
   const char* m = archive_error_string(a_);
-  return fail(kBadInput, name_ + ": cannot decompress (" + compression() + "): " + (m ? m : "unknown error"));
+  std::string msg = name_ + ": cannot decompress (" + compression() + "): " + (m ? m : "unknown error");
+  // A blob that does not match its descriptor is the root cause: report that first.
+  if (auto mismatch = blob_mismatch()) return fail(mismatch->code(), mismatch->what());
+  return fail(kBadInput, msg);
 }
 
 Layer register_layer(rolayer_store* store, const std::string& parent, LayerReader& reader,
@@ -220,7 +245,10 @@ Layer register_layer(rolayer_store* store, const std::string& parent, LayerReade
                                 opts, err.out());
   if (rc == ROLAYER_OK) return Layer(l);
   if (rc == ROLAYER_EUSER && reader.failed()) throw reader.error();
-  if (interrupted()) throw CliError(kInterrupted, "interrupted");
+  if (interrupted()) throw interrupted_error();
+  // The library refused the stream (e.g. a malformed tar): when the blob does not match its
+  // descriptor either, that is the root cause to report.
+  if (auto mismatch = reader.blob_mismatch()) throw *mismatch;
   lib_fail(rc, err, context);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,10 @@ class LayerReader {
   bool failed() const { return fail_code_ != 0; }
   CliError error() const { return CliError(fail_code_, fail_msg_); }
 
+  // After a failure: reads the rest of the blob and, when it does not match its expectation,
+  // returns that error (the root cause). Never throws.
+  std::optional<CliError> blob_mismatch();
+
   const std::string& compressed_digest() const { return digest_; }  // valid after the end
   uint64_t compressed_size() const { return compressed_; }
   std::string compression() const;  // "none", "gzip", "zstd", "xz", …
@@ -90,6 +95,7 @@ class LayerReader {
   static long raw_read(struct archive* a, void* self, const void** out);
   void open();
   int finish();
+  std::string drain_and_check();
   int fail(int code, const std::string& msg);
   void pull_bytes(size_t n, const void* data);
 

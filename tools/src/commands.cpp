@@ -417,7 +417,7 @@ int cmd_rm(Globals& g, const Args& args) {
       std::fflush(stdout);
       std::fprintf(stderr, "rolayer: rm: %s\n", e.what());
       if (status == kOk) status = e.code();
-      if (e.code() == kInterrupted) break;
+      if (is_interruption(e.code())) break;
     }
   }
   flush_stdout();
@@ -454,7 +454,7 @@ int cmd_verify(Globals& g, const Args& args) {
       try {
         ids.push_back(resolve_chain_id(store.get(), a));
       } catch (const CliError& e) {
-        if (e.code() == kInterrupted) throw;
+        if (is_interruption(e.code())) throw;
         report_error(a, e);
       }
     }

@@ -26,22 +26,30 @@ void install_signal_handlers() {
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART: a blocked read or write returns EINTR and we stop cleanly
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    // A signal the caller ignores (nohup, a background job of a script) stays ignored.
+    struct sigaction old;
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    sigaction(sig, &sa, nullptr);
+  }
   // A closed pipe is reported as a write error (EPIPE), not a silent death.
   std::signal(SIGPIPE, SIG_IGN);
 }
 
+CliError interrupted_error() {
+  int sig = g_interrupted ? static_cast<int>(g_interrupted) : SIGINT;
+  return CliError(kInterrupted + sig, std::string("interrupted (") + (sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT") + ")");
+}
+
 void check_interrupted() {
-  if (interrupted()) throw CliError(kInterrupted, "interrupted");
+  if (interrupted()) throw interrupted_error();
 }
 
 [[noreturn]] void usage_error(const std::string& msg) { throw CliError(kUsage, msg); }
 
 [[noreturn]] void sys_fail(const std::string& what) {
   int e = errno;
-  if (e == EINTR && interrupted()) throw CliError(kInterrupted, "interrupted");
+  if (e == EINTR && interrupted()) throw interrupted_error();
   throw CliError(kFailure, what + ": " + std::strerror(e));
 }
 

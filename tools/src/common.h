@@ -25,7 +25,7 @@ enum Exit : int {
   kVerify = 4,       // verification failed: digest, size or DiffID mismatch, damaged store data
   kBusy = 5,         // the store is locked by another process (after --wait)
   kBadInput = 6,     // malformed or unsafe input: tar, compression, image layout, JSON
-  kInterrupted = 130 // SIGINT/SIGTERM/SIGHUP: stopped cleanly, nothing half-written left
+  kInterrupted = 128  // + the signal: 130 SIGINT, 143 SIGTERM, 129 SIGHUP; stopped cleanly
 };
 
 // The one error type of the tool: an exit code and a one-line message.
@@ -73,7 +73,9 @@ class Err {
 extern volatile std::sig_atomic_t g_interrupted;
 void install_signal_handlers();
 inline bool interrupted() { return g_interrupted != 0; }
-void check_interrupted();  // throws CliError(kInterrupted)
+void check_interrupted();  // throws interrupted_error() when a signal came
+CliError interrupted_error();  // exit 128 + the signal, "interrupted"
+inline bool is_interruption(int code) { return code > kInterrupted; }
 
 // --- global options ---------------------------------------------------------------------------
 struct Globals {

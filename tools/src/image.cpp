@@ -554,9 +554,12 @@ Plan plan_docker(ImageSource& src, const std::string& ref) {
     check_inner_path(lp.path, where + ": manifest.json Layers");
     lp.display = "layer " + lp.path;
     lp.expect.name = lp.display;
-    // Blobs named by their digest (blobs/sha256/<hex>) are checked against that name.
-    std::string base = basename_of(lp.path);
-    if (dirname_of(lp.path) == "blobs/sha256" && is_digest("sha256:" + base)) lp.expect.digest = "sha256:" + base;
+    // Blobs named by their digest are checked against that name: "blobs/sha256/<hex>" (docker
+    // 25 and later) and "<hex>.tar" (containers/image, e.g. skopeo's docker-archive). The older
+    // "<v1 id>/layer.tar" names say nothing; the DiffID check covers those.
+    std::string base = basename_of(lp.path), dir = dirname_of(lp.path);
+    if (base.size() == 68 && base.substr(64) == ".tar" && dir == ".") base = base.substr(0, 64);
+    if ((dir == "blobs/sha256" || dir == ".") && is_digest("sha256:" + base)) lp.expect.digest = "sha256:" + base;
     lp.diff_id = diff_ids[i];
     if (!src.exists(lp.path)) throw CliError(kNotFound, where + ": " + lp.display + ": missing from the archive");
     plan.layers.push_back(lp);

@@ -14,6 +14,10 @@ fn main() {
             let include = std::env::join_paths(&lib.include_paths).expect("include paths");
             println!("cargo:include={}", include.to_string_lossy());
             println!("cargo:version={}", lib.version);
+            // Rebuild when the .pc file changes (say, a reinstall to another prefix).
+            if let Ok(dir) = pkg_config::get_variable("rolayer", "pcfiledir") {
+                println!("cargo:rerun-if-changed={dir}/rolayer.pc");
+            }
         }
         Err(e) => {
             eprintln!(

@@ -108,11 +108,11 @@ fn run_vectors(driver: &str) {
 }
 
 #[test]
-fn vectors_exact() {
+fn vectors_on_exact() {
     run_vectors("exact");
 }
 
 #[test]
-fn vectors_dir() {
+fn vectors_on_dir() {
     run_vectors("dir");
 }

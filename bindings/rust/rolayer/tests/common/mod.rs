@@ -34,6 +34,21 @@ pub fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// A one-file archive whose name is written as given (the `tar` crate refuses `..`).
+pub fn tar_with_raw_name(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
 /// A fresh temporary directory for a store.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("rolayer-rust-").tempdir().unwrap()

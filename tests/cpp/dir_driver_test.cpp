@@ -1,0 +1,813 @@
+// Tests of the built-in "dir" graph driver (lib/drivers/dir).
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "drivers/dir/dir_driver.h"
+
+namespace fs = std::filesystem;
+using rolayer::ByteSource;
+using rolayer::Code;
+using rolayer::DirDriver;
+using rolayer::Error;
+
+namespace {
+
+// ---------- building tars ----------
+
+struct Meta {
+  unsigned mode = 0644;
+  int64_t uid = 0, gid = 0;
+  int64_t mtime = 1600000000;
+};
+
+class TarBuilder {
+ public:
+  TarBuilder() {
+    a_ = archive_write_new();
+    archive_write_set_format_pax_restricted(a_);
+    archive_write_set_bytes_per_block(a_, 0);
+    archive_write_open(a_, this, nullptr, &TarBuilder::cb, nullptr);
+  }
+  ~TarBuilder() {
+    if (a_) archive_write_free(a_);
+  }
+  TarBuilder& dir(const std::string& n, Meta m = {0755}) { return add(n, AE_IFDIR, "", "", "", m); }
+  TarBuilder& file(const std::string& n, const std::string& data, Meta m = {}) {
+    return add(n, AE_IFREG, data, "", "", m);
+  }
+  TarBuilder& symlink(const std::string& n, const std::string& target, Meta m = {0777}) {
+    return add(n, AE_IFLNK, "", target, "", m);
+  }
+  TarBuilder& hardlink(const std::string& n, const std::string& target, Meta m = {}) {
+    return add(n, AE_IFREG, "", "", target, m);
+  }
+  TarBuilder& fifo(const std::string& n, Meta m = {}) { return add(n, AE_IFIFO, "", "", "", m); }
+  TarBuilder& xattr_file(const std::string& n, const std::string& data, const std::string& key,
+                         const std::string& value, Meta m = {}) {
+    xattrs_.emplace_back(key, value);
+    add(n, AE_IFREG, data, "", "", m);
+    xattrs_.clear();
+    return *this;
+  }
+  // A sparse file: `size` bytes, data only at the given (offset, bytes) pieces.
+  TarBuilder& sparse(const std::string& n, uint64_t size,
+                     const std::vector<std::pair<uint64_t, std::string>>& pieces, Meta m = {}) {
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, n.c_str());
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, m.mode);
+    archive_entry_set_uid(e, m.uid);
+    archive_entry_set_gid(e, m.gid);
+    archive_entry_set_mtime(e, m.mtime, 0);
+    archive_entry_set_size(e, static_cast<la_int64_t>(size));
+    for (auto& [o, d] : pieces) archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(o), d.size());
+    EXPECT_EQ(archive_write_header(a_, e), ARCHIVE_OK) << archive_error_string(a_);
+    std::string logical(size, '\0');
+    for (auto& [o, d] : pieces) logical.replace(o, d.size(), d);
+    archive_write_data(a_, logical.data(), logical.size());
+    archive_write_finish_entry(a_);
+    archive_entry_free(e);
+    return *this;
+  }
+  std::string finish() {
+    archive_write_close(a_);
+    archive_write_free(a_);
+    a_ = nullptr;
+    return out_;
+  }
+
+ private:
+  static la_ssize_t cb(archive*, void* ctx, const void* b, size_t n) {
+    static_cast<TarBuilder*>(ctx)->out_.append(static_cast<const char*>(b), n);
+    return static_cast<la_ssize_t>(n);
+  }
+  TarBuilder& add(const std::string& n, unsigned type, const std::string& data, const std::string& sym,
+                  const std::string& hard, Meta m) {
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, n.c_str());
+    archive_entry_set_filetype(e, type);
+    archive_entry_set_perm(e, m.mode);
+    archive_entry_set_uid(e, m.uid);
+    archive_entry_set_gid(e, m.gid);
+    archive_entry_set_mtime(e, m.mtime, 0);
+    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
+    if (!sym.empty()) archive_entry_set_symlink(e, sym.c_str());
+    if (!hard.empty()) archive_entry_set_hardlink(e, hard.c_str());
+    for (auto& [k, v] : xattrs_) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
+    EXPECT_GE(archive_write_header(a_, e), ARCHIVE_WARN) << archive_error_string(a_);
+    if (!data.empty()) archive_write_data(a_, data.data(), data.size());
+    archive_write_finish_entry(a_);
+    archive_entry_free(e);
+    return *this;
+  }
+  archive* a_;
+  std::string out_;
+  std::vector<std::pair<std::string, std::string>> xattrs_;
+};
+
+class StringSource : public ByteSource {
+ public:
+  explicit StringSource(std::string s, size_t chunk = 1 << 20) : s_(std::move(s)), chunk_(chunk) {}
+  size_t read(uint8_t* buf, size_t cap) override {
+    size_t n = std::min({cap, chunk_, s_.size() - pos_});
+    std::memcpy(buf, s_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+
+ private:
+  std::string s_;
+  size_t pos_ = 0;
+  size_t chunk_;
+};
+
+std::string read_all(ByteSource& src, size_t cap = 65536) {
+  std::string out;
+  std::vector<uint8_t> buf(cap);
+  for (;;) {
+    size_t n = src.read(buf.data(), buf.size());
+    if (n == 0) break;
+    out.append(reinterpret_cast<char*>(buf.data()), n);
+  }
+  return out;
+}
+
+// ---------- reading tars ----------
+
+struct TarEntry {
+  std::string path;
+  unsigned type = 0;
+  std::string hardlink, symlink, data;
+  unsigned perm = 0;
+  int64_t uid = 0, gid = 0, mtime = 0;
+  int sparse = 0;
+};
+
+std::vector<TarEntry> list_tar(const std::string& tar) {
+  std::vector<TarEntry> out;
+  archive* a = archive_read_new();
+  archive_read_support_format_tar(a);
+  EXPECT_EQ(archive_read_open_memory(a, tar.data(), tar.size()), ARCHIVE_OK);
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+    TarEntry t;
+    t.path = archive_entry_pathname(e);
+    t.type = archive_entry_filetype(e);
+    if (archive_entry_hardlink(e)) t.hardlink = archive_entry_hardlink(e);
+    if (archive_entry_symlink(e)) t.symlink = archive_entry_symlink(e);
+    t.perm = archive_entry_perm(e);
+    t.uid = archive_entry_uid(e);
+    t.gid = archive_entry_gid(e);
+    t.mtime = archive_entry_mtime(e);
+    t.sparse = archive_entry_sparse_count(e);
+    char buf[65536];
+    la_ssize_t n;
+    while ((n = archive_read_data(a, buf, sizeof buf)) > 0) t.data.append(buf, static_cast<size_t>(n));
+    out.push_back(std::move(t));
+  }
+  EXPECT_EQ(r, ARCHIVE_EOF) << archive_error_string(a);
+  archive_read_free(a);
+  return out;
+}
+
+std::vector<std::string> names(const std::vector<TarEntry>& es) {
+  std::vector<std::string> out;
+  for (auto& e : es) out.push_back(e.path);
+  return out;
+}
+
+// Extracts a (trusted) tar into dest with libarchive.
+void extract(const std::string& tar, const std::string& dest) {
+  archive* a = archive_read_new();
+  archive_read_support_format_tar(a);
+  ASSERT_EQ(archive_read_open_memory(a, tar.data(), tar.size()), ARCHIVE_OK);
+  archive* w = archive_write_disk_new();
+  archive_write_disk_set_options(w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |
+                                        ARCHIVE_EXTRACT_XATTR);
+  archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+    std::string p = dest + "/" + archive_entry_pathname(e);
+    archive_entry_set_pathname(e, p.c_str());
+    if (archive_entry_hardlink(e)) {
+      std::string h = dest + "/" + archive_entry_hardlink(e);
+      archive_entry_set_hardlink(e, h.c_str());
+    }
+    ASSERT_GE(archive_write_header(w, e), ARCHIVE_WARN) << archive_error_string(w);
+    const void* buf;
+    size_t size;
+    la_int64_t off;
+    while (archive_read_data_block(a, &buf, &size, &off) == ARCHIVE_OK)
+      ASSERT_GE(archive_write_data_block(w, buf, size, off), 0);
+    archive_write_finish_entry(w);
+  }
+  ASSERT_EQ(r, ARCHIVE_EOF) << archive_error_string(a);
+  archive_write_close(w);
+  archive_write_free(w);
+  archive_read_free(a);
+}
+
+// ---------- comparing trees ----------
+
+struct Node {
+  char type = '?';
+  unsigned mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  int64_t mtime = 0;
+  std::string data;       // file content or link target
+  std::string link_peer;  // first path (in walk order) sharing the inode, for regular files
+  bool operator==(const Node& o) const {
+    return type == o.type && mode == o.mode && uid == o.uid && gid == o.gid && data == o.data &&
+           link_peer == o.link_peer && (type == 'd' || mtime == o.mtime);
+  }
+};
+
+std::string slurp(const std::string& p) {
+  std::string out;
+  int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd < 0) return "<unreadable>";
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+std::map<std::string, Node> snapshot(const std::string& root) {
+  std::map<std::string, Node> out;
+  std::map<ino_t, std::string> inodes;
+  std::vector<std::string> paths;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it)
+    paths.push_back(fs::relative(it->path(), root).string());
+  std::sort(paths.begin(), paths.end());
+  for (auto& rel : paths) {
+    std::string p = root + "/" + rel;
+    struct stat st;
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+    Node n;
+    n.mode = st.st_mode & 07777;
+    n.uid = st.st_uid;
+    n.gid = st.st_gid;
+    n.mtime = st.st_mtim.tv_sec;
+    if (S_ISDIR(st.st_mode)) {
+      n.type = 'd';
+    } else if (S_ISREG(st.st_mode)) {
+      n.type = 'f';
+      n.data = slurp(p);
+      if (st.st_nlink > 1) {
+        auto [it, fresh] = inodes.emplace(st.st_ino, rel);
+        n.link_peer = it->second;
+      }
+    } else if (S_ISLNK(st.st_mode)) {
+      n.type = 'l';
+      n.data = fs::read_symlink(p).string();
+    } else if (S_ISFIFO(st.st_mode)) {
+      n.type = 'p';
+    }
+    out[rel] = n;
+  }
+  return out;
+}
+
+std::string describe(const std::map<std::string, Node>& t) {
+  std::string s;
+  for (auto& [k, n] : t)
+    s += k + " " + n.type + " " + std::to_string(n.mode) + " " + std::to_string(n.uid) + ":" +
+         std::to_string(n.gid) + " [" + (n.data.size() < 40 ? n.data : n.data.substr(0, 40) + "...") + "]" +
+         (n.link_peer.empty() ? "" : " link=" + n.link_peer) + "\n";
+  return s;
+}
+
+std::string read_payload(rolayer::PayloadFile& f, uint64_t off, size_t n) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    size_t r = f.pread(off + got, reinterpret_cast<uint8_t*>(out.data()) + got, n - got);
+    if (r == 0) break;
+    got += r;
+  }
+  out.resize(got);
+  return out;
+}
+
+Code code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return Code::Ok;
+}
+
+// ---------- fixture ----------
+
+class DirDriverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dirdrv-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    tmp_ = tmpl;
+    root_ = tmp_ + "/store";
+    ids_ = drv_.init(root_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+  std::string diff_dir(const std::string& id) { return fs::canonical(root_).string() + "/dir/" + id + "/diff"; }
+  std::string meta_dir(const std::string& id) { return fs::canonical(root_).string() + "/dir/" + id + "/meta"; }
+  int64_t apply(const std::string& id, const std::string& parent, const std::string& tar, size_t chunk = 1 << 20) {
+    drv_.create(id, parent);
+    StringSource src(tar, chunk);
+    return drv_.apply_diff(id, parent, src);
+  }
+  std::string diff_tar(const std::string& id, const std::string& ancestor, size_t cap = 65536) {
+    auto s = drv_.diff(id, ancestor);
+    return read_all(*s, cap);
+  }
+  std::map<std::string, Node> flat_tree(const std::string& id) {
+    std::string dest = tmp_ + "/x-" + id + "-" + std::to_string(++counter_);
+    fs::create_directories(dest);
+    extract(diff_tar(id, ""), dest);
+    return snapshot(dest);
+  }
+
+  DirDriver drv_;
+  std::string tmp_, root_;
+  std::vector<std::string> ids_;
+  int counter_ = 0;
+};
+
+// ---------- lifecycle ----------
+
+TEST_F(DirDriverTest, InitCreateRemoveMetadata) {
+  EXPECT_TRUE(ids_.empty());
+  drv_.create("base", "");
+  drv_.create("child", "base");
+  EXPECT_EQ(code_of([&] { drv_.create("base", ""); }), Code::Exists);
+  EXPECT_EQ(code_of([&] { drv_.create("x", "missing"); }), Code::NotFound);
+  EXPECT_EQ(code_of([&] { drv_.create("../evil", ""); }), Code::Inval);
+  EXPECT_EQ(code_of([&] { drv_.create("a/b", ""); }), Code::Inval);
+  EXPECT_EQ(code_of([&] { drv_.create(".hidden", ""); }), Code::Inval);
+
+  auto md = drv_.metadata("child");
+  std::map<std::string, std::string> m(md.begin(), md.end());
+  EXPECT_EQ(m["Path"], diff_dir("child"));
+  EXPECT_EQ(m["Parent"], "base");
+  EXPECT_TRUE(fs::is_directory(m["Path"]));
+  EXPECT_EQ(code_of([&] { drv_.metadata("nope"); }), Code::NotFound);
+
+  // Leftovers of interrupted creates/removes are cleaned by init, layers are listed.
+  std::string droot = fs::canonical(root_).string() + "/dir";
+  fs::create_directories(droot + "/.tmp-0123/diff/x");
+  fs::create_directories(droot + "/.removing-4567/diff");
+  DirDriver again;
+  auto ids = again.init(root_);
+  EXPECT_EQ(ids, (std::vector<std::string>{"base", "child"}));
+  EXPECT_FALSE(fs::exists(droot + "/.tmp-0123"));
+  EXPECT_FALSE(fs::exists(droot + "/.removing-4567"));
+
+  again.remove("child");
+  again.remove("child");  // no error when absent
+  EXPECT_FALSE(fs::exists(droot + "/child"));
+  EXPECT_EQ(again.init(root_), (std::vector<std::string>{"base"}));
+}
+
+TEST_F(DirDriverTest, RemoveIsRobustAndNeverFollowsSymlinks) {
+  std::string outside = tmp_ + "/outside";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/precious") << "keep me";
+  std::string tar = TarBuilder()
+                        .dir("ro", {0555})
+                        .file("ro/f", "x", {0444})
+                        .dir("ro/locked", {0000})
+                        .file("ro/locked/g", "y")
+                        .symlink("link", outside)
+                        .symlink("ro/link2", outside + "/precious")
+                        .finish();
+  apply("l", "", tar);
+  ASSERT_TRUE(fs::is_symlink(diff_dir("l") + "/link"));
+  drv_.remove("l");
+  EXPECT_FALSE(fs::exists(fs::canonical(root_).string() + "/dir/l"));
+  EXPECT_EQ(slurp(outside + "/precious"), "keep me");
+}
+
+// ---------- apply ----------
+
+TEST_F(DirDriverTest, AppliesRegularDirsSymlinksHardlinksAndMetadata) {
+  std::string tar = TarBuilder()
+                        .dir("etc", {0750, 0, 0, 1000})
+                        .file("etc/hosts", "127.0.0.1 localhost\n", {0640, 1000, 1001, 2000})
+                        .symlink("etc/link", "hosts")
+                        .hardlink("etc/hosts2", "etc/hosts")
+                        .file("var/lib/deep/file", "deep")  // parents implicit
+                        .fifo("run.fifo")
+                        .file("bin/setuid", "#!", {04755})
+                        .xattr_file("attr", "x", "user.test", "value")
+                        .finish();
+  int64_t bytes = apply("l1", "", tar);
+  EXPECT_EQ(bytes, static_cast<int64_t>(std::string("127.0.0.1 localhost\n").size() + 4 + 2 + 1));
+  std::string d = diff_dir("l1");
+  struct stat st, st2;
+  ASSERT_EQ(::lstat((d + "/etc/hosts").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1001u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 2000);
+  ASSERT_EQ(::lstat((d + "/etc/hosts2").c_str(), &st2), 0);
+  EXPECT_EQ(st.st_ino, st2.st_ino);
+  EXPECT_EQ(fs::read_symlink(d + "/etc/link"), "hosts");
+  ASSERT_EQ(::lstat((d + "/etc").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1000);  // restored after its children were written
+  ASSERT_EQ(::lstat((d + "/var/lib").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(slurp(d + "/var/lib/deep/file"), "deep");
+  ASSERT_EQ(::lstat((d + "/run.fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  ASSERT_EQ(::lstat((d + "/bin/setuid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 04755u);
+  char val[32] = {};
+  ssize_t n = ::lgetxattr((d + "/attr").c_str(), "user.test", val, sizeof val);
+  if (n >= 0) EXPECT_EQ(std::string(val, static_cast<size_t>(n)), "value");  // if the fs supports user xattrs
+  EXPECT_FALSE(fs::exists(meta_dir("l1") + "/payloads"));  // nothing relocated
+
+  auto s = drv_.payloads("l1");
+  auto f = s->open("etc/hosts");
+  EXPECT_EQ(read_payload(*f, 0, 100), "127.0.0.1 localhost\n");
+  EXPECT_EQ(read_payload(*f, 10, 100), "localhost\n");
+  EXPECT_EQ(read_payload(*s->open("var/lib/deep/file"), 0, 100), "deep");
+
+  // Applying twice, or on the wrong parent, is refused.
+  StringSource again(tar);
+  EXPECT_EQ(code_of([&] { drv_.apply_diff("l1", "", again); }), Code::Exists);
+  drv_.create("l2", "l1");
+  StringSource wrong(tar);
+  EXPECT_EQ(code_of([&] { drv_.apply_diff("l2", "", wrong); }), Code::Inval);
+}
+
+TEST_F(DirDriverTest, DuplicatesAndReplacementsKeepEveryPayload) {
+  std::string tar = TarBuilder()
+                        .file("a", "one")
+                        .file("a", "two")
+                        .dir("d")
+                        .file("d/f", "inner")
+                        .file("d/g", "inner-g")
+                        .file("d", "file replacing dir")  // d/f and d/g displaced
+                        .file("a", "three")
+                        .file("s", "was a file")
+                        .symlink("s", "elsewhere")  // s displaced by a symlink
+                        .file("x", "x as file")
+                        .file("x/y", "below x")  // x displaced by an implicit directory
+                        .file("w/.wh.gone", "whiteout payload")
+                        .file(".", "root payload")
+                        .file("h", "linked")
+                        .hardlink("h2", "h")
+                        .file("h", "new h")  // h relocated, h2 keeps the old inode
+                        .file("z", "")
+                        .file("z", "")
+                        .finish();
+  apply("dup", "", tar, 777);
+  std::string d = diff_dir("dup");
+  EXPECT_EQ(slurp(d + "/a"), "three");
+  EXPECT_EQ(slurp(d + "/d"), "file replacing dir");
+  EXPECT_TRUE(fs::is_symlink(d + "/s"));
+  EXPECT_EQ(slurp(d + "/x/y"), "below x");
+  EXPECT_EQ(slurp(d + "/h"), "new h");
+  EXPECT_EQ(slurp(d + "/h2"), "linked");
+  EXPECT_FALSE(fs::exists(d + "/w/.wh.gone"));
+  EXPECT_TRUE(fs::is_directory(d + "/w"));
+
+  auto s = drv_.payloads("dup");
+  std::vector<std::pair<std::string, std::string>> expect = {
+      {"a", "one"},   {"a", "two"},       {"d/f", "inner"},       {"d/g", "inner-g"},
+      {"d", "file replacing dir"},        {"a", "three"},         {"s", "was a file"},
+      {"x", "x as file"}, {"x/y", "below x"}, {"w/.wh.gone", "whiteout payload"},
+      {"", "root payload"}, {"h", "linked"}, {"h", "new h"},     {"z", ""}, {"z", ""}};
+  for (auto& [p, content] : expect) {
+    auto f = s->open(p);
+    EXPECT_EQ(read_payload(*f, 0, 1000), content) << p;
+  }
+  // x was a file and became a directory in this layer: what it hid stays hidden.
+  std::string wh;
+  {
+    std::ifstream in(meta_dir("dup") + "/whiteouts", std::ios::binary);
+    wh.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_NE(wh.find(std::string("\0x\0", 3)), std::string::npos);
+  EXPECT_NE(wh.find(std::string("\0w/gone\0", 8)), std::string::npos);
+}
+
+TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedNotCreated) {
+  apply("base", "", TarBuilder().file("a/1", "1").file("a/2", "2").file("b/1", "b1").file("c", "c").finish());
+  apply("top", "base",
+        TarBuilder()
+            .file(".wh.c", "")
+            .file("a/.wh.1", "")
+            .file("b/.wh..wh..opq", "")
+            .file("b/new", "new")
+            .finish());
+  std::string d = diff_dir("top");
+  for (auto it = fs::recursive_directory_iterator(d); it != fs::recursive_directory_iterator(); ++it)
+    EXPECT_EQ(it->path().filename().string().rfind(".wh.", 0), std::string::npos) << it->path();
+  EXPECT_EQ(snapshot(d).size(), 3u);  // a/, b/, b/new
+  auto t = flat_tree("top");
+  EXPECT_EQ(t.count("c"), 0u);
+  EXPECT_EQ(t.count("a/1"), 0u);
+  EXPECT_EQ(t.count("a/2"), 1u);
+  EXPECT_EQ(t.count("b/1"), 0u);
+  EXPECT_EQ(t.count("b/new"), 1u);
+}
+
+TEST_F(DirDriverTest, SparseFilesKeepHolesAndPayloadOffsets) {
+  const uint64_t size = 8 << 20;
+  std::string a(4096, 'A'), b(100, 'B');
+  std::string tar = TarBuilder().sparse("sp", size, {{0, a}, {5 << 20, b}}).finish();
+  ASSERT_EQ(list_tar(tar).at(0).sparse, 2);  // really a sparse entry
+  EXPECT_EQ(apply("sp", "", tar), static_cast<int64_t>(size));
+  std::string p = diff_dir("sp") + "/sp";
+  struct stat st;
+  ASSERT_EQ(::stat(p.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), size);
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, uint64_t(1) << 20);  // holes stayed holes
+  auto s = drv_.payloads("sp");
+  auto f = s->open("sp");
+  EXPECT_EQ(read_payload(*f, 0, a.size()), a);
+  EXPECT_EQ(read_payload(*f, 5 << 20, b.size()), b);
+  EXPECT_EQ(read_payload(*f, 1 << 20, 10), std::string(10, '\0'));
+  EXPECT_EQ(read_payload(*f, size - 1, 10).size(), 1u);
+
+  // Export keeps it sparse and exact.
+  auto es = list_tar(diff_tar("sp", ""));
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_GT(es[0].sparse, 0);
+  std::string logical(size, '\0');
+  logical.replace(0, a.size(), a);
+  logical.replace(5 << 20, b.size(), b);
+  EXPECT_EQ(es[0].data.size(), logical.size());
+  EXPECT_TRUE(es[0].data == logical);
+}
+
+TEST_F(DirDriverTest, RefusesEscapes) {
+  std::string outside = tmp_ + "/outside";
+  fs::create_directories(outside);
+  std::string passwd_before = slurp("/etc/passwd");
+
+  EXPECT_EQ(code_of([&] { apply("e1", "", TarBuilder().file("../x", "x").finish()); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { apply("e2", "", TarBuilder().file("a/../../x", "x").finish()); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] {
+              apply("e3", "", TarBuilder().symlink("l", outside).file("l/owned", "x").finish());
+            }),
+            Code::Unsafe);
+  EXPECT_EQ(code_of([&] {
+              apply("e4", "", TarBuilder().hardlink("h", "../../etc/passwd").finish());
+            }),
+            Code::Unsafe);
+  EXPECT_EQ(code_of([&] {
+              apply("e5", "", TarBuilder().symlink("etc", "/etc").hardlink("pw", "etc/passwd").finish());
+            }),
+            Code::Unsafe);
+  EXPECT_TRUE(fs::is_empty(outside));
+  EXPECT_EQ(slurp("/etc/passwd"), passwd_before);
+  EXPECT_FALSE(fs::exists(tmp_ + "/x"));
+
+  // A symlink replaced by a directory is no escape; absolute names are rooted at the layer.
+  apply("ok", "",
+        TarBuilder()
+            .symlink("d", outside)
+            .dir("d")
+            .file("d/inside", "in")
+            .file("/abs/file", "abs")
+            .finish());
+  EXPECT_TRUE(fs::is_empty(outside));
+  EXPECT_EQ(slurp(diff_dir("ok") + "/d/inside"), "in");
+  EXPECT_EQ(slurp(diff_dir("ok") + "/abs/file"), "abs");
+  EXPECT_EQ(read_payload(*drv_.payloads("ok")->open("abs/file"), 0, 10), "abs");
+}
+
+TEST_F(DirDriverTest, MalformedArchiveIsAnArchiveError) {
+  std::string tar = TarBuilder().file("f", std::string(5000, 'x')).finish();
+  EXPECT_EQ(code_of([&] { apply("bad", "", tar.substr(0, 1500)); }), Code::Archive);
+}
+
+TEST_F(DirDriverTest, HardlinkToLowerLayerCopiesUp) {
+  apply("base", "",
+        TarBuilder()
+            .dir("bin", {0710, 7, 8, 1234})
+            .file("bin/tool", "TOOL", {0755, 5, 6, 4321})
+            .symlink("bin/sl", "tool")
+            .finish());
+  apply("child", "base", TarBuilder().hardlink("usr/bin/tool2", "bin/tool").hardlink("sl2", "bin/sl").finish());
+  std::string d = diff_dir("child");
+  struct stat a, b, lower, dir;
+  ASSERT_EQ(::lstat((d + "/bin/tool").c_str(), &a), 0);
+  ASSERT_EQ(::lstat((d + "/usr/bin/tool2").c_str(), &b), 0);
+  ASSERT_EQ(::lstat((diff_dir("base") + "/bin/tool").c_str(), &lower), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_NE(a.st_ino, lower.st_ino);
+  EXPECT_EQ(slurp(d + "/usr/bin/tool2"), "TOOL");
+  EXPECT_EQ(a.st_mode & 07777, 0755u);
+  EXPECT_EQ(a.st_uid, 5u);
+  EXPECT_EQ(a.st_mtim.tv_sec, 4321);
+  ASSERT_EQ(::lstat((d + "/bin").c_str(), &dir), 0);  // copied-up parent keeps the lower metadata
+  EXPECT_EQ(dir.st_mode & 07777, 0710u);
+  EXPECT_EQ(dir.st_uid, 7u);
+  EXPECT_EQ(dir.st_mtim.tv_sec, 1234);
+  EXPECT_EQ(fs::read_symlink(d + "/sl2"), "tool");
+  auto t = flat_tree("child");
+  EXPECT_EQ(t["usr/bin/tool2"].link_peer, "bin/tool");
+
+  // Targets hidden by a whiteout or an opaque directory are not found.
+  EXPECT_EQ(code_of([&] {
+              apply("c2", "base", TarBuilder().file(".wh.bin", "").hardlink("x", "bin/tool").finish());
+            }),
+            Code::Archive);
+  EXPECT_EQ(code_of([&] {
+              apply("c3", "base", TarBuilder().file("bin/.wh..wh..opq", "").hardlink("x", "bin/tool").finish());
+            }),
+            Code::Archive);
+  EXPECT_EQ(code_of([&] { apply("c4", "base", TarBuilder().hardlink("x", "nope").finish()); }), Code::Archive);
+}
+
+TEST_F(DirDriverTest, ChildDoesNotCopyItsParent) {
+  TarBuilder big;
+  for (int i = 0; i < 40; ++i) {
+    big.dir("d" + std::to_string(i));
+    for (int j = 0; j < 100; ++j)
+      big.file("d" + std::to_string(i) + "/f" + std::to_string(j), std::string(1000, 'p'));
+  }
+  apply("parent", "", big.finish());
+  auto t0 = std::chrono::steady_clock::now();
+  apply("child", "parent", TarBuilder().file("d3/new", "new").finish());
+  auto dt = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::seconds>(dt).count(), 5);
+  auto t = snapshot(diff_dir("child"));
+  EXPECT_EQ(t.size(), 2u) << describe(t);  // d3 and d3/new only
+  EXPECT_EQ(flat_tree("child").size(), 40u + 4000u + 1u);
+}
+
+TEST_F(DirDriverTest, FileThenDirectoryInOneLayerHidesLowerContent) {
+  apply("base", "", TarBuilder().file("d/old", "old").file("e/old", "old").finish());
+  apply("top", "base",
+        TarBuilder().file("d", "file").file("d/new", "new").file("e", "file").dir("e").finish());
+  auto t = flat_tree("top");
+  EXPECT_EQ(t.count("d/old"), 0u) << describe(t);
+  EXPECT_EQ(t.count("d/new"), 1u);
+  EXPECT_EQ(t.count("e/old"), 0u);
+  EXPECT_EQ(t["e"].type, 'd');
+}
+
+TEST_F(DirDriverTest, PayloadErrorsAreCorrupt) {
+  apply("p", "", TarBuilder().file("gone", "x").file("dir", "y").file("fifo", "z").file("ok", "ok").finish());
+  std::string d = diff_dir("p");
+  fs::remove(d + "/gone");
+  fs::remove(d + "/dir");
+  fs::create_directory(d + "/dir");
+  fs::remove(d + "/fifo");
+  ASSERT_EQ(::mkfifo((d + "/fifo").c_str(), 0644), 0);
+  auto s = drv_.payloads("p");
+  EXPECT_EQ(code_of([&] { s->open("gone"); }), Code::Corrupt);
+  EXPECT_EQ(code_of([&] { s->open("dir"); }), Code::Corrupt);
+  EXPECT_EQ(code_of([&] { s->open("fifo"); }), Code::Corrupt);  // and does not block
+  EXPECT_EQ(read_payload(*s->open("ok"), 0, 10), "ok");
+  EXPECT_EQ(code_of([&] { s->open("../etc/passwd"); }), Code::Inval);
+}
+
+// ---------- diff / export ----------
+
+class DiffChainTest : public DirDriverTest {
+ protected:
+  void SetUp() override {
+    DirDriverTest::SetUp();
+    apply("l1", "",
+          TarBuilder()
+              .dir("a", {0755, 0, 0, 100})
+              .file("a/keep", "k1")
+              .file("a/del", "d1")
+              .dir("b", {0700, 3, 4, 200})
+              .file("b/x", "bx")
+              .file("b/y", "by")
+              .file("c", "c1")
+              .file("e/f/g", "efg")
+              .file("h1", "linked", {0600, 9, 9, 300})
+              .hardlink("h2", "h1")
+              .sparse("sp", 3 << 20, {{1 << 20, std::string(5000, 's')}})
+              .symlink("ln", "a/keep")
+              .finish());
+    apply("l2", "l1",
+          TarBuilder()
+              .file("a/.wh.del", "")
+              .file("b/.wh..wh..opq", "")
+              .file("b/z", "bz")
+              .file("c", "c2")
+              .file("n/new", "new")
+              .finish());
+    apply("l3", "l2",
+          TarBuilder()
+              .file(".wh.e", "")
+              .file("a/keep", "k3")
+              .file("b2", "b2")
+              .file("c/inside", "in")
+              .file("n/.wh..wh..opq", "")
+              .finish());
+  }
+};
+
+TEST_F(DiffChainTest, FlattenedChainMatchesExpectedTree) {
+  auto t = flat_tree("l3");
+  std::vector<std::string> keys;
+  for (auto& [k, n] : t) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "a/keep", "b", "b/z", "b2", "c", "c/inside", "h1", "h2", "ln",
+                                            "n", "sp"}))
+      << describe(t);
+  EXPECT_EQ(t["a/keep"].data, "k3");
+  EXPECT_EQ(t["b"].mode, 0700u);  // lower directory metadata kept for implicit parents
+  EXPECT_EQ(t["b"].uid, 3u);
+  EXPECT_EQ(t["c"].type, 'd');
+  EXPECT_EQ(t["h2"].link_peer, "h1");
+  EXPECT_EQ(t["h1"].uid, 9u);
+  EXPECT_EQ(t["ln"].data, "a/keep");
+  EXPECT_EQ(t["sp"].data.size(), size_t(3) << 20);
+  EXPECT_EQ(t["sp"].data.substr(1 << 20, 5000), std::string(5000, 's'));
+
+  auto l1 = flat_tree("l1");
+  EXPECT_EQ(l1.count("a/del"), 1u);
+  EXPECT_EQ(l1.count("e/f/g"), 1u);
+  EXPECT_EQ(flat_tree("l2").count("n/new"), 1u);
+}
+
+TEST_F(DiffChainTest, DiffAgainstAncestorEmitsWhiteoutsAndOpaqueDirs) {
+  auto es = list_tar(diff_tar("l3", "l1"));
+  EXPECT_EQ(names(es), (std::vector<std::string>{"a/", "a/.wh.del", "a/keep", "b/", "b/.wh..wh..opq", "b/z", "b2",
+                                                 "c/", "c/.wh..wh..opq", "c/inside", ".wh.e", "n/",
+                                                 "n/.wh..wh..opq"}));
+  EXPECT_EQ(names(list_tar(diff_tar("l2", "l1"))),
+            (std::vector<std::string>{"a/", "a/.wh.del", "b/", "b/.wh..wh..opq", "b/z", "c", "n/", "n/new"}));
+  EXPECT_EQ(names(list_tar(diff_tar("l3", "l2"))),
+            (std::vector<std::string>{"a/", "a/keep", "b2", "c/", "c/.wh..wh..opq", "c/inside", ".wh.e", "n/",
+                                      "n/.wh..wh..opq"}));
+  // Whole chain: no whiteouts at all, hard link emitted as such.
+  auto all = list_tar(diff_tar("l3", ""));
+  for (auto& e : all) EXPECT_EQ(e.path.find(".wh."), std::string::npos) << e.path;
+  bool saw_link = false;
+  for (auto& e : all)
+    if (e.path == "h2") {
+      saw_link = true;
+      EXPECT_EQ(e.hardlink, "h1");
+    }
+  EXPECT_TRUE(saw_link);
+}
+
+TEST_F(DiffChainTest, ReappliedDiffsGiveTheSameTree) {
+  // l3 against l1, applied on l1, flattens to the same tree as l3 (and likewise on l2).
+  apply("r13", "l1", diff_tar("l3", "l1"));
+  apply("r23", "l2", diff_tar("l3", "l2"));
+  auto want = flat_tree("l3");
+  EXPECT_EQ(describe(flat_tree("r13")), describe(want));
+  EXPECT_EQ(describe(flat_tree("r23")), describe(want));
+  auto a = flat_tree("r13");
+  for (auto& [k, n] : want) EXPECT_TRUE(a[k] == n) << k;
+  // A flattened export re-applied as a base layer as well.
+  apply("flat", "", diff_tar("l3", ""));
+  EXPECT_EQ(describe(flat_tree("flat")), describe(want));
+}
+
+TEST_F(DiffChainTest, StreamIsDeterministicAndChunkIndependent) {
+  std::string big = diff_tar("l3", "", 1 << 20);
+  EXPECT_EQ(diff_tar("l3", "", 1), big);
+  EXPECT_EQ(diff_tar("l3", "", 513), big);
+  EXPECT_EQ(big.size() % 512, 0u);
+  // Dropping a stream half-way is fine.
+  auto s = drv_.diff("l3", "");
+  uint8_t buf[100];
+  EXPECT_EQ(s->read(buf, sizeof buf), sizeof buf);
+  s.reset();
+}
+
+TEST_F(DiffChainTest, NotAncestor) {
+  EXPECT_EQ(code_of([&] { drv_.diff("l2", "l3"); }), Code::NotAncestor);
+  EXPECT_EQ(code_of([&] { drv_.diff("l3", "nope"); }), Code::NotAncestor);
+  EXPECT_EQ(code_of([&] { drv_.diff("l1", "l1"); }), Code::NotAncestor);
+  EXPECT_EQ(code_of([&] { drv_.diff("zzz", ""); }), Code::NotFound);
+}
+
+}  // namespace

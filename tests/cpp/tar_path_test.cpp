@@ -1,0 +1,179 @@
+// Tests of entry path cleaning, whiteouts and the per-layer escape checks (lib/tar/path.h).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "core/error.h"
+#include "tar/path.h"
+
+using rolayer::Code;
+using rolayer::Error;
+using namespace rolayer::tar;
+
+namespace {
+
+Code code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return Code::Ok;
+}
+
+Entry make(const std::string& name, EntryKind kind = EntryKind::Regular,
+           const std::string& link = "") {
+  Entry e;
+  e.name = name;
+  e.kind = kind;
+  e.linkname = link;
+  e.typeflag = kind == EntryKind::Symlink    ? '2'
+               : kind == EntryKind::Hardlink ? '1'
+               : kind == EntryKind::Directory ? '5'
+                                               : '0';
+  return e;
+}
+
+TEST(CleanPath, Normalises) {
+  EXPECT_EQ(clean_path("a"), "a");
+  EXPECT_EQ(clean_path("a/b/c"), "a/b/c");
+  EXPECT_EQ(clean_path("./a/b/"), "a/b");
+  EXPECT_EQ(clean_path("/a//b/./c/"), "a/b/c");
+  EXPECT_EQ(clean_path("///abs"), "abs");
+  EXPECT_EQ(clean_path("a/b/../c"), "a/c");
+  EXPECT_EQ(clean_path("a/.."), "");
+  EXPECT_EQ(clean_path("a/b/../../c/.."), "");
+  EXPECT_EQ(clean_path("."), "");
+  EXPECT_EQ(clean_path("./"), "");
+  EXPECT_EQ(clean_path("/"), "");
+  EXPECT_EQ(clean_path("..."), "...");
+  EXPECT_EQ(clean_path("a/..b"), "a/..b");
+  EXPECT_EQ(clean_path("c:\\..\\x"), "c:\\..\\x");  // backslashes are ordinary bytes
+  EXPECT_EQ(clean_path(std::string("hi\x80\xff", 4)), std::string("hi\x80\xff", 4));
+}
+
+TEST(CleanPath, RefusesEscapesAndEmptyNames) {
+  for (const char* p : {"..", "../x", "a/../../x", "./../x", "/../x", "a/b/../../../c", "x/../.."}) {
+    try {
+      clean_path(p);
+      ADD_FAILURE() << p;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Code::Unsafe) << p;
+      EXPECT_EQ(e.path(), p);
+    }
+  }
+  EXPECT_EQ(code_of([] { clean_path(""); }), Code::Archive);
+  EXPECT_EQ(code_of([] { clean_path(std::string("a\0b", 3)); }), Code::Archive);
+}
+
+TEST(CleanPath, LinearOnHugeNames) {
+  std::string p;
+  for (int i = 0; i < 200000; ++i) p += "a/";
+  for (int i = 0; i < 200000; ++i) p += "../";
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(clean_path(p), "");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+}
+
+TEST(Whiteouts, Helpers) {
+  EXPECT_TRUE(is_whiteout(".wh.foo"));
+  EXPECT_TRUE(is_whiteout("a/b/.wh.foo"));
+  EXPECT_TRUE(is_whiteout("a/.wh..wh..opq"));
+  EXPECT_FALSE(is_whiteout("a/foo.wh.x"));
+  EXPECT_FALSE(is_whiteout(".wh/x"));
+  EXPECT_FALSE(is_whiteout(""));
+  EXPECT_TRUE(is_opaque_whiteout(".wh..wh..opq"));
+  EXPECT_TRUE(is_opaque_whiteout("a/b/.wh..wh..opq"));
+  EXPECT_FALSE(is_opaque_whiteout("a/.wh.foo"));
+  EXPECT_EQ(whiteout_target("a/.wh.b"), "a/b");
+  EXPECT_EQ(whiteout_target(".wh.b"), "b");
+  EXPECT_EQ(whiteout_target("x/y/.wh..hidden"), "x/y/.hidden");
+  EXPECT_EQ(whiteout_target("a/b/.wh..wh..opq"), "a/b");
+  EXPECT_EQ(whiteout_target(".wh..wh..opq"), "");
+  EXPECT_EQ(code_of([] { whiteout_target("a/.wh.."); }), Code::Unsafe);
+  EXPECT_EQ(code_of([] { whiteout_target("a/.wh..."); }), Code::Unsafe);
+  EXPECT_EQ(code_of([] { whiteout_target("a/.wh."); }), Code::Unsafe);
+  EXPECT_EQ(code_of([] { whiteout_target("a/b"); }), Code::Inval);
+}
+
+TEST(SafetyChecker, ReturnsCleanedPaths) {
+  SafetyChecker c;
+  EXPECT_EQ(c.check(make("./dir/", EntryKind::Directory)), "dir");
+  EXPECT_EQ(c.check(make("/abs/file")), "abs/file");
+  EXPECT_EQ(c.check(make("./", EntryKind::Directory)), "");
+  EXPECT_EQ(code_of([&] { c.check(make("../evil")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("")); }), Code::Archive);
+  // The root can only be a directory.
+  EXPECT_EQ(code_of([&] { c.check(make(".", EntryKind::Symlink, "/etc")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("/")); }), Code::Unsafe);
+}
+
+TEST(SafetyChecker, RefusesWritesThroughSymlinks) {
+  SafetyChecker c;
+  EXPECT_EQ(c.check(make("etc", EntryKind::Symlink, "/etc")), "etc");
+  try {
+    c.check(make("etc/passwd"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::Unsafe);
+    EXPECT_EQ(e.path(), "etc/passwd");
+  }
+  EXPECT_EQ(code_of([&] { c.check(make("./etc/x/y", EntryKind::Directory)); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("/etc/.wh.passwd")); }), Code::Unsafe);
+  // Names that only share a prefix are fine.
+  EXPECT_EQ(c.check(make("etcetera/x")), "etcetera/x");
+  EXPECT_EQ(c.check(make("et/c")), "et/c");
+  // Symlink targets may point anywhere; the symlink itself may be replaced.
+  EXPECT_EQ(c.check(make("etc", EntryKind::Symlink, "../../..")), "etc");
+  EXPECT_EQ(code_of([&] { c.check(make("etc/x")); }), Code::Unsafe);
+  EXPECT_EQ(c.check(make("etc/", EntryKind::Directory)), "etc");
+  EXPECT_EQ(c.check(make("etc/passwd")), "etc/passwd");
+  // Nested symlinks.
+  EXPECT_EQ(c.check(make("a/b/link", EntryKind::Symlink, "/")), "a/b/link");
+  EXPECT_EQ(code_of([&] { c.check(make("a/b/link/c/d")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("a/b/x/../link/c")); }), Code::Unsafe);
+  EXPECT_EQ(c.check(make("a/b/linkx/c")), "a/b/linkx/c");
+  // A regular file replaces the symlink too.
+  EXPECT_EQ(c.check(make("a/b/link")), "a/b/link");
+  EXPECT_EQ(c.check(make("a/b/link2", EntryKind::Symlink, "x")), "a/b/link2");
+}
+
+TEST(SafetyChecker, HardLinks) {
+  SafetyChecker c;
+  auto r = c.check_entry(make("hl", EntryKind::Hardlink, "/usr/bin/../bin/sh"));
+  EXPECT_EQ(r.path, "hl");
+  EXPECT_EQ(r.link_target, "usr/bin/sh");
+  EXPECT_EQ(c.check_entry(make("f")).link_target, "");
+  EXPECT_EQ(code_of([&] { c.check(make("hl", EntryKind::Hardlink, "../../etc/shadow")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("hl", EntryKind::Hardlink, "a/../../x")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("hl", EntryKind::Hardlink, "/")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("hl", EntryKind::Hardlink, "")); }), Code::Archive);
+  // Through a symlink of this layer: refused.
+  c.check(make("lnk", EntryKind::Symlink, "/etc"));
+  try {
+    c.check(make("hl", EntryKind::Hardlink, "lnk/shadow"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::Unsafe);
+    EXPECT_EQ(e.path(), "hl");
+  }
+  // A hard link *to* the symlink is a second symlink: writes through it are refused.
+  EXPECT_EQ(c.check(make("alias", EntryKind::Hardlink, "lnk")), "alias");
+  EXPECT_EQ(code_of([&] { c.check(make("alias/passwd")); }), Code::Unsafe);
+}
+
+TEST(SafetyChecker, LinearOnHugeNamesWithSymlinks) {
+  SafetyChecker c;
+  for (int i = 0; i < 1000; ++i) c.check(make("s" + std::to_string(i), EntryKind::Symlink, "/"));
+  std::string deep;
+  for (int i = 0; i < 300000; ++i) deep += "d/";
+  deep += "f";
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(c.check(make(deep)), deep);
+  EXPECT_EQ(code_of([&] { c.check(make("s7/" + deep)); }), Code::Unsafe);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+}  // namespace

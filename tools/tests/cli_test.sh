@@ -1,0 +1,788 @@
+#!/usr/bin/env bash
+# Tests of the rolayer command-line tool, one scenario per ctest test.
+#
+# usage: cli_test.sh ROLAYER HOLD_STORE DRIVER TEST
+#   ROLAYER     the rolayer binary
+#   HOLD_STORE  the hold_store helper (tools/tests/hold_store.c)
+#   DRIVER      dir or exact: the store driver these tests use
+#   TEST        the scenario (a function below, without the t_ prefix)
+# Exit 0: passed; 77: skipped (a needed outside tool is missing; the message says which);
+# anything else: failed.
+#
+# Outside tools: python3 (JSON, hand-made archives) is required; umoci and skopeo (Debian
+# packages) are used where present and their tests skip without them.
+set -euo pipefail
+
+ROLAYER=$1
+HOLD=$2
+DRIVER=$3
+TEST=$4
+TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEMO_IMAGE=$TOOLS_DIR/testdata/demo-image
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-cli-$TEST.XXXXXX")
+cleanup() {
+  local rc=$?
+  # Background helpers started by a test.
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  chmod -R u+w "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+STORE=$WORK/store
+# Keep the tests away from the real default store.
+export HOME=$WORK/home
+unset ROLAYER_ROOT XDG_DATA_HOME ROLAYER_DRIVER
+mkdir -p "$HOME"
+
+fail() { echo "FAIL [$TEST/$DRIVER]: $*" >&2; exit 1; }
+skip() { echo "SKIP [$TEST/$DRIVER]: $*" >&2; exit 77; }
+note() { echo "--- $*" >&2; }
+
+# R ARGS...: rolayer on the test store, quiet.
+R() { "$ROLAYER" --store "$STORE" --driver "$DRIVER" "$@"; }
+
+# expect_code N CMD...: runs CMD, which must exit with N; its stdout goes to $WORK/out, stderr to $WORK/err.
+expect_code() {
+  local want=$1
+  shift
+  local got=0
+  "$@" >"$WORK/out" 2>"$WORK/err" || got=$?
+  if [ "$got" != "$want" ]; then
+    echo "stdout:" >&2; cat "$WORK/out" >&2 || true
+    echo "stderr:" >&2; cat "$WORK/err" >&2 || true
+    fail "expected exit $want, got $got: $*"
+  fi
+}
+
+need() { command -v "$1" >/dev/null 2>&1 || skip "$1 is not installed (Debian package: $2); this test needs it"; }
+
+sha256() { sha256sum "$1" | awk '{print "sha256:" $1}'; }
+
+# chain_id PARENT DIFFID: the OCI ChainID.
+chain_id() { python3 -c 'import hashlib,sys; print("sha256:"+hashlib.sha256((sys.argv[1]+" "+sys.argv[2]).encode()).hexdigest())' "$1" "$2"; }
+
+# chain_of DIFFID...: the ChainID of a chain of DiffIDs (base first).
+chain_of() {
+  local c=$1
+  shift
+  for d in "$@"; do c=$(chain_id "$c" "$d"); done
+  echo "$c"
+}
+
+# json EXPR FILE: evaluates a python expression on the JSON document j in FILE.
+json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[2])); r=eval(sys.argv[1]); print(r if not isinstance(r,bool) else ("true" if r else "false"))' "$1" "$2"; }
+
+# A directory tree, deterministic, with a marker file whose content is unique to this run.
+make_tree() {
+  local d=$1 tag=$2
+  mkdir -p "$d/etc" "$d/usr/bin" "$d/var/empty"
+  printf 'hello %s\n' "$tag" >"$d/etc/hello.txt"
+  printf 'MARKER-%s-%s\n' "$tag" "$RANDOM$RANDOM" >"$d/etc/marker.txt"
+  head -c 300000 /dev/urandom >"$d/usr/bin/blob.bin"
+  ln -s ../etc/hello.txt "$d/usr/bin/hello-link"
+}
+
+# make_tar DIR OUT: a tar of DIR's contents (GNU tar, sorted, fixed owner and mtime).
+make_tar() { tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .; }
+
+# The demo image's layers: DiffIDs from its config.
+demo_diff_ids() {
+  python3 - "$DEMO_IMAGE" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+b = lambda dg: os.path.join(d, "blobs", "sha256", dg.split(":")[1])
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(b(idx["manifests"][0]["digest"])))
+c = json.load(open(b(m["config"]["digest"])))
+print(" ".join(c["rootfs"]["diff_ids"]))
+EOF
+}
+
+# layer_count: the number of layers in the store.
+layer_count() { R ls --json >"$WORK/ls.json" && json 'len(j)' "$WORK/ls.json"; }
+
+# ---------------------------------------------------------------------------------------------
+
+t_help() {
+  expect_code 0 "$ROLAYER" --help
+  grep -q "Exit codes" "$WORK/out" || fail "--help lacks the exit codes"
+  grep -q "store is busy" "$WORK/out" || fail "--help lacks the busy exit code"
+  for c in register export diff ls inspect rm verify import export-image; do
+    expect_code 0 "$ROLAYER" "$c" --help
+    grep -q "usage: rolayer $c" "$WORK/out" || fail "$c --help has no usage line"
+    expect_code 0 "$ROLAYER" help "$c"
+  done
+  expect_code 2 "$ROLAYER"
+  expect_code 2 "$ROLAYER" no-such-command
+  grep -q "no such command" "$WORK/err" || fail "unknown command message"
+  expect_code 2 "$ROLAYER" ls --bogus
+  expect_code 2 "$ROLAYER" --wait abc ls
+  expect_code 0 "$ROLAYER" --version
+  grep -q "librolayer" "$WORK/out" || fail "--version"
+}
+
+t_register_roundtrip() {
+  make_tree "$WORK/tree" roundtrip
+  make_tar "$WORK/tree" "$WORK/layer.tar"
+  local diff; diff=$(sha256 "$WORK/layer.tar")
+  gzip -9 -c "$WORK/layer.tar" >"$WORK/layer.tar.gz"
+  zstd -q -c "$WORK/layer.tar" >"$WORK/layer.tar.zst"
+  xz -c "$WORK/layer.tar" >"$WORK/layer.tar.xz"
+  for f in layer.tar layer.tar.gz layer.tar.zst layer.tar.xz; do
+    note "register $f"
+    expect_code 0 R register "$WORK/$f"
+    local id; id=$(cat "$WORK/out")
+    [ "$(wc -l <"$WORK/out")" = 1 ] || fail "register prints more than one line"
+    # A base layer's ChainID is its DiffID: the sha256 of the uncompressed stream.
+    [ "$id" = "$diff" ] || fail "$f: ChainID $id, expected $diff"
+    [ ! -s "$WORK/err" ] || fail "register wrote to stderr without a terminal: $(cat "$WORK/err")"
+    expect_code 0 R export "$id" -o "$WORK/out.tar"
+    cmp "$WORK/layer.tar" "$WORK/out.tar" || fail "$f: export -o is not byte-exact"
+    R export "$id" >"$WORK/out2.tar" || fail "export to stdout"
+    cmp "$WORK/layer.tar" "$WORK/out2.tar" || fail "$f: export to stdout is not byte-exact"
+  done
+  # Standard input, with "-" and with no FILE; compressed input through a pipe.
+  [ "$(R register - <"$WORK/layer.tar.gz")" = "$diff" ] || fail "register - (gzip on stdin)"
+  [ "$(cat "$WORK/layer.tar.xz" | R register)" = "$diff" ] || fail "register (xz piped)"
+  # Registering the same layer again keeps one reference: one rm removes it.
+  [ "$(layer_count)" = 1 ] || fail "the same layer registered twice is one layer"
+  R ls --json >"$WORK/ls.json"
+  [ "$(json 'j[0]["retained"]' "$WORK/ls.json")" = 1 ] || fail "retained count after re-registering"
+  # Persisted across processes: a new process sees it, rm removes it.
+  expect_code 0 R rm "$diff"
+  grep -q "removed $diff" "$WORK/out" || fail "rm output: $(cat "$WORK/out")"
+  [ "$(layer_count)" = 0 ] || fail "rm left the layer"
+  # Bad input: not a tar (after decompression), a truncated gzip, a missing file.
+  head -c 5000 /dev/urandom >"$WORK/junk"
+  expect_code 6 R register "$WORK/junk"
+  head -c 2000 "$WORK/layer.tar.gz" >"$WORK/trunc.gz"
+  expect_code 6 R register "$WORK/trunc.gz"
+  expect_code 3 R register "$WORK/missing.tar"
+  [ "$(layer_count)" = 0 ] || fail "a failed register left a layer"
+  # Unknown parent.
+  expect_code 3 R register --parent "sha256:$(printf '%064d' 1)" "$WORK/layer.tar"
+}
+
+t_register_parent() {
+  make_tree "$WORK/a" base
+  mkdir -p "$WORK/b/etc" && echo child >"$WORK/b/etc/child.txt"
+  make_tar "$WORK/a" "$WORK/a.tar"
+  make_tar "$WORK/b" "$WORK/b.tar"
+  local a b want
+  a=$(R register "$WORK/a.tar")
+  # --parent takes a unique prefix of the hex too.
+  b=$(R register --parent "${a:7:12}" "$WORK/b.tar")
+  want=$(chain_id "$a" "$(sha256 "$WORK/b.tar")")
+  [ "$b" = "$want" ] || fail "child ChainID $b, expected $want"
+  R export "$b" | cmp - "$WORK/b.tar" || fail "child export not byte-exact"
+  expect_code 0 R inspect "$b" --json
+  [ "$(json 'j["parent"]' "$WORK/out")" = "$a" ] || fail "inspect parent"
+  [ "$(json 'j["depth"]' "$WORK/out")" = 2 ] || fail "inspect depth"
+  # diff against the parent: the driver's diff holds the child's file.
+  expect_code 0 R diff "$b" --from "$a" -o "$WORK/d.tar"
+  tar -tf "$WORK/d.tar" | grep -q 'etc/child.txt' || fail "diff --from parent lacks the child's file"
+  if [ "$DRIVER" = dir ]; then
+    # The flattened chain holds both layers' files.
+    expect_code 0 R diff "$b" -o "$WORK/flat.tar"
+    tar -tf "$WORK/flat.tar" | grep -q 'etc/child.txt' || fail "flattened diff lacks the child's file"
+    tar -tf "$WORK/flat.tar" | grep -q 'etc/marker.txt' || fail "flattened diff lacks the parent's file"
+  else
+    # The exact driver only has the diff against the parent.
+    expect_code 1 R diff "$b" -o "$WORK/flat.tar"
+    [ ! -e "$WORK/flat.tar" ] || fail "a failed diff left its output file"
+  fi
+  # --from a layer that is not an ancestor.
+  expect_code 2 R diff "$a" --from "$b" -o "$WORK/x.tar"
+}
+
+t_ls_inspect_json() {
+  make_tree "$WORK/a" ls
+  make_tar "$WORK/a" "$WORK/a.tar"
+  local a; a=$(R register "$WORK/a.tar")
+  expect_code 0 R import "$DEMO_IMAGE"
+  local top; top=$(cat "$WORK/out")
+  expect_code 0 R ls --json
+  python3 - "$WORK/out" "$a" "$top" <<'EOF' || fail "ls --json"
+import json, sys
+j = json.load(open(sys.argv[1]))
+a, top = sys.argv[2], sys.argv[3]
+assert isinstance(j, list) and len(j) == 4, j
+for o in j:
+    for k in ("chain_id", "diff_id", "parent", "size", "diff_size", "descriptor", "depth", "retained", "stream_size"):
+        assert k in o, (k, o)
+by = {o["chain_id"]: o for o in j}
+assert by[a]["parent"] is None and by[a]["descriptor"] is None and by[a]["retained"] == 1
+t = by[top]
+assert t["depth"] == 3 and t["retained"] == 1
+assert t["descriptor"]["media_type"] == "application/vnd.oci.image.layer.v1.tar+gzip", t
+assert t["descriptor"]["digest"].startswith("sha256:") and t["descriptor"]["size"] > 0
+mid = by[t["parent"]]
+assert mid["retained"] == 0 and mid["descriptor"]["media_type"] == "application/vnd.oci.image.layer.v1.tar"
+# size is the chain's payload bytes: the sum of diff sizes down the chain
+s, c = 0, t
+while c:
+    s += c["diff_size"]
+    c = by.get(c["parent"]) if c["parent"] else None
+assert t["size"] == s, (t["size"], s)
+# parents before children
+pos = {o["chain_id"]: i for i, o in enumerate(j)}
+for o in j:
+    if o["parent"]:
+        assert pos[o["parent"]] < pos[o["chain_id"]]
+EOF
+  expect_code 0 R ls
+  head -1 "$WORK/out" | grep -q "CHAIN ID" || fail "ls table header"
+  [ "$(wc -l <"$WORK/out")" = 5 ] || fail "ls table rows"
+  grep -q "${top:7:12}" "$WORK/out" || fail "ls shows short IDs"
+  expect_code 0 R ls --no-trunc
+  grep -q "$top" "$WORK/out" || fail "ls --no-trunc shows full IDs"
+  expect_code 0 R inspect --json "$top"
+  python3 - "$WORK/out" "$top" <<'EOF' || fail "inspect --json"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["chain_id"] == sys.argv[2] and len(j["chain"]) == 3 and j["chain"][-1] == sys.argv[2]
+assert j["children"] == [] and isinstance(j["metadata"], dict) and j["driver"]
+for k in ("diff_id", "parent", "size", "diff_size", "descriptor", "stream_size", "retained"):
+    assert k in j, k
+EOF
+  expect_code 0 R inspect "${top:7:10}"
+  grep -q "^ChainID: *$top" "$WORK/out" || fail "inspect by prefix"
+  expect_code 3 R inspect "sha256:$(printf '%064d' 7)"
+  expect_code 3 R inspect ffffffffffff0000
+  expect_code 2 R inspect not-a-digest
+  expect_code 2 R inspect
+}
+
+t_rm_cascade() {
+  mkdir -p "$WORK/a" "$WORK/b" "$WORK/c"
+  echo a >"$WORK/a/a"; echo b >"$WORK/b/b"; echo c >"$WORK/c/c"
+  for x in a b c; do make_tar "$WORK/$x" "$WORK/$x.tar"; done
+  local a b c
+  a=$(R register "$WORK/a.tar")
+  b=$(R register --parent "$a" "$WORK/b.tar")
+  c=$(R register --parent "$b" "$WORK/c.tar")
+  # A layer with children stays until its children go.
+  expect_code 0 R rm "$a"
+  [ ! -s "$WORK/out" ] || fail "rm of a layer with children removed: $(cat "$WORK/out")"
+  grep -q "kept" "$WORK/err" || fail "rm of a parent does not say it was kept"
+  [ "$(layer_count)" = 3 ] || fail "rm of a parent removed layers"
+  expect_code 1 R rm "$a"
+  grep -q "not retained" "$WORK/err" || fail "second rm of a parent: $(cat "$WORK/err")"
+  expect_code 0 R rm "$b"
+  [ "$(layer_count)" = 3 ] || fail "rm of a middle layer removed layers"
+  # The top goes, and the cascade takes the parents that nothing else holds: child first.
+  expect_code 0 R rm "$c"
+  printf 'removed %s\nremoved %s\nremoved %s\n' "$c" "$b" "$a" | diff - "$WORK/out" || fail "rm cascade output"
+  [ "$(layer_count)" = 0 ] || fail "cascade left layers"
+  expect_code 3 R rm "$c"
+  # A shared parent stays while another child holds it.
+  a=$(R register "$WORK/a.tar")
+  b=$(R register --parent "$a" "$WORK/b.tar")
+  c=$(R register --parent "$a" "$WORK/c.tar")
+  R rm "$a" >/dev/null 2>&1
+  expect_code 0 R rm "$b"
+  [ "$(cat "$WORK/out")" = "removed $b" ] || fail "rm of one of two children: $(cat "$WORK/out")"
+  expect_code 0 R rm "$c"
+  printf 'removed %s\nremoved %s\n' "$c" "$a" | diff - "$WORK/out" || fail "rm of the last child"
+  # rm of several, one unknown: the others still go, exit 3.
+  a=$(R register "$WORK/a.tar")
+  expect_code 3 R rm "sha256:$(printf '%064d' 5)" "$a"
+  grep -q "removed $a" "$WORK/out" || fail "rm continues after an unknown layer"
+}
+
+# Finds the stored copy of the marker file (any driver): a file under the store holding it.
+find_stored_marker() {
+  grep -rl --exclude='metadata.db*' -F "$1" "$STORE" | head -1
+}
+
+flip_byte() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+p, marker = sys.argv[1], sys.argv[2].encode()
+b = bytearray(open(p, "rb").read())
+i = b.find(marker)
+assert i >= 0
+b[i + len(marker) - 3] ^= 0x20
+open(p, "wb").write(bytes(b))
+EOF
+}
+
+t_verify_tamper() {
+  make_tree "$WORK/a" tamper
+  mkdir -p "$WORK/b" && echo "other layer" >"$WORK/b/other.txt"
+  make_tar "$WORK/a" "$WORK/a.tar"
+  make_tar "$WORK/b" "$WORK/b.tar"
+  local a b marker
+  a=$(R register "$WORK/a.tar")
+  b=$(R register "$WORK/b.tar")
+  expect_code 0 R verify
+  grep -q "$a  ok" "$WORK/out" || fail "verify ok line"
+  grep -q "$b  ok" "$WORK/out" || fail "verify ok line"
+  marker=$(cat "$WORK/a/etc/marker.txt" | tr -d '\n')
+  local stored; stored=$(find_stored_marker "$marker")
+  [ -n "$stored" ] || fail "cannot find the stored copy of the marker file"
+  if [ "$DRIVER" = exact ]; then
+    [[ $stored == "$STORE"/exact/*/layer.tar ]] || fail "the exact driver keeps <store>/exact/<id>/layer.tar, not $stored"
+  fi
+  chmod u+w "$stored"
+  flip_byte "$stored" "$marker"
+  # verify names the damaged layer (and the path where the driver knows it); exit 4.
+  expect_code 4 R verify
+  grep -q "$a  DAMAGED" "$WORK/out" || fail "verify does not name the damaged layer: $(cat "$WORK/out")"
+  grep -q "$b  ok" "$WORK/out" || fail "verify of the undamaged layer"
+  if [ "$DRIVER" = dir ]; then
+    grep -q "etc/marker.txt" "$WORK/out" || fail "verify does not name the damaged path: $(cat "$WORK/out")"
+  fi
+  expect_code 4 R verify "$a"
+  expect_code 0 R verify "$b"
+  expect_code 4 R verify --json
+  python3 - "$WORK/out" "$a" "$b" <<'EOF' || fail "verify --json"
+import json, sys
+j = {o["chain_id"]: o for o in json.load(open(sys.argv[1]))}
+assert j[sys.argv[2]]["ok"] is False and j[sys.argv[2]]["error"]
+assert j[sys.argv[3]]["ok"] is True and j[sys.argv[3]]["error"] is None
+EOF
+  # export fails with the library's message and leaves no partial file.
+  mkdir "$WORK/exp"
+  expect_code 4 R export "$a" -o "$WORK/exp/a.tar"
+  [ -z "$(ls -A "$WORK/exp")" ] || fail "a failed export left files: $(ls -A "$WORK/exp")"
+  grep -q -e "could not verify layer data" -e "checksum" -e "integrity" -e "damaged" -e "corrupt" "$WORK/err" ||
+    fail "export failure message: $(cat "$WORK/err")"
+  expect_code 3 R verify "sha256:$(printf '%064d' 9)"
+}
+
+t_export_atomic() {
+  make_tree "$WORK/a" atomic
+  make_tar "$WORK/a" "$WORK/a.tar"
+  local a; a=$(R register "$WORK/a.tar")
+  mkdir "$WORK/exp"
+  echo "old content" >"$WORK/exp/a.tar"
+  expect_code 0 R export "$a" -o "$WORK/exp/a.tar"
+  cmp "$WORK/a.tar" "$WORK/exp/a.tar" || fail "export over an existing file"
+  [ "$(ls -A "$WORK/exp")" = a.tar ] || fail "export left temporary files: $(ls -A "$WORK/exp")"
+  expect_code 3 R export "sha256:$(printf '%064d' 3)" -o "$WORK/exp/none.tar"
+  [ "$(ls -A "$WORK/exp")" = a.tar ] || fail "a failed export created files"
+  expect_code 2 R export "$a" -o "$WORK/exp"   # a directory
+  expect_code 2 R export
+  # An interrupted export (here blocked writing to a pipe nobody reads) stops cleanly: 128 + signal.
+  mkdir -p "$WORK/big"
+  head -c 20000000 /dev/urandom >"$WORK/big/f"
+  make_tar "$WORK/big" "$WORK/big.tar"
+  local big; big=$(R register "$WORK/big.tar")
+  mkfifo "$WORK/fifo"
+  sleep 60 <"$WORK/fifo" &
+  local reader=$!
+  # (SIGTERM: a script's background job ignores SIGINT, and rolayer keeps an ignored signal ignored.)
+  "$ROLAYER" --store "$STORE" --driver "$DRIVER" export "$big" >"$WORK/fifo" 2>"$WORK/int.err" &
+  local pid=$!
+  sleep 1
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  kill "$reader" 2>/dev/null || true
+  [ "$rc" = 143 ] || fail "interrupted export: exit $rc: $(cat "$WORK/int.err")"
+  grep -q interrupted "$WORK/int.err" || fail "interrupted export message: $(cat "$WORK/int.err")"
+  # The store is usable after the interruption.
+  expect_code 0 R verify "$big"
+}
+
+t_busy_store() {
+  mkdir -p "$STORE"
+  mkfifo "$WORK/hold.in"
+  "$HOLD" "$STORE" "$DRIVER" 60 <"$WORK/hold.in" >"$WORK/hold.out" &
+  local hold=$!
+  exec 3>"$WORK/hold.in"
+  for _ in $(seq 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$WORK/hold.out" || fail "hold_store did not open the store"
+  expect_code 5 R --wait 0 ls
+  grep -q "store is busy" "$WORK/err" || fail "busy message: $(cat "$WORK/err")"
+  local t0 t1
+  t0=$(date +%s%N)
+  expect_code 5 "$ROLAYER" --store "$STORE" --driver "$DRIVER" --wait 0.5 ls
+  t1=$(date +%s%N)
+  [ $(( (t1 - t0) / 1000000 )) -ge 400 ] || fail "--wait 0.5 did not wait"
+  # A waiting command gets the store once the holder lets go.
+  R --wait 30 ls --json >"$WORK/waited.out" 2>"$WORK/waited.err" &
+  local waiter=$!
+  sleep 0.5
+  exec 3>&-
+  wait "$hold"
+  local rc=0
+  wait "$waiter" || rc=$?
+  [ "$rc" = 0 ] || fail "the waiting command failed ($rc): $(cat "$WORK/waited.err")"
+  [ "$(json 'len(j)' "$WORK/waited.out")" = 0 ] || fail "waited ls output"
+}
+
+# The demo image: import, check the chain and descriptors, export every layer.
+t_import_oci() {
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  local want; want=$(chain_of "${diffs[@]}")
+  expect_code 0 R import "$DEMO_IMAGE"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "import printed $(cat "$WORK/out"), expected $want"
+  # Descriptors recorded, equal to the manifest's.
+  R ls --json >"$WORK/ls.json"
+  python3 - "$WORK/ls.json" "$DEMO_IMAGE" <<'EOF' || fail "descriptors"
+import json, os, sys
+j = {o["diff_id"]: o for o in json.load(open(sys.argv[1]))}
+d = sys.argv[2]
+b = lambda dg: os.path.join(d, "blobs", "sha256", dg.split(":")[1])
+idx = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(b(idx["manifests"][0]["digest"])))
+c = json.load(open(b(m["config"]["digest"])))
+for desc, diff in zip(m["layers"], c["rootfs"]["diff_ids"]):
+    o = j[diff]["descriptor"]
+    assert o == {"media_type": desc["mediaType"], "digest": desc["digest"], "size": desc["size"]}, (o, desc)
+assert sum(o["retained"] for o in j.values()) == 1
+EOF
+  # Every layer exports to its DiffID.
+  local c=""
+  for d in "${diffs[@]}"; do
+    if [ -z "$c" ]; then c=$d; else c=$(chain_id "$c" "$d"); fi
+    R export "$c" -o "$WORK/l.tar"
+    [ "$(sha256 "$WORK/l.tar")" = "$d" ] || fail "layer $c does not export to its DiffID"
+  done
+  # Importing again: the same chain, still one reference.
+  [ "$(R import "$DEMO_IMAGE")" = "$want" ] || fail "second import"
+  R ls --json >"$WORK/ls.json"
+  [ "$(json 'sum(o["retained"] for o in j)' "$WORK/ls.json")" = 1 ] || fail "second import added a reference"
+  R rm "$want" >/dev/null
+  [ "$(layer_count)" = 0 ] || fail "rm of an imported image left layers"
+  # The layout as a tar, as a gzip'd tar with a top-level directory, and with :REF.
+  tar -C "$DEMO_IMAGE" -cf "$WORK/layout.tar" .
+  [ "$(R import "$WORK/layout.tar")" = "$want" ] || fail "import of a layout tar"
+  tar -C "$(dirname "$DEMO_IMAGE")" -czf "$WORK/layout.tgz" "$(basename "$DEMO_IMAGE")"
+  [ "$(R import "$WORK/layout.tgz:latest")" = "$want" ] || fail "import of a gzip'd layout tar with a top directory"
+  [ "$(R import "$DEMO_IMAGE:latest")" = "$want" ] || fail "import DIR:REF"
+  expect_code 3 R import "$DEMO_IMAGE:nope"
+  grep -q "latest" "$WORK/err" || fail "an unknown REF lists the names"
+  # Several manifests: REF is needed.
+  cp -r "$DEMO_IMAGE" "$WORK/two"
+  python3 - "$WORK/two/index.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+i = json.load(open(p))
+m = dict(i["manifests"][0])
+m["annotations"] = {"org.opencontainers.image.ref.name": "other"}
+i["manifests"].append(m)
+json.dump(i, open(p, "w"))
+EOF
+  expect_code 2 R import "$WORK/two"
+  grep -q "other" "$WORK/err" || fail "the several-manifests error lists the names"
+  [ "$(R import "$WORK/two:other")" = "$want" ] || fail "import :other"
+  # Not an image.
+  mkdir "$WORK/empty"
+  expect_code 6 R import "$WORK/empty"
+  expect_code 3 R import "$WORK/nonexistent"
+}
+
+# A docker-save archive made by hand: manifest.json, <hex>.json config, <id>/layer.tar.
+make_docker_archive() {
+  python3 - "$@" <<'EOF'
+import gzip, hashlib, io, json, sys, tarfile
+out, mode = sys.argv[1], sys.argv[2]
+def tarb(files):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in files:
+            ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 1700000000
+            t.addfile(ti, io.BytesIO(data))
+    return b.getvalue()
+l1 = tarb([("etc/one", b"one\n" * 100)])
+l2 = tarb([("etc/two", b"two\n" * 100), ("bin/x", bytes(range(256)) * 40)])
+sha = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
+diff_ids = [sha(l1), sha(l2)]
+if mode == "bad-diffid":
+    diff_ids[1] = "sha256:" + "ab" * 32
+cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+blobs = {"aaaa/layer.tar": l1, "bbbb/layer.tar": gzip.compress(l2, mtime=0) if mode == "gzip" else l2}
+man = [{"Config": cfg_name, "RepoTags": ["demo/docker:v1"], "Layers": ["aaaa/layer.tar", "bbbb/layer.tar"]}]
+with tarfile.open(out, "w") as t:
+    def add(name, data):
+        ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+    add(cfg_name, cfg)
+    for n, b in blobs.items():
+        add(n, b)
+    add("manifest.json", json.dumps(man).encode())
+    add("repositories", b"{}")
+print(" ".join([sha(l1), sha(l2)]))
+EOF
+}
+
+t_import_docker_archive() {
+  read -r -a diffs <<<"$(make_docker_archive "$WORK/d.tar" plain)"
+  local want; want=$(chain_of "${diffs[@]}")
+  expect_code 0 R import "$WORK/d.tar"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "docker archive import: $(cat "$WORK/out") != $want"
+  # A tag selects the image; an unknown tag is not found.
+  [ "$(R import "$WORK/d.tar:demo/docker:v1")" = "$want" ] || fail "import ARCHIVE:TAG"
+  expect_code 3 R import "$WORK/d.tar:demo/docker:v2"
+  R export "$want" | cmp - <(python3 -c '
+import tarfile,sys
+t=tarfile.open(sys.argv[1]); sys.stdout.buffer.write(t.extractfile("bbbb/layer.tar").read())' "$WORK/d.tar") ||
+    fail "the top layer does not export byte-exact"
+  R rm "$want" >/dev/null
+  # Gzip'd layers in a docker archive are fine too (detected from the bytes).
+  make_docker_archive "$WORK/dz.tar" gzip >/dev/null
+  [ "$(R import "$WORK/dz.tar")" = "$want" ] || fail "docker archive with a gzip'd layer"
+  R rm "$want" >/dev/null
+  # A DiffID that does not match the config: error naming the layer, nothing stays.
+  make_docker_archive "$WORK/bad.tar" bad-diffid >/dev/null
+  expect_code 4 R import "$WORK/bad.tar"
+  grep -q "bbbb/layer.tar" "$WORK/err" || fail "the DiffID error does not name the layer: $(cat "$WORK/err")"
+  grep -q "DiffID mismatch" "$WORK/err" || fail "DiffID mismatch message: $(cat "$WORK/err")"
+  [ "$(layer_count)" = 0 ] || fail "a failed import left layers"
+}
+
+# rewrite_layout DIR MODE: damages a copy of the demo image in a given way.
+rewrite_layout() {
+  python3 - "$@" <<'EOF'
+import hashlib, json, os, sys
+d, mode = sys.argv[1], sys.argv[2]
+bp = lambda dg: os.path.join(d, "blobs", "sha256", dg.split(":")[1])
+def put(data):
+    dg = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(bp(dg), "wb").write(data)
+    return dg
+idx = json.load(open(os.path.join(d, "index.json")))
+md = idx["manifests"][0]
+m = json.load(open(bp(md["digest"])))
+layer = m["layers"][2]
+if mode == "flip":          # a flipped byte in the last (gzip) layer blob
+    p = bp(layer["digest"]); b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 1; open(p, "wb").write(bytes(b))
+elif mode == "flip-plain":  # a flipped byte in the uncompressed middle layer blob, inside file data
+    p = bp(m["layers"][1]["digest"]); b = bytearray(open(p, "rb").read()); b[1600] ^= 1; open(p, "wb").write(bytes(b))
+elif mode == "append":      # trailing bytes after the gzip stream
+    open(bp(layer["digest"]), "ab").write(b"\0" * 16)
+elif mode in ("size", "diffid", "missing"):
+    if mode == "size":
+        layer["size"] += 1
+    elif mode == "missing":
+        os.unlink(bp(layer["digest"]))
+    else:
+        cd = m["config"]["digest"]; c = json.load(open(bp(cd)))
+        c["rootfs"]["diff_ids"][2] = "sha256:" + "cd" * 32
+        cdata = json.dumps(c).encode(); m["config"]["digest"] = put(cdata); m["config"]["size"] = len(cdata)
+    mdata = json.dumps(m).encode()
+    md["digest"] = put(mdata); md["size"] = len(mdata)
+    json.dump(idx, open(os.path.join(d, "index.json"), "w"))
+elif mode == "manifest":    # the manifest blob no longer matches the index's digest
+    p = bp(md["digest"]); open(p, "ab").write(b" ")
+print(layer["digest"])
+EOF
+}
+
+t_import_corrupt() {
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  # The base layer was in the store before: it must stay, retained.
+  local blob0
+  blob0=$(python3 -c '
+import json,os,sys
+d=sys.argv[1]; bp=lambda g: os.path.join(d,"blobs","sha256",g.split(":")[1])
+i=json.load(open(os.path.join(d,"index.json"))); m=json.load(open(bp(i["manifests"][0]["digest"])))
+print(bp(m["layers"][0]["digest"]))' "$DEMO_IMAGE")
+  local base; base=$(R register "$blob0")
+  [ "$base" = "${diffs[0]}" ] || fail "pre-registered base layer"
+  for mode in flip flip-plain append size diffid missing manifest; do
+    note "corrupt image: $mode"
+    rm -rf "$WORK/img"
+    cp -r "$DEMO_IMAGE" "$WORK/img"
+    local blob; blob=$(rewrite_layout "$WORK/img" "$mode")
+    local want=4
+    [ "$mode" = missing ] && want=3
+    expect_code "$want" R import "$WORK/img"
+    case $mode in
+      manifest) grep -q "manifest" "$WORK/err" || fail "$mode: message does not name the manifest: $(cat "$WORK/err")" ;;
+      flip-plain) grep -q "layer blob sha256:" "$WORK/err" || fail "$mode: message does not name the blob: $(cat "$WORK/err")" ;;
+      *) grep -q -F "$blob" "$WORK/err" || fail "$mode: message does not name the blob $blob: $(cat "$WORK/err")" ;;
+    esac
+    R ls --json >"$WORK/ls.json"
+    [ "$(json '[o["chain_id"] for o in j]' "$WORK/ls.json")" = "['$base']" ] ||
+      fail "$mode: the failed import left layers: $(cat "$WORK/ls.json")"
+    [ "$(json 'j[0]["retained"]' "$WORK/ls.json")" = 1 ] || fail "$mode: the earlier layer lost its reference"
+    # The same corruption in a tar of the layout.
+    tar -C "$WORK/img" -cf "$WORK/img.tar" .
+    expect_code "$want" R import "$WORK/img.tar"
+    [ "$(layer_count)" = 1 ] || fail "$mode (tar): the failed import left layers"
+  done
+  expect_code 0 R verify
+}
+
+t_import_umoci() {
+  need umoci umoci
+  local L=$WORK/umoci-img
+  umoci init --layout "$L"
+  umoci new --image "$L:latest"
+  umoci unpack --rootless --image "$L:latest" "$WORK/bundle" >/dev/null
+  make_tree "$WORK/bundle/rootfs" umoci1
+  umoci repack --image "$L:latest" "$WORK/bundle"
+  rm -rf "$WORK/bundle"
+  umoci unpack --rootless --image "$L:latest" "$WORK/bundle" >/dev/null
+  # A second layer with a changed file, a new file and a deletion (a whiteout).
+  echo changed >"$WORK/bundle/rootfs/etc/hello.txt"
+  echo new >"$WORK/bundle/rootfs/etc/new.txt"
+  rm "$WORK/bundle/rootfs/usr/bin/hello-link"
+  umoci repack --image "$L:latest" "$WORK/bundle"
+  umoci tag --image "$L:latest" second
+  python3 - "$L" >"$WORK/expect" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+idx = json.load(open(os.path.join(d, "index.json")))
+md = [m for m in idx["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "latest"][0]
+m = json.load(open(bp(md["digest"])))
+c = json.load(open(bp(m["config"]["digest"])))
+print(" ".join(c["rootfs"]["diff_ids"]))
+print(" ".join(l["digest"] for l in m["layers"]))
+EOF
+  read -r -a diffs <<<"$(sed -n 1p "$WORK/expect")"
+  read -r -a blobs <<<"$(sed -n 2p "$WORK/expect")"
+  [ "${#diffs[@]}" -ge 2 ] || fail "umoci made ${#diffs[@]} layers"
+  local want; want=$(chain_of "${diffs[@]}")
+  # Two manifests (latest, second): the REF picks one.
+  expect_code 2 R import "$L"
+  expect_code 0 R import "$L:latest"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "umoci image: $(cat "$WORK/out") != $want"
+  # Layer digests agree: each layer's descriptor is umoci's blob; its stream is umoci's DiffID.
+  local c="" i=0
+  for d in "${diffs[@]}"; do
+    if [ -z "$c" ]; then c=$d; else c=$(chain_id "$c" "$d"); fi
+    R inspect --json "$c" >"$WORK/i.json"
+    [ "$(json 'j["descriptor"]["digest"]' "$WORK/i.json")" = "${blobs[$i]}" ] || fail "descriptor of layer $i"
+    [ "$(json 'j["diff_id"]' "$WORK/i.json")" = "$d" ] || fail "DiffID of layer $i"
+    R export "$c" -o "$WORK/l.tar"
+    [ "$(sha256 "$WORK/l.tar")" = "$d" ] || fail "layer $i does not export to umoci's DiffID"
+    # umoci's blob, decompressed, is the exported stream.
+    gzip -dc "$L/blobs/sha256/${blobs[$i]#sha256:}" | cmp - "$WORK/l.tar" || fail "layer $i differs from umoci's blob"
+    i=$((i + 1))
+  done
+  expect_code 0 R verify
+  # The whiteout survived byte-exact in the second layer.
+  tar -tf "$WORK/l.tar" | grep -q '\.wh\.hello-link' || fail "the deletion's whiteout is missing"
+}
+
+t_export_image_umoci() {
+  need umoci umoci
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  local top; top=$(R import "$DEMO_IMAGE")
+  expect_code 0 R export-image "$top" "$WORK/out-img"
+  local mdg; mdg=$(cat "$WORK/out")
+  python3 - "$WORK/out-img" "$mdg" "${diffs[@]}" <<'EOF' || fail "the exported layout"
+import hashlib, json, os, sys
+d, mdg, diffs = sys.argv[1], sys.argv[2], sys.argv[3:]
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+def check(desc):
+    data = open(bp(desc["digest"]), "rb").read()
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == desc["digest"], desc
+    assert len(data) == desc["size"], desc
+    return data
+assert json.load(open(os.path.join(d, "oci-layout")))["imageLayoutVersion"] == "1.0.0"
+idx = json.load(open(os.path.join(d, "index.json")))
+assert idx["schemaVersion"] == 2 and len(idx["manifests"]) == 1
+md = idx["manifests"][0]
+assert md["digest"] == mdg and md["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+m = json.loads(check(md))
+assert m["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+c = json.loads(check(m["config"]))
+assert c["rootfs"]["diff_ids"] == diffs and c["os"] == "linux" and c["architecture"]
+assert [l["digest"] for l in m["layers"]] == diffs
+for l in m["layers"]:
+    assert l["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    check(l)
+EOF
+  # umoci reads it (checking every digest) and unpacks the same tree as the source image.
+  umoci unpack --rootless --image "$WORK/out-img:latest" "$WORK/b1" >/dev/null
+  umoci unpack --rootless --image "$DEMO_IMAGE:latest" "$WORK/b2" >/dev/null
+  diff -r "$WORK/b1/rootfs" "$WORK/b2/rootfs" || fail "umoci unpacks a different tree"
+  [ "$(cat "$WORK/b1/rootfs/bin/hello" | head -1)" = "#!/bin/sh" ] || fail "unpacked content"
+  umoci stat --image "$WORK/out-img:latest" >/dev/null || fail "umoci stat"
+  # Re-imported: the same chain.
+  R rm "$top" >/dev/null
+  [ "$(R import "$WORK/out-img")" = "$top" ] || fail "re-importing the exported image"
+  # Adding a second image to the same layout keeps the first.
+  mkdir -p "$WORK/x" && echo x >"$WORK/x/x"
+  make_tar "$WORK/x" "$WORK/x.tar"
+  local x; x=$(R register "$WORK/x.tar")
+  expect_code 0 R export-image "$x" "$WORK/out-img" --ref solo
+  [ "$(json 'len(j["manifests"])' "$WORK/out-img/index.json")" = 2 ] || fail "export-image into an existing layout"
+  umoci unpack --rootless --image "$WORK/out-img:solo" "$WORK/b3" >/dev/null
+  [ "$(cat "$WORK/b3/rootfs/x")" = x ] || fail "second image content"
+  umoci unpack --rootless --image "$WORK/out-img:latest" "$WORK/b4" >/dev/null
+  # A non-empty directory that is not a layout is refused.
+  expect_code 2 R export-image "$x" "$WORK/x"
+}
+
+t_skopeo_formats() {
+  need skopeo skopeo
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  local want; want=$(chain_of "${diffs[@]}")
+  local S=(skopeo --insecure-policy)
+  # skopeo's docker-archive (docker save format) and oci-archive of the demo image.
+  "${S[@]}" copy -q "oci:$DEMO_IMAGE:latest" "docker-archive:$WORK/da.tar:demo:latest"
+  "${S[@]}" copy -q "oci:$DEMO_IMAGE:latest" "oci-archive:$WORK/oa.tar:latest"
+  expect_code 0 R import "$WORK/da.tar"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "skopeo docker-archive: $(cat "$WORK/out") != $want"
+  [ "$(R import "$WORK/oa.tar:latest")" = "$want" ] || fail "skopeo oci-archive"
+  [ "$(R import "$WORK/da.tar:demo:latest")" = "$want" ] || fail "skopeo docker-archive with a tag"
+  # Our export-image, read back by skopeo: it verifies the digests while copying.
+  expect_code 0 R export-image "$want" "$WORK/ours"
+  "${S[@]}" inspect "oci:$WORK/ours:latest" >"$WORK/inspect.json" || fail "skopeo inspect of export-image"
+  python3 - "$WORK/inspect.json" "${diffs[@]}" <<'EOF' || fail "skopeo sees other layers"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["Layers"] == sys.argv[2:], j["Layers"]
+EOF
+  "${S[@]}" copy -q "oci:$WORK/ours:latest" "oci:$WORK/copied:latest" || fail "skopeo copy of export-image"
+  "${S[@]}" copy -q "oci:$WORK/ours:latest" "docker-archive:$WORK/ours-da.tar:ours:latest" || fail "skopeo to docker-archive"
+  [ "$(R import "$WORK/copied")" = "$want" ] || fail "re-importing skopeo's copy"
+  [ "$(R import "$WORK/ours-da.tar")" = "$want" ] || fail "re-importing skopeo's docker-archive"
+  R ls --json >"$WORK/ls.json"
+  [ "$(json 'len(j)' "$WORK/ls.json")" = 3 ] || fail "the same image in several formats is one chain"
+  # Compressed by skopeo (zstd) on the way: still the same DiffIDs and chain.
+  if "${S[@]}" copy -q --dest-compress-format zstd "oci:$WORK/ours:latest" "oci:$WORK/zst:latest" 2>/dev/null; then
+    grep -q "tar+zstd" "$WORK/zst/blobs/sha256/"* || fail "skopeo did not write zstd layers"
+    [ "$(R import "$WORK/zst")" = "$want" ] || fail "zstd layers from skopeo"
+  else
+    note "this skopeo cannot write zstd layers; skipped that part"
+  fi
+}
+
+t_demo() {
+  # The README's demo, against the default store (XDG: $HOME/.local/share/rolayer here).
+  expect_code 0 bash "$TOOLS_DIR/demo.sh" "$(dirname "$ROLAYER")"
+  [ -f "$HOME/.local/share/rolayer/metadata.db" ] || [ -d "$HOME/.local/share/rolayer" ] ||
+    fail "the demo did not use the default store"
+  grep -q "sha256:" "$WORK/out" || fail "demo output"
+  # XDG_DATA_HOME and ROLAYER_ROOT move the default store.
+  XDG_DATA_HOME=$WORK/xdg "$ROLAYER" ls >/dev/null
+  [ -d "$WORK/xdg/rolayer" ] || fail "XDG_DATA_HOME is not used"
+  ROLAYER_ROOT=$WORK/rr "$ROLAYER" ls >/dev/null
+  [ -d "$WORK/rr" ] || fail "ROLAYER_ROOT is not used"
+}
+
+t_progress() {
+  need script "util-linux/bsdutils"
+  mkdir -p "$WORK/big"
+  head -c 30000000 /dev/urandom >"$WORK/big/f"
+  make_tar "$WORK/big" "$WORK/big.tar"
+  # Not a terminal: nothing on stderr.
+  R register "$WORK/big.tar" >"$WORK/id" 2>"$WORK/err"
+  [ ! -s "$WORK/err" ] || fail "progress output without a terminal: $(cat "$WORK/err")"
+  # A terminal: a progress bar (percentage, bytes) on stderr, the ChainID still alone on stdout.
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER export $(cat "$WORK/id") -o '$WORK/o.tar' " "$WORK/typescript" >/dev/null
+  grep -q "%" "$WORK/typescript" || fail "no progress bar on a terminal: $(cat -v "$WORK/typescript")"
+  grep -q "MiB" "$WORK/typescript" || fail "no byte counts in the progress bar"
+  cmp "$WORK/big.tar" "$WORK/o.tar" || fail "export with a progress bar"
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER --quiet export $(cat "$WORK/id") -o '$WORK/o2.tar'" "$WORK/ts2" >/dev/null
+  ! grep -q "%" "$WORK/ts2" || fail "--quiet still shows progress"
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER verify" "$WORK/ts3" >/dev/null
+  grep -q "ok" "$WORK/ts3" || fail "verify on a terminal"
+}
+
+declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
+"t_$TEST"
+echo "PASS [$TEST/$DRIVER]"
