@@ -210,11 +210,11 @@ func (v *layerView) use(f func(h *C.rolayer_layer) error) error {
 	defer s.gate.exit()
 	s.refMu.Lock()
 	defer s.refMu.Unlock()
-	h, err := s.pinLocked(v.info.chainID)
+	p, err := s.pinLocked(v.info.chainID)
 	if err != nil {
 		return err
 	}
-	return f(h)
+	return f(p.h)
 }
 
 func (v *layerView) TarStream() (io.ReadCloser, error) {

@@ -91,7 +91,7 @@ func (s *Store) known(id ChainID) (*layerInfo, bool) {
 	s.infoMu.RLock()
 	in, ok := s.info[id]
 	s.infoMu.RUnlock()
-	return in, ok
+	return in, ok && in != nil
 }
 
 // view describes layer id without holding a reference: from what is known, else through a pin.
@@ -105,15 +105,21 @@ func (s *Store) view(id ChainID) (*layerView, error) {
 	defer s.gate.exit()
 	s.refMu.Lock()
 	defer s.refMu.Unlock()
-	if _, err := s.pinLocked(id); err != nil {
+	p, err := s.pinLocked(id)
+	if err != nil {
 		return nil, err
 	}
-	in, _ := s.known(id)
-	return &layerView{layerBase{s: s, info: in}}, nil
+	return &layerView{layerBase{s: s, info: p.info}}, nil
+}
+
+// pin is the store's extra handle on a described layer, with what the layer is.
+type pin struct {
+	h    *C.rolayer_layer
+	info *layerInfo
 }
 
 // pinLocked returns the pin of id, opening it if needed. refMu and the gate are held.
-func (s *Store) pinLocked(id ChainID) (*C.rolayer_layer, error) {
+func (s *Store) pinLocked(id ChainID) (*pin, error) {
 	if p := s.pins[id]; p != nil {
 		return p, nil
 	}
@@ -124,13 +130,18 @@ func (s *Store) pinLocked(id ChainID) (*C.rolayer_layer, error) {
 	if rc := C.rolayer_open(&h, s.c, cid, &cerr); rc != 0 {
 		return nil, fromC(rc, cerr)
 	}
-	s.remember(readInfo(h))
-	s.pins[id] = h
-	return h, nil
+	p := &pin{h: h, info: readInfo(h)}
+	s.remember(p.info)
+	s.pins[id] = p
+	return p, nil
 }
 
 // parentLocked returns the parent of id (a layer known to have a reference besides any pin).
+// The info cache is a hint only (a deletion may evict it at any time); the pins are not.
 func (s *Store) parentLocked(id ChainID) (ChainID, bool) {
+	if p := s.pins[id]; p != nil {
+		return p.info.parent, true
+	}
 	if in, ok := s.known(id); ok {
 		return in.parent, true
 	}
@@ -175,6 +186,6 @@ func (s *Store) dropChainPinsLocked(id, parent ChainID) {
 func (s *Store) dropPinLocked(id ChainID) {
 	if p := s.pins[id]; p != nil {
 		delete(s.pins, id)
-		C.rolayer_release(p, nil)
+		C.rolayer_release(p.h, nil)
 	}
 }

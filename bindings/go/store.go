@@ -63,9 +63,10 @@ type Store struct {
 	// refMu serialises every call that can drop a C reference (release, unretain, stream free)
 	// with the pins (see pins.go).
 	refMu sync.Mutex
-	pins  map[ChainID]*C.rolayer_layer
+	pins  map[ChainID]*pin
 
-	// What each ChainID seen so far is (immutable for a ChainID).
+	// What each ChainID seen so far is (immutable for a ChainID); a cache: entries of deleted
+	// layers are evicted, so a miss is always possible.
 	infoMu sync.RWMutex
 	info   map[ChainID]*layerInfo
 
@@ -112,7 +113,7 @@ func Open(root string, opts *Options) (*Store, error) {
 		driver:  C.GoString(C.rolayer_store_driver(out)),
 		handles: make(map[*C.rolayer_layer]struct{}),
 		streams: make(map[*C.rolayer_tar_stream]struct{}),
-		pins:    make(map[ChainID]*C.rolayer_layer),
+		pins:    make(map[ChainID]*pin),
 		info:    make(map[ChainID]*layerInfo),
 	}
 	s.gate.init()
@@ -150,7 +151,7 @@ func (s *Store) Close() error {
 		s.trackMu.Unlock()
 		s.refMu.Lock()
 		for _, p := range s.pins {
-			C.rolayer_release(p, nil)
+			C.rolayer_release(p.h, nil)
 		}
 		s.pins = nil
 		s.refMu.Unlock()

@@ -1,6 +1,7 @@
 // Entry path normalisation, OCI whiteouts and the per-layer escape checks.
 #include "tar/path.h"
 
+#include <chrono>
 #include <random>
 #include <vector>
 
@@ -81,18 +82,37 @@ std::string whiteout_target(std::string_view cleaned) {
 }
 
 SafetyChecker::SafetyChecker() {
-  std::random_device rd;
-  uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  // A random base keeps crafted names from colliding on purpose (a collision would only
+  // cost an extra string lookup anyway: every hash hit is confirmed on the string).
+  uint64_t r = 0;
+  try {
+    std::random_device rd;
+    r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  } catch (...) {
+  }
+  r ^= static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) *
+       0x9e3779b97f4a7c15ull;
+  r ^= reinterpret_cast<uintptr_t>(this);
   hash_base_ = (r % (kMod - (uint64_t{1} << 20))) + (uint64_t{1} << 20);
 }
 
+namespace {
+
+// a * b mod 2^61-1 for a, b < 2^61, in 64-bit arithmetic.
+uint64_t mul_mod61(uint64_t a, uint64_t b) {
+  const uint64_t l1 = a & 0xffffffffu, h1 = a >> 32, l2 = b & 0xffffffffu, h2 = b >> 32;
+  const uint64_t l = l1 * l2, m = l1 * h2 + l2 * h1, h = h1 * h2;
+  uint64_t r = (l & kMod) + (l >> 61) + (h << 3) + (m >> 29) + (m << 35 >> 3) + 1;
+  r = (r & kMod) + (r >> 61);
+  r = (r & kMod) + (r >> 61);
+  return r - 1;
+}
+
+}  // namespace
+
 uint64_t SafetyChecker::prefix_hash_step(uint64_t h, unsigned char c) const {
-  unsigned __int128 x = static_cast<unsigned __int128>(h) * hash_base_ + c + 1;
-  uint64_t lo = static_cast<uint64_t>(x & kMod);
-  uint64_t hi = static_cast<uint64_t>(x >> 61);
-  uint64_t r = lo + hi;  // < 2^62 + small, reduce once or twice
-  while (r >= kMod) r -= kMod;
-  return r;
+  uint64_t r = mul_mod61(h, hash_base_) + c + 1;
+  return r >= kMod ? r - kMod : r;
 }
 
 // True when a proper ancestor of cleaned (or cleaned itself, with include_self) is a

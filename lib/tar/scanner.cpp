@@ -12,12 +12,14 @@
 // * Size of the data area that follows a header:
 //     - 'x', 'g', 'L', 'K': the size field, capped by Limits::max_extension_size.
 //     - '1' '2' '3' '4' '5' '6' and regular typeflags whose final name ends in '/'
-//       (directories): no data; the size field is ignored as Go, libarchive and bsdtar do
-//       (hdr-only.tar, test_compat_tar_hardlink_1, test_compat_tar_directory_1). When the
-//       size field is non-zero, the next 512 bytes are looked at first: if they are a
+//       (directories): no data; the size field is ignored, as Go always does and as
+//       libarchive does for all of them but pax hard links (hdr-only.tar,
+//       test_compat_tar_hardlink_1, test_compat_tar_directory_1). When the size (after
+//       pax overrides) is non-zero, the next 512 bytes are looked at first: if they are a
 //       valid header, a zero block or the end of input, the size is ignored; otherwise the
-//       size is obeyed (pax hard links with a body) and that data area goes to on_raw.
-//       Inputs that Go reads are therefore read the same way.
+//       size is obeyed (pax hard links with a body) and that data area goes to on_raw, with
+//       Entry::data_size set to it (0 when ignored). Every input Go reads is therefore split
+//       the same way; only inputs Go refuses can take the second branch.
 //     - '0', '\0', '7': the size (pax 'size' overrides the header field) is payload.
 //     - 'S' (old GNU sparse): the size field is the stored data; it is payload and must
 //       equal the sum of the fragment lengths. The map is in the header and its extension
@@ -42,12 +44,20 @@
 //   each kind wins. GNU 'L'/'K' override pax path/linkpath (as in Go); GNU.sparse.name
 //   overrides both. A 'g' header, or the end of the archive, while 'x'/'L'/'K' headers are
 //   pending is refused (readers disagree: Go drops the pending records, others keep them).
-// * 'g' global records apply to the following entries until a later 'g' record with an
-//   empty value clears them, for the per-file attributes mtime, uid, gid, uname, gname and
-//   SCHILY.xattr.*. path, linkpath, size and GNU.sparse.* in a 'g' header are ignored:
-//   applying them would rename every entry or change how the stream is split, and no
-//   reader the Docker ecosystem uses does that (Go and libarchive ignore 'g' records).
-//   An 'x' record with an empty value means "use the header field" (POSIX, Go).
+// * 'g' global records apply to the following entries, keyword by keyword, until a later
+//   'g' record with the same keyword replaces or (empty value) clears them, for the
+//   per-file attributes mtime, uid, gid, uname, gname and SCHILY.xattr.* (atime and ctime
+//   are validated only), at most kMaxGlobalRecords bytes in all. path, linkpath, size,
+//   GNU.sparse.* and any other keyword in a 'g' header are ignored: applying path or size
+//   would rename every entry or change how the stream is split, and no reader of the
+//   Docker ecosystem does that (Go and libarchive ignore 'g' records altogether).
+//   An 'x' record with an empty value means "use the header field" (POSIX, Go), also
+//   when a global record has that keyword.
+// * Pax records are parsed as Go does ("%d %s=%s\n", length checked, '=' and the final
+//   newline required); a NUL in path/linkpath/uname/gname/GNU.sparse.name values or in
+//   any other keyword (e.g. a SCHILY.xattr name) is an error. Invalid numbers or times in
+//   the records this scanner uses are errors; other keywords are ignored (LIBARCHIVE.*,
+//   RHT.*, SCHILY.acl.*, comment, hdrcharset...).
 #include "tar/scanner.h"
 
 #include <algorithm>
@@ -664,6 +674,7 @@ struct Scanner::Impl {
     dedupe_xattrs(e);
     if (have_L && !long_name.empty()) e.name = long_name;
     if (have_K && !long_link.empty()) e.linkname = long_link;
+    const bool dir_by_slash = regular_tf(hd.tf) && !e.name.empty() && e.name.back() == '/';
 
     // Which pax sparse format, if any (same decision as Go).
     enum class Pax { None, V0x, V10 } pax = Pax::None;
@@ -685,7 +696,8 @@ struct Scanner::Impl {
     Entry& c = cur;
 
     if (pax != Pax::None) {
-      if (!regular_tf(hd.tf)) fail(pax_off, "GNU sparse records on a non-regular entry");
+      if (!regular_tf(hd.tf) || dir_by_slash)
+        fail(pax_off, "GNU sparse records on a non-regular entry");
       c.kind = EntryKind::Sparse;
       if (!sp_name.empty()) c.name = sp_name;
       const std::string& rs = !sp_size.empty() ? sp_size : sp_realsize;
@@ -757,8 +769,7 @@ struct Scanner::Impl {
                                         EntryKind::Directory, EntryKind::Fifo};
       c.kind = kinds[hd.tf - '1'];
     } else if (regular_tf(hd.tf)) {
-      c.kind = (!c.name.empty() && c.name.back() == '/') ? EntryKind::Directory
-                                                         : EntryKind::Regular;
+      c.kind = dir_by_slash ? EntryKind::Directory : EntryKind::Regular;
     } else {
       c.kind = EntryKind::Other;
     }

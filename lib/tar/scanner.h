@@ -19,7 +19,8 @@ namespace rolayer::tar {
 
 enum class EntryKind {
   Regular,    // '0', '\0', '7' (and anything treated as a regular file)
-  Sparse,     // GNU old 'S', PAX GNU.sparse 0.0/0.1/1.0, SUN.holesdata
+  Sparse,     // GNU old 'S', PAX GNU.sparse 0.0/0.1/1.0 (SUN.holesdata stores its holes:
+              // read as Regular, see scanner.cpp)
   Hardlink,   // '1'
   Symlink,    // '2'
   CharDev,    // '3'
@@ -47,6 +48,7 @@ struct Entry {
   uint32_t devmajor = 0, devminor = 0;
   std::vector<std::pair<std::string, std::string>> xattrs;  // SCHILY.xattr.<key> = value (raw)
   // Bytes of the data area after the header, as the stream declares it (before padding).
+  // 0 for header-only kinds whose size field is ignored (see scanner.cpp).
   uint64_t data_size = 0;
   // Bytes of file content that go through on_payload (Regular: data_size; Sparse: the sum of
   // the fragment lengths; every other kind: 0, its data goes to on_raw).

@@ -10,6 +10,12 @@
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
 #![allow(clippy::all)]
+// The header's C comments become doc comments: "sha256:<hex>" is not HTML.
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls
+)]
 
 include!("bindings.rs");
 

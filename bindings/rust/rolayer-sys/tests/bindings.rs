@@ -176,6 +176,12 @@ fn header_items() -> (Vec<HeaderFn>, Vec<(String, i64)>) {
         }
         let mut rest = text.as_str();
         while let Some(at) = rest.find("ROLAYER_API ") {
+            // Only declarations: ROLAYER_API first on its line (not the #define of the macro).
+            let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+            if !rest[line_start..at].trim().is_empty() {
+                rest = &rest[at + 1..];
+                continue;
+            }
             let decl_end = rest[at..].find(';').expect("declaration without ';'") + at;
             let decl = &rest[at..decl_end];
             let open = decl.find('(').expect("function declaration");
@@ -184,7 +190,10 @@ fn header_items() -> (Vec<HeaderFn>, Vec<(String, i64)>) {
                 .rfind(|w| !w.is_empty())
                 .expect("function name")
                 .to_string();
-            fns.push(HeaderFn { name, arity: arity(parenthesised(decl, open)) });
+            fns.push(HeaderFn {
+                name,
+                arity: arity(parenthesised(decl, open)),
+            });
             rest = &rest[decl_end..];
         }
     }
@@ -195,7 +204,11 @@ fn header_items() -> (Vec<HeaderFn>, Vec<(String, i64)>) {
 fn every_header_symbol_is_bound() {
     let bindings = fs::read_to_string(bindings_path()).expect("read src/bindings.rs");
     let (fns, consts) = header_items();
-    assert!(fns.len() > 50, "found only {} ROLAYER_API functions", fns.len());
+    assert!(
+        fns.len() > 50,
+        "found only {} ROLAYER_API functions",
+        fns.len()
+    );
     for f in &fns {
         let needle = format!("pub fn {}(", f.name);
         let at = bindings
@@ -203,25 +216,49 @@ fn every_header_symbol_is_bound() {
             .unwrap_or_else(|| panic!("{} is in the header but not in src/bindings.rs", f.name));
         let open = at + needle.len() - 1;
         let got = arity(parenthesised(&bindings, open));
-        assert_eq!(got, f.arity, "{} takes {} parameters in the header, {} in src/bindings.rs", f.name, f.arity, got);
+        assert_eq!(
+            got, f.arity,
+            "{} takes {} parameters in the header, {} in src/bindings.rs",
+            f.name, f.arity, got
+        );
     }
     // Nothing bound that the header no longer declares.
     let mut rest = bindings.as_str();
     while let Some(at) = rest.find("pub fn ") {
-        let name: String = rest[at + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = rest[at + 7..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         if name.starts_with("rolayer_") {
-            assert!(fns.iter().any(|f| f.name == name), "{name} is bound but no longer in the header");
+            assert!(
+                fns.iter().any(|f| f.name == name),
+                "{name} is bound but no longer in the header"
+            );
         }
         rest = &rest[at + 7..];
     }
-    assert!(consts.len() >= 20, "found only {} integer constants", consts.len());
+    assert!(
+        consts.len() >= 20,
+        "found only {} integer constants",
+        consts.len()
+    );
     for (name, value) in &consts {
         let needle = format!("pub const {name}: ");
         let at = bindings
             .find(&needle)
             .unwrap_or_else(|| panic!("{name} is in the header but not in src/bindings.rs"));
         let line = bindings[at..].lines().next().unwrap();
-        let v = line.rsplit('=').next().unwrap().trim().trim_end_matches(';').trim();
-        assert_eq!(v.parse::<i64>().ok(), Some(*value), "{name}: header {value}, bindings {line}");
+        let v = line
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .trim()
+            .trim_end_matches(';')
+            .trim();
+        assert_eq!(
+            v.parse::<i64>().ok(),
+            Some(*value),
+            "{name}: header {value}, bindings {line}"
+        );
     }
 }

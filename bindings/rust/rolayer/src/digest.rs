@@ -33,7 +33,10 @@ impl Digest {
 
     /// A digest from the C library, which only hands out valid ones.
     pub(crate) fn from_library(s: String) -> Digest {
-        debug_assert!(check(&s).is_none(), "the library returned an invalid digest {s:?}");
+        debug_assert!(
+            check(&s).is_none(),
+            "the library returned an invalid digest {s:?}"
+        );
         Digest(s)
     }
 
@@ -76,9 +79,15 @@ fn check(s: &str) -> Option<String> {
         }
     };
     if hex.len() != want {
-        return Some(format!("a {algo} digest needs {want} hex characters, got {}", hex.len()));
+        return Some(format!(
+            "a {algo} digest needs {want} hex characters, got {}",
+            hex.len()
+        ));
     }
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Some("digest hex must be lowercase 0-9a-f".into());
     }
     None

@@ -157,14 +157,21 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with `message`.
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::InvalidArgument, message)
     }
 
-    pub(crate) fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Error {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Error {
         self.source = Some(source.into());
         self
     }
@@ -179,7 +186,10 @@ impl Error {
         if err.is_null() {
             let kind = match code {
                 sys::ROLAYER_EDIGEST => ErrorKind::Digest { diff_id: None },
-                sys::ROLAYER_ECORRUPT => ErrorKind::Corrupt { diff_id: None, path: None },
+                sys::ROLAYER_ECORRUPT => ErrorKind::Corrupt {
+                    diff_id: None,
+                    path: None,
+                },
                 sys::ROLAYER_EARCHIVE => ErrorKind::Archive { path: None },
                 sys::ROLAYER_EUNSAFE => ErrorKind::Unsafe { path: None },
                 sys::ROLAYER_EIO => ErrorKind::Io { errno: 0 },
@@ -191,15 +201,23 @@ impl Error {
         // SAFETY (all getters): err is a live error object; strings are copied before the free.
         let message = unsafe { opt_string(sys::rolayer_error_message(err)) }
             .unwrap_or_else(|| unsafe { strerror(code) });
-        let diff_id = || unsafe { opt_string(sys::rolayer_error_diff_id(err)) }.and_then(|s| s.parse().ok());
+        let diff_id =
+            || unsafe { opt_string(sys::rolayer_error_diff_id(err)) }.and_then(|s| s.parse().ok());
         let path = || unsafe { opt_string(sys::rolayer_error_path(err)) };
         let kind = match code {
             sys::ROLAYER_EDIGEST => ErrorKind::Digest { diff_id: diff_id() },
-            sys::ROLAYER_ECORRUPT => ErrorKind::Corrupt { diff_id: diff_id(), path: path() },
+            sys::ROLAYER_ECORRUPT => ErrorKind::Corrupt {
+                diff_id: diff_id(),
+                path: path(),
+            },
             sys::ROLAYER_EARCHIVE => ErrorKind::Archive { path: path() },
             sys::ROLAYER_EUNSAFE => ErrorKind::Unsafe { path: path() },
-            sys::ROLAYER_EIO => ErrorKind::Io { errno: unsafe { sys::rolayer_error_errno(err) } },
-            sys::ROLAYER_EUSER => ErrorKind::User { code: unsafe { sys::rolayer_error_user_code(err) } },
+            sys::ROLAYER_EIO => ErrorKind::Io {
+                errno: unsafe { sys::rolayer_error_errno(err) },
+            },
+            sys::ROLAYER_EUSER => ErrorKind::User {
+                code: unsafe { sys::rolayer_error_user_code(err) },
+            },
             other => simple_kind(other),
         };
         unsafe { sys::rolayer_error_free(err) };
@@ -228,7 +246,10 @@ impl Error {
 
     /// True when verification failed: [`ErrorKind::Digest`] or [`ErrorKind::Corrupt`].
     pub fn is_verification(&self) -> bool {
-        matches!(self.kind, ErrorKind::Digest { .. } | ErrorKind::Corrupt { .. })
+        matches!(
+            self.kind,
+            ErrorKind::Digest { .. } | ErrorKind::Corrupt { .. }
+        )
     }
 }
 
@@ -251,7 +272,9 @@ fn simple_kind(code: c_int) -> ErrorKind {
 /// Static text for a status code.
 unsafe fn strerror(code: c_int) -> String {
     // SAFETY: never NULL, static.
-    unsafe { CStr::from_ptr(sys::rolayer_strerror(code)) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sys::rolayer_strerror(code)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl fmt::Debug for Error {
@@ -273,7 +296,9 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -290,7 +315,11 @@ impl From<Error> for io::Error {
         };
         // The library's errors are sticky (a failed stream fails again), so never hand out
         // `Interrupted`, which `Read` users retry forever.
-        let kind = if kind == io::ErrorKind::Interrupted { io::ErrorKind::Other } else { kind };
+        let kind = if kind == io::ErrorKind::Interrupted {
+            io::ErrorKind::Other
+        } else {
+            kind
+        };
         io::Error::new(kind, err)
     }
 }

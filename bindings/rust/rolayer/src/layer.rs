@@ -54,8 +54,12 @@ pub struct Removed {
 impl<'s> Layer<'s> {
     /// # Safety
     /// `raw` is a new layer reference from `store` that nothing else owns.
-    pub(crate) unsafe fn from_raw(store: &'s Store, raw: *mut sys::rolayer_layer) -> Result<Layer<'s>> {
-        let raw = NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no layer"))?;
+    pub(crate) unsafe fn from_raw(
+        store: &'s Store,
+        raw: *mut sys::rolayer_layer,
+    ) -> Result<Layer<'s>> {
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no layer"))?;
         // SAFETY: raw is a live handle; the strings are borrowed from it and copied here.
         let (chain_id, diff_id, parent, depth) = unsafe {
             let p = raw.as_ptr();
@@ -123,7 +127,11 @@ impl<'s> Layer<'s> {
 
     fn get_i64(
         &self,
-        f: unsafe extern "C" fn(*const sys::rolayer_layer, *mut i64, *mut *mut sys::rolayer_error) -> i32,
+        f: unsafe extern "C" fn(
+            *const sys::rolayer_layer,
+            *mut i64,
+            *mut *mut sys::rolayer_error,
+        ) -> i32,
     ) -> Result<u64> {
         let mut v = 0i64;
         // SAFETY: a live handle and valid out-pointers.
@@ -144,7 +152,11 @@ impl<'s> Layer<'s> {
             )
         };
         let digest = Digest::parse(&digest?).ok()?;
-        Some(Descriptor { media_type: media_type.unwrap_or_default(), digest, size: u64::try_from(size).unwrap_or(0) })
+        Some(Descriptor {
+            media_type: media_type.unwrap_or_default(),
+            digest,
+            size: u64::try_from(size).unwrap_or(0),
+        })
     }
 
     /// The driver's metadata about this layer, as (key, value) pairs.
@@ -186,7 +198,9 @@ impl<'s> Layer<'s> {
     /// this layer's chain; the "exact" driver only gives the diff against the parent
     /// ([`Unsupported`](crate::ErrorKind::Unsupported) otherwise).
     pub fn tar_stream_from(&self, ancestor: Option<&ChainId>) -> Result<TarStream<'s>> {
-        let ancestor = ancestor.map(|a| c_string(a.as_str(), "the ancestor ChainID")).transpose()?;
+        let ancestor = ancestor
+            .map(|a| c_string(a.as_str(), "the ancestor ChainID"))
+            .transpose()?;
         let mut out = ptr::null_mut();
         // SAFETY: a live handle and valid pointers for the call.
         call(|err| unsafe {

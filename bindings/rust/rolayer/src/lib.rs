@@ -31,6 +31,26 @@
 //! freed; share a store between threads with `std::thread::scope` or an `Arc<Store>` and
 //! scoped work.
 //!
+//! A layer cannot outlive its store:
+//!
+//! ```compile_fail
+//! let layer = {
+//!     let store = rolayer::Store::open("/tmp/layers")?;
+//!     store.register_bytes(None, &[0u8; 1024])? // error: `store` does not live long enough
+//! };
+//! # Ok::<(), rolayer::Error>(())
+//! ```
+//!
+//! and a stream cannot be shared between threads (it can be moved):
+//!
+//! ```compile_fail
+//! fn shared<T: Sync>(_: &T) {}
+//! # fn f(layer: &rolayer::Layer<'_>) -> rolayer::Result<()> {
+//! let stream = layer.tar_stream()?;
+//! shared(&stream); // error: `NonNull<rolayer_tar_stream>` cannot be shared between threads
+//! # Ok(()) }
+//! ```
+//!
 //! # Panics in readers
 //! A reader given to [`Store::register`] runs inside a C callback. A panic there is caught
 //! before it reaches C, the registration is aborted (the library leaves nothing behind), and the
@@ -58,7 +78,9 @@ pub use rolayer_sys as sys;
 /// The version of the loaded library, `"MAJOR.MINOR.PATCH"`.
 pub fn version() -> &'static str {
     // SAFETY: a static NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(sys::rolayer_version_string()) }.to_str().unwrap_or("")
+    unsafe { std::ffi::CStr::from_ptr(sys::rolayer_version_string()) }
+        .to_str()
+        .unwrap_or("")
 }
 
 /// The loaded library's `ROLAYER_VERSION_NUMBER` (major * 10000 + minor * 100 + patch);

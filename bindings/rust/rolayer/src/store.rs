@@ -63,7 +63,11 @@ impl StoreOptions {
     /// Opens (creating it if needed) the store rooted at `root`.
     pub fn open(&self, root: impl AsRef<Path>) -> Result<Store> {
         let root = path_c_string(root.as_ref())?;
-        let driver = self.driver.as_deref().map(|d| c_string(d, "the driver name")).transpose()?;
+        let driver = self
+            .driver
+            .as_deref()
+            .map(|d| c_string(d, "the driver name"))
+            .transpose()?;
         let opts = sys::rolayer_store_options {
             driver: opt_ptr(driver.as_ref()),
             busy_timeout_ms: self.busy_timeout_ms,
@@ -133,7 +137,11 @@ pub struct Descriptor {
 impl Descriptor {
     /// A descriptor.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest, size }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+        }
     }
 }
 
@@ -155,7 +163,8 @@ impl Store {
     /// `raw` is a store handle from the library that nothing else owns.
     unsafe fn from_raw(raw: *mut sys::rolayer_store) -> Result<Store> {
         use std::os::unix::ffi::OsStrExt;
-        let raw = NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no store"))?;
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no store"))?;
         // SAFETY: raw is a live store; both strings are borrowed from it and copied at once.
         let (root, driver) = unsafe {
             let root = sys::rolayer_store_root(raw.as_ptr());
@@ -166,7 +175,11 @@ impl Store {
                 } else {
                     PathBuf::from(std::ffi::OsStr::from_bytes(CStr::from_ptr(root).to_bytes()))
                 },
-                if driver.is_null() { String::new() } else { CStr::from_ptr(driver).to_string_lossy().into_owned() },
+                if driver.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(driver).to_string_lossy().into_owned()
+                },
             )
         };
         Ok(Store { raw, root, driver })
@@ -216,13 +229,25 @@ impl Store {
         reader: R,
         options: &RegisterOptions,
     ) -> Result<Layer<'_>> {
-        let mut state = ReadState { reader, error: None, panic: None };
+        let mut state = ReadState {
+            reader,
+            error: None,
+            panic: None,
+        };
         let state_ptr = (&mut state as *mut ReadState<R>).cast::<c_void>();
         let result = self.register_raw(parent, options, |out, store, parent, opts, err| {
             // SAFETY: state outlives the call and nothing else touches it during it;
             // read_trampoline::<R> matches the type behind state_ptr.
             unsafe {
-                sys::rolayer_register_ext(out, store, parent, Some(read_trampoline::<R>), state_ptr, opts, err)
+                sys::rolayer_register_ext(
+                    out,
+                    store,
+                    parent,
+                    Some(read_trampoline::<R>),
+                    state_ptr,
+                    opts,
+                    err,
+                )
             }
         });
         if let Some(payload) = state.panic {
@@ -240,20 +265,38 @@ impl Store {
 
     /// Registers a layer from bytes in memory.
     pub fn register_bytes(&self, parent: Option<&ChainId>, data: &[u8]) -> Result<Layer<'_>> {
-        self.register_raw(parent, &RegisterOptions::new(), |out, store, parent, opts, err| {
-            // SAFETY: data is valid for data.len() bytes during the call.
-            unsafe { sys::rolayer_register_memory(out, store, parent, data.as_ptr(), data.len(), opts, err) }
-        })
+        self.register_raw(
+            parent,
+            &RegisterOptions::new(),
+            |out, store, parent, opts, err| {
+                // SAFETY: data is valid for data.len() bytes during the call.
+                unsafe {
+                    sys::rolayer_register_memory(
+                        out,
+                        store,
+                        parent,
+                        data.as_ptr(),
+                        data.len(),
+                        opts,
+                        err,
+                    )
+                }
+            },
+        )
     }
 
     /// Registers a layer read from an open file descriptor to its end (the descriptor is
     /// borrowed, not closed), without a callback per read.
     pub fn register_fd(&self, parent: Option<&ChainId>, fd: impl AsFd) -> Result<Layer<'_>> {
         let fd = fd.as_fd();
-        self.register_raw(parent, &RegisterOptions::new(), |out, store, parent, opts, err| {
-            // SAFETY: fd stays open during the call (borrowed).
-            unsafe { sys::rolayer_register_fd(out, store, parent, fd.as_raw_fd(), opts, err) }
-        })
+        self.register_raw(
+            parent,
+            &RegisterOptions::new(),
+            |out, store, parent, opts, err| {
+                // SAFETY: fd stays open during the call (borrowed).
+                unsafe { sys::rolayer_register_fd(out, store, parent, fd.as_raw_fd(), opts, err) }
+            },
+        )
     }
 
     fn register_raw(
@@ -268,12 +311,15 @@ impl Store {
             *mut *mut sys::rolayer_error,
         ) -> c_int,
     ) -> Result<Layer<'_>> {
-        let parent = parent.map(|p| c_string(p.as_str(), "the parent ChainID")).transpose()?;
+        let parent = parent
+            .map(|p| c_string(p.as_str(), "the parent ChainID"))
+            .transpose()?;
         let (media_type, digest, size) = match &options.descriptor {
             Some(d) => (
                 Some(c_string(&d.media_type, "the descriptor's media type")?),
                 Some(c_string(d.digest.as_str(), "the descriptor's digest")?),
-                i64::try_from(d.size).map_err(|_| Error::invalid("the descriptor's size is too large"))?,
+                i64::try_from(d.size)
+                    .map_err(|_| Error::invalid("the descriptor's size is too large"))?,
             ),
             None => (None, None, 0),
         };
@@ -284,7 +330,15 @@ impl Store {
             ..sys::rolayer_register_options::INIT
         };
         let mut out = ptr::null_mut();
-        call(|err| f(&mut out, self.as_ptr(), opt_ptr(parent.as_ref()), &opts, err))?;
+        call(|err| {
+            f(
+                &mut out,
+                self.as_ptr(),
+                opt_ptr(parent.as_ref()),
+                &opts,
+                err,
+            )
+        })?;
         // SAFETY: success gives a new layer reference that we own.
         unsafe { Layer::from_raw(self, out) }
     }
@@ -325,7 +379,9 @@ impl Store {
         let id = c_string(chain_id.as_str(), "the ChainID")?;
         let mut removed = ptr::null_mut();
         // SAFETY: valid pointers for the call.
-        call(|err| unsafe { sys::rolayer_store_unretain(self.as_ptr(), id.as_ptr(), &mut removed, err) })?;
+        call(|err| unsafe {
+            sys::rolayer_store_unretain(self.as_ptr(), id.as_ptr(), &mut removed, err)
+        })?;
         // SAFETY: a report we own.
         Ok(unsafe { take_removed(removed) })
     }
@@ -335,7 +391,9 @@ impl Store {
         let id = c_string(chain_id.as_str(), "the ChainID")?;
         let mut n = 0i64;
         // SAFETY: valid pointers for the call.
-        call(|err| unsafe { sys::rolayer_store_retained(self.as_ptr(), id.as_ptr(), &mut n, err) })?;
+        call(|err| unsafe {
+            sys::rolayer_store_retained(self.as_ptr(), id.as_ptr(), &mut n, err)
+        })?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
@@ -350,7 +408,10 @@ impl Drop for Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("root", &self.root).field("driver", &self.driver).finish()
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("driver", &self.driver)
+            .finish()
     }
 }
 

@@ -38,8 +38,12 @@ impl TarStream<'_> {
     /// # Safety
     /// `raw` is a new stream from the library that nothing else owns.
     pub(crate) unsafe fn from_raw<'s>(raw: *mut sys::rolayer_tar_stream) -> Result<TarStream<'s>> {
-        let raw = NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no stream"))?;
-        Ok(TarStream { raw, _store: PhantomData })
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::invalid("the library returned no stream"))?;
+        Ok(TarStream {
+            raw,
+            _store: PhantomData,
+        })
     }
 
     /// Reads into `buf`, with the library's [`Error`] rather than an `io::Error`:
@@ -49,7 +53,13 @@ impl TarStream<'_> {
         // SAFETY: a live stream used by this thread only (&mut self); buf is writable for its
         // length; n is valid.
         call(|err| unsafe {
-            sys::rolayer_tar_stream_read(self.raw.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut n, err)
+            sys::rolayer_tar_stream_read(
+                self.raw.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut n,
+                err,
+            )
         })?;
         Ok(n.min(buf.len()))
     }

@@ -39,7 +39,8 @@ pub(crate) fn c_string(s: &str, what: &str) -> Result<CString> {
 
 pub(crate) fn path_c_string(p: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::invalid("the path contains a NUL byte"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("the path contains a NUL byte"))
 }
 
 /// A pointer to `s`, or NULL for None.

@@ -15,13 +15,28 @@ fn ids(removed: &[rolayer::Removed]) -> Vec<&ChainId> {
 fn cascade(driver: &str) {
     let dir = tempdir();
     let store = open(dir.path(), driver);
-    let l1 = store.register_bytes(None, &tar_of(&[("a", b"one")])).unwrap();
-    let l2 = store.register_bytes(Some(l1.chain_id()), &tar_of(&[("b", b"two!")])).unwrap();
-    let l3a = store.register_bytes(Some(l2.chain_id()), &tar_of(&[("c", b"three-a")])).unwrap();
-    let l3b = store.register_bytes(Some(l2.chain_id()), &tar_of(&[("c", b"three-b..")])).unwrap();
-    let (id1, id2, id3a, id3b) =
-        (l1.chain_id().clone(), l2.chain_id().clone(), l3a.chain_id().clone(), l3b.chain_id().clone());
-    assert_eq!((l1.depth(), l2.depth(), l3a.depth(), l3b.depth()), (1, 2, 3, 3));
+    let l1 = store
+        .register_bytes(None, &tar_of(&[("a", b"one")]))
+        .unwrap();
+    let l2 = store
+        .register_bytes(Some(l1.chain_id()), &tar_of(&[("b", b"two!")]))
+        .unwrap();
+    let l3a = store
+        .register_bytes(Some(l2.chain_id()), &tar_of(&[("c", b"three-a")]))
+        .unwrap();
+    let l3b = store
+        .register_bytes(Some(l2.chain_id()), &tar_of(&[("c", b"three-b..")]))
+        .unwrap();
+    let (id1, id2, id3a, id3b) = (
+        l1.chain_id().clone(),
+        l2.chain_id().clone(),
+        l3a.chain_id().clone(),
+        l3b.chain_id().clone(),
+    );
+    assert_eq!(
+        (l1.depth(), l2.depth(), l3a.depth(), l3b.depth()),
+        (1, 2, 3, 3)
+    );
     assert_eq!(l3a.parent(), Some(&id2));
     assert_eq!(listed(&store).len(), 4);
 
@@ -36,9 +51,17 @@ fn cascade(driver: &str) {
     // The last child goes, then its parent, then the base: child first.
     let removed = l3b.release().unwrap();
     assert_eq!(ids(&removed), [&id3b, &id2, &id1]);
-    assert_eq!(removed.iter().map(|r| r.diff_size).collect::<Vec<_>>(), [9, 4, 3]);
-    assert_eq!(removed.iter().map(|r| r.size).collect::<Vec<_>>(), [16, 7, 3]);
-    assert!(removed.iter().all(|r| r.diff_id.as_digest().algorithm() == "sha256"));
+    assert_eq!(
+        removed.iter().map(|r| r.diff_size).collect::<Vec<_>>(),
+        [9, 4, 3]
+    );
+    assert_eq!(
+        removed.iter().map(|r| r.size).collect::<Vec<_>>(),
+        [16, 7, 3]
+    );
+    assert!(removed
+        .iter()
+        .all(|r| r.diff_id.as_digest().algorithm() == "sha256"));
     assert!(store.list().unwrap().is_empty());
     assert!(store.get(&id1).unwrap_err().is_not_found());
 }
@@ -59,7 +82,9 @@ fn drop_releases_like_release() {
     let store = open(dir.path(), "exact");
     {
         let base = store.register_bytes(None, &tar_of(&[("a", b"x")])).unwrap();
-        let _child = store.register_bytes(Some(base.chain_id()), &tar_of(&[("b", b"y")])).unwrap();
+        let _child = store
+            .register_bytes(Some(base.chain_id()), &tar_of(&[("b", b"y")]))
+            .unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
     }
     assert!(store.list().unwrap().is_empty());
@@ -70,7 +95,9 @@ fn restore_after_reopen_with_retain() {
     let dir = tempdir();
     let (id1, id2, tar2) = {
         let store = open(dir.path(), "exact");
-        let l1 = store.register_bytes(None, &tar_of(&[("etc/os-release", b"ID=test\n")])).unwrap();
+        let l1 = store
+            .register_bytes(None, &tar_of(&[("etc/os-release", b"ID=test\n")]))
+            .unwrap();
         let tar2 = tar_of(&[("usr/bin/tool", b"#!/bin/sh\necho hi\n")]);
         let l2 = store.register_bytes(Some(l1.chain_id()), &tar2).unwrap();
         store.retain(l2.chain_id()).unwrap();
@@ -116,7 +143,10 @@ fn unretain_deletes_and_reports() {
     assert!(store.unretain(&id).unwrap().is_empty());
     assert_eq!(ids(&store.unretain(&id).unwrap()), [&id]);
     let err = store.unretain(&id).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::NotRetained | ErrorKind::NotFound), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::NotRetained | ErrorKind::NotFound),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -140,7 +170,13 @@ fn same_tar_twice() {
     assert_eq!(a.diff_id(), b.diff_id());
     assert_eq!(store.list().unwrap(), [a.chain_id().clone()]);
     // Nothing of the duplicate stays behind: one stored copy.
-    assert_eq!(files_under(&dir.path().join("exact")).iter().filter(|p| p.ends_with("layer.tar")).count(), 1);
+    assert_eq!(
+        files_under(&dir.path().join("exact"))
+            .iter()
+            .filter(|p| p.ends_with("layer.tar"))
+            .count(),
+        1
+    );
     let id = a.chain_id().clone();
     assert!(a.release().unwrap().is_empty());
     assert_eq!(export(&b), tar);
@@ -157,7 +193,10 @@ fn same_tar_twice() {
 
 /// The only layer.tar under <root>/exact.
 fn stored_tar(root: &std::path::Path) -> std::path::PathBuf {
-    let files: Vec<_> = files_under(&root.join("exact")).into_iter().filter(|p| p.ends_with("layer.tar")).collect();
+    let files: Vec<_> = files_under(&root.join("exact"))
+        .into_iter()
+        .filter(|p| p.ends_with("layer.tar"))
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files.into_iter().next().unwrap()
 }
@@ -185,7 +224,10 @@ fn verification_fails_after_modifying_stored_data() {
     }
     assert!(err.is_verification());
     assert!(
-        err.message().contains(&format!("could not verify layer data for: {}", layer.diff_id())),
+        err.message().contains(&format!(
+            "could not verify layer data for: {}",
+            layer.diff_id()
+        )),
         "{}",
         err.message()
     );
@@ -201,22 +243,39 @@ fn verification_fails_after_modifying_stored_data() {
             Err(e) => break e,
         }
     };
-    assert_eq!(got, stored, "the bytes before the error are the stored ones");
+    assert_eq!(
+        got, stored,
+        "the bytes before the error are the stored ones"
+    );
     assert_eq!(io_err.kind(), io::ErrorKind::InvalidData);
-    let inner = io_err.get_ref().and_then(|e| e.downcast_ref::<rolayer::Error>()).expect("a rolayer::Error inside");
-    assert!(matches!(inner.kind(), ErrorKind::Digest { .. }), "{inner:?}");
+    let inner = io_err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rolayer::Error>())
+        .expect("a rolayer::Error inside");
+    assert!(
+        matches!(inner.kind(), ErrorKind::Digest { .. }),
+        "{inner:?}"
+    );
     // The error is sticky.
     let again = stream.read(&mut buf).unwrap_err();
     assert_eq!(again.kind(), io::ErrorKind::InvalidData);
     // And read_to_end reports it too; into_inner gives the rolayer::Error back.
     let mut v = Vec::new();
     let e = layer.tar_stream().unwrap().read_to_end(&mut v).unwrap_err();
-    let owned = e.into_inner().unwrap().downcast::<rolayer::Error>().unwrap();
+    let owned = e
+        .into_inner()
+        .unwrap()
+        .downcast::<rolayer::Error>()
+        .unwrap();
     assert!(matches!(owned.kind(), ErrorKind::Digest { .. }));
 
     // The unverified diff against the parent is the driver's bytes, no check.
     let mut raw = Vec::new();
-    layer.tar_stream_from(None).unwrap().read_to_end(&mut raw).unwrap();
+    layer
+        .tar_stream_from(None)
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
     assert_eq!(raw, stored);
 }
 
@@ -224,10 +283,15 @@ fn verification_fails_after_modifying_stored_data() {
 fn deleting_stored_data_is_an_error() {
     let dir = tempdir();
     let store = open(dir.path(), "exact");
-    let layer = store.register_bytes(None, &tar_of(&[("f", b"data")])).unwrap();
+    let layer = store
+        .register_bytes(None, &tar_of(&[("f", b"data")]))
+        .unwrap();
     fs::remove_file(stored_tar(dir.path())).unwrap();
     let err = layer.verify().unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Corrupt { .. } | ErrorKind::Io { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::Corrupt { .. } | ErrorKind::Io { .. }),
+        "{err:?}"
+    );
     let io_err = io::Error::from(err);
     assert!(io_err.get_ref().unwrap().is::<rolayer::Error>());
 }
@@ -239,7 +303,9 @@ fn sizes(driver: &str) {
     let l1 = store.register_bytes(None, &tar1).unwrap();
     let tar2 = tar_of(&[("c", &[2u8; 70000][..])]);
     let l2 = store.register_bytes(Some(l1.chain_id()), &tar2).unwrap();
-    let l3 = store.register_bytes(Some(l2.chain_id()), &empty_tar()).unwrap();
+    let l3 = store
+        .register_bytes(Some(l2.chain_id()), &empty_tar())
+        .unwrap();
     assert_eq!(l1.diff_size().unwrap(), 1005);
     assert_eq!(l1.size().unwrap(), 1005);
     assert_eq!(l2.diff_size().unwrap(), 70000);
@@ -273,7 +339,9 @@ fn empty_layer() {
     assert_eq!(empty.diff_size().unwrap(), 0);
     assert_eq!(empty.size().unwrap(), 0);
     assert_eq!(export(&empty), empty_tar());
-    let on_empty = store.register(Some(empty.chain_id()), &empty_tar()[..]).unwrap();
+    let on_empty = store
+        .register(Some(empty.chain_id()), &empty_tar()[..])
+        .unwrap();
     assert_eq!(on_empty.chain_id().as_str(), EMPTY_ON_EMPTY_ID);
     assert_eq!(on_empty.diff_id().as_str(), EMPTY_ID);
     assert_eq!(on_empty.parent().map(|p| p.as_str()), Some(EMPTY_ID));
@@ -292,11 +360,17 @@ fn max_depth() {
         assert_eq!(top.depth(), depth);
     }
     assert_eq!(top.depth(), 125);
-    let err = store.register_bytes(Some(top.chain_id()), &tar).unwrap_err();
+    let err = store
+        .register_bytes(Some(top.chain_id()), &tar)
+        .unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::MaxDepth, "{err:?}");
     let err = store.register(Some(top.chain_id()), &tar[..]).unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::MaxDepth, "{err:?}");
-    assert_eq!(store.list().unwrap().len(), 125, "the failed registration left something behind");
+    assert_eq!(
+        store.list().unwrap().len(),
+        125,
+        "the failed registration left something behind"
+    );
     assert_eq!(top.release().unwrap().len(), 125);
     assert!(store.list().unwrap().is_empty());
 }
@@ -306,9 +380,21 @@ fn unknown_and_malformed_ids() {
     let dir = tempdir();
     let store = open(dir.path(), "exact");
     let missing = id(&format!("sha256:{}", "0".repeat(64)));
-    assert_eq!(*store.get(&missing).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(*store.register_bytes(Some(&missing), &empty_tar()).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(*"sha256:xyz".parse::<ChainId>().unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        *store.get(&missing).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        *store
+            .register_bytes(Some(&missing), &empty_tar())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        *"sha256:xyz".parse::<ChainId>().unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     let io_err: io::Error = store.get(&missing).unwrap_err().into();
     assert_eq!(io_err.kind(), io::ErrorKind::NotFound);
     assert!(store.list().unwrap().is_empty());
@@ -349,7 +435,11 @@ fn tar_stream_from_ancestors() {
     let child = store.register_bytes(Some(base.chain_id()), &tar2).unwrap();
     let other = store.register_bytes(None, &tar_of(&[("z", b"9")])).unwrap();
     let mut v = Vec::new();
-    child.tar_stream_from(Some(base.chain_id())).unwrap().read_to_end(&mut v).unwrap();
+    child
+        .tar_stream_from(Some(base.chain_id()))
+        .unwrap()
+        .read_to_end(&mut v)
+        .unwrap();
     assert_eq!(v, tar2);
     let err = child.tar_stream_from(Some(other.chain_id())).unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::NotAncestor, "{err:?}");
@@ -366,13 +456,19 @@ fn stream_keeps_its_layer_alive() {
     let tar = tar_of(&[("f", &[7u8; 5000][..])]);
     let layer = store.register_bytes(None, &tar).unwrap();
     let mut stream = layer.tar_stream().unwrap();
-    assert!(layer.release().unwrap().is_empty(), "the open stream holds a reference");
+    assert!(
+        layer.release().unwrap().is_empty(),
+        "the open stream holds a reference"
+    );
     assert_eq!(store.list().unwrap().len(), 1);
     let mut v = Vec::new();
     stream.read_to_end(&mut v).unwrap();
     assert_eq!(v, tar);
     drop(stream);
-    assert!(store.list().unwrap().is_empty(), "the stream's reference was the last");
+    assert!(
+        store.list().unwrap().is_empty(),
+        "the stream's reference was the last"
+    );
 }
 
 #[test]
@@ -404,8 +500,121 @@ fn store_accessors() {
         .open(dir.path())
         .unwrap();
     assert_eq!(store.driver(), "exact");
-    assert_eq!(fs::canonicalize(store.root()).unwrap(), fs::canonicalize(dir.path()).unwrap());
-    assert_eq!(rolayer::version_number(), rolayer::sys::ROLAYER_VERSION_NUMBER);
+    assert_eq!(
+        fs::canonicalize(store.root()).unwrap(),
+        fs::canonicalize(dir.path()).unwrap()
+    );
+    assert_eq!(
+        rolayer::version_number(),
+        rolayer::sys::ROLAYER_VERSION_NUMBER
+    );
     assert!(rolayer::version().starts_with("0.1."));
     assert!(format!("{store:?}").contains("exact"));
+}
+
+#[test]
+fn verification_fails_after_modifying_a_file_in_a_dir_store() {
+    let dir = tempdir();
+    let store = open(dir.path(), "dir");
+    let payload = b"root:x:0:0:root:/root:/bin/sh\n";
+    let tar = tar_of(&[("etc/hostname", b"box\n"), ("etc/passwd", payload)]);
+    let layer = store.register_bytes(None, &tar).unwrap();
+    layer.verify().unwrap();
+
+    // The stored copy of etc/passwd, found by its content.
+    let stored: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| p.ends_with("passwd") && fs::read(p).map(|c| c == payload).unwrap_or(false))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut changed = payload.to_vec();
+    changed[0] ^= 0x20;
+    fs::write(&stored[0], &changed).unwrap();
+
+    let err = layer.verify().unwrap_err();
+    match err.kind() {
+        // As moby's "file integrity checksum failed for <path>", naming the entry.
+        ErrorKind::Corrupt { path, diff_id, .. } => {
+            assert_eq!(path.as_deref(), Some("etc/passwd"), "{err:?}");
+            assert_eq!(diff_id.as_ref(), Some(layer.diff_id()));
+        }
+        other => panic!("verify: {other:?}"),
+    }
+    assert!(err.is_verification());
+    let mut v = Vec::new();
+    let io_err = layer.tar_stream().unwrap().read_to_end(&mut v).unwrap_err();
+    assert_eq!(io_err.kind(), io::ErrorKind::InvalidData);
+    assert!(io_err
+        .get_ref()
+        .unwrap()
+        .downcast_ref::<rolayer::Error>()
+        .unwrap()
+        .is_verification());
+}
+
+#[test]
+fn dir_flattened_and_partial_diffs() {
+    let dir = tempdir();
+    let store = open(dir.path(), "dir");
+    let base = store.register_bytes(None, &tar_of(&[("a", b"1")])).unwrap();
+    let mid = store
+        .register_bytes(Some(base.chain_id()), &tar_of(&[("b", b"22")]))
+        .unwrap();
+    let top = store
+        .register_bytes(Some(mid.chain_id()), &tar_of(&[("c", b"333")]))
+        .unwrap();
+    let names = |s: rolayer::TarStream<'_>| -> Vec<String> {
+        let mut a = tar::Archive::new(s);
+        let mut v: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(top.tar_stream_from(None).unwrap()), ["a", "b", "c"]);
+    assert_eq!(
+        names(top.tar_stream_from(Some(base.chain_id())).unwrap()),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(top.tar_stream_from(Some(mid.chain_id())).unwrap()),
+        ["c"]
+    );
+    let other = store.register_bytes(None, &tar_of(&[("z", b"9")])).unwrap();
+    assert_eq!(
+        *top.tar_stream_from(Some(other.chain_id()))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotAncestor
+    );
+}
+
+#[test]
+fn a_second_open_is_busy_until_the_first_store_is_dropped() {
+    let dir = tempdir();
+    let first = open(dir.path(), "exact");
+    let layer = first.register_bytes(None, &empty_tar()).unwrap();
+    first.retain(layer.chain_id()).unwrap();
+    let no_wait = || {
+        rolayer::StoreOptions::new()
+            .driver("exact")
+            .busy_timeout(std::time::Duration::ZERO)
+            .open(dir.path())
+    };
+    let err = no_wait().unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Busy, "{err:?}");
+    assert_eq!(io::Error::from(err).kind(), io::ErrorKind::ResourceBusy);
+    drop(layer); // a Layer cannot outlive its Store: it must go first
+    drop(first);
+    let second = no_wait().unwrap();
+    assert_eq!(second.list().unwrap().len(), 1);
 }

@@ -21,7 +21,10 @@ impl Read for FailingReader {
         if n > 0 {
             return Ok(n);
         }
-        Err(self.err.take().unwrap_or_else(|| io::Error::other("read after failure")))
+        Err(self
+            .err
+            .take()
+            .unwrap_or_else(|| io::Error::other("read after failure")))
     }
 }
 
@@ -32,10 +35,16 @@ fn failing_reader_aborts_with_its_error_as_source() {
     let tar = tar_of(&[("file", &[1u8; 4000][..])]);
     let reader = FailingReader {
         data: io::Cursor::new(tar[..1536].to_vec()),
-        err: Some(io::Error::new(io::ErrorKind::ConnectionReset, "registry went away")),
+        err: Some(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "registry went away",
+        )),
     };
     let err = store.register(None, reader).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::User { code, .. } if *code != 0), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::User { code, .. } if *code != 0),
+        "{err:?}"
+    );
     assert_eq!(err.code(), rolayer::sys::ROLAYER_EUSER);
     let src = err.source().expect("the reader's error is the source");
     let io_src = src.downcast_ref::<io::Error>().expect("an io::Error");
@@ -45,7 +54,11 @@ fn failing_reader_aborts_with_its_error_as_source() {
     // Into io::Error: the reader's kind, the rolayer::Error inside, the reader's error below it.
     let io_err = io::Error::from(err);
     assert_eq!(io_err.kind(), io::ErrorKind::ConnectionReset);
-    let inner = io_err.get_ref().unwrap().downcast_ref::<rolayer::Error>().unwrap();
+    let inner = io_err
+        .get_ref()
+        .unwrap()
+        .downcast_ref::<rolayer::Error>()
+        .unwrap();
     assert!(matches!(inner.kind(), ErrorKind::User { .. }));
     assert!(inner.source().unwrap().is::<io::Error>());
     // Nothing left behind; the store still works.
@@ -87,7 +100,12 @@ fn panicking_reader_is_resumed_after_the_call() {
     let store = open(dir.path(), "exact");
     let tar = tar_of(&[("file", &[3u8; 2000][..])]);
     let result = panic::catch_unwind(panic::AssertUnwindSafe(|| {
-        store.register(None, PanickingReader { data: io::Cursor::new(tar[..1024].to_vec()) })
+        store.register(
+            None,
+            PanickingReader {
+                data: io::Cursor::new(tar[..1024].to_vec()),
+            },
+        )
     }));
     let payload = result.expect_err("the panic comes back to the caller");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"reader exploded"));
@@ -108,8 +126,12 @@ fn panic_with_a_string_payload_on_first_read() {
             panic!("formatted {n}");
         }
     }
-    let payload = panic::catch_unwind(panic::AssertUnwindSafe(|| store.register(None, Boom))).unwrap_err();
-    assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("formatted 42"));
+    let payload =
+        panic::catch_unwind(panic::AssertUnwindSafe(|| store.register(None, Boom))).unwrap_err();
+    assert_eq!(
+        payload.downcast_ref::<String>().map(String::as_str),
+        Some("formatted 42")
+    );
     assert!(store.list().unwrap().is_empty());
 }
 
@@ -134,7 +156,15 @@ impl Read for Stuttering {
 fn interrupted_and_tiny_reads_are_fine() {
     let dir = tempdir();
     let store = open(dir.path(), "exact");
-    let layer = store.register(None, Stuttering { data: io::Cursor::new(empty_tar()), interrupt: false }).unwrap();
+    let layer = store
+        .register(
+            None,
+            Stuttering {
+                data: io::Cursor::new(empty_tar()),
+                interrupt: false,
+            },
+        )
+        .unwrap();
     assert_eq!(layer.chain_id().as_str(), EMPTY_ID);
 }
 
@@ -150,7 +180,14 @@ fn a_reader_that_overreports_is_an_error() {
     }
     let err = store.register(None, Liar).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::User { .. }), "{err:?}");
-    assert_eq!(err.source().unwrap().downcast_ref::<io::Error>().unwrap().kind(), io::ErrorKind::InvalidData);
+    assert_eq!(
+        err.source()
+            .unwrap()
+            .downcast_ref::<io::Error>()
+            .unwrap()
+            .kind(),
+        io::ErrorKind::InvalidData
+    );
     assert!(store.list().unwrap().is_empty());
 }
 
@@ -177,7 +214,9 @@ fn malformed_archives() {
     let err = store.register(None, &bad[..]).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Archive { .. }), "{err:?}");
     assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidData);
-    let err = store.register_bytes(None, &tar_with_raw_name(b"../escape", b"x")).unwrap_err();
+    let err = store
+        .register_bytes(None, &tar_with_raw_name(b"../escape", b"x"))
+        .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Unsafe { .. }), "{err:?}");
     assert!(store.list().unwrap().is_empty());
 }

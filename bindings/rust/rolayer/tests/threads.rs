@@ -36,7 +36,9 @@ fn concurrent_register_export_release() {
     let dir = tempdir();
     let store = open(dir.path(), "exact");
     let shared_tar = tar_of(&[("shared", b"every thread registers this")]);
-    let base = store.register_bytes(None, &tar_of(&[("base", b"base layer")])).unwrap();
+    let base = store
+        .register_bytes(None, &tar_of(&[("base", b"base layer")]))
+        .unwrap();
     let barrier = Barrier::new(THREADS);
     thread::scope(|s| {
         for t in 0..THREADS {

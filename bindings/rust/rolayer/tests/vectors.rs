@@ -19,10 +19,15 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let text = fs::read_to_string(vectors_dir().join("vectors.tsv")).expect("tests/vectors/vectors.tsv");
+    let text =
+        fs::read_to_string(vectors_dir().join("vectors.tsv")).expect("tests/vectors/vectors.tsv");
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    assert_eq!(header, ["name", "input", "parent", "diff_id", "chain_id", "error"], "vectors.tsv columns");
+    assert_eq!(
+        header,
+        ["name", "input", "parent", "diff_id", "chain_id", "error"],
+        "vectors.tsv columns"
+    );
     lines
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
@@ -73,35 +78,86 @@ fn run_vectors(driver: &str) {
         let parent: Option<ChainId> = match row.parent.as_str() {
             "-" => None,
             p if p.starts_with("sha256:") => Some(id(p)),
-            p => Some(layers.get(p).unwrap_or_else(|| panic!("{}: no earlier row {p}", row.name)).chain_id().clone()),
+            p => Some(
+                layers
+                    .get(p)
+                    .unwrap_or_else(|| panic!("{}: no earlier row {p}", row.name))
+                    .chain_id()
+                    .clone(),
+            ),
         };
         // Exercise the three ways in: a Read through the callback, memory, a file descriptor.
         let result = match i % 3 {
-            0 => store.register(parent.as_ref(), fs::File::open(vectors_dir().join("data").join(&row.input)).unwrap()),
+            0 => store.register(
+                parent.as_ref(),
+                fs::File::open(vectors_dir().join("data").join(&row.input)).unwrap(),
+            ),
             1 => store.register_bytes(parent.as_ref(), &data),
-            _ => store.register_fd(parent.as_ref(), fs::File::open(vectors_dir().join("data").join(&row.input)).unwrap()),
+            _ => store.register_fd(
+                parent.as_ref(),
+                fs::File::open(vectors_dir().join("data").join(&row.input)).unwrap(),
+            ),
         };
         if row.error != "-" {
-            let err = result.err().unwrap_or_else(|| panic!("{} [{driver}]: registered, want {}", row.name, row.error));
-            assert_eq!(err.code(), code_of(&row.error), "{} [{driver}]: {err:?}, want {}", row.name, row.error);
+            let err = result.err().unwrap_or_else(|| {
+                panic!("{} [{driver}]: registered, want {}", row.name, row.error)
+            });
+            assert_eq!(
+                err.code(),
+                code_of(&row.error),
+                "{} [{driver}]: {err:?}, want {}",
+                row.name,
+                row.error
+            );
             if row.error == "ROLAYER_ENOTFOUND" {
                 assert_eq!(*err.kind(), ErrorKind::NotFound);
             }
             continue;
         }
         let layer = result.unwrap_or_else(|e| panic!("{} [{driver}]: {e:?}", row.name));
-        assert_eq!(layer.diff_id().as_str(), row.diff_id, "{} [{driver}]: DiffID", row.name);
-        assert_eq!(layer.chain_id().as_str(), row.chain_id, "{} [{driver}]: ChainID", row.name);
-        assert_eq!(layer.parent(), parent.as_ref(), "{} [{driver}]: parent", row.name);
-        assert_eq!(layer.stream_size().unwrap(), data.len() as u64, "{} [{driver}]: stream size", row.name);
+        assert_eq!(
+            layer.diff_id().as_str(),
+            row.diff_id,
+            "{} [{driver}]: DiffID",
+            row.name
+        );
+        assert_eq!(
+            layer.chain_id().as_str(),
+            row.chain_id,
+            "{} [{driver}]: ChainID",
+            row.name
+        );
+        assert_eq!(
+            layer.parent(),
+            parent.as_ref(),
+            "{} [{driver}]: parent",
+            row.name
+        );
+        assert_eq!(
+            layer.stream_size().unwrap(),
+            data.len() as u64,
+            "{} [{driver}]: stream size",
+            row.name
+        );
         let exported = export(&layer);
-        assert!(exported == data, "{} [{driver}]: export differs ({} bytes, want {})", row.name, exported.len(), data.len());
-        layer.verify().unwrap_or_else(|e| panic!("{} [{driver}]: verify: {e:?}", row.name));
+        assert!(
+            exported == data,
+            "{} [{driver}]: export differs ({} bytes, want {})",
+            row.name,
+            exported.len(),
+            data.len()
+        );
+        layer
+            .verify()
+            .unwrap_or_else(|e| panic!("{} [{driver}]: verify: {e:?}", row.name));
         expected_ids.insert(layer.chain_id().clone());
         layers.insert(row.name.clone(), layer);
     }
     // Failed rows left nothing behind.
-    assert_eq!(listed(&store).into_iter().collect::<BTreeSet<_>>(), expected_ids);
+    assert_eq!(
+        listed(&store).into_iter().collect::<BTreeSet<_>>(),
+        expected_ids
+    );
     // Children keep parents alive, so dropping in any order deletes everything in the end.
     drop(layers);
     assert!(store.list().unwrap().is_empty());

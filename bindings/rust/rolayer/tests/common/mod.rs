@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use rolayer::{ChainId, Store};
 
 /// The ChainID (= DiffID) of the empty layer, 1024 zero bytes.
-pub const EMPTY_ID: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+pub const EMPTY_ID: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 /// The ChainID of the empty layer on top of itself.
-pub const EMPTY_ON_EMPTY_ID: &str = "sha256:170b376f64fb30995c140276be3d71dfb256b308d86183ca3b22aa93a79ad548";
+pub const EMPTY_ON_EMPTY_ID: &str =
+    "sha256:170b376f64fb30995c140276be3d71dfb256b308d86183ca3b22aa93a79ad548";
 
 /// The empty layer: the end-of-archive blocks and nothing else.
 pub fn empty_tar() -> Vec<u8> {
@@ -51,7 +53,10 @@ pub fn tar_with_raw_name(name: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// A fresh temporary directory for a store.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("rolayer-rust-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("rolayer-rust-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Opens a store with `driver` in `dir`.
