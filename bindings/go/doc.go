@@ -12,9 +12,12 @@
 //
 // Register and Get return references, given back with Store.Release; the last reference of a
 // layer (references, children, persistent references) deletes it and releases its parent in
-// turn. A finalizer gives back a reference that was dropped without Release, but only as a
-// safety net: release explicitly. Map and Layer.Parent return descriptions that hold no
-// reference and never need Release, as the Docker engine's do.
+// turn. Map and Layer.Parent return descriptions that hold no reference and never need Release,
+// as the Docker engine's do.
+//
+// Finalizers are only a safety net: a reference or stream dropped without Release or Close has
+// its C handle freed by the garbage collector, but that deletes nothing (the layer stays, as
+// after a restart, until a Get+Release or Unretain deletes it). Release and Close explicitly.
 //
 // # Concurrency
 //

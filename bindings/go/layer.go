@@ -85,8 +85,8 @@ func (b *layerBase) Parent() Layer {
 	return b.parent
 }
 
-// layerRef is a reference: a C layer handle, given back by Store.Release (or, as a safety net,
-// by its finalizer).
+// layerRef is a reference: a C layer handle, given back by Store.Release (or, as a safety net
+// that deletes nothing, by its finalizer).
 type layerRef struct {
 	layerBase
 	mu sync.RWMutex // write-locked to release h; read-locked around every use of h
@@ -98,8 +98,31 @@ func (s *Store) newRef(h *C.rolayer_layer) *layerRef {
 	s.remember(in)
 	s.track(h)
 	r := &layerRef{layerBase: layerBase{s: s, info: in}, h: h}
-	runtime.SetFinalizer(r, func(r *layerRef) { r.release() })
+	runtime.SetFinalizer(r, (*layerRef).finalize)
 	return r
+}
+
+// finalize is the safety net for a reference dropped without Release: it frees the C handle
+// but deletes nothing (a deletion timed by the garbage collector would be a surprise, and its
+// []Metadata would be lost). The handle becomes the layer's pin (or is released when there is
+// one, which cannot delete), so the layer is as after a restart: kept, with one reference less.
+func (r *layerRef) finalize() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.h
+	if h == nil {
+		return
+	}
+	r.h = nil
+	s := r.s
+	if !s.gate.enter() {
+		return // Close freed it
+	}
+	defer s.gate.exit()
+	s.refMu.Lock()
+	s.adoptLocked(r.info, h)
+	s.refMu.Unlock()
+	s.untrack(h)
 }
 
 // use runs f with the handle, which stays valid (not released, store not closed) meanwhile.
@@ -154,7 +177,7 @@ func (r *layerRef) TarStream() (io.ReadCloser, error) {
 		if rc := C.rolayer_tar_stream_open(&out, h, &cerr); rc != 0 {
 			return verifyErr(fromC(rc, cerr), r.info.diffID)
 		}
-		st = r.s.newStream(out, r.info.diffID)
+		st = r.s.newStream(out, r.info.chainID, r.info.diffID)
 		return nil
 	})
 	if err != nil {
@@ -167,7 +190,7 @@ func (r *layerRef) TarStreamFrom(parent ChainID) (io.ReadCloser, error) {
 	var st *tarStream
 	err := r.use(func(h *C.rolayer_layer) error {
 		var err error
-		st, err = r.s.openFrom(h, parent, r.info.diffID)
+		st, err = r.s.openFrom(h, r.info.chainID, parent)
 		return err
 	})
 	if err != nil {
@@ -225,7 +248,7 @@ func (v *layerView) TarStream() (io.ReadCloser, error) {
 		if rc := C.rolayer_tar_stream_open(&out, h, &cerr); rc != 0 {
 			return verifyErr(fromC(rc, cerr), v.info.diffID)
 		}
-		st = v.s.newStream(out, v.info.diffID)
+		st = v.s.newStream(out, v.info.chainID, v.info.diffID)
 		return nil
 	})
 	if err != nil {
@@ -238,7 +261,7 @@ func (v *layerView) TarStreamFrom(parent ChainID) (io.ReadCloser, error) {
 	var st *tarStream
 	err := v.use(func(h *C.rolayer_layer) error {
 		var err error
-		st, err = v.s.openFrom(h, parent, v.info.diffID)
+		st, err = v.s.openFrom(h, v.info.chainID, parent)
 		return err
 	})
 	if err != nil {
@@ -268,7 +291,7 @@ func (v *layerView) Verify() error {
 	return err
 }
 
-func (s *Store) openFrom(h *C.rolayer_layer, parent ChainID, diffID DiffID) (*tarStream, error) {
+func (s *Store) openFrom(h *C.rolayer_layer, layer, parent ChainID) (*tarStream, error) {
 	var cparent *C.char
 	if parent != "" {
 		cparent = C.CString(string(parent))
@@ -279,7 +302,7 @@ func (s *Store) openFrom(h *C.rolayer_layer, parent ChainID, diffID DiffID) (*ta
 	if rc := C.rolayer_tar_stream_open_from(&out, h, cparent, &cerr); rc != 0 {
 		return nil, fromC(rc, cerr)
 	}
-	return s.newStream(out, ""), nil
+	return s.newStream(out, layer, ""), nil
 }
 
 func metadataOf(h *C.rolayer_layer) (map[string]string, error) {

@@ -32,6 +32,9 @@ import (
 // used. Ancestors whose parent is not known yet are looked at with a handle opened and released
 // at once, which is safe for the same reason (they have a child).
 //
+// The finalizers use pins too: a reference or a stream dropped without Release/Close gives its C
+// handle up without deleting anything (adoptLocked), as a restart would.
+//
 // Caveat: a stream keeps its layer alive (C semantics). If the last reference is released while
 // a stream is open, the stream's Close deletes the layer, unless a Map or Parent pinned it again
 // in between: then it stays until the next Release or Unretain in its chain, or the next Open.
@@ -188,4 +191,14 @@ func (s *Store) dropPinLocked(id ChainID) {
 		delete(s.pins, id)
 		C.rolayer_release(p.h, nil)
 	}
+}
+
+// adoptLocked takes over handle h of the layer in, without deleting anything: h becomes the
+// layer's pin, or is released when the layer has a pin already (which keeps it).
+func (s *Store) adoptLocked(in *layerInfo, h *C.rolayer_layer) {
+	if s.pins[in.chainID] == nil {
+		s.pins[in.chainID] = &pin{h: h, info: in}
+		return
+	}
+	C.rolayer_release(h, nil)
 }

@@ -23,6 +23,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, streamBufSize); retu
 // goroutine at a time, so every call takes mu; it may be used from many goroutines in turn.
 type tarStream struct {
 	s      *Store
+	layer  ChainID
 	diffID DiffID // "" for an unverified stream
 
 	mu     sync.Mutex
@@ -33,11 +34,33 @@ type tarStream struct {
 	err    error // sticky: io.EOF or the stream's error
 }
 
-func (s *Store) newStream(h *C.rolayer_tar_stream, diffID DiffID) *tarStream {
+func (s *Store) newStream(h *C.rolayer_tar_stream, layer ChainID, diffID DiffID) *tarStream {
 	s.trackStream(h)
-	t := &tarStream{s: s, diffID: diffID, h: h}
-	runtime.SetFinalizer(t, func(t *tarStream) { t.Close() })
+	t := &tarStream{s: s, layer: layer, diffID: diffID, h: h}
+	runtime.SetFinalizer(t, (*tarStream).finalize)
 	return t
+}
+
+// finalize is the safety net for a stream dropped without Close: it frees the C stream but,
+// like a reference's finalizer, deletes nothing (the layer is pinned first when it can be).
+func (t *tarStream) finalize() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.h
+	if t.closed || h == nil {
+		return
+	}
+	t.closed, t.h = true, nil
+	s := t.s
+	if !s.gate.enter() {
+		return
+	}
+	defer s.gate.exit()
+	s.refMu.Lock()
+	s.pinLocked(t.layer) // the stream holds the layer, so this finds it
+	C.rolayer_tar_stream_free(h)
+	s.refMu.Unlock()
+	s.untrackStream(h)
 }
 
 // fill reads from the C stream into p (len(p) > 0); mu is held.

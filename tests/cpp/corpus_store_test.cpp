@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "core/error.h"
@@ -25,6 +26,10 @@ int count_dir(const std::string& d) {
   closedir(dir);
   return n;
 }
+
+// Well-formed archives refused on purpose (see tests/c/test_conformance.c and docs/store.md):
+// the relative name "a:/../../file08" climbs above the root; the Docker engine refuses it too.
+const std::map<std::string, Code> kRefusedOnPurpose = {{"libarchive/test_patterns_4.tar", Code::Unsafe}};
 
 class CorpusStoreTest : public ::testing::TestWithParam<std::string> {};
 
@@ -49,7 +54,11 @@ TEST_P(CorpusStoreTest, RoundTripsOrRefuses) {
       code = e.code();
       msg = e.what();
     }
-    if (f.expect == "expected-fail") {
+    if (auto it = kRefusedOnPurpose.find(f.file); it != kRefusedOnPurpose.end()) {
+      EXPECT_EQ(code, it->second) << msg;
+      if (l) s->release(*l);
+      refused++;
+    } else if (f.expect == "expected-fail") {
       EXPECT_TRUE(code == Code::Archive || code == Code::Unsafe) << "code " << static_cast<int>(code) << " " << msg;
       EXPECT_FALSE(msg.empty());
       refused++;
@@ -72,8 +81,8 @@ TEST_P(CorpusStoreTest, RoundTripsOrRefuses) {
     EXPECT_EQ(count_dir(dir.path() + "/" + GetParam()), 0) << "driver data left behind";
     EXPECT_EQ(count_dir(dir.path() + "/tmp"), 0);
   }
-  EXPECT_EQ(well, 82);
-  EXPECT_EQ(refused, 13);
+  EXPECT_EQ(well, 82 - static_cast<int>(kRefusedOnPurpose.size()));
+  EXPECT_EQ(refused, 13 + static_cast<int>(kRefusedOnPurpose.size()));
 }
 
 // Flipping any one byte of a stored exact stream fails the export with the DiffID error.
@@ -87,7 +96,7 @@ TEST(CorpusTamper, ExactDriverEveryChangedByteIsCaught) {
   std::mt19937_64 rng(42);
   int trials = 0;
   for (const auto& f : corpus) {
-    if (f.expect != "well-formed" || f.data.size() > (4 << 20)) continue;
+    if (f.expect != "well-formed" || f.data.size() > (4 << 20) || kRefusedOnPurpose.count(f.file)) continue;
     MemSource src(f.data);
     auto l = s->register_layer("", src);
     std::string file = dir.path() + "/exact/" + l->node().cache_id + "/layer.tar";

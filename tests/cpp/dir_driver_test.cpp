@@ -257,7 +257,7 @@ std::map<std::string, Node> snapshot(const std::string& root) {
   std::map<ino_t, std::string> inodes;
   std::vector<std::string> paths;
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it)
-    paths.push_back(fs::relative(it->path(), root).string());
+    paths.push_back(it->path().lexically_relative(root).string());
   std::sort(paths.begin(), paths.end());
   for (auto& rel : paths) {
     std::string p = root + "/" + rel;

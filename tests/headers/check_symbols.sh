@@ -4,7 +4,7 @@ set -eu
 lib=$1
 inc=$2
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBR]$/ {print $3}' | sed 's/@.*//' | sort -u)
-declared=$(cat "$inc"/rolayer.h "$inc"/rolayer/*.h | grep -o 'ROLAYER_API[^(]*(' | sed -E 's/.*[ *]([a-z_0-9]+)\($/\1/' | sort -u)
+declared=$(cat "$inc"/rolayer.h "$inc"/rolayer/*.h | grep -v '^#' | grep -o 'ROLAYER_API[^(]*(' | sed -E 's/.*[ *]([a-z_0-9]+)\($/\1/' | sort -u)
 bad=0
 for s in $exported; do
   case "$s" in rolayer_*) ;; *) echo "exported symbol outside the rolayer_ prefix: $s"; bad=1;; esac

@@ -243,6 +243,8 @@ void mkdirs(const std::string& path, unsigned mode) {
 void write_all(int fd, const void* data, size_t len, const std::string& what) {
   const char* p = static_cast<const char*>(data);
   while (len > 0) {
+    // A signal interrupts a blocked write with a short count, not EINTR: look before writing on.
+    check_interrupted();
     ssize_t n = ::write(fd, p, len);
     if (n < 0) {
       if (errno == EINTR && !interrupted()) continue;

@@ -405,7 +405,7 @@ t_busy_store() {
   t1=$(date +%s%N)
   [ $(( (t1 - t0) / 1000000 )) -ge 400 ] || fail "--wait 0.5 did not wait"
   # A waiting command gets the store once the holder lets go.
-  R --wait 30 ls --json >"$WORK/waited.out" 2>"$WORK/waited.err" &
+  R --wait 30 ls --json >"$WORK/waited.out" 2>"$WORK/waited.err" 3>&- &
   local waiter=$!
   sleep 0.5
   exec 3>&-

@@ -156,11 +156,13 @@ class Applier final : public tar::ScanHandler {
   }
 
   // --- entry kinds ---
-  void apply_whiteout(const std::string& path, const tar::Entry& e, uint32_t occ);
+  void apply_whiteout(const std::string& path, const tar::Entry& e);
   void apply_dir(const std::string& path, const tar::Entry& e);
   void apply_hardlink(const std::string& path, const tar::Entry& e);
   void apply_other(const std::string& path, const tar::Entry& e);
-  void write_reloc_payload(const std::string& path, const tar::Entry& e, uint32_t occ);
+  // Counted after the target was cleared, so that a displaced earlier payload at the same
+  // path is recorded with its own occurrence number.
+  void write_reloc_payload(const std::string& path, const tar::Entry& e);
   void apply_fixups();
   void write_meta();
 
@@ -494,7 +496,8 @@ void Applier::copy_object(const LowerHit& src, int dparent, const std::string& d
     throw sys_error("cannot set times", what, errno);
 }
 
-void Applier::write_reloc_payload(const std::string& path, const tar::Entry& e, uint32_t occ) {
+void Applier::write_reloc_payload(const std::string& path, const tar::Entry& e) {
+  uint32_t occ = bump(path);
   std::string name = next_reloc_name();
   std::string abs = layer_.meta + "/" + kRelocDir + "/" + name;
   EntryHolder ae;
@@ -512,14 +515,14 @@ void Applier::write_reloc_payload(const std::string& path, const tar::Entry& e, 
   start_payload(e, path);
 }
 
-void Applier::apply_whiteout(const std::string& path, const tar::Entry& e, uint32_t occ) {
+void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
   ensure_parents(path);  // the engine creates a whiteout's parent directories too
   std::string target = tar::whiteout_target(path);
   if (tar::is_opaque_whiteout(path) || target.empty())
     own_.opaque.insert(target);  // ".wh." alone deletes its directory's content
   else
     own_.whiteouts.insert(target);
-  if (e.has_payload()) write_reloc_payload(path, e, occ);
+  if (e.has_payload()) write_reloc_payload(path, e);
 }
 
 void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
@@ -594,6 +597,7 @@ void Applier::apply_other(const std::string& path, const tar::Entry& e) {
   fill_entry(ae.get(), e, abs);
   check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
   if (e.has_payload()) {
+    bump(path);  // after clear_target: see write_reloc_payload
     set_live(path, true);
     start_payload(e, path);
   } else {
@@ -605,10 +609,8 @@ void Applier::on_entry(const tar::Entry& e) {
   finish_current();
   std::string path = checker_.check(e);
   const bool payload = e.has_payload();
-  uint32_t occ = 0;
   if (payload) {
     bytes_ += static_cast<int64_t>(e.real_size);
-    occ = bump(path);
     if (e.kind == tar::EntryKind::Sparse) {
       for (auto& f : e.sparse)
         if (f.offset > e.real_size || f.length > e.real_size - f.offset)
@@ -618,7 +620,7 @@ void Applier::on_entry(const tar::Entry& e) {
   if (owner_ && (e.uid < 0 || e.uid >= 0xFFFFFFFFLL || e.gid < 0 || e.gid >= 0xFFFFFFFFLL))
     throw Error(Code::Archive, "owner id out of range for '" + path + "'").with_path(path);
   if (path.empty()) {  // the root itself: only its payload, if any, is kept
-    if (payload) write_reloc_payload(path, e, occ);
+    if (payload) write_reloc_payload(path, e);
     return;
   }
   if (layer_.diff.size() + 1 + path.size() >= PATH_MAX)
@@ -628,7 +630,7 @@ void Applier::on_entry(const tar::Entry& e) {
     if (comps[i].substr(0, tar::kWhiteoutPrefix.size()) == tar::kWhiteoutPrefix)
       throw Error(Code::Archive, "entry below a whiteout name: '" + path + "'").with_path(path);
   if (tar::is_whiteout(path)) {
-    apply_whiteout(path, e, occ);
+    apply_whiteout(path, e);
     return;
   }
   switch (e.kind) {
