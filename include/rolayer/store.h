@@ -42,9 +42,11 @@ ROLAYER_API int rolayer_store_open(rolayer_store **out, const char *root, const 
 ROLAYER_API int rolayer_store_open_ext(rolayer_store **out, const char *root,
                                        const rolayer_store_options *opts, rolayer_error **err);
 /*
- * Close the store. Layer handles and streams still open become invalid: release or free them
- * first. Freeing a store with open handles releases nothing on disk (in-memory references are
- * simply dropped; persistent references stay). NULL is a no-op.
+ * Close the store and its lock. Freeing a store with open handles deletes nothing: in-memory
+ * references are simply dropped (persistent references stay). Handles and streams still open
+ * stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
+ * work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
+ * closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.
  */
 ROLAYER_API void rolayer_store_free(rolayer_store *store);
 /* The root directory (borrowed) and the driver name (borrowed). */

@@ -113,8 +113,10 @@ class DiffStream final : public ByteSource {
 
   ~DiffStream() override {
     if (w_) {
+      // Closing pads the entry being written with zeros and adds the end-of-archive blocks:
+      // discarded, costing CPU for the rest of that one entry only. (archive_write_fail would
+      // skip that but leaks libarchive's client filter in 3.6.)
       discard_ = true;
-      if (state_ != State::Done) archive_write_fail(w_);  // no padding for a half-written entry
       archive_write_free(w_);
     }
   }
@@ -307,9 +309,6 @@ class DiffStream final : public ByteSource {
         ch.provider = static_cast<uint16_t>(provider);
         ch.cut = cut || c;
         ch.opaque = emit_whiteouts_ && !cut && c;
-        // Layers above the provider only matter for their records; drop trailing ones that
-        // can contribute nothing (no content and no records below this path is cheap to
-        // keep, so they stay).
         ch.parts = std::move(cparts);
       }
       fr.children.push_back(std::move(ch));
