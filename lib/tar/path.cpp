@@ -31,6 +31,10 @@ std::string clean_path(std::string_view raw) {
     throw Error(Code::Archive, "tar entry name contains a NUL byte").with_path(std::string(raw));
   // Components of the result, as views into raw. Linear in the name's length.
   std::vector<std::string_view> parts;
+  // Absolute names are rooted at the layer, as the Docker engine's filepath.Clean does: ".." at
+  // the root of a rooted name stays at the root ("/../x" is "x"). A relative name that climbs
+  // above the root ("../x", "a/../../x") is refused.
+  const bool rooted = raw.front() == '/';
   size_t i = 0;
   const size_t n = raw.size();
   while (i < n) {
@@ -40,9 +44,14 @@ std::string clean_path(std::string_view raw) {
     if (c.empty() || c == ".") {
       // skip (this also drops leading slashes: absolute names are rooted at the layer)
     } else if (c == "..") {
-      if (parts.empty())
+      if (parts.empty()) {
+        if (rooted) {
+          i = j + 1;
+          continue;
+        }
         throw Error(Code::Unsafe, "tar entry name climbs above the layer root: " + std::string(raw))
             .with_path(std::string(raw));
+      }
       parts.pop_back();
     } else {
       parts.push_back(c);

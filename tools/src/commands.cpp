@@ -438,12 +438,13 @@ int cmd_verify(Globals& g, const Args& args) {
     int64_t size = 0;
   };
   std::vector<Target> targets;
-  int status = kOk;
+  bool damaged = false;  // exit 4 when any layer failed verification
+  int other = kOk;       // else the first other failure's exit code
   json results = json::array();
   auto report_error = [&](const std::string& what, const CliError& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "rolayer: verify: %s: %s\n", what.c_str(), e.what());
-    if (status == kOk || status == kNotFound) status = e.code() == kVerify ? kVerify : (status ? status : e.code());
+    if (other == kOk) other = e.code();
   };
 
   std::vector<std::string> ids;
@@ -533,16 +534,15 @@ int cmd_verify(Globals& g, const Args& args) {
       r["ok"] = false;
       r["error"] = msg;
       r["path"] = path ? json(path) : json(nullptr);
+      bad++;
       if (rc == ROLAYER_EDIGEST || rc == ROLAYER_ECORRUPT) {
-        bad++;
-        status = kVerify;
+        damaged = true;
         if (!as_json) {
           prog.clear();
           print_line(t.id + "  DAMAGED" + (path ? std::string("  path ") + path : std::string()) + ": " + msg);
         }
       } else {
-        bad++;
-        if (status == kOk || status == kNotFound) status = exit_code_for(rc) == kOk ? kFailure : exit_code_for(rc);
+        if (other == kOk) other = exit_code_for(rc);
         if (!as_json) {
           prog.clear();
           print_line(t.id + "  ERROR: " + msg);
@@ -556,7 +556,7 @@ int cmd_verify(Globals& g, const Args& args) {
   flush_stdout();
   if (!g.quiet)
     std::fprintf(stderr, "rolayer: verified %zu layer(s): %zu ok, %zu failed\n", ok + bad, ok, bad);
-  return status;
+  return damaged ? kVerify : other;
 }
 
 }  // namespace cli

@@ -21,17 +21,25 @@ extern "C" void on_signal(int sig) { g_interrupted = sig; }
 }  // namespace
 
 void install_signal_handlers() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocked read or write returns EINTR and we stop cleanly
+  // No SA_RESTART: a blocked read or write returns and we stop cleanly. SA_RESETHAND: the first
+  // signal asks for a clean stop; a second one (while a long library call finishes) kills at once.
+  sa.sa_flags = SA_RESETHAND;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     // A signal the caller ignores (nohup, a background job of a script) stays ignored.
     struct sigaction old;
     if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
     sigaction(sig, &sa, nullptr);
   }
+}
+
+void ignore_sigpipe() {
   // A closed pipe is reported as a write error (EPIPE), not a silent death.
   std::signal(SIGPIPE, SIG_IGN);
 }
@@ -132,6 +140,9 @@ StorePtr open_store(const Globals& g) {
       msg += " (choose it with --driver NAME or ROLAYER_DRIVER)";
     throw CliError(exit_code_for(rc), "cannot open the store at " + root + ": " + msg);
   }
+  // From here on there is something to clean up (temporary files, handles): catch the signals.
+  // Until now a signal simply ends the process (waiting for a busy store, for instance).
+  install_signal_handlers();
   return StorePtr(s);
 }
 

@@ -71,7 +71,8 @@ class Err {
 
 // --- interruption -----------------------------------------------------------------------------
 extern volatile std::sig_atomic_t g_interrupted;
-void install_signal_handlers();
+void install_signal_handlers();  // done by open_store()
+void ignore_sigpipe();
 inline bool interrupted() { return g_interrupted != 0; }
 void check_interrupted();  // throws interrupted_error() when a signal came
 CliError interrupted_error();  // exit 128 + the signal, "interrupted"

@@ -317,7 +317,8 @@ Descriptor parse_descriptor(const json& j, const std::string& what) {
 }
 
 // Reads a small blob and checks it against its descriptor.
-std::string read_blob(ImageSource& src, const Descriptor& d, const std::string& what) {
+std::string read_blob(ImageSource& src, const Descriptor& d, const std::string& what_in) {
+  std::string what = src.describe() + ": " + what_in;
   std::string path = blob_path(d.digest);
   if (!src.exists(path)) throw CliError(kNotFound, what + " " + d.digest + ": blob missing (" + path + ")");
   if (d.size > static_cast<int64_t>(kMaxJson)) throw CliError(kBadInput, what + " " + d.digest + ": too large");

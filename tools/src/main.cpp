@@ -242,7 +242,7 @@ void print_command_help(const Command& c) {
 }  // namespace cli
 
 int main(int argc, char** argv) {
-  cli::install_signal_handlers();
+  cli::ignore_sigpipe();
   int code;
   try {
     code = cli::run(argc, argv);

@@ -99,8 +99,10 @@ void Progress::draw(bool force) {
   std::string label = label_;
   int bar_width = 0;
   if (total_ >= 0) {
-    bar_width = cols - static_cast<int>(label.size()) - static_cast<int>(tail.size()) - 5;
-    bar_width = std::min(bar_width, 40);
+    // A steady bar: room is reserved for the longest tail ("100%  999.9 MiB / 999.9 MiB
+    // 999.9 MiB/s  ETA 59:59"), so the bar does not jump as the numbers grow.
+    constexpr int kTailRoom = 50;
+    bar_width = std::min(30, cols - static_cast<int>(label.size()) - 4 - kTailRoom);
     if (bar_width < 10) bar_width = 0;
   }
   std::string line = label;

@@ -183,12 +183,12 @@ t_register_parent() {
   [ "$(json 'j["depth"]' "$WORK/out")" = 2 ] || fail "inspect depth"
   # diff against the parent: the driver's diff holds the child's file.
   expect_code 0 R diff "$b" --from "$a" -o "$WORK/d.tar"
-  tar -tf "$WORK/d.tar" | grep -q 'etc/child.txt' || fail "diff --from parent lacks the child's file"
+  grep -q 'etc/child.txt' <(tar -tf "$WORK/d.tar") || fail "diff --from parent lacks the child's file"
   if [ "$DRIVER" = dir ]; then
     # The flattened chain holds both layers' files.
     expect_code 0 R diff "$b" -o "$WORK/flat.tar"
-    tar -tf "$WORK/flat.tar" | grep -q 'etc/child.txt' || fail "flattened diff lacks the child's file"
-    tar -tf "$WORK/flat.tar" | grep -q 'etc/marker.txt' || fail "flattened diff lacks the parent's file"
+    grep -q 'etc/child.txt' <(tar -tf "$WORK/flat.tar") || fail "flattened diff lacks the child's file"
+    grep -q 'etc/marker.txt' <(tar -tf "$WORK/flat.tar") || fail "flattened diff lacks the parent's file"
   else
     # The exact driver only has the diff against the parent.
     expect_code 1 R diff "$b" -o "$WORK/flat.tar"
@@ -662,7 +662,7 @@ EOF
   done
   expect_code 0 R verify
   # The whiteout survived byte-exact in the second layer.
-  tar -tf "$WORK/l.tar" | grep -q '\.wh\.hello-link' || fail "the deletion's whiteout is missing"
+  grep -q '\.wh\.hello-link' <(tar -tf "$WORK/l.tar") || fail "the deletion's whiteout is missing"
 }
 
 t_export_image_umoci() {
@@ -698,7 +698,7 @@ EOF
   umoci unpack --rootless --image "$WORK/out-img:latest" "$WORK/b1" >/dev/null
   umoci unpack --rootless --image "$DEMO_IMAGE:latest" "$WORK/b2" >/dev/null
   diff -r "$WORK/b1/rootfs" "$WORK/b2/rootfs" || fail "umoci unpacks a different tree"
-  [ "$(cat "$WORK/b1/rootfs/bin/hello" | head -1)" = "#!/bin/sh" ] || fail "unpacked content"
+  [ "$(head -1 "$WORK/b1/rootfs/bin/hello")" = "#!/bin/sh" ] || fail "unpacked content"
   umoci stat --image "$WORK/out-img:latest" >/dev/null || fail "umoci stat"
   # Re-imported: the same chain.
   R rm "$top" >/dev/null
