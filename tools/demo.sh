@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A first look at rolayer: import a small OCI image, list it, export a layer, verify the store.
 #
-# usage: tools/demo.sh BUILD_DIR
-#   BUILD_DIR   the CMake build directory (holding tools/rolayer), or the directory of rolayer
+# usage: tools/demo.sh [BUILD_DIR]
+#   BUILD_DIR   a CMake build directory (holding tools/rolayer) or the directory of a rolayer
+#               binary. Without it, or when it holds no rolayer yet, the script installs the
+#               missing Debian packages (tools/install-deps.sh) and builds the tool there
+#               (default: build/demo in the source tree).
 #
 # It uses the default store: $ROLAYER_ROOT, else $XDG_DATA_HOME/rolayer, else
 # ~/.local/share/rolayer (created on first use). The image is tools/testdata/demo-image, made by
@@ -11,18 +14,20 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-build=${1:-}
-if [ -z "$build" ]; then
-  echo "usage: $0 BUILD_DIR" >&2
-  exit 2
-fi
+src=$(dirname "$here")
+build=${1:-$src/build/demo}
 if [ -x "$build/tools/rolayer" ]; then
   rolayer=$build/tools/rolayer
-elif [ -x "$build/rolayer" ]; then
+elif [ -x "$build/rolayer" ] && [ ! -d "$build/rolayer" ]; then
   rolayer=$build/rolayer
 else
-  echo "$0: no rolayer binary in $build/tools or $build (build it first: cmake --build $build)" >&2
-  exit 2
+  echo "rolayer demo: building the tool in $build" >&2
+  bash "$here/install-deps.sh"
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S "$src" -B "$build" -G Ninja -DROLAYER_BUILD_TESTS=OFF >/dev/null
+  fi
+  cmake --build "$build" --target rolayer_cli >/dev/null
+  rolayer=$build/tools/rolayer
 fi
 image=$here/testdata/demo-image
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-demo.XXXXXX")

@@ -16,6 +16,7 @@ namespace rolayer {
 struct StoreState {
   std::string root;
   std::string tmp_dir;
+  std::string pending_dir;  // intent marks: driver ids whose data may exist without a committed row
   std::shared_ptr<Driver> driver;
   DriverCaps caps;
   fs::Fd lock_fd;
@@ -33,6 +34,10 @@ struct StoreState {
   // Database rows go here; driver data removal is appended to `doomed` to run unlocked.
   std::vector<Removed> collect_locked(std::shared_ptr<LayerNode> node, std::vector<std::string>& doomed);
   void remove_driver_data(const std::vector<std::string>& doomed);
+  // Intent marks, so that a crash between driver work and the database commit leaves nothing
+  // that the next open cannot find, whatever the driver (a caller's driver cannot list its ids).
+  void mark_pending(const std::string& id);
+  void clear_pending(const std::string& id);
   // A new handle (handles + 1) on node.
   std::unique_ptr<LayerRef> new_ref(const std::shared_ptr<StoreState>& self, const std::shared_ptr<LayerNode>& node);
   int64_t chain_size(const LayerNode& n) const;

@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -172,6 +173,7 @@ std::vector<Removed> StoreState::collect_locked(std::shared_ptr<LayerNode> node,
                                                 std::vector<std::string>& doomed) {
   std::vector<Removed> out;
   while (node && !node->removed && node->handles == 0 && node->children == 0 && node->persistent == 0) {
+    mark_pending(node->cache_id);
     {
       sql::Transaction tx(*db);
       sql::Stmt(*db, "DELETE FROM records WHERE chain_id = ?").bind(1, node->chain_id.str()).run();
@@ -195,10 +197,20 @@ void StoreState::remove_driver_data(const std::vector<std::string>& doomed) {
   for (const auto& id : doomed) {
     try {
       driver->remove(id);
+      clear_pending(id);
     } catch (...) {
     }
   }
 }
+
+void StoreState::mark_pending(const std::string& id) {
+  std::string p = pending_dir + "/" + id;
+  fs::Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("create " + p);
+  fs::fsync_dir(pending_dir);
+}
+
+void StoreState::clear_pending(const std::string& id) { ::unlink((pending_dir + "/" + id).c_str()); }
 
 std::vector<Removed> StoreState::release_handle(const std::shared_ptr<LayerNode>& node) {
   std::vector<std::string> doomed;
@@ -244,6 +256,8 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   st->tmp_dir = st->root + "/tmp";
   if (fs::exists(st->tmp_dir)) fs::remove_all(st->tmp_dir);  // leftovers of a crash
   fs::mkdirs(st->tmp_dir, 0700);
+  st->pending_dir = st->root + "/pending";
+  fs::mkdirs(st->pending_dir, 0700);
 
   st->driver = opts.driver ? std::shared_ptr<Driver>(std::move(opts.driver))
                            : std::shared_ptr<Driver>(make_builtin_driver(opts.driver_name.empty() ? "dir" : opts.driver_name));
@@ -308,13 +322,19 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
     cache_ids[n->cache_id] = true;
     st->layers[n->chain_id.str()] = n;
   }
-  // Remove driver data that no committed layer owns (a crash during register or release).
-  for (const auto& id : st->driver->init(st->root)) {
-    if (!cache_ids.count(id)) {
-      try {
-        st->driver->remove(id);
-      } catch (...) {
-      }
+  // Remove driver data that no committed layer owns (a crash during register or release):
+  // what the driver lists, and what the intent marks name.
+  std::vector<std::string> held = st->driver->init(st->root);
+  if (DIR* d = ::opendir(st->pending_dir.c_str())) {
+    while (struct dirent* de = ::readdir(d))
+      if (de->d_name[0] != '.') held.emplace_back(de->d_name);
+    ::closedir(d);
+  }
+  for (const auto& id : held) {
+    try {
+      if (!cache_ids.count(id)) st->driver->remove(id);
+      st->clear_pending(id);
+    } catch (...) {
     }
   }
   return std::unique_ptr<Store>(new Store(std::move(st)));
@@ -365,11 +385,10 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
   bool created = false;
   std::string rec_path;
   auto cleanup = [&]() {
-    if (created) {
-      try {
-        st_->driver->remove(cache_id);
-      } catch (...) {
-      }
+    try {
+      if (created) st_->driver->remove(cache_id);
+      st_->clear_pending(cache_id);  // kept if the removal failed: the next open retries it
+    } catch (...) {
     }
     if (!rec_path.empty()) ::unlink(rec_path.c_str());
   };
@@ -387,6 +406,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       rec_sink = std::make_unique<fs::FdSink>(std::move(fd));
       rec = std::make_unique<record::Writer>(*rec_sink);
     }
+    st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
     created = true;
     RegisterTee tee(tar, rec.get());
@@ -460,6 +480,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     if (parent) parent->children++;
     auto ref = st_->new_ref(st_, node);
     g.unlock();
+    st_->clear_pending(cache_id);
     if (!rec_path.empty()) ::unlink(rec_path.c_str());
     return ref;
   } catch (...) {

@@ -15,6 +15,7 @@
 #include <iterator>
 #include <functional>
 #include <map>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -472,6 +473,7 @@ TEST_F(DirDriverTest, DuplicatesAndReplacementsKeepEveryPayload) {
                         .dir("d")
                         .file("d/f", "inner")
                         .file("d/g", "inner-g")
+                        .file("d/e/deep", "deeper")
                         .file("d", "file replacing dir")  // d/f and d/g displaced
                         .file("a", "three")
                         .file("s", "was a file")
@@ -498,7 +500,7 @@ TEST_F(DirDriverTest, DuplicatesAndReplacementsKeepEveryPayload) {
 
   auto s = drv_.payloads("dup");
   std::vector<std::pair<std::string, std::string>> expect = {
-      {"a", "one"},   {"a", "two"},       {"d/f", "inner"},       {"d/g", "inner-g"},
+      {"a", "one"},   {"a", "two"},       {"d/f", "inner"},       {"d/g", "inner-g"}, {"d/e/deep", "deeper"},
       {"d", "file replacing dir"},        {"a", "three"},         {"s", "was a file"},
       {"x", "x as file"}, {"x/y", "below x"}, {"w/.wh.gone", "whiteout payload"},
       {"h", "linked"}, {"h", "new h"},     {"z", ""}, {"z", ""}};
@@ -673,6 +675,9 @@ TEST_F(DirDriverTest, FileThenDirectoryInOneLayerHidesLowerContent) {
   EXPECT_EQ(t.count("d/new"), 1u);
   EXPECT_EQ(t.count("e/old"), 0u);
   EXPECT_EQ(t["e"].type, 'd');
+  // Against its parent, both directories are emitted as opaque.
+  EXPECT_EQ(names(list_tar(diff_tar("top", "base"))),
+            (std::vector<std::string>{"d/", "d/.wh..wh..opq", "d/new", "e/", "e/.wh..wh..opq"}));
 }
 
 TEST_F(DirDriverTest, PayloadErrorsAreCorrupt) {
@@ -689,6 +694,77 @@ TEST_F(DirDriverTest, PayloadErrorsAreCorrupt) {
   EXPECT_EQ(code_of([&] { s->open("fifo"); }), Code::Corrupt);  // and does not block
   EXPECT_EQ(read_payload(*s->open("ok"), 0, 10), "ok");
   EXPECT_EQ(code_of([&] { s->open("../etc/passwd"); }), Code::Inval);
+}
+
+TEST_F(DirDriverTest, RootEntries) {
+  // A directory entry for the root is accepted; diff/ keeps its own metadata.
+  apply("r", "", TarBuilder().dir(".", {0700, 5, 5, 1}).dir("./sub").file("./sub/f", "f").finish());
+  struct stat st;
+  ASSERT_EQ(::stat(diff_dir("r").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(slurp(diff_dir("r") + "/sub/f"), "f");
+  // A non-directory at the root is refused.
+  EXPECT_EQ(code_of([&] { apply("r2", "", TarBuilder().file(".", "x").finish()); }), Code::Unsafe);
+}
+
+TEST_F(DirDriverTest, LowerLayerSymlinksAreNeverFollowed) {
+  std::string outside = tmp_ + "/outside";
+  fs::create_directories(outside);
+  apply("base", "", TarBuilder().symlink("etc", "/etc").symlink("out", outside).finish());
+  // An entry below a lower symlink lands in a directory of this layer (overlayfs semantics).
+  apply("c1", "base", TarBuilder().file("out/evil", "x").finish());
+  EXPECT_TRUE(fs::is_empty(outside));
+  EXPECT_TRUE(fs::is_directory(diff_dir("c1") + "/out"));
+  EXPECT_EQ(flat_tree("c1")["out"].type, 'd');
+  // A hard link through a lower symlink finds nothing.
+  std::string before = slurp("/etc/passwd");
+  EXPECT_EQ(code_of([&] { apply("c2", "base", TarBuilder().hardlink("pw", "etc/passwd").finish()); }),
+            Code::Archive);
+  EXPECT_EQ(slurp("/etc/passwd"), before);
+}
+
+TEST_F(DirDriverTest, DuplicateSparseEntriesStayReadable) {
+  const uint64_t size = 2 << 20;
+  std::string tar = TarBuilder()
+                        .sparse("sp", size, {{100, "first"}, {1 << 20, "FIRST"}})
+                        .sparse("sp", size, {{200, "second"}})
+                        .finish();
+  apply("sp2", "", tar);
+  auto s = drv_.payloads("sp2");
+  auto f1 = s->open("sp");
+  EXPECT_EQ(read_payload(*f1, 100, 5), "first");
+  EXPECT_EQ(read_payload(*f1, 1 << 20, 5), "FIRST");
+  auto f2 = s->open("sp");
+  EXPECT_EQ(read_payload(*f2, 200, 6), "second");
+  EXPECT_EQ(read_payload(*f2, 1 << 20, 5), std::string(5, '\0'));
+}
+
+TEST_F(DirDriverTest, ConcurrentAppliesAndExports) {
+  apply("base", "", TarBuilder().file("shared", "base").finish());
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        std::string id = "t" + std::to_string(t);
+        TarBuilder b;
+        for (int i = 0; i < 150; ++i) b.file("d/" + std::to_string(i), id + ":" + std::to_string(i));
+        drv_.create(id, "base");
+        StringSource src(b.finish());
+        drv_.apply_diff(id, "base", src);
+        auto s = drv_.diff(id, "");
+        auto es = list_tar(read_all(*s));
+        if (es.size() != 152) errors[t] = "wrong entry count " + std::to_string(es.size());
+        for (auto& e : es)
+          if (e.path.rfind("d/", 0) == 0 && e.data != id + ":" + e.path.substr(2)) errors[t] = "bad " + e.path;
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) EXPECT_EQ(e, "");
 }
 
 // ---------- diff / export ----------

@@ -17,8 +17,8 @@
 // - Every payload (regular/sparse content) stays readable after the apply, for re-assembly:
 //   the latest payload at a path lives in diff/; any payload that is displaced (same path
 //   again, replaced by another type, parent directory replaced) is moved to meta/reloc/ and
-//   indexed by (path, occurrence). Payloads of whiteout entries and of the root path "" are
-//   written to meta/reloc/ directly.
+//   indexed by (path, occurrence). Payloads of whiteout entries (and of the root path "",
+//   should one get past the checker) are written to meta/reloc/ directly.
 // - The root entry itself ("./", "/") is not applied: diff/ keeps its own metadata.
 //
 // Memory: per distinct payload path one hash-map entry (a 64-bit XXH3 hash of the path -> the
@@ -158,7 +158,7 @@ class Applier final : public tar::ScanHandler {
   // --- entry kinds ---
   void apply_whiteout(const std::string& path, const tar::Entry& e);
   void apply_dir(const std::string& path, const tar::Entry& e);
-  void apply_hardlink(const std::string& path, const tar::Entry& e);
+  void apply_hardlink(const std::string& path, const std::string& target);  // target cleaned
   void apply_other(const std::string& path, const tar::Entry& e);
   // Counted after the target was cleared, so that a displaced earlier payload at the same
   // path is recorded with its own occurrence number.
@@ -545,8 +545,7 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   fixups_[path] = fx;
 }
 
-void Applier::apply_hardlink(const std::string& path, const tar::Entry& e) {
-  std::string target = tar::clean_path(e.linkname);  // Code::Unsafe when it climbs out
+void Applier::apply_hardlink(const std::string& path, const std::string& target) {
   if (target.empty()) throw Error(Code::Archive, "hard link to the layer root: '" + path + "'").with_path(path);
   if (dirfs::is_strict_ancestor(path, target) || dirfs::is_strict_ancestor(target, path))
     throw Error(Code::Archive, "hard link '" + path + "' to its own ancestor or descendant '" + target + "'")
@@ -607,7 +606,8 @@ void Applier::apply_other(const std::string& path, const tar::Entry& e) {
 
 void Applier::on_entry(const tar::Entry& e) {
   finish_current();
-  std::string path = checker_.check(e);
+  tar::SafetyChecker::Checked checked = checker_.check_entry(e);  // Code::Unsafe on escapes
+  const std::string& path = checked.path;
   const bool payload = e.has_payload();
   if (payload) {
     bytes_ += static_cast<int64_t>(e.real_size);
@@ -619,7 +619,7 @@ void Applier::on_entry(const tar::Entry& e) {
   }
   if (owner_ && (e.uid < 0 || e.uid >= 0xFFFFFFFFLL || e.gid < 0 || e.gid >= 0xFFFFFFFFLL))
     throw Error(Code::Archive, "owner id out of range for '" + path + "'").with_path(path);
-  if (path.empty()) {  // the root itself: only its payload, if any, is kept
+  if (path.empty()) {  // the root itself (the checker refuses a non-directory there)
     if (payload) write_reloc_payload(path, e);
     return;
   }
@@ -638,7 +638,7 @@ void Applier::on_entry(const tar::Entry& e) {
       apply_dir(path, e);
       break;
     case tar::EntryKind::Hardlink:
-      apply_hardlink(path, e);
+      apply_hardlink(path, checked.link_target);
       break;
     case tar::EntryKind::Regular:
     case tar::EntryKind::Sparse:
