@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/fs.h"
 #include "record/record.h"
 #include "record/xxh3.h"
@@ -174,12 +175,15 @@ std::vector<Removed> StoreState::collect_locked(std::shared_ptr<LayerNode> node,
   std::vector<Removed> out;
   while (node && !node->removed && node->handles == 0 && node->children == 0 && node->persistent == 0) {
     mark_pending(node->cache_id);
+    ROLAYER_FAULT_POINT("release.marked");
     {
       sql::Transaction tx(*db);
       sql::Stmt(*db, "DELETE FROM records WHERE chain_id = ?").bind(1, node->chain_id.str()).run();
       sql::Stmt(*db, "DELETE FROM layers WHERE chain_id = ?").bind(1, node->chain_id.str()).run();
+      ROLAYER_FAULT_POINT("release.before_commit");
       tx.commit();
     }
+    ROLAYER_FAULT_POINT("release.row_deleted");
     node->removed = true;
     layers.erase(node->chain_id.str());
     doomed.push_back(node->cache_id);
@@ -196,7 +200,9 @@ void StoreState::remove_driver_data(const std::vector<std::string>& doomed) {
   // next open removes.
   for (const auto& id : doomed) {
     try {
+      ROLAYER_FAULT_POINT("release.removing_data");
       driver->remove(id);
+      ROLAYER_FAULT_POINT("release.data_removed");
       clear_pending(id);
     } catch (...) {
     }
@@ -409,6 +415,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
     created = true;
+    ROLAYER_FAULT_POINT("register.created");
     RegisterTee tee(tar, rec.get());
     try {
       st_->driver->apply_diff(cache_id, parent_cache, tee);
@@ -419,9 +426,11 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       throw;
     }
     if (tee.failure()) std::rethrow_exception(tee.failure());
+    ROLAYER_FAULT_POINT("register.applied");
     if (rec) {
       rec->finish();
       rec_sink->flush();
+      ROLAYER_FAULT_POINT("register.recorded");
     }
     diff_id = tee.diff_id();
     diff_size = tee.diff_size();
@@ -474,7 +483,9 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
           chunk.run();
         }
       }
+      ROLAYER_FAULT_POINT("register.before_commit");
       tx.commit();
+      ROLAYER_FAULT_POINT("register.committed");
     }
     st_->layers[chain.str()] = node;
     if (parent) parent->children++;

@@ -773,13 +773,13 @@ t_progress() {
   R register "$WORK/big.tar" >"$WORK/id" 2>"$WORK/err"
   [ ! -s "$WORK/err" ] || fail "progress output without a terminal: $(cat "$WORK/err")"
   # A terminal: a progress bar (percentage, bytes) on stderr, the ChainID still alone on stdout.
-  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER export $(cat "$WORK/id") -o '$WORK/o.tar' " "$WORK/typescript" >/dev/null
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER export $(cat "$WORK/id") -o '$WORK/o.tar' " "$WORK/typescript" </dev/null >/dev/null
   grep -q "%" "$WORK/typescript" || fail "no progress bar on a terminal: $(cat -v "$WORK/typescript")"
   grep -q "MiB" "$WORK/typescript" || fail "no byte counts in the progress bar"
   cmp "$WORK/big.tar" "$WORK/o.tar" || fail "export with a progress bar"
-  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER --quiet export $(cat "$WORK/id") -o '$WORK/o2.tar'" "$WORK/ts2" >/dev/null
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER --quiet export $(cat "$WORK/id") -o '$WORK/o2.tar'" "$WORK/ts2" </dev/null >/dev/null
   ! grep -q "%" "$WORK/ts2" || fail "--quiet still shows progress"
-  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER verify" "$WORK/ts3" >/dev/null
+  script -qec "'$ROLAYER' --store '$STORE' --driver $DRIVER verify" "$WORK/ts3" </dev/null >/dev/null
   grep -q "ok" "$WORK/ts3" || fail "verify on a terminal"
 }
 
