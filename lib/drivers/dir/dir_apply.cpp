@@ -48,6 +48,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <optional>
 
 #include "core/error.h"
@@ -63,6 +64,14 @@ namespace {
 using dirfs::Fd;
 using dirfs::sys_error;
 using dirfs::Walk;
+
+// libarchive's write-disk code reads the umask with umask(0) followed by umask(old), in
+// archive_write_disk_new and in every archive_write_header. Two threads interleaving those
+// pairs can leave the process umask at 0; serialising them keeps it intact.
+std::mutex& umask_mutex() {
+  static std::mutex m;
+  return m;
+}
 
 struct DirFix {
   uint32_t mode = 0755;
@@ -510,7 +519,10 @@ void Applier::write_reloc_payload(const std::string& path, const tar::Entry& e) 
   archive_entry_set_gid(ae.get(), ::getegid());
   archive_entry_set_mtime(ae.get(), e.mtime_sec, e.mtime_nsec);
   archive_entry_set_atime(ae.get(), e.mtime_sec, e.mtime_nsec);
-  check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
+  {
+    std::lock_guard<std::mutex> lock(umask_mutex());
+    check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
+  }
   record(path, occ, std::string(kRelocDir) + "/" + name);
   start_payload(e, path);
 }
@@ -594,7 +606,10 @@ void Applier::apply_other(const std::string& path, const tar::Entry& e) {
   std::string abs = layer_.diff + "/" + path;
   EntryHolder ae;
   fill_entry(ae.get(), e, abs);
-  check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
+  {
+    std::lock_guard<std::mutex> lock(umask_mutex());
+    check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
+  }
   if (e.has_payload()) {
     bump(path);  // after clear_target: see write_reloc_payload
     set_live(path, true);
@@ -695,7 +710,10 @@ int64_t Applier::run(ByteSource& src) {
   reloc_fd_ = Fd(::openat(meta_fd_.get(), kRelocDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!reloc_fd_.valid()) throw sys_error("cannot open", layer_.meta + "/" + kRelocDir, errno);
 
-  disk_ = archive_write_disk_new();
+  {
+    std::lock_guard<std::mutex> lock(umask_mutex());
+    disk_ = archive_write_disk_new();
+  }
   if (!disk_) throw Error(Code::NoMem, "archive_write_disk_new failed");
   int flags = ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_NO_AUTODIR |
               ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_XATTR;
