@@ -22,7 +22,7 @@ struct rolayer_driver_ops; /* rolayer/driver.h */
 /* Store options. Initialise with ROLAYER_STORE_OPTIONS_INIT; the struct only grows at the end. */
 typedef struct rolayer_store_options {
   unsigned int version;          /* ROLAYER_STORE_OPTIONS_VERSION */
-  const char *driver;            /* built-in driver name: "dir" (default) or "exact"; NULL = default */
+  const char *driver;            /* built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new */
   const struct rolayer_driver_ops *driver_ops; /* a caller's driver instead of a built-in one, or NULL */
   void *driver_user_data;        /* passed last to every driver_ops callback */
   int busy_timeout_ms;           /* how long to wait for another process's lock; 0 = default (5000), <0 = fail at once */
@@ -32,8 +32,9 @@ typedef struct rolayer_store_options {
 
 /*
  * Open (creating it if needed) the store rooted at directory root with the built-in driver
- * named driver (NULL = "dir"). A store created with one driver can only be reopened with the
- * same driver (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
+ * named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
+ * new store. A store created with one driver can only be reopened with the same driver
+ * (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
  * by a crash are cleaned up. *out is NULL on failure.
  */
 ROLAYER_API int rolayer_store_open(rolayer_store **out, const char *root, const char *driver,
@@ -108,6 +109,15 @@ ROLAYER_API int rolayer_open(rolayer_layer **out, rolayer_store *store, const ch
  * wrapper report ROLAYER_ENOTRETAINED instead. NULL gives ROLAYER_EINVAL.
  */
 ROLAYER_API int rolayer_release(rolayer_layer *layer, rolayer_error **err);
+/*
+ * Free a handle without releasing its reference's layer: the in-memory reference goes, but
+ * nothing is deleted even when it was the last one (the layer stays as it would after the
+ * process ended, until a release in its chain or rolayer_store_unretain deletes it). For
+ * readers that look at layers without owning them (listing, inspecting, a garbage-collected
+ * wrapper). The handle is gone after this call. NULL is a no-op.
+ */
+ROLAYER_API void rolayer_layer_close(rolayer_layer *layer);
+
 /*
  * As rolayer_release, and also report the layers that were deleted, child first, in *out_removed
  * (an empty list when nothing was deleted). out_removed may be NULL.

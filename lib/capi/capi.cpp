@@ -311,6 +311,12 @@ ROLAYER_API int rolayer_open(rolayer_layer** out, rolayer_store* store, const ch
 }
 
 ROLAYER_API int rolayer_release(rolayer_layer* layer, rolayer_error** err) { return do_release(layer, nullptr, err); }
+ROLAYER_API void rolayer_layer_close(rolayer_layer* layer) {
+  if (!layer || layer->magic != kLayerMagic) return;
+  rolayer::Store::close_ref(*layer->ref);
+  layer->magic = 0;
+  delete layer;
+}
 ROLAYER_API int rolayer_release_ext(rolayer_layer* layer, rolayer_removed** out_removed, rolayer_error** err) {
   return do_release(layer, out_removed, err);
 }

@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 
 #include "core/error.h"
+#include "core/fault.h"
 
 namespace rolayer::fs {
 
@@ -28,6 +29,7 @@ void Fd::reset() {
 
 void mkdirs(const std::string& path, unsigned mode) {
   if (path.empty()) return;
+  ROLAYER_FAULT_POINT("fs.mkdir");
   std::string cur;
   size_t i = 0;
   while (i <= path.size()) {
@@ -50,6 +52,7 @@ bool exists(const std::string& path) {
 
 namespace {
 void remove_at(int dirfd, const char* name) {
+  ROLAYER_FAULT_POINT("fs.remove");
   if (::unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return;
   if (errno != EISDIR && errno != EPERM) throw_errno(std::string("unlink ") + name);
   int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -84,6 +87,7 @@ void remove_at(int dirfd, const char* name) {
 void remove_all(const std::string& path) { remove_at(AT_FDCWD, path.c_str()); }
 
 void fsync_dir(const std::string& dir) {
+  ROLAYER_FAULT_POINT("fs.fsync");
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) throw_errno("open " + dir);
   if (::fsync(fd.get()) != 0) throw_errno("fsync " + dir);
@@ -95,8 +99,10 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd) throw_errno("create " + tmp);
     write_full(fd.get(), reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    ROLAYER_FAULT_POINT("fs.fsync");
     if (::fsync(fd.get()) != 0) throw_errno("fsync " + tmp);
   }
+  ROLAYER_FAULT_POINT("fs.rename");
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
@@ -133,6 +139,7 @@ std::string random_hex() {
 }
 
 size_t read_full(int fd, uint8_t* buf, size_t cap) {
+  ROLAYER_FAULT_POINT("fs.read");
   size_t got = 0;
   while (got < cap) {
     ssize_t n = ::read(fd, buf + got, cap - got);
@@ -147,6 +154,7 @@ size_t read_full(int fd, uint8_t* buf, size_t cap) {
 }
 
 void write_full(int fd, const uint8_t* data, size_t len) {
+  ROLAYER_FAULT_POINT("fs.write");
   while (len) {
     ssize_t n = ::write(fd, data, len);
     if (n < 0) {

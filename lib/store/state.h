@@ -28,8 +28,9 @@ struct StoreState {
 
   void check_open() const;  // throws Error(Inval) once the store was closed
   std::shared_ptr<LayerNode> find_locked(const std::string& chain_id) const;
-  // Drop one handle of node (and whatever the last drop deletes); returns what was removed.
-  std::vector<Removed> release_handle(const std::shared_ptr<LayerNode>& node);
+  // Drop one handle of node; returns what was removed. Only an explicit release (or a handle
+  // dropped after one was asked for) deletes: closing a handle or freeing a stream alone never does.
+  std::vector<Removed> release_handle(const std::shared_ptr<LayerNode>& node, bool explicit_release);
   // With mu held: delete every node that no longer has a reference, following parents.
   // Database rows go here; driver data removal is appended to `doomed` to run unlocked.
   std::vector<Removed> collect_locked(std::shared_ptr<LayerNode> node, std::vector<std::string>& doomed);

@@ -218,13 +218,15 @@ void StoreState::mark_pending(const std::string& id) {
 
 void StoreState::clear_pending(const std::string& id) { ::unlink((pending_dir + "/" + id).c_str()); }
 
-std::vector<Removed> StoreState::release_handle(const std::shared_ptr<LayerNode>& node) {
+std::vector<Removed> StoreState::release_handle(const std::shared_ptr<LayerNode>& node, bool explicit_release) {
   std::vector<std::string> doomed;
   std::vector<Removed> out;
   {
     std::lock_guard<std::mutex> g(mu);
     node->handles--;
     if (closed) return out;
+    if (explicit_release) node->release_pending = true;
+    if (!node->release_pending) return out;
     out = collect_locked(node, doomed);
   }
   remove_driver_data(doomed);
@@ -242,9 +244,11 @@ bool StoreState::record_chunk(const std::string& chain_id, int64_t seq, std::str
 }
 
 LayerRef::~LayerRef() {
+  // Dropping a reference without releasing it (a stream's own reference, a closed handle)
+  // deletes nothing unless a release was asked for meanwhile.
   if (!released_.exchange(true)) {
     try {
-      st_->release_handle(node_);
+      st_->release_handle(node_, false);
     } catch (...) {
     }
   }
@@ -265,16 +269,22 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   st->pending_dir = st->root + "/pending";
   fs::mkdirs(st->pending_dir, 0700);
 
-  st->driver = opts.driver ? std::shared_ptr<Driver>(std::move(opts.driver))
-                           : std::shared_ptr<Driver>(make_builtin_driver(opts.driver_name.empty() ? "dir" : opts.driver_name));
-  st->caps = st->driver->caps();
-
   st->db = std::make_unique<sql::Db>(st->root + "/metadata.db");
   auto& db = *st->db;
   db.exec("PRAGMA journal_mode=WAL");
   db.exec("PRAGMA synchronous=FULL");
   db.exec("PRAGMA foreign_keys=ON");
   db.exec(kSchema);
+
+  // No driver named: the one the store was created with, else "dir".
+  std::string driver_name = opts.driver_name;
+  if (!opts.driver && driver_name.empty()) {
+    sql::Stmt get(db, "SELECT value FROM meta WHERE key = 'driver'");
+    driver_name = get.step() ? get.text(0) : "dir";
+  }
+  st->driver = opts.driver ? std::shared_ptr<Driver>(std::move(opts.driver))
+                           : std::shared_ptr<Driver>(make_builtin_driver(driver_name));
+  st->caps = st->driver->caps();
   {
     sql::Transaction tx(db);
     sql::Stmt get(db, "SELECT value FROM meta WHERE key = ?");
@@ -517,7 +527,12 @@ std::vector<Removed> Store::release(LayerRef& ref) {
 std::vector<Removed> Store::release_ref(LayerRef& ref) {
   if (ref.released_.exchange(true))
     throw Error(Code::NotRetained, "layer not retained: " + ref.node_->chain_id.str());
-  return ref.st_->release_handle(ref.node_);
+  return ref.st_->release_handle(ref.node_, true);
+}
+
+void Store::close_ref(LayerRef& ref) {
+  if (ref.released_.exchange(true)) return;
+  ref.st_->release_handle(ref.node_, false);
 }
 
 std::vector<std::string> Store::list() {

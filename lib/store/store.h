@@ -41,6 +41,9 @@ struct LayerNode {
   int64_t children = 0;               // layers whose parent this is
   int64_t persistent = 0;             // references kept in the database
   bool removed = false;
+  // A release was asked for while other references remained: when the last of them goes
+  // (a stream freed, a handle closed), the layer goes too.
+  bool release_pending = false;
 };
 
 struct Removed {
@@ -106,6 +109,8 @@ class Store {
 
   // Releases a reference through whichever store it belongs to (the store may be closed).
   static std::vector<Removed> release_ref(LayerRef& ref);
+  // Drops the reference without deleting anything, even if it was the last one.
+  static void close_ref(LayerRef& ref);
 
  private:
   explicit Store(std::shared_ptr<StoreState> st) : st_(std::move(st)) {}

@@ -218,6 +218,30 @@ static void test_handles_outlive_store(void **state) {
   assert_int_equal(rolayer_release(l, NULL), 0);
 }
 
+static void test_close_deletes_nothing(void **state) {
+  fixture *f = *state;
+  rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  rolayer_layer_close(l);
+  rolayer_layer_close(NULL);
+  rolayer_layer *again = NULL;
+  assert_int_equal(rolayer_open(&again, f->store, kEmpty, NULL), 0); /* still registered */
+  rolayer_removed *rm = NULL;
+  assert_int_equal(rolayer_release_ext(again, &rm, NULL), 0);
+  assert_int_equal(rolayer_removed_count(rm), 1);
+  rolayer_removed_free(rm);
+}
+
+static void test_null_driver_reopens_with_the_stores_own(void **state) {
+  fixture *f = *state;
+  rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
+  rolayer_layer_close(l);
+  rolayer_store_free(f->store);
+  f->store = NULL;
+  assert_int_equal(rolayer_store_open(&f->store, f->dir, NULL, NULL), 0);
+  assert_string_equal(rolayer_store_driver(f->store), "exact");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_version_and_strerror),
@@ -232,6 +256,8 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_descriptor, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_second_open_is_busy, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_handles_outlive_store, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_close_deletes_nothing, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, setup_exact, teardown),
   };
   return cmocka_run_group_tests_name("c_api", tests, NULL, NULL);
 }

@@ -159,6 +159,7 @@ struct TarEntry {
   unsigned perm = 0;
   int64_t uid = 0, gid = 0, mtime = 0;
   int sparse = 0;
+  std::map<std::string, std::string> xattrs;
 };
 
 std::vector<TarEntry> list_tar(const std::string& tar) {
@@ -179,6 +180,12 @@ std::vector<TarEntry> list_tar(const std::string& tar) {
     t.gid = archive_entry_gid(e);
     t.mtime = archive_entry_mtime(e);
     t.sparse = archive_entry_sparse_count(e);
+    const char* xn;
+    const void* xv;
+    size_t xs;
+    archive_entry_xattr_reset(e);
+    while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK)
+      t.xattrs[xn] = std::string(static_cast<const char*>(xv), xs);
     char buf[65536];
     la_ssize_t n;
     while ((n = archive_read_data(a, buf, sizeof buf)) > 0) t.data.append(buf, static_cast<size_t>(n));
@@ -449,7 +456,16 @@ TEST_F(DirDriverTest, AppliesRegularDirsSymlinksHardlinksAndMetadata) {
   EXPECT_EQ(st.st_mode & 07777, 04755u);
   char val[32] = {};
   ssize_t n = ::lgetxattr((d + "/attr").c_str(), "user.test", val, sizeof val);
-  if (n >= 0) EXPECT_EQ(std::string(val, static_cast<size_t>(n)), "value");  // if the fs supports user xattrs
+  if (n >= 0) {  // if the file system supports user xattrs
+    EXPECT_EQ(std::string(val, static_cast<size_t>(n)), "value");
+    bool seen = false;
+    for (auto& te : list_tar(diff_tar("l1", "")))
+      if (te.path == "attr") {
+        seen = true;
+        EXPECT_EQ(te.xattrs["user.test"], "value");
+      }
+    EXPECT_TRUE(seen);
+  }
   EXPECT_FALSE(fs::exists(meta_dir("l1") + "/payloads"));  // nothing relocated
 
   auto s = drv_.payloads("l1");
@@ -537,6 +553,12 @@ TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedNotCreated) {
   EXPECT_EQ(t.count("a/2"), 1u);
   EXPECT_EQ(t.count("b/1"), 0u);
   EXPECT_EQ(t.count("b/new"), 1u);
+
+  // An opaque root hides everything below.
+  apply("top2", "base", TarBuilder().file(".wh..wh..opq", "").file("only", "o").finish());
+  auto t2 = flat_tree("top2");
+  EXPECT_EQ(t2.size(), 1u) << describe(t2);
+  EXPECT_EQ(names(list_tar(diff_tar("top2", "base"))), (std::vector<std::string>{".wh..wh..opq", "only"}));
 }
 
 TEST_F(DirDriverTest, SparseFilesKeepHolesAndPayloadOffsets) {
@@ -742,6 +764,8 @@ TEST_F(DirDriverTest, DuplicateSparseEntriesStayReadable) {
 
 TEST_F(DirDriverTest, ConcurrentAppliesAndExports) {
   apply("base", "", TarBuilder().file("shared", "base").finish());
+  mode_t umask_before = ::umask(022);
+  ::umask(umask_before);
   std::vector<std::thread> threads;
   std::vector<std::string> errors(4);
   for (int t = 0; t < 4; ++t) {
@@ -765,6 +789,9 @@ TEST_F(DirDriverTest, ConcurrentAppliesAndExports) {
   }
   for (auto& th : threads) th.join();
   for (auto& e : errors) EXPECT_EQ(e, "");
+  mode_t umask_after = ::umask(022);
+  ::umask(umask_after);
+  EXPECT_EQ(umask_after, umask_before);  // libarchive's umask(0)/umask(old) pairs never interleave
 }
 
 // ---------- diff / export ----------

@@ -185,8 +185,11 @@ TEST_P(StoreTest, StoreRestoresAfterReopen) {
 TEST_P(StoreTest, FreshlyOpenedStoreHasNoHandles) {
   {
     auto s = open_store();
-    reg(*s, empty_tar());  // the handle is dropped at once: the layer goes away
+    { auto gone = reg(*s, empty_tar()); s->release(*gone); }  // released: the layer goes away
     EXPECT_TRUE(s->list().empty());
+    reg(*s, make_tar({{TarItem::File, "dropped", "d"}}));  // dropped without a release: it stays
+    EXPECT_EQ(s->list().size(), 1u);
+    s->release(*s->get(s->list()[0]));
     auto keep = reg(*s, make_tar({{TarItem::File, "k", "k"}}));
     s.reset();  // closing the store keeps what is committed
   }
@@ -323,6 +326,18 @@ TEST_P(StoreTest, SecondOpenIsBusy) {
   o.busy_timeout_ms = 50;
   // flock is per open file description: a second open in the same process conflicts too.
   EXPECT_EQ(code_of([&] { Store::open(dir_.path() + "/store", std::move(o)); }), Code::Busy);
+}
+
+TEST_P(StoreTest, ClosingAHandleDeletesNothing) {
+  auto s = open_store();
+  auto l = reg(*s, empty_tar());
+  Store::close_ref(*l);
+  EXPECT_EQ(s->list().size(), 1u);  // as after a restart: no handle, still registered
+  auto again = s->get(kEmptyDiff);
+  auto look = s->get(kEmptyDiff);
+  Store::close_ref(*look);          // a reader looks and closes: nothing happens
+  EXPECT_EQ(s->list().size(), 1u);
+  EXPECT_EQ(s->release(*again).size(), 1u);
 }
 
 TEST_P(StoreTest, StreamKeepsTheLayerAlive) {

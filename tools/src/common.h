@@ -99,7 +99,8 @@ using StorePtr = std::unique_ptr<rolayer_store, StoreDeleter>;
 // Opens (creating on first use) the store; a busy store gives CliError(kBusy).
 StorePtr open_store(const Globals& g);
 
-// A counted reference to a layer, released when it goes out of scope.
+// A handle on a layer. Going out of scope closes it (rolayer_layer_close): looking at a layer
+// never deletes it. release() drops the reference for real (and may delete the layer).
 class Layer {
  public:
   Layer() = default;
@@ -119,7 +120,7 @@ class Layer {
   rolayer_layer* get() const { return p_; }
   explicit operator bool() const { return p_ != nullptr; }
   void reset() {
-    if (p_) rolayer_release(p_, nullptr);
+    if (p_) rolayer_layer_close(p_);
     p_ = nullptr;
   }
   // Releases and reports failures (used where a release result matters).

@@ -635,19 +635,24 @@ int cmd_import(Globals& g, const Args& args) {
         opts.descriptor_digest = lp.expect.digest.c_str();
         opts.descriptor_size = lp.expect.size;
       }
-      Layer layer = register_layer(store.get(), parent, reader, &opts, src->describe() + ": " + lp.display);
+      held.push_back(register_layer(store.get(), parent, reader, &opts, src->describe() + ": " + lp.display));
+      const Layer& layer = held.back();
       std::string diff_id = rolayer_layer_diff_id(layer.get());
       if (diff_id != lp.diff_id)
         throw CliError(kVerify, src->describe() + ": " + lp.display + ": DiffID mismatch: the config lists " + lp.diff_id +
                                     " for layer " + std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
       parent = rolayer_layer_chain_id(layer.get());
       prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(plan.layers.size()) + "  " + parent);
-      held.push_back(std::move(layer));
     }
     retain_once(store.get(), parent);
   } catch (...) {
     prog.clear();
-    while (!held.empty()) held.pop_back();
+    // Release (not just close) what this import holds, newest first: what it registered goes.
+    while (!held.empty()) {
+      Err ignored;
+      held.back().release(ignored);
+      held.pop_back();
+    }
     throw;
   }
   while (!held.empty()) held.pop_back();

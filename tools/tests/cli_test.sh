@@ -663,6 +663,13 @@ EOF
   expect_code 0 R verify
   # The whiteout survived byte-exact in the second layer.
   grep -q '\.wh\.hello-link' <(tar -tf "$WORK/l.tar") || fail "the deletion's whiteout is missing"
+  # Back out as an image: umoci unpacks the same tree from ours as from its own.
+  expect_code 0 R export-image "$want" "$WORK/ours"
+  umoci unpack --rootless --image "$WORK/ours:latest" "$WORK/u-ours" >/dev/null
+  umoci unpack --rootless --image "$L:latest" "$WORK/u-orig" >/dev/null
+  diff -r --no-dereference "$WORK/u-ours/rootfs" "$WORK/u-orig/rootfs" || fail "umoci unpacks a different tree from export-image"
+  [ ! -e "$WORK/u-ours/rootfs/usr/bin/hello-link" ] || fail "the whiteout was not applied"
+  [ "$(cat "$WORK/u-ours/rootfs/etc/hello.txt")" = changed ] || fail "the second layer's change is missing"
 }
 
 t_export_image_umoci() {

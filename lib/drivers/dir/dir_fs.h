@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -124,7 +125,6 @@ std::string random_suffix();
 
 // ---- template implementation ----
 namespace detail {
-struct PruneFrame;
 void prune_impl(int dirfd, const std::string& name, const std::string& what_path,
                 bool (*keep)(void*, const std::string&), void* ctx);
 }  // namespace detail
