@@ -189,21 +189,21 @@ static int cmd_populate(const char *root, long n, long depth) {
   rolayer_store *store = open_store(root);
   unsigned char tar[2048];
   double t0 = now();
-  char parent[128] = "";
+  rolayer_layer *prev = NULL; /* held until its child is registered (the child then holds it) */
   for (long i = 0; i < n; i++) {
     size_t len = tiny_tar(tar, (unsigned long)i);
     rolayer_layer *layer = NULL;
     rolayer_error *err = NULL;
-    int rc = rolayer_register_memory(&layer, store, parent[0] ? parent : NULL, tar, len, NULL, &err);
+    int rc = rolayer_register_memory(&layer, store, prev ? rolayer_layer_chain_id(prev) : NULL, tar, len, NULL, &err);
     if (rc != 0) die_err("register", rc, err);
-    int top = (i % depth) == depth - 1 || i == n - 1;
-    if (top) {
+    if (prev) rolayer_release(prev, NULL);
+    prev = layer;
+    if ((i % depth) == depth - 1 || i == n - 1) {
+      /* The chain's top keeps a persistent reference; its ancestors are held by their children. */
       if ((rc = rolayer_store_retain(store, rolayer_layer_chain_id(layer), &err)) != 0) die_err("retain", rc, err);
-      parent[0] = 0;
-    } else {
-      snprintf(parent, sizeof parent, "%s", rolayer_layer_chain_id(layer));
+      rolayer_release(layer, NULL);
+      prev = NULL;
     }
-    rolayer_release(layer, NULL); /* children and the persistent top keep the chain */
   }
   double t1 = now();
   rolayer_store_free(store);

@@ -133,7 +133,7 @@ extern "C" {
 pub struct rolayer_store_options {
     /// ROLAYER_STORE_OPTIONS_VERSION
     pub version: ::core::ffi::c_uint,
-    /// built-in driver name: "dir" (default) or "exact"; NULL = default
+    /// built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new
     pub driver: *const ::core::ffi::c_char,
     /// a caller's driver instead of a built-in one, or NULL
     pub driver_ops: *const rolayer_driver_ops,
@@ -177,8 +177,9 @@ impl Default for rolayer_store_options {
 }
 extern "C" {
     /** Open (creating it if needed) the store rooted at directory root with the built-in driver
- named driver (NULL = "dir"). A store created with one driver can only be reopened with the
- same driver (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
+ named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
+ new store. A store created with one driver can only be reopened with the same driver
+ (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
  by a crash are cleaned up. *out is NULL on failure.*/
     pub fn rolayer_store_open(
         out: *mut *mut rolayer_store,
@@ -197,9 +198,11 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Close the store. Layer handles and streams still open become invalid: release or free them
- first. Freeing a store with open handles releases nothing on disk (in-memory references are
- simply dropped; persistent references stay). NULL is a no-op.*/
+    /** Close the store and its lock. Freeing a store with open handles deletes nothing: in-memory
+ references are simply dropped (persistent references stay). Handles and streams still open
+ stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
+ work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
+ closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.*/
     pub fn rolayer_store_free(store: *mut rolayer_store);
 }
 extern "C" {
@@ -327,6 +330,14 @@ extern "C" {
         layer: *mut rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Free a handle without releasing its reference's layer: the in-memory reference goes, but
+ nothing is deleted even when it was the last one (the layer stays as it would after the
+ process ended, until a release in its chain or rolayer_store_unretain deletes it). For
+ readers that look at layers without owning them (listing, inspecting, a garbage-collected
+ wrapper). The handle is gone after this call. NULL is a no-op.*/
+    pub fn rolayer_layer_close(layer: *mut rolayer_layer);
 }
 extern "C" {
     /** As rolayer_release, and also report the layers that were deleted, child first, in *out_removed
