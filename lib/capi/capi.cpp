@@ -235,7 +235,11 @@ ROLAYER_API int rolayer_store_open(rolayer_store** out, const char* root, const 
 ROLAYER_API int rolayer_store_open_ext(rolayer_store** out, const char* root, const rolayer_store_options* opts,
                                        rolayer_error** err) {
   if (out) *out = nullptr;
-  return guard(err, [&] {
+  // A caller's driver is destroyed exactly once: by the driver object once it owns the user
+  // data, or here when the open fails before that.
+  const rolayer_driver_ops* ops = opts && opts->version >= 1 ? opts->driver_ops : nullptr;
+  bool destroy_owed = ops && ops->version >= 1 && ops->destroy;
+  int rc = guard(err, [&] {
     if (!out) invalid("out must not be NULL");
     if (!root || !*root) invalid("root must be a directory path");
     rolayer::StoreOptions so;
@@ -243,11 +247,16 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store** out, const char* root, co
       if (opts->version < 1) invalid("rolayer_store_options.version must be ROLAYER_STORE_OPTIONS_VERSION");
       so.driver_name = opt_str(opts->driver);
       so.busy_timeout_ms = opts->busy_timeout_ms;
-      if (opts->driver_ops) so.driver = make_user_driver(opts->driver_ops, opts->driver_user_data);
+      if (ops) {
+        so.driver = make_user_driver(ops, opts->driver_user_data);
+        destroy_owed = false;  // the driver object calls destroy when it goes, open or not
+      }
     }
     auto s = rolayer::Store::open(root, std::move(so));
     *out = new rolayer_store(std::move(s));
   });
+  if (rc != 0 && destroy_owed) ops->destroy(opts->driver_user_data);
+  return rc;
 }
 
 ROLAYER_API void rolayer_store_free(rolayer_store* store) {

@@ -189,7 +189,12 @@ std::vector<Removed> StoreState::collect_locked(std::shared_ptr<LayerNode> node,
     doomed.push_back(node->cache_id);
     out.push_back({node->chain_id.str(), node->diff_id.str(), chain_size(*node), node->diff_size});
     auto parent = node->parent;
-    if (parent) parent->children--;
+    if (parent) {
+      parent->children--;
+      // The cascade asks for the parent's release: if a stream or a handle still holds it, the
+      // parent goes when that last reference does.
+      parent->release_pending = true;
+    }
     node = parent;
   }
   return out;

@@ -340,6 +340,20 @@ TEST_P(StoreTest, ClosingAHandleDeletesNothing) {
   EXPECT_EQ(s->release(*again).size(), 1u);
 }
 
+// The cascade reaches a parent held only by a stream: the parent goes when the stream does.
+TEST_P(StoreTest, CascadeResumesWhenAStreamOnTheParentCloses) {
+  auto s = open_store();
+  auto p = reg(*s, make_tar({{TarItem::File, "p", "parent"}}));
+  auto c = reg(*s, make_tar({{TarItem::File, "c", "child"}}), p->node().chain_id.str());
+  auto stream = Store::tar_stream(*p);
+  EXPECT_TRUE(s->release(*p).empty());
+  EXPECT_EQ(s->release(*c).size(), 1u);  // the child goes; the parent waits for the stream
+  EXPECT_EQ(s->list().size(), 1u);
+  read_all(*stream);
+  stream.reset();
+  EXPECT_TRUE(s->list().empty());
+}
+
 TEST_P(StoreTest, StreamKeepsTheLayerAlive) {
   auto s = open_store();
   std::string tar = make_tar({{TarItem::File, "a", std::string(5000, 'q')}});

@@ -20,6 +20,10 @@
 //   indexed by (path, occurrence). Payloads of whiteout entries (and of the root path "",
 //   should one get past the checker) are written to meta/reloc/ directly.
 // - The root entry itself ("./", "/") is not applied: diff/ keeps its own metadata.
+// - Top-level AUFS metadata (".wh..wh.plnk/", ".wh..wh.aufs", ".wh..wh.orph/") is skipped as
+//   the Docker engine does; hard links into ".wh..wh.plnk/" link to the stashed file.
+// - Entries below a name starting with ".wh." elsewhere are refused (Code::Archive): they
+//   would put whiteout names into the layer's tree.
 //
 // Memory: per distinct payload path one hash-map entry (a 64-bit XXH3 hash of the path -> the
 // number of payload entries seen there and whether the latest is still in diff/), ~40 bytes;
@@ -169,9 +173,13 @@ class Applier final : public tar::ScanHandler {
   void apply_dir(const std::string& path, const tar::Entry& e);
   void apply_hardlink(const std::string& path, const std::string& target);  // target cleaned
   void apply_other(const std::string& path, const tar::Entry& e);
+  void check_owner(const std::string& path, const tar::Entry& e) const;
   // Counted after the target was cleared, so that a displaced earlier payload at the same
   // path is recorded with its own occurrence number.
-  void write_reloc_payload(const std::string& path, const tar::Entry& e);
+  // Returns the name of the file below meta/reloc/. full_meta: the entry's owner, mode, times
+  // and xattrs instead of a private 0600 file (AUFS link stashes, which get linked into diff/).
+  std::string write_reloc_payload(const std::string& path, const tar::Entry& e, bool full_meta = false);
+  bool apply_aufs_meta(const std::string& path, const tar::Entry& e);
   void apply_fixups();
   void write_meta();
 
@@ -192,6 +200,9 @@ class Applier final : public tar::ScanHandler {
   bool lowers_loaded_ = false;
   std::vector<LayerCuts> lower_cuts_;
   std::vector<Fd> lower_roots_;
+
+  // AUFS hard-link stash (".wh..wh.plnk/<name>" files): name -> file below meta/reloc/.
+  std::unordered_map<std::string, std::string> aufs_links_;
 
   bool cache_valid_ = false;  // the parent directory of the previous entry
   std::string cache_path_;
@@ -505,26 +516,49 @@ void Applier::copy_object(const LowerHit& src, int dparent, const std::string& d
     throw sys_error("cannot set times", what, errno);
 }
 
-void Applier::write_reloc_payload(const std::string& path, const tar::Entry& e) {
+std::string Applier::write_reloc_payload(const std::string& path, const tar::Entry& e, bool full_meta) {
   uint32_t occ = bump(path);
   std::string name = next_reloc_name();
   std::string abs = layer_.meta + "/" + kRelocDir + "/" + name;
   EntryHolder ae;
-  archive_entry_set_pathname(ae.get(), abs.c_str());
-  archive_entry_set_filetype(ae.get(), AE_IFREG);
-  archive_entry_set_size(ae.get(), static_cast<la_int64_t>(e.kind == tar::EntryKind::Sparse ? e.real_size
-                                                                                          : e.payload_size));
-  archive_entry_set_perm(ae.get(), 0600);
-  archive_entry_set_uid(ae.get(), ::geteuid());
-  archive_entry_set_gid(ae.get(), ::getegid());
-  archive_entry_set_mtime(ae.get(), e.mtime_sec, e.mtime_nsec);
-  archive_entry_set_atime(ae.get(), e.mtime_sec, e.mtime_nsec);
+  if (full_meta) {
+    fill_entry(ae.get(), e, abs);
+  } else {
+    archive_entry_set_pathname(ae.get(), abs.c_str());
+    archive_entry_set_filetype(ae.get(), AE_IFREG);
+    uint64_t size = e.kind == tar::EntryKind::Sparse ? e.real_size : e.payload_size;
+    archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
+    archive_entry_set_perm(ae.get(), 0600);
+    archive_entry_set_uid(ae.get(), ::geteuid());
+    archive_entry_set_gid(ae.get(), ::getegid());
+    archive_entry_set_mtime(ae.get(), e.mtime_sec, e.mtime_nsec);
+    archive_entry_set_atime(ae.get(), e.mtime_sec, e.mtime_nsec);
+  }
   {
     std::lock_guard<std::mutex> lock(umask_mutex());
     check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
   }
   record(path, occ, std::string(kRelocDir) + "/" + name);
   start_payload(e, path);
+  return name;
+}
+
+// Top-level AUFS metadata (".wh..wh.plnk/", ".wh..wh.aufs", ".wh..wh.orph/"), as the Docker
+// engine handles it: skipped, except that regular files in ".wh..wh.plnk" are kept aside as
+// targets of hard links that name them. Payloads are kept for re-assembly in any case.
+bool Applier::apply_aufs_meta(const std::string& path, const tar::Entry& e) {
+  constexpr std::string_view kMeta = ".wh..wh.";
+  constexpr std::string_view kLinkDir = ".wh..wh.plnk";
+  if (path.compare(0, kMeta.size(), kMeta) != 0 || path == tar::kOpaqueWhiteout) return false;
+  if (!e.has_payload()) return true;
+  auto comps = dirfs::split(path);
+  if (comps.size() == 2 && comps[0] == kLinkDir) {
+    check_owner(path, e);
+    aufs_links_[std::string(comps[1])] = write_reloc_payload(path, e, true);
+  } else {
+    write_reloc_payload(path, e);
+  }
+  return true;
 }
 
 void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
@@ -538,6 +572,7 @@ void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
 }
 
 void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
+  check_owner(path, e);
   Fd parent = ensure_parents(path);
   std::string base(dirfs::base_of(path));
   bool kept = clear_target(parent.get(), path, base, true);
@@ -565,6 +600,14 @@ void Applier::apply_hardlink(const std::string& path, const std::string& target)
   Fd parent = ensure_parents(path);
   std::string base(dirfs::base_of(path));
   if (target != path) clear_target(parent.get(), path, base, false);
+  if (target.rfind(".wh..wh.plnk/", 0) == 0) {  // a link to an AUFS stash file
+    auto it = aufs_links_.find(std::string(dirfs::base_of(target)));
+    if (it == aufs_links_.end())
+      throw Error(Code::Archive, "invalid aufs hard link '" + path + "' to '" + target + "'").with_path(path);
+    if (::linkat(reloc_fd_.get(), it->second.c_str(), parent.get(), base.c_str(), 0) != 0)
+      throw sys_error("cannot create hard link", path, errno);
+    return;
+  }
 
   Fd tparent;
   struct stat tst;
@@ -599,7 +642,13 @@ void Applier::apply_hardlink(const std::string& path, const std::string& target)
     throw sys_error("cannot create hard link", path, errno);
 }
 
+void Applier::check_owner(const std::string& path, const tar::Entry& e) const {
+  if (owner_ && (e.uid < 0 || e.uid >= 0xFFFFFFFFLL || e.gid < 0 || e.gid >= 0xFFFFFFFFLL))
+    throw Error(Code::Archive, "owner id out of range for '" + path + "'").with_path(path);
+}
+
 void Applier::apply_other(const std::string& path, const tar::Entry& e) {
+  check_owner(path, e);
   Fd parent = ensure_parents(path);
   std::string base(dirfs::base_of(path));
   clear_target(parent.get(), path, base, false);
@@ -632,14 +681,13 @@ void Applier::on_entry(const tar::Entry& e) {
           throw Error(Code::Archive, "sparse fragment beyond the file's size").with_path(path);
     }
   }
-  if (owner_ && (e.uid < 0 || e.uid >= 0xFFFFFFFFLL || e.gid < 0 || e.gid >= 0xFFFFFFFFLL))
-    throw Error(Code::Archive, "owner id out of range for '" + path + "'").with_path(path);
   if (path.empty()) {  // the root itself (the checker refuses a non-directory there)
     if (payload) write_reloc_payload(path, e);
     return;
   }
   if (layer_.diff.size() + 1 + path.size() >= PATH_MAX)
     throw Error(Code::Io, "path too long: '" + path + "'").with_errno(ENAMETOOLONG).with_path(path);
+  if (apply_aufs_meta(path, e)) return;
   auto comps = dirfs::split(path);
   for (size_t i = 0; i + 1 < comps.size(); ++i)
     if (comps[i].substr(0, tar::kWhiteoutPrefix.size()) == tar::kWhiteoutPrefix)

@@ -1,18 +1,23 @@
 // Internal pieces of the "dir" driver shared by dir_driver.cpp, dir_apply.cpp, dir_export.cpp.
 //
 // On-disk layout below <store_root>/dir/:
-//   <id>/diff/                 the layer's own tree (only its changes; never a copy of a parent)
-//   <id>/meta/parent           the parent id (exact bytes, no newline; empty for a base layer)
-//   <id>/meta/whiteouts        paths deleted in lower layers        (NUL-separated list, see below)
-//   <id>/meta/opaque           directories opaque to lower layers   ("" = the root)
-//   <id>/meta/payloads         index of relocated payloads: (path, occurrence) -> file below meta/
-//   <id>/meta/reloc/           relocated payload files (earlier duplicates, replaced files...)
-//   <id>/meta/applied          commit marker, written last by apply_diff (format + byte count)
-//   .tmp-<id>-<random>/        a layer being created (renamed to <id> when complete)
-//   .removing-<id>-<random>/   a layer being removed (renamed away from <id> first)
-// Every meta file is written to "<name>.tmp", fsynced, renamed into place, and the directory
-// fsynced. Lists are NUL-separated records (entry names are NUL-free), starting with a magic
-// record naming the file's format and version; every record, the last included, ends in NUL.
+//   <id>/diff/             the layer's own tree (only its changes; never a copy of a parent)
+//   <id>/meta/parent       the parent id (exact bytes, no newline; empty for a base layer)
+//   <id>/meta/whiteouts    paths this layer deletes from lower layers (".wh.<name>" entries,
+//                          and a non-directory of the layer later replaced by a directory)
+//   <id>/meta/opaque       directories opaque to lower layers ("" = the root)
+//   <id>/meta/payloads     index of relocated payloads: records <path> <occurrence> <file>,
+//                          <occurrence> in decimal (1 = the first payload entry at <path>),
+//                          <file> relative to meta/ ("reloc/<n>" or "reloc/<n>/<sub-path>")
+//   <id>/meta/reloc/       relocated payloads (earlier duplicates, files displaced by a later
+//                          entry, payloads of whiteout and AUFS metadata entries)
+//   <id>/meta/applied      commit marker written last by apply_diff: magic, byte count
+//   .tmp-<random>/         a layer being created (renamed to <id> when complete)
+//   .removing-<random>/    a layer being removed (renamed away from <id> first)
+// init() deletes .tmp-* and .removing-* leftovers. whiteouts/opaque/payloads exist only when
+// non-empty. Every meta file is written to "<name>.tmp", fsynced, renamed into place, and the
+// directory fsynced. Files are NUL-separated records (entry names are NUL-free) starting with a
+// magic record naming the format and version; every record, the last included, ends in NUL.
 // Paths are cleaned relative paths (no leading '/', no "." / ".." / empty components).
 #pragma once
 

@@ -214,9 +214,6 @@ std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops,
     missing = "rolayer_driver_ops needs create, remove, apply_diff, diff_open and diff_read";
   else if (!(ops->capabilities & ROLAYER_DRIVER_CAP_EXACT_DIFFS) && (!ops->payload_open || !ops->payload_read))
     missing = "a driver without ROLAYER_DRIVER_CAP_EXACT_DIFFS needs payload_open and payload_read";
-  if (missing) {
-    if (ops->destroy) ops->destroy(user_data);  // the store failed to open: destroy is still called once
-    throw Error(Code::Inval, missing);
-  }
+  if (missing) throw Error(Code::Inval, missing);  // the caller (lib/capi) still calls destroy
   return std::make_unique<rolayer::UserDriver>(*ops, user_data);
 }
