@@ -24,6 +24,14 @@
 // A Store and its Layers are safe for concurrent use by many goroutines. A stream (from
 // TarStream) may be used from any goroutine; concurrent calls on one stream are serialised.
 //
+// # Drivers written in Go
+//
+// Options.CustomDriver takes a Driver implemented in Go instead of a built-in driver. The store
+// calls it through the C ABI (runtime/cgo.Handle as the user data, C shims calling exported Go
+// functions); errors and recovered panics of its methods fail the operation with ErrCallback,
+// and a driver that declares exact diffs but returns other bytes is caught with
+// ErrDigestMismatch. See Driver.
+//
 // # Errors
 //
 // Library errors are *Error values carrying the C status Code, message, and the DiffID and entry

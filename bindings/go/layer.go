@@ -104,8 +104,8 @@ func (s *Store) newRef(h *C.rolayer_layer) *layerRef {
 
 // finalize is the safety net for a reference dropped without Release: it frees the C handle
 // but deletes nothing (a deletion timed by the garbage collector would be a surprise, and its
-// []Metadata would be lost). The handle becomes the layer's pin (or is released when there is
-// one, which cannot delete), so the layer is as after a restart: kept, with one reference less.
+// []Metadata would be lost). The handle becomes the layer's pin (or is closed when there is
+// one), so the layer is as after a restart: kept, with one reference less.
 func (r *layerRef) finalize() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -219,55 +219,54 @@ func (r *layerRef) Verify() error {
 	})
 }
 
-// layerView describes a layer without holding a reference; it works through the store's pin.
+// layerView describes a layer without holding a reference (see pins.go).
 type layerView struct {
 	layerBase
 }
 
-// use runs f with the layer's pin (under refMu: f must be short).
+// use runs f with a handle on the layer, a look (f must be short; see pins.go).
 func (v *layerView) use(f func(h *C.rolayer_layer) error) error {
+	return v.s.look(v.info.chainID, f)
+}
+
+// stream opens a stream of the layer through its pin, which the stream holds until it closes.
+func (v *layerView) stream(open func(h *C.rolayer_layer) (*tarStream, error)) (io.ReadCloser, error) {
 	s := v.s
 	if !s.gate.enter() {
-		return errClosed("store")
+		return nil, errClosed("store")
 	}
 	defer s.gate.exit()
 	s.refMu.Lock()
 	defer s.refMu.Unlock()
 	p, err := s.pinLocked(v.info.chainID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return f(p.h)
+	st, err := open(p.h)
+	if err != nil {
+		s.unpinLocked(p)
+		return nil, err
+	}
+	p.streams++
+	st.pin = p
+	return st, nil
 }
 
 func (v *layerView) TarStream() (io.ReadCloser, error) {
-	var st *tarStream
-	err := v.use(func(h *C.rolayer_layer) error {
+	return v.stream(func(h *C.rolayer_layer) (*tarStream, error) {
 		var out *C.rolayer_tar_stream
 		var cerr *C.rolayer_error
 		if rc := C.rolayer_tar_stream_open(&out, h, &cerr); rc != 0 {
-			return verifyErr(fromC(rc, cerr), v.info.diffID)
+			return nil, verifyErr(fromC(rc, cerr), v.info.diffID)
 		}
-		st = v.s.newStream(out, v.info.chainID, v.info.diffID)
-		return nil
+		return v.s.newStream(out, v.info.chainID, v.info.diffID), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
 }
 
 func (v *layerView) TarStreamFrom(parent ChainID) (io.ReadCloser, error) {
-	var st *tarStream
-	err := v.use(func(h *C.rolayer_layer) error {
-		var err error
-		st, err = v.s.openFrom(h, v.info.chainID, parent)
-		return err
+	return v.stream(func(h *C.rolayer_layer) (*tarStream, error) {
+		return v.s.openFrom(h, v.info.chainID, parent)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
 }
 
 func (v *layerView) Metadata() (map[string]string, error) {
@@ -280,7 +279,7 @@ func (v *layerView) Metadata() (map[string]string, error) {
 	return m, err
 }
 
-// Verify reads the stream outside the store's locks (the stream holds its own reference).
+// Verify reads the stream outside the store's locks.
 func (v *layerView) Verify() error {
 	rc, err := v.TarStream()
 	if err != nil {

@@ -10,37 +10,41 @@ import (
 	"unsafe"
 )
 
-// Pins: how Map and Parent describe layers without holding references.
+// Descriptions and pins.
 //
-// Describing a layer (its DiffID, sizes, …) or streaming it needs a C handle, and the C API
-// has only one way to drop a handle, rolayer_release, which deletes the layer when that was its
-// last reference. In a freshly opened store every layer without a persistent reference or a
-// child is at zero references, so "open, read, release" would delete it: Map must not do that.
+// Map and Parent describe layers without holding references. A description reads what it
+// needs (what the layer is, its metadata) through a handle opened and closed at once, a look:
+// rolayer_layer_close drops a handle without deleting anything, even in a freshly opened store
+// where every layer without a child or a persistent reference is at zero references.
 //
-// So the store keeps at most one extra handle per ChainID, a pin, opened by Map, Parent or a
-// description's TarStream/Metadata/Verify, and never released on its own while the store is
-// open. A pin must not keep a layer alive that the Docker engine's semantics would delete, so
-// every call that drops a reference (Release, Unretain) first drops the pins of the layer's
-// whole chain: the layer itself and its ancestors. Dropping a pin there can never delete
-// anything: the layer still has the reference being released (or a persistent one, checked
-// for Unretain) and every ancestor still has a child. The release that follows then deletes,
-// and cascades, exactly as it would have without pins. Close frees pins after the store, which
+// A look must not overlap a call that drops a reference (Release, Unretain, a stream's Close):
+// a release that cascades up a chain stops at a layer that still has a handle, and when that
+// handle goes by rolayer_layer_close the cascade does not resume (the C store deletes on a
+// handle's drop only a layer on which a release was asked for), so the layer would stay. Looks
+// therefore hold refMu for reading; every call that drops a C reference, and every change to
+// the pins, holds it for writing.
+//
+// A description's stream, which lives as long as its reader wants, gets the same guarantee from
+// a pin: a handle the store keeps on the layer while the description's streams are open. Every
+// call that drops a reference (Release, Unretain) first releases (rolayer_release) the pins of
+// the layer's whole chain: the layer itself and its ancestors. That deletes nothing (the layer
+// still has the reference being released, or a persistent one, checked for Unretain, and every
+// ancestor has a child), but it asks for a release of each pinned layer, so when the release
+// that follows cascades up to a layer that a description's stream still holds, that stream's
+// Close completes the deletion, as it does for a reference's stream. The release otherwise
+// deletes, and cascades, exactly as it would have without pins. When a pinned layer's last
+// description stream closes with no release in its chain meanwhile, its pin is closed, which
 // deletes nothing.
 //
-// Every call that drops a C reference (the above, stream frees) and every change to the pins
-// happens under refMu, so that the "still has another reference" argument holds while it is
-// used. Ancestors whose parent is not known yet are looked at with a handle opened and released
-// at once, which is safe for the same reason (they have a child).
+// The finalizers leave pins too. They are a safety net that deletes nothing: a reference dropped
+// without Release hands its C handle to the store as the layer's pin (closing it could complete
+// a release asked for through another reference of the same layer), and a stream dropped
+// without Close has its layer pinned before it is freed (freeing it could complete a release
+// asked for while it was open). Those pins stay until a release in the layer's chain, or Close.
+// Close frees pins after the store, which deletes nothing.
 //
-// The finalizers use pins too: a reference or a stream dropped without Release/Close gives its C
-// handle up without deleting anything (adoptLocked), as a restart would.
-//
-// Caveat: a stream keeps its layer alive (C semantics). If the last reference is released while
-// a stream is open, the stream's Close deletes the layer, unless a Map or Parent pinned it again
-// in between: then it stays until the next Release or Unretain in its chain, or the next Open.
-//
-// A C call that drops a handle without deleting (e.g. a rolayer_layer_close) would replace all
-// of this with "open, read, close".
+// Without description streams or finalizers at work there are no pins, and Release and Unretain
+// skip all of this.
 
 // layerInfo is what a layer is. It does not change for a ChainID (which hashes the DiffID and
 // the parent), except the descriptor, which is the one given to the first Register.
@@ -97,31 +101,52 @@ func (s *Store) known(id ChainID) (*layerInfo, bool) {
 	return in, ok && in != nil
 }
 
-// view describes layer id without holding a reference: from what is known, else through a pin.
+// view describes layer id without holding a reference: from what is known, else through a look.
 func (s *Store) view(id ChainID) (*layerView, error) {
 	if in, ok := s.known(id); ok {
 		return &layerView{layerBase{s: s, info: in}}, nil
 	}
-	if !s.gate.enter() {
-		return nil, errClosed("store")
-	}
-	defer s.gate.exit()
-	s.refMu.Lock()
-	defer s.refMu.Unlock()
-	p, err := s.pinLocked(id)
+	var in *layerInfo
+	err := s.look(id, func(h *C.rolayer_layer) error {
+		in = readInfo(h)
+		s.remember(in)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &layerView{layerBase{s: s, info: p.info}}, nil
+	return &layerView{layerBase{s: s, info: in}}, nil
 }
 
-// pin is the store's extra handle on a described layer, with what the layer is.
+// look runs f with a handle on layer id, opened and closed around it (see above).
+func (s *Store) look(id ChainID, f func(h *C.rolayer_layer) error) error {
+	cid := C.CString(string(id))
+	defer C.free(unsafe.Pointer(cid))
+	if !s.gate.enter() {
+		return errClosed("store")
+	}
+	defer s.gate.exit()
+	s.refMu.RLock()
+	defer s.refMu.RUnlock()
+	var h *C.rolayer_layer
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_open(&h, s.c, cid, &cerr); rc != 0 {
+		return fromC(rc, cerr)
+	}
+	defer C.rolayer_layer_close(h)
+	return f(h)
+}
+
+// pin is a handle the store keeps on a layer (see above), with what the layer is.
 type pin struct {
-	h    *C.rolayer_layer
-	info *layerInfo
+	h       *C.rolayer_layer
+	info    *layerInfo
+	streams int  // description streams open through it
+	kept    bool // left by a finalizer: kept until a release in its chain, or Close
 }
 
-// pinLocked returns the pin of id, opening it if needed. refMu and the gate are held.
+// pinLocked returns the pin of id, opening it if needed. refMu (for writing) and the gate are
+// held.
 func (s *Store) pinLocked(id ChainID) (*pin, error) {
 	if p := s.pins[id]; p != nil {
 		return p, nil
@@ -139,6 +164,16 @@ func (s *Store) pinLocked(id ChainID) (*pin, error) {
 	return p, nil
 }
 
+// unpinLocked closes p when nothing needs it any more: no description stream, not a
+// finalizer's, and still the layer's pin (a release in its chain drops pins on its own).
+func (s *Store) unpinLocked(p *pin) {
+	if p.streams > 0 || p.kept || s.pins[p.info.chainID] != p {
+		return
+	}
+	delete(s.pins, p.info.chainID)
+	C.rolayer_layer_close(p.h)
+}
+
 // parentLocked returns the parent of id (a layer known to have a reference besides any pin).
 // The info cache is a hint only (a deletion may evict it at any time); the pins are not.
 func (s *Store) parentLocked(id ChainID) (ChainID, bool) {
@@ -154,8 +189,7 @@ func (s *Store) parentLocked(id ChainID) (ChainID, bool) {
 	return "", false
 }
 
-// peekLocked reads layer id through a handle released at once: only for a layer that has
-// another reference (a child, a persistent reference, or one held by the caller).
+// peekLocked reads layer id through a handle closed at once. refMu is held.
 func (s *Store) peekLocked(id ChainID) (*layerInfo, bool) {
 	cid := C.CString(string(id))
 	defer C.free(unsafe.Pointer(cid))
@@ -165,12 +199,12 @@ func (s *Store) peekLocked(id ChainID) (*layerInfo, bool) {
 	}
 	in := readInfo(h)
 	s.remember(in)
-	C.rolayer_release(h, nil)
+	C.rolayer_layer_close(h)
 	return in, true
 }
 
-// dropChainPinsLocked drops the pins of id and of its ancestors (parent is id's parent). The
-// caller holds a reference on id that it is about to drop, and refMu.
+// dropChainPinsLocked releases the pins of id and of its ancestors (parent is id's parent). The
+// caller holds a reference on id that it is about to drop, and refMu for writing.
 func (s *Store) dropChainPinsLocked(id, parent ChainID) {
 	if len(s.pins) == 0 {
 		return
@@ -189,16 +223,17 @@ func (s *Store) dropChainPinsLocked(id, parent ChainID) {
 func (s *Store) dropPinLocked(id ChainID) {
 	if p := s.pins[id]; p != nil {
 		delete(s.pins, id)
-		C.rolayer_release(p.h, nil)
+		C.rolayer_release(p.h, nil) // deletes nothing, asks for the release (see above)
 	}
 }
 
 // adoptLocked takes over handle h of the layer in, without deleting anything: h becomes the
-// layer's pin, or is released when the layer has a pin already (which keeps it).
+// layer's kept pin, or is closed when the layer has a pin already, which is kept from then on.
 func (s *Store) adoptLocked(in *layerInfo, h *C.rolayer_layer) {
-	if s.pins[in.chainID] == nil {
-		s.pins[in.chainID] = &pin{h: h, info: in}
+	if p := s.pins[in.chainID]; p != nil {
+		p.kept = true
+		C.rolayer_layer_close(h)
 		return
 	}
-	C.rolayer_release(h, nil)
+	s.pins[in.chainID] = &pin{h: h, info: in, kept: true}
 }

@@ -35,9 +35,14 @@ const HeaderVersion = C.ROLAYER_VERSION_STRING
 
 // Options for Open. The zero value (or nil) opens with the library's defaults.
 type Options struct {
-	// Driver is the built-in driver: "dir" (the library's default when empty) or "exact".
-	// A store can only be reopened with the driver it was created with.
+	// Driver is the built-in driver: "dir" or "exact"; empty = the driver the store was
+	// created with, or "dir" for a new store. A store can only be reopened with the driver it
+	// was created with.
 	Driver string
+	// CustomDriver is a driver written in Go, used instead of a built-in one (Driver must then
+	// be empty). See Driver. The store calls it until Close; a store created with it can only
+	// be reopened with a driver of the same Name.
+	CustomDriver Driver
 	// BusyTimeout is how long Open waits while another process holds the store
 	// (0 = the library's default, 5 s; negative = fail at once with ErrBusy).
 	BusyTimeout time.Duration
@@ -55,14 +60,16 @@ type Store struct {
 
 	gate gate
 
+	ops *C.rolayer_driver_ops // a CustomDriver's ops, freed by Close
+
 	// The C handles alive in this store, freed by Close after the store itself.
 	trackMu sync.Mutex
 	handles map[*C.rolayer_layer]struct{}
 	streams map[*C.rolayer_tar_stream]struct{}
 
-	// refMu serialises every call that can drop a C reference (release, unretain, stream free)
-	// with the pins (see pins.go).
-	refMu sync.Mutex
+	// refMu: every call that can drop a C reference (release, unretain, stream free, pins) holds
+	// it for writing, the short looks of descriptions for reading (see pins.go).
+	refMu sync.RWMutex
 	pins  map[ChainID]*pin
 
 	// What each ChainID seen so far is (immutable for a ChainID); a cache: entries of deleted
@@ -75,7 +82,8 @@ type Store struct {
 
 // Open opens (creating it if needed) the store rooted at directory root. It fails with ErrBusy
 // when another process holds the store, and with ErrInvalid when the store was created with
-// another driver or the driver name is unknown.
+// another driver or the driver name is unknown. With Options.CustomDriver, the driver's Close
+// (if it has one) is called when Open fails, else at the end of Store.Close.
 func Open(root string, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
@@ -103,12 +111,25 @@ func Open(root string, opts *Options) (*Store, error) {
 		busy = C.int(ms)
 	}
 	var out *C.rolayer_store
-	var cerr *C.rolayer_error
-	if rc := C.rl_store_open(&out, croot, cdriver, busy, &cerr); rc != 0 {
-		return nil, fromC(rc, cerr)
+	var ops *C.rolayer_driver_ops
+	if o.CustomDriver != nil {
+		if o.Driver != "" {
+			closeDriver(o.CustomDriver)
+			return nil, &Error{Code: CodeInvalid, Message: "rolayer: Options.Driver and Options.CustomDriver are exclusive"}
+		}
+		var err error
+		if out, ops, err = openCustom(croot, o.CustomDriver, busy); err != nil {
+			return nil, err
+		}
+	} else {
+		var cerr *C.rolayer_error
+		if rc := C.rl_store_open(&out, croot, cdriver, busy, &cerr); rc != 0 {
+			return nil, fromC(rc, cerr)
+		}
 	}
 	s := &Store{
 		c:       out,
+		ops:     ops,
 		root:    C.GoString(C.rolayer_store_root(out)),
 		driver:  C.GoString(C.rolayer_store_driver(out)),
 		handles: make(map[*C.rolayer_layer]struct{}),
@@ -124,7 +145,7 @@ func Open(root string, opts *Options) (*Store, error) {
 // Root is the store's root directory.
 func (s *Store) Root() string { return s.root }
 
-// DriverName is the name of the store's driver ("dir", "exact").
+// DriverName is the name of the store's driver ("dir", "exact", or a CustomDriver's Name).
 func (s *Store) DriverName() string { return s.driver }
 
 // Close closes the store. It waits for calls in progress (a Register still reading its input, a
@@ -137,24 +158,26 @@ func (s *Store) Close() error {
 		s.gate.close()
 		runtime.SetFinalizer(s, nil)
 		C.rolayer_store_free(s.c)
-		// Handles that outlive their store are freed after it: freeing the store first means
-		// these releases drop in-memory counts only and delete nothing on disk (the C store
-		// "releases nothing on disk" for handles still open when it is freed).
+		// Handles that outlive their store are closed after it (closing deletes nothing, and
+		// after the store is freed nothing on disk changes anyway).
 		s.trackMu.Lock()
 		for st := range s.streams {
 			C.rolayer_tar_stream_free(st)
 		}
 		for h := range s.handles {
-			C.rolayer_release(h, nil)
+			C.rolayer_layer_close(h)
 		}
 		s.streams, s.handles = nil, nil
 		s.trackMu.Unlock()
 		s.refMu.Lock()
 		for _, p := range s.pins {
-			C.rolayer_release(p.h, nil)
+			C.rolayer_layer_close(p.h)
 		}
 		s.pins = nil
 		s.refMu.Unlock()
+		// A CustomDriver is destroyed (its Close called) with the last handle above.
+		freeOps(s.ops)
+		s.ops = nil
 		runtime.KeepAlive(s)
 	})
 	return nil
@@ -276,7 +299,7 @@ func (s *Store) Unretain(id ChainID) ([]Metadata, error) {
 	if len(s.pins) > 0 {
 		var n C.int64_t
 		if C.rolayer_store_retained(s.c, cid, &n, nil) == 0 && n > 0 {
-			// id has a persistent reference: its pins can go (see pins.go).
+			// id has a persistent reference: the pins of its chain can go (see pins.go).
 			if parent, ok := s.parentLocked(id); ok {
 				s.dropChainPinsLocked(id, parent)
 			}

@@ -25,6 +25,7 @@ type tarStream struct {
 	s      *Store
 	layer  ChainID
 	diffID DiffID // "" for an unverified stream
+	pin    *pin   // a description's stream: the pin it holds (under the store's refMu)
 
 	mu     sync.Mutex
 	h      *C.rolayer_tar_stream // nil once closed
@@ -57,10 +58,22 @@ func (t *tarStream) finalize() {
 	}
 	defer s.gate.exit()
 	s.refMu.Lock()
-	s.pinLocked(t.layer) // the stream holds the layer, so this finds it
+	if p, err := s.pinLocked(t.layer); err == nil { // the stream holds the layer: found
+		p.kept = true
+	}
 	C.rolayer_tar_stream_free(h)
+	s.unpinStreamLocked(t)
 	s.refMu.Unlock()
 	s.untrackStream(h)
+}
+
+// unpinStreamLocked gives back the pin a description's stream holds. refMu is held.
+func (s *Store) unpinStreamLocked(t *tarStream) {
+	if p := t.pin; p != nil {
+		t.pin = nil
+		p.streams--
+		s.unpinLocked(p)
+	}
 }
 
 // fill reads from the C stream into p (len(p) > 0); mu is held.
@@ -183,6 +196,7 @@ func (t *tarStream) Close() error {
 	// Freeing a stream drops its reference: it may delete a released layer (see pins.go).
 	s.refMu.Lock()
 	C.rolayer_tar_stream_free(h)
+	s.unpinStreamLocked(t)
 	s.refMu.Unlock()
 	s.untrackStream(h)
 	runtime.KeepAlive(t)

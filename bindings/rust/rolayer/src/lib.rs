@@ -9,6 +9,8 @@
 //! * [`TarStream`]: the layer's tar as `std::io::Read`, verified against the DiffID.
 //! * [`Error`] / [`ErrorKind`]: the library's status codes with their detail; converts into
 //!   `std::io::Error`, keeping itself as the inner error.
+//! * [`Driver`]: a graph driver written in Rust, used instead of a built-in one
+//!   ([`StoreOptions::custom_driver`]).
 //!
 //! ```no_run
 //! use std::io::Read;
@@ -60,6 +62,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod digest;
+mod driver;
 mod error;
 mod layer;
 mod store;
@@ -67,12 +70,13 @@ mod stream;
 mod util;
 
 pub use digest::{ChainId, DiffId, Digest};
+pub use driver::{Capabilities, Driver, DriverError, Payload};
 pub use error::{Error, ErrorKind, Result};
 pub use layer::{Layer, Removed};
 pub use store::{Descriptor, RegisterOptions, Store, StoreOptions, MAX_DEPTH};
 pub use stream::TarStream;
 
-/// The raw bindings, for what the safe API does not cover (e.g. caller-written drivers).
+/// The raw bindings, for what the safe API does not cover.
 pub use rolayer_sys as sys;
 
 /// The version of the loaded library, `"MAJOR.MINOR.PATCH"`.

@@ -8,11 +8,13 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rolayer_sys as sys;
 
 use crate::digest::{ChainId, Digest};
+use crate::driver::{self, Driver, DriverOps};
 use crate::error::{Error, Result};
 use crate::layer::{take_removed, Layer, Removed};
 use crate::util::{c_string, call, opt_ptr, path_c_string};
@@ -28,10 +30,24 @@ use crate::util::{c_string, call, opt_ptr, path_c_string};
 ///     .open("/var/lib/example/layers")?;
 /// # Ok::<(), rolayer::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StoreOptions {
     driver: Option<String>,
+    custom_driver: Option<Arc<dyn Driver>>,
     busy_timeout_ms: c_int,
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("driver", &self.driver)
+            .field(
+                "custom_driver",
+                &self.custom_driver.as_ref().map(|d| d.name().to_owned()),
+            )
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
 }
 
 impl StoreOptions {
@@ -40,10 +56,29 @@ impl StoreOptions {
         StoreOptions::default()
     }
 
-    /// The built-in driver: `"dir"` (the default) or `"exact"`. A store can only be reopened
-    /// with the driver that created it.
+    /// The built-in driver: `"dir"` or `"exact"`. Without one, a store is opened with the
+    /// driver that created it, and a new store gets `"dir"`. A store can only be reopened with
+    /// the driver that created it.
     pub fn driver(&mut self, name: impl Into<String>) -> &mut StoreOptions {
         self.driver = Some(name.into());
+        self
+    }
+
+    /// A driver written in Rust, used instead of a built-in one (do not set
+    /// [`driver`](StoreOptions::driver) too). The store calls it until it is dropped; a store
+    /// created with it can only be reopened with a driver of the same
+    /// [`name`](Driver::name). Keep a clone of the `Arc` to look at the driver meanwhile.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # fn f(my_driver: Arc<impl rolayer::Driver>) -> rolayer::Result<()> {
+    /// let store = rolayer::StoreOptions::new()
+    ///     .custom_driver(my_driver)
+    ///     .open("/var/lib/example/layers")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn custom_driver<D: Driver>(&mut self, driver: Arc<D>) -> &mut StoreOptions {
+        self.custom_driver = Some(driver);
         self
     }
 
@@ -68,16 +103,39 @@ impl StoreOptions {
             .as_deref()
             .map(|d| c_string(d, "the driver name"))
             .transpose()?;
+        if driver.is_some() && self.custom_driver.is_some() {
+            return Err(Error::invalid(
+                "a store takes a built-in driver or a custom driver, not both",
+            ));
+        }
+        let prepared = self
+            .custom_driver
+            .as_ref()
+            .map(|d| driver::prepare(Arc::clone(d)))
+            .transpose()?;
         let opts = sys::rolayer_store_options {
             driver: opt_ptr(driver.as_ref()),
+            driver_ops: prepared.as_ref().map_or(ptr::null(), |p| p.ops.as_ptr()),
+            driver_user_data: prepared.as_ref().map_or(ptr::null_mut(), |p| p.user_data),
             busy_timeout_ms: self.busy_timeout_ms,
             ..sys::rolayer_store_options::INIT
         };
         let mut out = ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the options borrow nothing past it.
-        call(|err| unsafe { sys::rolayer_store_open_ext(&mut out, root.as_ptr(), &opts, err) })?;
+        // SAFETY: every pointer is valid for the call; the library copies the ops, and owns the
+        // driver's user data from now on (freed by its destroy callback) unless it fails before
+        // taking it, which open_failed finds out.
+        let opened =
+            call(|err| unsafe { sys::rolayer_store_open_ext(&mut out, root.as_ptr(), &opts, err) });
+        if let Err(e) = opened {
+            if let Some(p) = prepared {
+                p.open_failed();
+            }
+            return Err(e);
+        }
         // SAFETY: success gives a new, non-NULL store that we own.
-        unsafe { Store::from_raw(out) }
+        let mut store = unsafe { Store::from_raw(out) }?;
+        store.driver_ops = prepared.map(|p| p.ops);
+        Ok(store)
     }
 }
 
@@ -92,10 +150,13 @@ pub struct Store {
     raw: NonNull<sys::rolayer_store>,
     root: PathBuf,
     driver: String,
+    /// A custom driver's ops, kept as long as the store (dropped after it).
+    driver_ops: Option<DriverOps>,
 }
 
 // SAFETY: store.h: "a rolayer_store is safe to use from many threads at once". The cached
-// root and driver are immutable Rust values.
+// root and driver are immutable Rust values; a custom driver's ops are never touched again by
+// Rust, and the driver behind them is Send + Sync.
 unsafe impl Send for Store {}
 unsafe impl Sync for Store {}
 
@@ -146,8 +207,9 @@ impl Descriptor {
 }
 
 impl Store {
-    /// Opens (creating it if needed) the store rooted at `root` with the default driver
-    /// ("dir"). Half-registered or half-removed layers left by a crash are cleaned up.
+    /// Opens (creating it if needed) the store rooted at `root` with the built-in driver it was
+    /// created with ("dir" for a new store). Half-registered or half-removed layers left by a
+    /// crash are cleaned up.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         StoreOptions::new().open(root)
     }
@@ -182,7 +244,12 @@ impl Store {
                 },
             )
         };
-        Ok(Store { raw, root, driver })
+        Ok(Store {
+            raw,
+            root,
+            driver,
+            driver_ops: None,
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::rolayer_store {
