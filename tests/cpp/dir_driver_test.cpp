@@ -382,7 +382,7 @@ TEST_F(DirDriverTest, InitCreateRemoveMetadata) {
   EXPECT_EQ(m["Path"], diff_dir("child"));
   EXPECT_EQ(m["Parent"], "base");
   EXPECT_TRUE(fs::is_directory(m["Path"]));
-  EXPECT_EQ(code_of([&] { drv_.metadata("nope"); }), Code::NotFound);
+  EXPECT_EQ(code_of([&] { drv_.metadata("nope"); }), Code::Corrupt);  // the store asked: it holds it
 
   // Leftovers of interrupted creates/removes are cleaned by init, layers are listed.
   std::string droot = fs::canonical(root_).string() + "/dir";
@@ -559,6 +559,16 @@ TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedNotCreated) {
   auto t2 = flat_tree("top2");
   EXPECT_EQ(t2.size(), 1u) << describe(t2);
   EXPECT_EQ(names(list_tar(diff_tar("top2", "base"))), (std::vector<std::string>{".wh..wh..opq", "only"}));
+
+  // Whiteouts hide lower layers only (OCI): a directory re-created after its whiteout starts
+  // empty, and an entry of the same layer before its whiteout stays.
+  apply("top3", "base", TarBuilder().file(".wh.a", "").file("a/fresh", "f").file("c", "new c").file(".wh.c", "").finish());
+  auto t3 = flat_tree("top3");
+  EXPECT_EQ(t3.count("a/1") + t3.count("a/2"), 0u) << describe(t3);
+  EXPECT_EQ(t3["a/fresh"].data, "f");
+  EXPECT_EQ(t3["c"].data, "new c");
+  EXPECT_EQ(names(list_tar(diff_tar("top3", "base"))),
+            (std::vector<std::string>{"a/", "a/.wh..wh..opq", "a/fresh", "c"}));
 }
 
 TEST_F(DirDriverTest, SparseFilesKeepHolesAndPayloadOffsets) {
@@ -702,6 +712,18 @@ TEST_F(DirDriverTest, FileThenDirectoryInOneLayerHidesLowerContent) {
             (std::vector<std::string>{"d/", "d/.wh..wh..opq", "d/new", "e/", "e/.wh..wh..opq"}));
 }
 
+TEST_F(DirDriverTest, DamagedLayerStorageIsCorrupt) {
+  apply("base", "", TarBuilder().file("f", "x").finish());
+  apply("top", "base", TarBuilder().file("g", "y").finish());
+  std::string droot = fs::canonical(root_).string() + "/dir";
+  fs::remove_all(droot + "/top/diff");
+  EXPECT_EQ(code_of([&] { drv_.payloads("top"); }), Code::Corrupt);
+  EXPECT_EQ(code_of([&] { drv_.diff("top", ""); }), Code::Corrupt);
+  fs::remove_all(droot + "/base");
+  EXPECT_EQ(code_of([&] { drv_.diff("top", "base"); }), Code::Corrupt);  // parent chain broken
+  EXPECT_EQ(code_of([&] { drv_.payloads("base"); }), Code::Corrupt);
+}
+
 TEST_F(DirDriverTest, PayloadErrorsAreCorrupt) {
   apply("p", "", TarBuilder().file("gone", "x").file("dir", "y").file("fifo", "z").file("ok", "ok").finish());
   std::string d = diff_dir("p");
@@ -728,6 +750,34 @@ TEST_F(DirDriverTest, RootEntries) {
   EXPECT_EQ(slurp(diff_dir("r") + "/sub/f"), "f");
   // A non-directory at the root is refused.
   EXPECT_EQ(code_of([&] { apply("r2", "", TarBuilder().file(".", "x").finish()); }), Code::Unsafe);
+}
+
+TEST_F(DirDriverTest, AufsMetadataIsSkippedAndItsLinksResolved) {
+  std::string tar = TarBuilder()
+                        .file(".wh..wh.aufs", "")
+                        .dir(".wh..wh.orph")
+                        .dir(".wh..wh.plnk")
+                        .file(".wh..wh.plnk/260.12", "stashed", {0750, 3, 4, 77})
+                        .hardlink("usr/bin/a", ".wh..wh.plnk/260.12")
+                        .hardlink("usr/bin/b", ".wh..wh.plnk/260.12")
+                        .finish();
+  apply("aufs", "", tar);
+  std::string d = diff_dir("aufs");
+  auto t = snapshot(d);
+  EXPECT_EQ(t.size(), 4u) << describe(t);  // usr, usr/bin, usr/bin/a, usr/bin/b
+  EXPECT_EQ(t["usr/bin/a"].data, "stashed");
+  EXPECT_EQ(t["usr/bin/a"].mode, 0750u);
+  EXPECT_EQ(t["usr/bin/a"].uid, 3u);
+  EXPECT_EQ(t["usr/bin/b"].link_peer, "usr/bin/a");
+  auto s = drv_.payloads("aufs");
+  EXPECT_EQ(read_payload(*s->open(".wh..wh.aufs"), 0, 10), "");
+  EXPECT_EQ(read_payload(*s->open(".wh..wh.plnk/260.12"), 0, 10), "stashed");
+  EXPECT_EQ(code_of([&] {
+              apply("aufs2", "", TarBuilder().hardlink("x", ".wh..wh.plnk/missing").finish());
+            }),
+            Code::Archive);
+  // Elsewhere, a whiteout name cannot be a directory of the layer.
+  EXPECT_EQ(code_of([&] { apply("wh", "", TarBuilder().file("a/.wh.b/c", "x").finish()); }), Code::Archive);
 }
 
 TEST_F(DirDriverTest, LowerLayerSymlinksAreNeverFollowed) {
@@ -909,7 +959,7 @@ TEST_F(DiffChainTest, NotAncestor) {
   EXPECT_EQ(code_of([&] { drv_.diff("l2", "l3"); }), Code::NotAncestor);
   EXPECT_EQ(code_of([&] { drv_.diff("l3", "nope"); }), Code::NotAncestor);
   EXPECT_EQ(code_of([&] { drv_.diff("l1", "l1"); }), Code::NotAncestor);
-  EXPECT_EQ(code_of([&] { drv_.diff("zzz", ""); }), Code::NotFound);
+  EXPECT_EQ(code_of([&] { drv_.diff("zzz", ""); }), Code::Corrupt);
 }
 
 }  // namespace

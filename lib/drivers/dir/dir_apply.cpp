@@ -453,7 +453,7 @@ void Applier::load_lowers() {
   lower_roots_.resize(lowers_.size());
   for (size_t i = 0; i < lowers_.size(); ++i) {
     lower_cuts_[i].load(lowers_[i]);
-    lower_roots_[i] = dirfs::open_dir(lowers_[i].diff, true);
+    lower_roots_[i] = open_layer_dir(lowers_[i], lowers_[i].diff, true);
   }
   lowers_loaded_ = true;
 }
@@ -751,8 +751,8 @@ void Applier::write_meta() {
 }
 
 int64_t Applier::run(ByteSource& src) {
-  diff_fd_ = dirfs::open_dir(layer_.diff, true);
-  meta_fd_ = dirfs::open_dir(layer_.meta);
+  diff_fd_ = open_layer_dir(layer_, layer_.diff, true);
+  meta_fd_ = open_layer_dir(layer_, layer_.meta);
   if (::mkdirat(meta_fd_.get(), kRelocDir, 0700) != 0 && errno != EEXIST)
     throw sys_error("cannot create", layer_.meta + "/" + kRelocDir, errno);
   reloc_fd_ = Fd(::openat(meta_fd_.get(), kRelocDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -787,7 +787,7 @@ int64_t Applier::run(ByteSource& src) {
   apply_fixups();
   write_meta();
   // Everything of the layer (diff/ and meta/) on stable storage, then the commit marker.
-  Fd layer_fd = dirfs::open_dir(layer_.dir);
+  Fd layer_fd = open_layer_dir(layer_, layer_.dir);
   if (::syncfs(layer_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);
   std::string applied(kAppliedMagic);
   applied.push_back('\0');

@@ -22,6 +22,14 @@ using dirfs::sys_error;
 
 namespace dirdrv {
 
+Fd open_layer_dir(const LayerPaths& layer, const std::string& abs, bool path_only) {
+  int fd = ::open(abs.c_str(), O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | (path_only ? O_PATH : O_RDONLY));
+  if (fd >= 0) return Fd(fd);
+  if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+    throw Error(Code::Corrupt, "storage of layer " + layer.id + " is damaged: " + abs + " is missing").with_path(abs);
+  throw sys_error("cannot open directory", abs, errno);
+}
+
 bool valid_clean_path(std::string_view p, bool allow_empty) {
   if (p.empty()) return allow_empty;
   if (p.front() == '/' || p.back() == '/') return false;
@@ -112,7 +120,7 @@ std::vector<IndexRecord> decode_index(const std::string& data, const std::string
 }
 
 void LayerCuts::load(const LayerPaths& layer) {
-  Fd meta = dirfs::open_dir(layer.meta);
+  Fd meta = open_layer_dir(layer, layer.meta);
   std::string data;
   if (dirfs::read_file(meta.get(), kWhiteoutsFile, data, kMaxMetaFile, layer.meta + "/" + kWhiteoutsFile)) {
     for (auto& w : decode_list(kWhiteoutsMagic, data, false, layer.meta + "/" + kWhiteoutsFile)) {
@@ -189,10 +197,10 @@ class DirPayloadFile : public PayloadFile {
 class DirPayloadSession : public PayloadSession {
  public:
   explicit DirPayloadSession(const LayerPaths& lp)
-      : diff_(dirfs::open_dir(lp.diff, true)), meta_(dirfs::open_dir(lp.meta, true)) {
+      : diff_(open_layer_dir(lp, lp.diff, true)), meta_(open_layer_dir(lp, lp.meta, true)) {
     std::string data;
     std::string ip = lp.meta + "/" + kPayloadsFile;
-    Fd meta_rd = dirfs::open_dir(lp.meta);
+    Fd meta_rd = open_layer_dir(lp, lp.meta);
     if (dirfs::read_file(meta_rd.get(), kPayloadsFile, data, kMaxMetaFile, ip)) {
       for (auto& r : decode_index(data, ip)) index_[r.path][r.occurrence] = std::move(r.file);
     }
@@ -358,7 +366,8 @@ std::vector<std::string> DirDriver::chain(const std::string& id) const {
   Fd rootfd = dirfs::open_dir(root_);
   while (!cur.empty()) {
     if (!is_dir_at(rootfd.get(), cur)) {
-      if (out.empty()) throw Error(Code::NotFound, "layer not found: " + id);
+      if (out.empty())
+        throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
       throw Error(Code::Corrupt, "parent layer " + cur + " of " + out.back() + " is missing")
           .with_path(layer_dir(cur));
     }
@@ -375,14 +384,15 @@ int64_t DirDriver::apply_diff(const std::string& id, const std::string& parent, 
   check_id(id);
   if (!parent.empty()) check_id(parent);
   Fd rootfd = dirfs::open_dir(root_);
-  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
   std::string recorded = read_parent(id);
   if (recorded != parent)
     throw Error(Code::Inval, "layer " + id + " was created on parent '" + recorded +
                                  "', not '" + parent + "'");
   LayerPaths lp = paths_of(root_, id);
   {
-    Fd mfd = dirfs::open_dir(lp.meta, true);
+    Fd mfd = open_layer_dir(lp, lp.meta, true);
     struct stat st;
     if (::fstatat(mfd.get(), kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
       throw Error(Code::Exists, "layer already applied: " + id).with_path(lp.dir);
@@ -415,7 +425,8 @@ std::unique_ptr<PayloadSession> DirDriver::payloads(const std::string& id) {
   require_init();
   check_id(id);
   Fd rootfd = dirfs::open_dir(root_);
-  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
   return std::make_unique<DirPayloadSession>(paths_of(root_, id));
 }
 
@@ -423,7 +434,8 @@ std::vector<std::pair<std::string, std::string>> DirDriver::metadata(const std::
   require_init();
   check_id(id);
   Fd rootfd = dirfs::open_dir(root_);
-  if (!is_dir_at(rootfd.get(), id)) throw Error(Code::NotFound, "layer not found: " + id);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
   return {{"Path", paths_of(root_, id).diff}, {"Parent", read_parent(id)}};
 }
 

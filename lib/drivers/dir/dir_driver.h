@@ -12,6 +12,8 @@
 
 namespace rolayer {
 
+// Errors: an operation on a layer whose storage (or a part of it) is missing reports
+// Code::Corrupt naming the layer: the store only asks about layers it holds.
 class DirDriver : public Driver {
  public:
   DirDriver() = default;
@@ -28,7 +30,7 @@ class DirDriver : public Driver {
  private:
   std::string layer_dir(const std::string& id) const;
   std::string read_parent(const std::string& id) const;
-  // id, its parent, ..., the base layer. Throws NotFound if id does not exist.
+  // id, its parent, ..., the base layer. Throws Corrupt if a layer of the chain is missing.
   std::vector<std::string> chain(const std::string& id) const;
   void require_init() const;
 

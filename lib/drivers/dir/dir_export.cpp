@@ -96,7 +96,7 @@ class DiffStream final : public ByteSource {
     for (size_t i = 0; i < range.size(); ++i) {
       layers_[i].paths = std::move(range[i]);
       layers_[i].cuts.load(layers_[i].paths);
-      layers_[i].root = dirfs::open_dir(layers_[i].paths.diff, true);
+      layers_[i].root = open_layer_dir(layers_[i].paths, layers_[i].paths.diff, true);
     }
     cache_.resize(layers_.size());
     w_ = archive_write_new();
@@ -164,7 +164,13 @@ class DiffStream final : public ByteSource {
     if (!f.valid()) {
       const std::string& p = stack_.back().path;
       f = dirfs::open_beneath(layers_[layer].root.get(), p, O_RDONLY | O_DIRECTORY);
-      if (!f.valid()) throw sys_error("layer directory vanished:", layers_[layer].paths.diff + "/" + p, errno);
+      if (!f.valid()) {
+        if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+          throw Error(Code::Corrupt, "storage of layer " + layers_[layer].paths.id + " changed during export: " +
+                                         layers_[layer].paths.diff + "/" + p + " is missing")
+              .with_path(layers_[layer].paths.diff + "/" + p);
+        throw sys_error("cannot open layer directory", layers_[layer].paths.diff + "/" + p, errno);
+      }
     }
     return f.get();
   }
@@ -346,8 +352,13 @@ class DiffStream final : public ByteSource {
     int dfd = dir_fd(layer);
     std::string path = dirfs::join(dir, name);
     struct stat st;
-    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
-      throw sys_error("layer file vanished:", layers_[layer].paths.diff + "/" + path, errno);
+    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT)
+        throw Error(Code::Corrupt, "storage of layer " + layers_[layer].paths.id + " changed during export: " +
+                                       layers_[layer].paths.diff + "/" + path + " is missing")
+            .with_path(layers_[layer].paths.diff + "/" + path);
+      throw sys_error("cannot stat", layers_[layer].paths.diff + "/" + path, errno);
+    }
     if (S_ISDIR(st.st_mode) != is_dir)
       throw Error(Code::Io, "layer file changed during export: " + path).with_path(path);
     if (S_ISSOCK(st.st_mode)) return;  // not representable in tar

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/io.h"
+#include "drivers/dir/dir_fs.h"
 
 namespace rolayer::dirdrv {
 
@@ -57,6 +58,9 @@ struct LayerPaths {
   std::string meta;  // <dir>/meta
 };
 
+// Opens one of a layer's own directories (layer.diff, layer.meta...). Its absence means the
+// layer's storage was damaged: Error(Code::Corrupt) naming the layer id and the path.
+dirfs::Fd open_layer_dir(const LayerPaths& layer, const std::string& abs, bool path_only = false);
 // True for a cleaned relative path ("" only when allow_empty).
 bool valid_clean_path(std::string_view p, bool allow_empty);
 
