@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kSchemaVersion = 1;
 constexpr size_t kRecordChunk = 256 * 1024;
+constexpr size_t kMaxEntryPath = 64 * 1024;
 
 const char* kSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,6 +111,10 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   }
   void on_entry(const tar::Entry& e) override {
     std::string path = safety_.check(e);
+    // The fidelity record stores paths up to 64 KiB; no file system takes more anyway.
+    if (path.size() > kMaxEntryPath)
+      throw Error(Code::Archive, "tar entry name is longer than " + std::to_string(kMaxEntryPath) + " bytes")
+          .with_path(path.substr(0, 256));
     if (!e.has_payload()) return;
     if (path.empty())
       throw Error(Code::Archive, "a regular-file entry names the layer's root directory").with_path(e.name);
@@ -119,7 +124,11 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
     file_.path = std::move(path);
     file_.size = e.payload_size;
     file_.fragments.clear();
-    if (e.kind == tar::EntryKind::Sparse) file_.fragments = e.sparse;
+    if (e.kind == tar::EntryKind::Sparse) {
+      file_.fragments = e.sparse;
+      // An all-hole sparse file still reads as sparse at export: one empty fragment at its end.
+      if (file_.fragments.empty()) file_.fragments.push_back({e.real_size, 0});
+    }
     xxh_.reset();
   }
   void on_payload(const uint8_t* data, size_t len) override {
