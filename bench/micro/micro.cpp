@@ -7,6 +7,8 @@
 //   rolayer-bench-micro [--benchmark_filter=...] [--benchmark_format=json]
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -93,14 +95,38 @@ const std::string& blob_tar() {
   return t;
 }
 
+// 3: the tar named by $ROLAYER_MICRO_TAR (e.g. a generated large layer), when set.
+const std::string& file_tar() {
+  static const std::string t = [] {
+    std::string out;
+    const char* path = std::getenv("ROLAYER_MICRO_TAR");
+    if (!path) return out;
+    std::FILE* f = std::fopen(path, "rb");
+    if (!f) return out;
+    char buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+    return out;
+  }();
+  return t;
+}
+
 const std::string& tar_by_index(int64_t i) {
   switch (i) {
     case 0: return small_tar();
     case 1: return headers_tar();
-    default: return blob_tar();
+    case 2: return blob_tar();
+    default: return file_tar();
   }
 }
-const char* tar_name(int64_t i) { return i == 0 ? "small" : i == 1 ? "headers" : "blob"; }
+const char* tar_name(int64_t i) { return i == 0 ? "small" : i == 1 ? "headers" : i == 2 ? "blob" : "$ROLAYER_MICRO_TAR"; }
+
+// The inputs to run: 0-2, and 3 when $ROLAYER_MICRO_TAR is set.
+void inputs(benchmark::internal::Benchmark* b) {
+  for (int i = 0; i < 3; i++) b->Arg(i);
+  if (std::getenv("ROLAYER_MICRO_TAR")) b->Arg(3);
+}
 
 // ---- hashing ------------------------------------------------------------------------------
 
@@ -189,7 +215,7 @@ void BM_Scan(benchmark::State& state) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(tar.size()));
 }
-BENCHMARK(BM_Scan)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Scan)->Apply(inputs)->Unit(benchmark::kMillisecond);
 
 // Scanner + path safety + XXH3 + record::Writer (zstd): the whole recording side of register.
 void BM_Record(benchmark::State& state) {
@@ -209,7 +235,7 @@ void BM_Record(benchmark::State& state) {
   state.SetLabel(std::string(tar_name(state.range(0))) + " record=" + std::to_string(record_size) + "B");
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(tar.size()));
 }
-BENCHMARK(BM_Record)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Record)->Apply(inputs)->Unit(benchmark::kMillisecond);
 
 // ---- assembling ---------------------------------------------------------------------------
 
@@ -246,7 +272,7 @@ void BM_Assemble(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(items));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(tar.size()));
 }
-BENCHMARK(BM_Assemble)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Assemble)->Apply(inputs)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

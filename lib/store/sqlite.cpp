@@ -6,7 +6,7 @@
 
 namespace rolayer::sql {
 
-Db::Db(const std::string& path) {
+Db::Db(const std::string& path) : path_(path) {
   int rc = sqlite3_open_v2(path.c_str(), &db_,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
@@ -24,15 +24,18 @@ Db::~Db() {
 }
 
 void Db::fail(int rc, const std::string& what) const {
-  std::string msg = what + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  std::string msg = path_ + ": " + what + ": " + (db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  int sys = db_ ? sqlite3_system_errno(db_) : 0;
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED: throw Error(Code::Busy, "store is busy: " + msg);
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB: throw Error(Code::Corrupt, "store database is damaged: " + msg);
     case SQLITE_NOMEM: throw Error(Code::NoMem, msg);
-    case SQLITE_FULL: throw Error(Code::Io, msg).with_errno(ENOSPC);
-    default: throw Error(Code::Io, "store database error: " + msg);
+    case SQLITE_FULL: throw Error(Code::Io, "store database error: " + msg).with_errno(sys ? sys : ENOSPC);
+    case SQLITE_READONLY:
+      throw Error(Code::Io, "store database error: " + msg).with_errno(sys ? sys : EACCES);
+    default: throw Error(Code::Io, "store database error: " + msg).with_errno(sys);
   }
 }
 

@@ -21,10 +21,12 @@ class Db {
   Db& operator=(const Db&) = delete;
   void exec(const char* sql);
   sqlite3* raw() const { return db_; }
+  const std::string& path() const { return path_; }
   [[noreturn]] void fail(int rc, const std::string& what) const;
 
  private:
   sqlite3* db_ = nullptr;
+  std::string path_;
 };
 
 class Stmt {

@@ -288,6 +288,27 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   db.exec("PRAGMA journal_mode=WAL");
   db.exec("PRAGMA synchronous=FULL");
   db.exec("PRAGMA foreign_keys=ON");
+  {
+    // A store that holds layer data but whose database is empty (lost, truncated) is not a new
+    // store: refuse rather than treat every layer as gone.
+    sql::Stmt q(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'layers'");
+    bool fresh = q.step() && q.int64(0) == 0;
+    if (fresh) {
+      for (const char* d : {"dir", "exact"}) {
+        std::string p = st->root + "/" + d;
+        if (DIR* dd = ::opendir(p.c_str())) {
+          bool any = false;
+          while (struct dirent* de = ::readdir(dd))
+            if (de->d_name[0] != '.') any = true;
+          ::closedir(dd);
+          if (any)
+            throw Error(Code::Corrupt, "the store database " + db.path() + " is empty, but " + p +
+                                           " holds layer data: the database was lost or truncated; refusing to "
+                                           "open it as a new store");
+        }
+      }
+    }
+  }
   db.exec(kSchema);
 
   // No driver named: the one the store was created with, else "dir".
@@ -352,15 +373,21 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
     cache_ids[n->cache_id] = true;
     st->layers[n->chain_id.str()] = n;
   }
-  // Remove driver data that no committed layer owns (a crash during register or release):
-  // what the driver lists, and what the intent marks name.
-  std::vector<std::string> held = st->driver->init(st->root);
+  // Remove driver data that no committed layer owns, left by a crash during register or
+  // release: exactly the ids that intent marks name and no row holds (a row that cannot be
+  // loaded still holds its data: the open cannot tell that such a layer is gone).
+  {
+    sql::Stmt all(db, "SELECT cache_id FROM layers");
+    while (all.step()) cache_ids[all.text(0)] = true;
+  }
+  st->driver->init(st->root);
+  std::vector<std::string> pending;
   if (DIR* d = ::opendir(st->pending_dir.c_str())) {
     while (struct dirent* de = ::readdir(d))
-      if (de->d_name[0] != '.') held.emplace_back(de->d_name);
+      if (de->d_name[0] != '.') pending.emplace_back(de->d_name);
     ::closedir(d);
   }
-  for (const auto& id : held) {
+  for (const auto& id : pending) {
     try {
       if (!cache_ids.count(id)) st->driver->remove(id);
       st->clear_pending(id);
@@ -412,11 +439,12 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
 
   std::string cache_id = fs::random_hex();
   const std::string parent_cache = parent ? parent->cache_id : std::string();
-  bool created = false;
+  bool committed = false;
   std::string rec_path;
   auto cleanup = [&]() {
     try {
-      if (created) st_->driver->remove(cache_id);
+      // Even when create itself failed: it may have made part of the layer's storage.
+      if (!committed) st_->driver->remove(cache_id);
       st_->clear_pending(cache_id);  // kept if the removal failed: the next open retries it
     } catch (...) {
     }
@@ -438,7 +466,6 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     }
     st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
-    created = true;
     ROLAYER_FAULT_POINT("register.created");
     RegisterTee tee(tar, rec.get());
     try {
@@ -483,7 +510,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       auto& db = *st_->db;
       sql::Transaction tx(db);
       sql::Stmt ins(db,
-                    "INSERT INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
+                    "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
                     "desc_media_type, desc_digest, desc_size, has_record, persistent, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'))");
       ins.bind(1, chain.str()).bind(2, diff_id.str());
@@ -495,6 +522,8 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       if (descriptor.size < 0) ins.bind_null(10); else ins.bind(10, descriptor.size);
       ins.bind(11, static_cast<int64_t>(node->has_record ? 1 : 0));
       ins.run();
+      // A row with this ChainID that is not loaded is a damaged leftover: it is replaced.
+      sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain.str()).run();
       if (rec) {
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
         if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
@@ -509,12 +538,14 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       }
       ROLAYER_FAULT_POINT("register.before_commit");
       tx.commit();
-      ROLAYER_FAULT_POINT("register.committed");
     }
+    // Committed: from here on nothing undoes the layer.
+    committed = true;
     st_->layers[chain.str()] = node;
     if (parent) parent->children++;
     auto ref = st_->new_ref(st_, node);
     g.unlock();
+    ROLAYER_FAULT_POINT("register.committed");
     st_->clear_pending(cache_id);
     if (!rec_path.empty()) ::unlink(rec_path.c_str());
     return ref;

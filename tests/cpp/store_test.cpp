@@ -304,12 +304,17 @@ TEST_P(StoreTest, OrphansOfACrashAreRemovedOnOpen) {
     auto keep = reg(*s, make_tar({{TarItem::File, "a", "A"}}));
     s->retain(keep->node().chain_id.str());
   }
-  // What a crash between driver create and the commit leaves: driver data with no row.
+  // What a crash between driver create and the commit leaves: the intent mark (written before
+  // the driver's create) and driver data with no row. Data without a mark is never removed.
   fs::mkdirs(dir_.path() + "/store/" + GetParam() + "/deadbeefdeadbeefdeadbeefdeadbeef");
+  fs::write_file_atomic(dir_.path() + "/store/pending/deadbeefdeadbeefdeadbeefdeadbeef", "");
+  fs::mkdirs(dir_.path() + "/store/" + GetParam() + "/0123456789abcdef0123456789abcdef");
   fs::mkdirs(dir_.path() + "/store/tmp/junk");
   auto s = open_store();
-  EXPECT_EQ(driver_dirs(), 1);
+  EXPECT_EQ(driver_dirs(), 2);  // the kept layer and the unmarked directory
+  EXPECT_FALSE(fs::exists(dir_.path() + "/store/" + GetParam() + "/deadbeefdeadbeefdeadbeefdeadbeef"));
   EXPECT_EQ(count_entries(dir_.path() + "/store/tmp"), 0);
+  EXPECT_EQ(count_entries(dir_.path() + "/store/pending"), 0);
 }
 
 TEST_P(StoreTest, ReopeningWithAnotherDriverIsRefused) {

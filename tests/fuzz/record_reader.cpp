@@ -1,6 +1,11 @@
 // Fuzz target "record_reader": the stored fidelity-record decoder (record::Reader) on
 // arbitrary bytes, read through a source that returns pseudo-random short reads.
 //
+// An input that starts with the record's magic is read as it is (the header, framing and
+// zstd layers). Any other input is taken as a record *body* (the items, uncompressed) and
+// wrapped in a valid header and a checksummed zstd frame first, so that mutations reach the
+// item decoder instead of dying at the frame checksum.
+//
 // Checked: every refusal is rolayer::Error with Code::Corrupt (Code::NoMem only if the
 // machine is out of memory), never a crash, a hang or unbounded memory; once next() has thrown
 // it throws the same error again; every item it returns obeys docs/record-format.md (Raw
@@ -18,9 +23,26 @@
 #include "record/format.h"
 #include "record/record.h"
 
+#include <zstd.h>
+
 using namespace rolayer;
 
 namespace {
+
+std::string wrap_body(const uint8_t* body, size_t n) {
+  std::string out(reinterpret_cast<const char*>(record::format::kMagic), sizeof record::format::kMagic);
+  out.push_back(static_cast<char>(record::format::kVersion));
+  out.push_back('\0');
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+  std::string z(ZSTD_compressBound(n), '\0');
+  size_t r = ZSTD_compress2(c, z.data(), z.size(), body, n);
+  ZSTD_freeCCtx(c);
+  FUZZ_CHECK(!ZSTD_isError(r), "zstd compression of the body failed");
+  z.resize(r);
+  return out + z;
+}
 
 struct ChoppySource : ByteSource {
   const uint8_t* data;
@@ -38,6 +60,12 @@ struct ChoppySource : ByteSource {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string wrapped;
+  if (size < 3 || std::memcmp(data, record::format::kMagic, 3) != 0) {
+    wrapped = wrap_body(data, size);
+    data = reinterpret_cast<const uint8_t*>(wrapped.data());
+    size = wrapped.size();
+  }
   ChoppySource src(data, size);
   record::Reader reader(src);
   record::Item item;

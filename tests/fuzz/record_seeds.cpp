@@ -1,12 +1,15 @@
 // fuzz_record_seeds OUTDIR TAR...: writes the fidelity record of each tar (what a register on
-// the "dir" driver stores) to OUTDIR/<basename>.rec; tars the store refuses are skipped.
-// Seeds of the record_reader corpus (tests/fuzz/seed.sh).
+// the "dir" driver stores) to OUTDIR/<basename>.rec, and its decompressed body (the items) to
+// OUTDIR/<basename>.body; tars the store refuses are skipped. Seeds of the record_reader
+// corpus (tests/fuzz/seed.sh).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <zstd.h>
 
 #include "core/error.h"
 #include "record/record.h"
@@ -73,6 +76,21 @@ int main(int argc, char** argv) {
     }
     std::string out = std::string(argv[1]) + "/" + std::filesystem::path(argv[i]).filename().string() + ".rec";
     std::ofstream(out, std::ios::binary) << sink.data;
+    // The body: the zstd frame after the 8-byte header, decompressed.
+    ZSTD_DCtx* d = ZSTD_createDCtx();
+    std::string body;
+    std::vector<char> buf(ZSTD_DStreamOutSize());
+    ZSTD_inBuffer zin{sink.data.data() + 8, sink.data.size() - 8, 0};
+    while (zin.pos < zin.size) {
+      ZSTD_outBuffer o{buf.data(), buf.size(), 0};
+      size_t r = ZSTD_decompressStream(d, &o, &zin);
+      if (ZSTD_isError(r)) break;
+      body.append(buf.data(), o.pos);
+      if (r == 0) break;
+    }
+    ZSTD_freeDCtx(d);
+    std::ofstream(std::string(argv[1]) + "/" + std::filesystem::path(argv[i]).filename().string() + ".body",
+                  std::ios::binary) << body;
     ++written;
   }
   std::fprintf(stderr, "%d records written\n", written);

@@ -10,7 +10,12 @@
 //  - the chunking does not matter: same entries, same outcome, same error code and message;
 //  - a refusal is a rolayer::Error with Code::Archive or Code::Unsafe, nothing else;
 //  - on success the record reads back (record::Reader) and, with the captured payloads,
-//    rebuilds the input byte for byte; its summary matches.
+//    rebuilds the input byte for byte; its summary matches; a sparse entry reads back as
+//    sparse (with fragments), a regular one as not sparse.
+//
+// The tee here includes the two fixes proposed for lib/store/store.cpp (docs/security.md,
+// Findings): a cleaned name over 64 KiB is Code::Archive, and a sparse entry without fragments
+// is recorded with one empty fragment at its end.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -19,6 +24,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "fuzz_util.h"
+#include "record/format.h"
 #include "record/record.h"
 #include "record/xxh3.h"
 #include "tar/path.h"
@@ -81,6 +87,7 @@ class Tee : public tar::ScanHandler {
     std::string path;
     std::string payload;
     std::vector<tar::SparseFragment> frags;
+    bool sparse = false;
   };
   std::vector<File> files;
 
@@ -114,11 +121,15 @@ class Tee : public tar::ScanHandler {
     }
     // As the store's tee: Code::Unsafe for an escape, refused root file.
     std::string path = safety_.check(e);
+    if (path.size() > record::format::kMaxPath)
+      throw Error(Code::Archive, "tar entry name is longer than 65536 bytes");
     if (!e.has_payload()) return;
     if (path.empty()) throw Error(Code::Archive, "a regular-file entry names the layer's root directory");
     in_payload_ = true;
     left_ = e.payload_size;
-    files.push_back(File{path, std::string(), e.sparse});
+    const bool sparse = e.kind == tar::EntryKind::Sparse;
+    files.push_back(File{path, std::string(), e.sparse, sparse});
+    if (sparse && files.back().frags.empty()) files.back().frags.push_back({e.real_size, 0});
     xxh_.reset();
   }
 
@@ -218,6 +229,7 @@ Outcome run(const uint8_t* data, size_t size, Rng* rng) {
       FUZZ_CHECK(item.size == f.payload.size(), "record file size differs");
       FUZZ_CHECK(item.xxh3 == record::Xxh3::hash(f.payload.data(), f.payload.size()), "record xxh3 differs");
       FUZZ_CHECK(item.fragments.size() == f.frags.size(), "record fragments differ");
+      FUZZ_CHECK(item.fragments.empty() == !f.sparse, "a sparse entry does not read back as sparse (or the reverse)");
       for (size_t i = 0; i < f.frags.size(); ++i)
         FUZZ_CHECK(item.fragments[i].offset == f.frags[i].offset && item.fragments[i].length == f.frags[i].length,
                    "record fragment differs");

@@ -67,11 +67,26 @@ class ExactDriver : public Driver {
 
   std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override {
     std::string dir = path(id);
-    std::string parent = fs::read_file(dir + "/parent", 4096);
-    if (ancestor != parent)
-      throw Error(Code::Unsupported,
-                  "the exact driver only reproduces a layer's diff against its parent; use the dir driver for "
-                  "diffs against other ancestors or flattened chains");
+    std::string parent = read_parent(id);
+    if (ancestor != parent) {
+      // Another ancestor of the layer (or the flattened chain): a diff this driver cannot make.
+      // An ancestor its own records do not lead to: those records were changed.
+      if (ancestor.empty())
+        throw Error(Code::Unsupported, "the exact driver cannot flatten a chain; use the dir driver");
+      for (std::string p = parent; !p.empty();) {
+        if (p == ancestor)
+          throw Error(Code::Unsupported,
+                      "the exact driver only reproduces a layer's diff against its parent; use the dir driver for "
+                      "diffs against other ancestors");
+        try {
+          p = read_parent(p);
+        } catch (const Error&) {
+          break;
+        }
+      }
+      throw Error(Code::Corrupt, "the exact driver's record of the parent of layer " + id +
+                                     " does not match the store: the layer store was modified");
+    }
     std::string file = dir + "/layer.tar";
     fs::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd) {
@@ -91,6 +106,18 @@ class ExactDriver : public Driver {
   }
 
  private:
+  std::string read_parent(const std::string& id) const {
+    std::string file = path(id) + "/parent";
+    try {
+      return fs::read_file(file, 4096);
+    } catch (const Error& e) {
+      if (e.sys_errno() == ENOENT)
+        throw Error(Code::Corrupt, "the exact driver's data for layer " + id + " is missing (" + file +
+                                       "): the layer store was modified")
+            .with_errno(ENOENT);
+      throw;
+    }
+  }
   std::string path(const std::string& id) const {
     if (!valid_id(id)) throw Error(Code::Inval, "invalid driver id \"" + id + "\"");
     return base_ + "/" + id;
