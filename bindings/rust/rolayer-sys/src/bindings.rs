@@ -332,10 +332,13 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Free a handle without releasing its reference's layer: the in-memory reference goes, but
- nothing is deleted even when it was the last one (the layer stays as it would after the
- process ended, until a release in its chain or rolayer_store_unretain deletes it). For
- readers that look at layers without owning them (listing, inspecting, a garbage-collected
+    /** Free a handle without releasing it: the in-memory reference goes, and closing alone never
+ deletes — when it was the last reference, the layer stays as it would after the process
+ ended, until a release in its chain or rolayer_store_unretain deletes it. The one exception
+ is a release that is already waiting on this handle: when another reference to the layer
+ (or a child's cascade) asked for its release while this handle was open, the layer goes when
+ its last reference does, whether that reference is released, closed, or a stream freed.
+ For readers that look at layers without owning them (listing, inspecting, a garbage-collected
  wrapper). The handle is gone after this call. NULL is a no-op.*/
     pub fn rolayer_layer_close(layer: *mut rolayer_layer);
 }
