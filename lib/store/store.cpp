@@ -506,9 +506,16 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     node->stream_size = static_cast<int64_t>(stream_size);
     node->descriptor = descriptor;
     node->has_record = rec != nullptr;
+    std::string stale_cache;  // the driver data of a damaged row this register replaces
     {
       auto& db = *st_->db;
       sql::Transaction tx(db);
+      {
+        sql::Stmt q(db, "SELECT cache_id FROM layers WHERE chain_id = ?");
+        q.bind(1, chain.str());
+        if (q.step()) stale_cache = q.text(0);
+      }
+      if (!stale_cache.empty()) st_->mark_pending(stale_cache);
       sql::Stmt ins(db,
                     "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
                     "desc_media_type, desc_digest, desc_size, has_record, persistent, created) "
@@ -545,6 +552,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     if (parent) parent->children++;
     auto ref = st_->new_ref(st_, node);
     g.unlock();
+    if (!stale_cache.empty() && stale_cache != cache_id) st_->remove_driver_data({stale_cache});
     ROLAYER_FAULT_POINT("register.committed");
     st_->clear_pending(cache_id);
     if (!rec_path.empty()) ::unlink(rec_path.c_str());
