@@ -45,6 +45,7 @@ class ExactDriver : public Driver {
     std::string dir = path(id);
     if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("mkdir " + dir);
     fs::write_file_atomic(dir + "/parent", parent);
+    fs::fsync_dir(base_);  // the new layer directory's entry survives a power loss
   }
 
   void remove(const std::string& id) override { fs::remove_all(path(id)); }
@@ -62,6 +63,7 @@ class ExactDriver : public Driver {
       total += static_cast<int64_t>(n);
     }
     if (::fsync(fd.get()) != 0) throw_errno("fsync " + file);
+    fs::fsync_dir(path(id));  // and layer.tar's entry in it
     return total;
   }
 
