@@ -91,20 +91,6 @@ struct LowerHit {
   struct stat st {};
 };
 
-class EntryHolder {
- public:
-  EntryHolder() : e_(archive_entry_new()) {
-    if (!e_) throw Error(Code::NoMem, "archive_entry_new failed");
-  }
-  ~EntryHolder() { archive_entry_free(e_); }
-  EntryHolder(const EntryHolder&) = delete;
-  EntryHolder& operator=(const EntryHolder&) = delete;
-  archive_entry* get() const { return e_; }
-
- private:
-  archive_entry* e_;
-};
-
 class Applier final : public tar::ScanHandler {
  public:
   Applier(const LayerPaths& layer, const std::vector<LayerPaths>& lowers)

@@ -74,20 +74,6 @@ struct Frame {
   size_t next = 0;
 };
 
-class EntryHolder {
- public:
-  EntryHolder() : e_(archive_entry_new()) {
-    if (!e_) throw Error(Code::NoMem, "archive_entry_new failed");
-  }
-  ~EntryHolder() { archive_entry_free(e_); }
-  EntryHolder(const EntryHolder&) = delete;
-  EntryHolder& operator=(const EntryHolder&) = delete;
-  archive_entry* get() const { return e_; }
-
- private:
-  archive_entry* e_;
-};
-
 class DiffStream final : public ByteSource {
  public:
   DiffStream(std::vector<LayerPaths> range, bool emit_whiteouts) : emit_whiteouts_(emit_whiteouts) {

@@ -30,6 +30,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include <archive_entry.h>
+
+#include "core/error.h"
 #include "core/io.h"
 #include "drivers/dir/dir_fs.h"
 
@@ -95,5 +98,20 @@ int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowe
 // diff's body (dir_export.cpp). range: top layer first; emit_whiteouts false for a whole
 // flattened chain.
 std::unique_ptr<ByteSource> open_diff_stream(std::vector<LayerPaths> range, bool emit_whiteouts);
+
+// An owned libarchive entry (apply and export both build entries).
+class EntryHolder {
+ public:
+  EntryHolder() : e_(archive_entry_new()) {
+    if (!e_) throw Error(Code::NoMem, "archive_entry_new failed");
+  }
+  ~EntryHolder() { archive_entry_free(e_); }
+  EntryHolder(const EntryHolder&) = delete;
+  EntryHolder& operator=(const EntryHolder&) = delete;
+  archive_entry* get() const { return e_; }
+
+ private:
+  archive_entry* e_;
+};
 
 }  // namespace rolayer::dirdrv
