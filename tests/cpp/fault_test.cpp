@@ -404,7 +404,7 @@ TEST_P(FaultTest, FullFileSystem) {
   uint64_t seed = rng_();
   long levels = env_long("ROLAYER_ENOSPC_LEVELS", 24);
   auto lines = in_mount_namespace([&]() -> std::vector<std::string> {
-    if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m,mode=0700") != 0)
+    if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=8m,mode=0700") != 0)
       return {std::string("skip mount tmpfs: ") + std::strerror(errno)};
     std::vector<std::string> out;
     std::mt19937_64 rng(seed);
@@ -418,7 +418,7 @@ TEST_P(FaultTest, FullFileSystem) {
     }
     std::string filler = mnt + "/filler";
     for (long level = 0; level < levels; level++) {
-      // Keep the store small (space is free between trials): at most 4 layers.
+      // Keep the store small (space is free between trials): at most 3 layers (big ones fill 8 MiB).
       auto leaf = [&](const std::string& keep) {
         for (auto it = m.tars.rbegin(); it != m.tars.rend(); ++it) {
           bool has_child = false;
@@ -429,7 +429,7 @@ TEST_P(FaultTest, FullFileSystem) {
         return std::string();
       };
       try {
-        while (m.tars.size() > 4) {
+        while (m.tars.size() > 3) {
           std::string victim = leaf(base);
           if (victim.empty()) break;
           auto s = m.open();
