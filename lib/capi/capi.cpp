@@ -395,10 +395,7 @@ ROLAYER_API int rolayer_layer_depth(const rolayer_layer* l) {
 ROLAYER_API int rolayer_layer_size(const rolayer_layer* l, int64_t* out, rolayer_error** err) {
   return guard(err, [&] {
     if (!out) invalid("out must not be NULL");
-    auto& ref = layer_of(l);
-    int64_t s = 0;
-    for (const rolayer::LayerNode* p = &ref.node(); p; p = p->parent.get()) s += p->diff_size;
-    *out = s;
+    *out = rolayer::Store::size(layer_of(l));
   });
 }
 ROLAYER_API int rolayer_layer_diff_size(const rolayer_layer* l, int64_t* out, rolayer_error** err) {
