@@ -29,30 +29,33 @@
 // number of payload entries seen there and whether the latest is still in diff/), ~40 bytes;
 // a 64-bit collision (probability ~n^2/2^65) could mis-index a relocated payload, which the
 // store's per-file checksums would then report at export. Plus: the whiteout/opaque records of
-// this layer, the pending metadata of its directories (mode/times, applied at the end, like
-// libarchive's own fixup list), and the relocation index; lower layers' records only when a
-// lookup needs them. Input is read in 1 MiB chunks.
+// this layer, the pending metadata of its directories (mode/times, applied at the end), the
+// relocation index, and the open directories of the current parent path (one per component);
+// lower layers' records only when a lookup needs them. Input is read in 1 MiB chunks.
 //
-// Security: every directory walk uses O_NOFOLLOW component by component; libarchive writes
-// only non-directories, at absolute paths under the canonical store root whose parents have
-// just been verified, with SECURE_SYMLINKS and SECURE_NODOTDOT as a second line of defence
-// (SECURE_NOABSOLUTEPATHS cannot be used with absolute paths; entry names are cleaned
-// relative paths anyway). Directories and hard links are made here (libarchive 3.6 defers
-// directory metadata to path-based fixups at close, which would follow symlinks created later
-// in the same layer, and its hard-link checks unlink a symlink target).
-#include <archive.h>
-#include <archive_entry.h>
+// Security: every object is created relative to its parent directory's descriptor, by name
+// (openat O_CREAT|O_EXCL|O_NOFOLLOW, mkdirat, symlinkat, mknodat, linkat), and its metadata is
+// set through its own descriptor or with AT_SYMLINK_NOFOLLOW. Parent directories are reached
+// component by component with O_NOFOLLOW|O_DIRECTORY from diff/ (a symlink there is
+// Code::Unsafe). The open parent path of the previous entry is reused (entries come in walk
+// order); whatever replaces one of its components (displace) drops the components from there
+// down, so an open descriptor never stands for a path that now names something else.
+// Directory modes and times are set at the end (children first), each directory opened with
+// one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) or, without openat2, the O_NOFOLLOW walk.
+// Metadata order as GNU tar and libarchive: owner, mode (so that set-uid bits survive chown),
+// extended attributes (before the mode when unprivileged: a read-only mode could refuse them;
+// after it as root, so that security.capability is set last), times.
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <optional>
 
 #include "core/error.h"
@@ -69,11 +72,40 @@ using dirfs::Fd;
 using dirfs::sys_error;
 using dirfs::Walk;
 
-// libarchive's write-disk code reads the umask with umask(0) followed by umask(old), in
-// archive_write_disk_new and in every archive_write_header. Two threads interleaving those
-// pairs can leave the process umask at 0; serialising them keeps it intact.
-std::mutex& umask_mutex() {
-  static std::mutex m;
+using Xattrs = std::vector<std::pair<std::string, std::string>>;
+
+// Files of at least this size get their write-back started as soon as they are complete
+// (sync_file_range), so that the final syncfs has less left to wait for.
+constexpr uint64_t kEarlyWritebackBytes = uint64_t(1) << 20;
+
+// Owner, permission bits, times and extended attributes of an object to create.
+struct NodeMeta {
+  uint32_t uid = 0, gid = 0;
+  uint32_t mode = 0;  // permission and special bits (07777)
+  struct timespec atime {};
+  struct timespec mtime {};
+  const Xattrs* xattrs = nullptr;
+};
+
+NodeMeta entry_meta(const tar::Entry& e) {
+  NodeMeta m;
+  m.uid = static_cast<uint32_t>(e.uid);
+  m.gid = static_cast<uint32_t>(e.gid);
+  m.mode = e.mode & 07777;
+  m.mtime.tv_sec = static_cast<time_t>(e.mtime_sec);
+  m.mtime.tv_nsec = static_cast<long>(e.mtime_nsec);
+  m.atime = m.mtime;
+  m.xattrs = e.xattrs.empty() ? nullptr : &e.xattrs;
+  return m;
+}
+
+NodeMeta stat_meta(const struct stat& st) {
+  NodeMeta m;
+  m.uid = st.st_uid;
+  m.gid = st.st_gid;
+  m.mode = st.st_mode & 07777;
+  m.atime = st.st_atim;
+  m.mtime = st.st_mtim;
   return m;
 }
 
@@ -94,10 +126,7 @@ struct LowerHit {
 class Applier final : public tar::ScanHandler {
  public:
   Applier(const LayerPaths& layer, const std::vector<LayerPaths>& lowers)
-      : layer_(layer), lowers_(lowers), owner_(::geteuid() == 0) {}
-  ~Applier() override {
-    if (disk_) archive_write_free(disk_);
-  }
+      : layer_(layer), lowers_(lowers), owner_(::geteuid() == 0), euid_(::geteuid()) {}
 
   int64_t run(ByteSource& src);
 
@@ -133,15 +162,24 @@ class Applier final : public tar::ScanHandler {
   }
   std::string next_reloc_name() { return std::to_string(++reloc_seq_); }
 
-  // --- libarchive plumbing ---
-  [[noreturn]] void throw_la(const std::string& what, const std::string& path);
-  void check_la(int r, const std::string& what, const std::string& path);
-  void fill_entry(archive_entry* ae, const tar::Entry& e, const std::string& abs);
-  void start_payload(const tar::Entry& e, const std::string& what);
+  // --- object creation (shared by entries, relocated payloads and copy-ups) ---
+  uint32_t settable_mode(const NodeMeta& m, gid_t file_gid) const;
+  void set_meta_fd(int fd, const NodeMeta& m, const std::string& what);
+  void set_meta_at(int parent, const std::string& base, const NodeMeta& m, bool symlink,
+                   const std::string& rel, const std::string& what);
+  Fd create_file(int parent, const std::string& base, const std::string& what);
+  void start_payload(const tar::Entry& e, Fd fd, const NodeMeta& m, const std::string& what);
   void finish_current();
 
   // --- tree operations ---
+  // The parent directory of `path` in diff/ (created or fixed as needed), borrowed from the
+  // parent-path cache: valid until the end of the current entry.
+  int parent_of(const std::string& path);
+  // The same, as an owned duplicate (for code that walks to several parents).
   Fd ensure_parents(const std::string& path);
+  // Tries make(); when the name exists, clears it (clear_target) and tries once more.
+  template <class Make>
+  int create_or_replace(int parent, const std::string& base, const std::string& path, Make&& make);
   bool clear_target(int parentfd, const std::string& path, const std::string& base, bool new_is_dir);
   void displace(int parentfd, const std::string& base, const std::string& path, const struct stat& st);
   void make_implicit_dir(int parentfd, const std::string& name, const std::string& prefix);
@@ -149,10 +187,10 @@ class Applier final : public tar::ScanHandler {
   std::optional<LowerHit> lower_lookup(const std::string& rel);
   void load_lowers();
   void copy_object(const LowerHit& src, int dparent, const std::string& dbase, const std::string& what);
-  void invalidate_cache() {
-    cache_valid_ = false;
-    cache_fd_.reset();
-  }
+  void make_node(int parent, const std::string& base, const std::string& path, mode_t type, dev_t rdev,
+                 const std::string& linkname, const NodeMeta& m, bool replace);
+  // `path` is about to be removed or replaced: forget the open components from it down.
+  void drop_cached(const std::string& path);
 
   // --- entry kinds ---
   void apply_whiteout(const std::string& path, const tar::Entry& e);
@@ -172,8 +210,8 @@ class Applier final : public tar::ScanHandler {
   const LayerPaths& layer_;
   const std::vector<LayerPaths>& lowers_;
   bool owner_;
+  uid_t euid_;
   Fd diff_fd_, meta_fd_, reloc_fd_;
-  archive* disk_ = nullptr;
   tar::SafetyChecker checker_;
 
   LayerCuts own_;  // this layer's whiteouts and opaque dirs so far
@@ -190,13 +228,24 @@ class Applier final : public tar::ScanHandler {
   // AUFS hard-link stash (".wh..wh.plnk/<name>" files): name -> file below meta/reloc/.
   std::unordered_map<std::string, std::string> aufs_links_;
 
-  bool cache_valid_ = false;  // the parent directory of the previous entry
-  std::string cache_path_;
-  Fd cache_fd_;
+  // The open directories of the last parent path: parents_[i] is its first i+1 components.
+  struct CachedDir {
+    std::string name;
+    Fd fd;
+  };
+  std::vector<CachedDir> parents_;
+  // Descriptors dropped from parents_ during the current entry (parent_of's results may
+  // still be in use); closed when the next entry starts.
+  std::vector<Fd> retired_;
 
   struct Current {
     bool active = false;
     std::string what;
+    Fd fd;
+    NodeMeta meta;
+    Xattrs xattrs;
+    uint64_t size = 0;  // logical size
+    uint64_t end = 0;   // end of the data written so far
     bool sparse = false;
     std::vector<tar::SparseFragment> frags;
     size_t fi = 0;
@@ -205,77 +254,90 @@ class Applier final : public tar::ScanHandler {
   } cur_;
 };
 
-void Applier::throw_la(const std::string& what, const std::string& path) {
-  const char* m = archive_error_string(disk_);
-  std::string msg = m ? m : "unknown libarchive error";
-  int err = archive_errno(disk_);
-  bool unsafe = msg.find("symlink") != std::string::npos || msg.find("'..'") != std::string::npos ||
-                msg.find("absolute") != std::string::npos;
-  Error e(unsafe ? Code::Unsafe : Code::Io, what + " '" + path + "': " + msg);
-  e.with_path(path);
-  if (err > 0) e.with_errno(err);
-  throw e;
+// Set-uid and set-gid bits survive only where the owner is right: as root the owner is set;
+// otherwise set-uid needs the entry's owner to be the caller and set-gid the file's group to be
+// the entry's (as libarchive does).
+uint32_t Applier::settable_mode(const NodeMeta& m, gid_t file_gid) const {
+  uint32_t mode = m.mode;
+  if (owner_) return mode;
+  if ((mode & S_ISUID) && m.uid != euid_) mode &= ~static_cast<uint32_t>(S_ISUID);
+  if ((mode & S_ISGID) && m.gid != file_gid) mode &= ~static_cast<uint32_t>(S_ISGID);
+  return mode;
 }
 
-void Applier::check_la(int r, const std::string& what, const std::string& path) {
-  if (r == ARCHIVE_OK) return;
-  if (r == ARCHIVE_WARN) {
-    // Extended attributes the file system refuses are skipped, as the Docker engine does.
-    const char* m = archive_error_string(disk_);
-    std::string msg = m ? m : "";
-    if (msg.empty() || msg.find("xattr") != std::string::npos ||
-        msg.find("xtended attribute") != std::string::npos)
-      return;
+// Owner, mode, extended attributes and times of a regular file, through its descriptor.
+void Applier::set_meta_fd(int fd, const NodeMeta& m, const std::string& what) {
+  if (owner_) {
+    if (::fchown(fd, m.uid, m.gid) != 0) throw sys_error("cannot chown", what, errno);
+    if (::fchmod(fd, m.mode) != 0) throw sys_error("cannot chmod", what, errno);
+    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what);
+  } else {
+    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what);
+    gid_t g = 0;
+    if (m.mode & S_ISGID) {
+      struct stat st;
+      if (::fstat(fd, &st) != 0) throw sys_error("cannot stat", what, errno);
+      g = st.st_gid;
+    }
+    if (::fchmod(fd, settable_mode(m, g)) != 0) throw sys_error("cannot chmod", what, errno);
   }
-  throw_la(what, path);
+  struct timespec ts[2] = {m.atime, m.mtime};
+  if (::futimens(fd, ts) != 0) throw sys_error("cannot set times", what, errno);
 }
 
-void Applier::fill_entry(archive_entry* ae, const tar::Entry& e, const std::string& abs) {
-  archive_entry_set_pathname(ae, abs.c_str());
-  switch (e.kind) {
-    case tar::EntryKind::Regular:
-      archive_entry_set_filetype(ae, AE_IFREG);
-      archive_entry_set_size(ae, static_cast<la_int64_t>(e.payload_size));
-      break;
-    case tar::EntryKind::Sparse:
-      archive_entry_set_filetype(ae, AE_IFREG);
-      archive_entry_set_size(ae, static_cast<la_int64_t>(e.real_size));
-      break;
-    case tar::EntryKind::Symlink:
-      archive_entry_set_filetype(ae, AE_IFLNK);
-      archive_entry_set_symlink(ae, e.linkname.c_str());
-      archive_entry_set_size(ae, 0);
-      break;
-    case tar::EntryKind::CharDev:
-      archive_entry_set_filetype(ae, AE_IFCHR);
-      archive_entry_set_rdevmajor(ae, e.devmajor);
-      archive_entry_set_rdevminor(ae, e.devminor);
-      archive_entry_set_size(ae, 0);
-      break;
-    case tar::EntryKind::BlockDev:
-      archive_entry_set_filetype(ae, AE_IFBLK);
-      archive_entry_set_rdevmajor(ae, e.devmajor);
-      archive_entry_set_rdevminor(ae, e.devminor);
-      archive_entry_set_size(ae, 0);
-      break;
-    case tar::EntryKind::Fifo:
-      archive_entry_set_filetype(ae, AE_IFIFO);
-      archive_entry_set_size(ae, 0);
-      break;
-    default:
-      throw Error(Code::Archive, "unexpected entry kind").with_path(e.name);
+// The same for a symlink, device node or FIFO, by name below `parent`, never following it.
+// rel: its path below diff/ (for the extended-attribute fallback).
+void Applier::set_meta_at(int parent, const std::string& base, const NodeMeta& m, bool symlink,
+                          const std::string& rel, const std::string& what) {
+  const char* b = base.c_str();
+  auto xattrs = [&] {
+    if (m.xattrs) dirfs::set_xattrs_at(parent, base, *m.xattrs, layer_.diff + "/" + rel, what);
+  };
+  if (owner_ && ::fchownat(parent, b, m.uid, m.gid, AT_SYMLINK_NOFOLLOW) != 0)
+    throw sys_error("cannot chown", what, errno);
+  if (!owner_) xattrs();
+  if (!symlink) {  // a node just made here by mknodat: fchmodat cannot follow anything
+    gid_t g = 0;
+    if (!owner_ && (m.mode & S_ISGID)) {
+      struct stat st;
+      if (::fstatat(parent, b, &st, AT_SYMLINK_NOFOLLOW) != 0) throw sys_error("cannot stat", what, errno);
+      g = st.st_gid;
+    }
+    if (::fchmodat(parent, b, settable_mode(m, g), 0) != 0) throw sys_error("cannot chmod", what, errno);
   }
-  archive_entry_set_perm(ae, e.mode & 07777);
-  archive_entry_set_uid(ae, e.uid);
-  archive_entry_set_gid(ae, e.gid);
-  archive_entry_set_mtime(ae, e.mtime_sec, e.mtime_nsec);
-  archive_entry_set_atime(ae, e.mtime_sec, e.mtime_nsec);
-  for (auto& [k, v] : e.xattrs) archive_entry_xattr_add_entry(ae, k.c_str(), v.data(), v.size());
+  if (owner_) xattrs();
+  struct timespec ts[2] = {m.atime, m.mtime};
+  if (::utimensat(parent, b, ts, AT_SYMLINK_NOFOLLOW) != 0) throw sys_error("cannot set times", what, errno);
 }
 
-void Applier::start_payload(const tar::Entry& e, const std::string& what) {
+// A new, empty, private regular file `base` below `parent` (which must not hold that name).
+Fd Applier::create_file(int parent, const std::string& base, const std::string& what) {
+  Fd fd(::openat(parent, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) throw sys_error("cannot create", what, errno);
+  return fd;
+}
+
+template <class Make>
+int Applier::create_or_replace(int parent, const std::string& base, const std::string& path, Make&& make) {
+  int r = make();
+  if (r < 0 && errno == EEXIST) {
+    clear_target(parent, path, base, false);
+    r = make();
+  }
+  return r;
+}
+
+// The file's metadata is set when its content is complete (finish_current): writing would
+// clear security.capability, and the mode may forbid writing.
+void Applier::start_payload(const tar::Entry& e, Fd fd, const NodeMeta& m, const std::string& what) {
   cur_.active = true;
   cur_.what = what;
+  cur_.fd = std::move(fd);
+  cur_.meta = m;
+  cur_.xattrs = e.xattrs;
+  cur_.meta.xattrs = cur_.xattrs.empty() ? nullptr : &cur_.xattrs;
+  cur_.size = e.kind == tar::EntryKind::Sparse ? e.real_size : e.payload_size;
+  cur_.end = 0;
   cur_.sparse = e.kind == tar::EntryKind::Sparse;
   cur_.frags = cur_.sparse ? e.sparse : std::vector<tar::SparseFragment>{};
   cur_.fi = 0;
@@ -286,7 +348,15 @@ void Applier::start_payload(const tar::Entry& e, const std::string& what) {
 void Applier::finish_current() {
   if (!cur_.active) return;
   cur_.active = false;
-  check_la(archive_write_finish_entry(disk_), "cannot write", cur_.what);
+  Fd fd = std::move(cur_.fd);
+  // A sparse file's trailing hole (or a file whose payload ended early).
+  if (cur_.end < cur_.size && ::ftruncate(fd.get(), static_cast<off_t>(cur_.size)) != 0)
+    throw sys_error("cannot resize", cur_.what, errno);
+  set_meta_fd(fd.get(), cur_.meta, cur_.what);
+  // Start the write-back now: the final syncfs then finds less to write. Advisory only.
+  if (cur_.size >= kEarlyWritebackBytes) (void)::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  cur_.xattrs.clear();
+  cur_.frags.clear();
 }
 
 void Applier::on_payload(const uint8_t* data, size_t len) {
@@ -311,55 +381,95 @@ void Applier::on_payload(const uint8_t* data, size_t len) {
       offset = f.offset + cur_.fpos;
       cur_.fpos += n;
     }
-    la_ssize_t r = archive_write_data_block(disk_, data, n, static_cast<la_int64_t>(offset));
-    if (r < 0) throw_la("cannot write", cur_.what);
+    if (offset > cur_.size || n > cur_.size - offset)
+      throw Error(Code::Archive, "payload beyond the file's size").with_path(cur_.what);
+    const uint8_t* p = data;
+    size_t left = n;
+    uint64_t woff = offset;
+    while (left > 0) {
+      ssize_t w = ::pwrite(cur_.fd.get(), p, left, static_cast<off_t>(woff));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw sys_error("cannot write", cur_.what, errno);
+      }
+      p += w;
+      left -= static_cast<size_t>(w);
+      woff += static_cast<uint64_t>(w);
+    }
+    cur_.end = std::max(cur_.end, offset + n);
     data += n;
     len -= n;
   }
 }
 
-// The parent directory of `path` in diff/, created (or fixed) as needed. Every component
-// is checked with O_NOFOLLOW; a symlink there is an escape.
-Fd Applier::ensure_parents(const std::string& path) {
-  std::string pdir(dirfs::dir_of(path));
-  if (cache_valid_ && pdir == cache_path_) {
-    int fd = ::fcntl(cache_fd_.get(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) throw sys_error("cannot duplicate descriptor", path, errno);
-    return Fd(fd);
+void Applier::drop_cached(const std::string& path) {
+  // parents_[k - 1] is the first k components: `path` is among them when it has k <= size
+  // components and they match.
+  size_t k = 0;
+  std::string_view rest(path);
+  while (k < parents_.size()) {
+    size_t slash = rest.find('/');
+    std::string_view c = rest.substr(0, slash);
+    if (c != parents_[k].name) return;  // not on the cached path
+    ++k;
+    if (slash == std::string_view::npos) break;
+    rest.remove_prefix(slash + 1);
+    if (k == parents_.size()) return;  // deeper than the cached path
   }
-  Fd cur(::openat(diff_fd_.get(), ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!cur.valid()) throw sys_error("cannot open", layer_.diff, errno);
+  if (k == 0) return;
+  while (parents_.size() >= k) {
+    retired_.push_back(std::move(parents_.back().fd));
+    parents_.pop_back();
+  }
+}
+
+// Every component is opened with O_NOFOLLOW|O_DIRECTORY; a symlink there is an escape.
+int Applier::parent_of(const std::string& path) {
+  auto comps = dirfs::split(dirfs::dir_of(path));
+  size_t keep = 0;
+  while (keep < comps.size() && keep < parents_.size() && parents_[keep].name == comps[keep]) ++keep;
+  while (parents_.size() > keep) {
+    retired_.push_back(std::move(parents_.back().fd));
+    parents_.pop_back();
+  }
   std::string prefix;
-  for (auto c : dirfs::split(pdir)) {
-    std::string name(c);
+  for (size_t i = 0; i < keep; ++i) prefix = dirfs::join(prefix, comps[i]);
+  for (size_t i = keep; i < comps.size(); ++i) {
+    std::string name(comps[i]);
     prefix = dirfs::join(prefix, name);
-    struct stat st;
-    if (::fstatat(cur.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (S_ISLNK(st.st_mode))
-        throw Error(Code::Unsafe, "entry '" + path + "' would be written through the symlink '" +
-                                      prefix + "'")
-            .with_path(path);
-      if (!S_ISDIR(st.st_mode)) {
+    int cur = parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
+    constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    Fd next(::openat(cur, name.c_str(), kDirFlags));
+    if (!next.valid()) {
+      if (errno == ENOENT) {
+        make_implicit_dir(cur, name, prefix);
+      } else if (errno == ENOTDIR || errno == ELOOP) {
+        struct stat st;
+        if (::fstatat(cur, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw sys_error("cannot stat", prefix, errno);
+        if (S_ISLNK(st.st_mode))
+          throw Error(Code::Unsafe, "entry '" + path + "' would be written through the symlink '" +
+                                        prefix + "'")
+              .with_path(path);
+        if (S_ISDIR(st.st_mode)) throw sys_error("cannot open directory", prefix, ENOTDIR);
         // A non-directory of this layer becomes a directory: what it hid below stays hidden.
-        displace(cur.get(), name, prefix, st);
+        displace(cur, name, prefix, st);
         own_.whiteouts.insert(prefix);
-        make_plain_dir(cur.get(), name, prefix);
+        make_plain_dir(cur, name, prefix);
+      } else {
+        throw sys_error("cannot open directory", prefix, errno);
       }
-    } else if (errno == ENOENT) {
-      make_implicit_dir(cur.get(), name, prefix);
-    } else {
-      throw sys_error("cannot stat", prefix, errno);
+      next = Fd(::openat(cur, name.c_str(), kDirFlags));
+      if (!next.valid()) throw sys_error("cannot open directory", prefix, errno);
     }
-    Fd next(::openat(cur.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!next.valid()) throw sys_error("cannot open directory", prefix, errno);
-    cur = std::move(next);
+    parents_.push_back(CachedDir{std::move(name), std::move(next)});
   }
-  int fd = ::fcntl(cur.get(), F_DUPFD_CLOEXEC, 0);
+  return parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
+}
+
+Fd Applier::ensure_parents(const std::string& path) {
+  int fd = ::fcntl(parent_of(path), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) throw sys_error("cannot duplicate descriptor", path, errno);
-  cache_fd_.reset(fd);
-  cache_path_ = pdir;
-  cache_valid_ = true;
-  return cur;
+  return Fd(fd);
 }
 
 void Applier::make_plain_dir(int parentfd, const std::string& name, const std::string& prefix) {
@@ -406,7 +516,7 @@ bool Applier::clear_target(int parentfd, const std::string& path, const std::str
 // Removes `path` from diff/, moving every payload that is still needed into meta/reloc/.
 void Applier::displace(int parentfd, const std::string& base, const std::string& path,
                        const struct stat& st) {
-  invalidate_cache();
+  drop_cached(path);
   if (!S_ISDIR(st.st_mode)) {
     if (S_ISREG(st.st_mode) && is_live(path)) {
       std::string name = next_reloc_name();
@@ -466,21 +576,20 @@ std::optional<LowerHit> Applier::lower_lookup(const std::string& rel) {
 void Applier::copy_object(const LowerHit& src, int dparent, const std::string& dbase,
                           const std::string& what) {
   const struct stat& st = src.st;
-  struct timespec ts[2] = {st.st_atim, st.st_mtim};
+  NodeMeta m = stat_meta(st);
   if (S_ISREG(st.st_mode)) {
     Fd in(::openat(src.parent.get(), src.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!in.valid()) throw sys_error("cannot open lower file", what, errno);
-    Fd out(::openat(dparent, dbase.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!out.valid()) throw sys_error("cannot create", what, errno);
+    Fd out = create_file(dparent, dbase, what);
     dirfs::copy_data(in.get(), out.get(), static_cast<uint64_t>(st.st_size), what);
-    if (owner_ && ::fchown(out.get(), st.st_uid, st.st_gid) != 0) throw sys_error("cannot chown", what, errno);
-    if (::fchmod(out.get(), st.st_mode & 07777) != 0) throw sys_error("cannot chmod", what, errno);
-    dirfs::set_xattrs_fd(out.get(), dirfs::list_xattrs_fd(in.get()), what);
-    if (::futimens(out.get(), ts) != 0) throw sys_error("cannot set times", what, errno);
+    Xattrs xattrs = dirfs::list_xattrs_fd(in.get());
+    m.xattrs = xattrs.empty() ? nullptr : &xattrs;
+    set_meta_fd(out.get(), m, what);
     return;
   }
+  std::string target;
   if (S_ISLNK(st.st_mode)) {
-    std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+    target.assign(static_cast<size_t>(st.st_size) + 1, '\0');
     for (;;) {
       ssize_t n = ::readlinkat(src.parent.get(), src.base.c_str(), target.data(), target.size());
       if (n < 0) throw sys_error("cannot read link", what, errno);
@@ -490,42 +599,36 @@ void Applier::copy_object(const LowerHit& src, int dparent, const std::string& d
       }
       target.resize(target.size() * 2);
     }
-    if (::symlinkat(target.c_str(), dparent, dbase.c_str()) != 0) throw sys_error("cannot create symlink", what, errno);
-  } else {
-    if (::mknodat(dparent, dbase.c_str(), st.st_mode & (S_IFMT | 07777), st.st_rdev) != 0)
-      throw sys_error("cannot create node", what, errno);
-    if (::fchmodat(dparent, dbase.c_str(), st.st_mode & 07777, 0) != 0) throw sys_error("cannot chmod", what, errno);
   }
-  if (owner_ && ::fchownat(dparent, dbase.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
-    throw sys_error("cannot chown", what, errno);
-  if (::utimensat(dparent, dbase.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0)
-    throw sys_error("cannot set times", what, errno);
+  make_node(dparent, dbase, what, st.st_mode & S_IFMT, st.st_rdev, target, m, false);
+}
+
+// A symlink (linkname), device node or FIFO `base` below `parent`, with its metadata. replace:
+// an existing object there is cleared first (clear_target), else it is an error.
+void Applier::make_node(int parent, const std::string& base, const std::string& path, mode_t type, dev_t rdev,
+                        const std::string& linkname, const NodeMeta& m, bool replace) {
+  auto make = [&] {
+    if (type == S_IFLNK) return ::symlinkat(linkname.c_str(), parent, base.c_str());
+    return ::mknodat(parent, base.c_str(), type | 0600, rdev);
+  };
+  int r = replace ? create_or_replace(parent, base, path, make) : make();
+  if (r != 0) throw sys_error(type == S_IFLNK ? "cannot create symlink" : "cannot create", path, errno);
+  set_meta_at(parent, base, m, type == S_IFLNK, path, path);
 }
 
 std::string Applier::write_reloc_payload(const std::string& path, const tar::Entry& e, bool full_meta) {
   uint32_t occ = bump(path);
   std::string name = next_reloc_name();
-  std::string abs = layer_.meta + "/" + kRelocDir + "/" + name;
-  EntryHolder ae;
-  if (full_meta) {
-    fill_entry(ae.get(), e, abs);
-  } else {
-    archive_entry_set_pathname(ae.get(), abs.c_str());
-    archive_entry_set_filetype(ae.get(), AE_IFREG);
-    uint64_t size = e.kind == tar::EntryKind::Sparse ? e.real_size : e.payload_size;
-    archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
-    archive_entry_set_perm(ae.get(), 0600);
-    archive_entry_set_uid(ae.get(), ::geteuid());
-    archive_entry_set_gid(ae.get(), ::getegid());
-    archive_entry_set_mtime(ae.get(), e.mtime_sec, e.mtime_nsec);
-    archive_entry_set_atime(ae.get(), e.mtime_sec, e.mtime_nsec);
-  }
-  {
-    std::lock_guard<std::mutex> lock(umask_mutex());
-    check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
+  Fd fd = create_file(reloc_fd_.get(), name, path);
+  NodeMeta m = entry_meta(e);
+  if (!full_meta) {  // a private copy: 0600, the caller's, no extended attributes
+    m.uid = euid_;
+    m.gid = ::getegid();
+    m.mode = 0600;
   }
   record(path, occ, std::string(kRelocDir) + "/" + name);
-  start_payload(e, path);
+  start_payload(e, std::move(fd), m, path);
+  if (!full_meta) cur_.meta.xattrs = nullptr;
   return name;
 }
 
@@ -548,7 +651,7 @@ bool Applier::apply_aufs_meta(const std::string& path, const tar::Entry& e) {
 }
 
 void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
-  ensure_parents(path);  // the engine creates a whiteout's parent directories too
+  parent_of(path);  // the engine creates a whiteout's parent directories too
   std::string target = tar::whiteout_target(path);
   if (tar::is_opaque_whiteout(path) || target.empty())
     own_.opaque.insert(target);  // ".wh." alone deletes its directory's content
@@ -559,12 +662,16 @@ void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
 
 void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   check_owner(path, e);
-  Fd parent = ensure_parents(path);
+  int parent = parent_of(path);
+  const size_t depth = parents_.size();
   std::string base(dirfs::base_of(path));
-  bool kept = clear_target(parent.get(), path, base, true);
-  if (!kept && ::mkdirat(parent.get(), base.c_str(), 0700) != 0)
-    throw sys_error("cannot create directory", path, errno);
-  Fd fd(::openat(parent.get(), base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (::mkdirat(parent, base.c_str(), 0700) != 0) {
+    if (errno != EEXIST) throw sys_error("cannot create directory", path, errno);
+    bool kept = clear_target(parent, path, base, true);
+    if (!kept && ::mkdirat(parent, base.c_str(), 0700) != 0)
+      throw sys_error("cannot create directory", path, errno);
+  }
+  Fd fd(::openat(parent, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) throw sys_error("cannot open directory", path, errno);
   if (owner_ && ::fchown(fd.get(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0)
     throw sys_error("cannot chown", path, errno);
@@ -576,6 +683,8 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   fx.mtime.tv_nsec = e.mtime_nsec;
   fx.atime = fx.mtime;
   fixups_[path] = fx;
+  // Its entries usually follow: it becomes the cached parent path's next component.
+  if (parents_.size() == depth) parents_.push_back(CachedDir{std::move(base), std::move(fd)});
 }
 
 void Applier::apply_hardlink(const std::string& path, const std::string& target) {
@@ -635,27 +744,45 @@ void Applier::check_owner(const std::string& path, const tar::Entry& e) const {
 
 void Applier::apply_other(const std::string& path, const tar::Entry& e) {
   check_owner(path, e);
-  Fd parent = ensure_parents(path);
+  int parent = parent_of(path);
   std::string base(dirfs::base_of(path));
-  clear_target(parent.get(), path, base, false);
-  std::string abs = layer_.diff + "/" + path;
-  EntryHolder ae;
-  fill_entry(ae.get(), e, abs);
-  {
-    std::lock_guard<std::mutex> lock(umask_mutex());
-    check_la(archive_write_header(disk_, ae.get()), "cannot create", path);
-  }
+  NodeMeta m = entry_meta(e);
   if (e.has_payload()) {
+    int fd = create_or_replace(parent, base, path, [&] {
+      return ::openat(parent, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    });
+    if (fd < 0) throw sys_error("cannot create", path, errno);
     bump(path);  // after clear_target: see write_reloc_payload
     set_live(path, true);
-    start_payload(e, path);
-  } else {
-    check_la(archive_write_finish_entry(disk_), "cannot create", path);
+    start_payload(e, Fd(fd), m, path);
+    return;
   }
+  mode_t type = 0;
+  dev_t rdev = 0;
+  switch (e.kind) {
+    case tar::EntryKind::Symlink:
+      type = S_IFLNK;
+      break;
+    case tar::EntryKind::CharDev:
+      type = S_IFCHR;
+      rdev = makedev(e.devmajor, e.devminor);
+      break;
+    case tar::EntryKind::BlockDev:
+      type = S_IFBLK;
+      rdev = makedev(e.devmajor, e.devminor);
+      break;
+    case tar::EntryKind::Fifo:
+      type = S_IFIFO;
+      break;
+    default:
+      throw Error(Code::Archive, "unexpected entry kind").with_path(e.name);
+  }
+  make_node(parent, base, path, type, rdev, e.linkname, m, true);
 }
 
 void Applier::on_entry(const tar::Entry& e) {
   finish_current();
+  retired_.clear();
   tar::SafetyChecker::Checked checked = checker_.check_entry(e);  // Code::Unsafe on escapes
   const std::string& path = checked.path;
   const bool payload = e.has_payload();
@@ -706,7 +833,7 @@ void Applier::on_entry(const tar::Entry& e) {
 
 void Applier::apply_fixups() {
   for (auto it = fixups_.rbegin(); it != fixups_.rend(); ++it) {  // children before parents
-    Fd fd = dirfs::open_beneath(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
+    Fd fd = dirfs::open_beneath_fast(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
     if (!fd.valid()) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
       throw sys_error("cannot open directory", it->first, errno);
@@ -745,16 +872,6 @@ int64_t Applier::run(ByteSource& src) {
   if (!reloc_fd_.valid()) throw sys_error("cannot open", layer_.meta + "/" + kRelocDir, errno);
 
   {
-    std::lock_guard<std::mutex> lock(umask_mutex());
-    disk_ = archive_write_disk_new();
-  }
-  if (!disk_) throw Error(Code::NoMem, "archive_write_disk_new failed");
-  int flags = ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_NO_AUTODIR |
-              ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_XATTR;
-  if (owner_) flags |= ARCHIVE_EXTRACT_OWNER;
-  archive_write_disk_set_options(disk_, flags);
-
-  {
     std::vector<uint8_t> buf(size_t(1) << 20);
     tar::Scanner scanner(*this);
     for (;;) {
@@ -765,10 +882,8 @@ int64_t Applier::run(ByteSource& src) {
     scanner.finish();
   }
   finish_current();
-  if (archive_write_close(disk_) != ARCHIVE_OK) throw_la("cannot finish extraction of", layer_.diff);
-  archive_write_free(disk_);
-  disk_ = nullptr;
-  invalidate_cache();
+  parents_.clear();
+  retired_.clear();
 
   apply_fixups();
   write_meta();

@@ -2,10 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -428,6 +431,53 @@ void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>
       throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
     }
   }
+}
+
+namespace {
+#ifndef SYS_setxattrat
+#define SYS_setxattrat 463  // unified syscall number (every architecture but alpha)
+#endif
+struct XattrArgs {  // struct xattr_args of <linux/xattr.h>, VER0
+  uint64_t value;
+  uint32_t size;
+  uint32_t flags;
+};
+std::atomic<bool> g_no_setxattrat{false};
+std::atomic<bool> g_no_openat2{false};
+}  // namespace
+
+void set_xattrs_at(int dirfd, const std::string& name,
+                   const std::vector<std::pair<std::string, std::string>>& xattrs,
+                   const std::string& fallback_abs, const std::string& what_path) {
+  for (auto& [k, v] : xattrs) {
+    int r = -1;
+    if (!g_no_setxattrat.load(std::memory_order_relaxed)) {
+      XattrArgs args{reinterpret_cast<uintptr_t>(v.data()), static_cast<uint32_t>(v.size()), 0};
+      r = static_cast<int>(::syscall(SYS_setxattrat, dirfd, name.c_str(), AT_SYMLINK_NOFOLLOW, k.c_str(),
+                                     &args, sizeof args));
+      if (r != 0 && errno == ENOSYS) g_no_setxattrat.store(true, std::memory_order_relaxed);
+    }
+    if (g_no_setxattrat.load(std::memory_order_relaxed))
+      r = ::lsetxattr(fallback_abs.c_str(), k.c_str(), v.data(), v.size(), 0);
+    if (r != 0) {
+      if (skip_xattr_errno(errno)) continue;
+      throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
+    }
+  }
+}
+
+Fd open_beneath_fast(int rootfd, std::string_view rel, int flags) {
+  if (!g_no_openat2.load(std::memory_order_relaxed) && !rel.empty()) {
+    struct open_how how {};
+    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    std::string p(rel);
+    long fd = ::syscall(SYS_openat2, rootfd, p.c_str(), &how, sizeof how);
+    if (fd >= 0) return Fd(static_cast<int>(fd));
+    if (errno == ENOSYS || errno == EPERM || errno == E2BIG) g_no_openat2.store(true, std::memory_order_relaxed);
+    if (errno != ENOSYS && errno != EPERM && errno != E2BIG && errno != EAGAIN && errno != EXDEV) return Fd();
+  }
+  return open_beneath(rootfd, rel, flags);
 }
 
 static void copy_range(int src, int dst, uint64_t off, uint64_t len, const std::string& what_path) {

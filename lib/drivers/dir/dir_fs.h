@@ -111,6 +111,18 @@ std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const
 // Sets each attribute; ENOTSUP/EPERM/EACCES are ignored (as the Docker engine does).
 void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
                    const std::string& what_path);
+// The same for `name` below dirfd without following it (a symlink, a device node or a FIFO,
+// which cannot be opened for fsetxattr): setxattrat(2) with AT_SYMLINK_NOFOLLOW (Linux 6.13);
+// where the kernel lacks it, lsetxattr(2) on `fallback_abs`, the absolute path of the same
+// object, whose parent directories the caller has just verified.
+void set_xattrs_at(int dirfd, const std::string& name,
+                   const std::vector<std::pair<std::string, std::string>>& xattrs,
+                   const std::string& fallback_abs, const std::string& what_path);
+
+// open_beneath in one system call: openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+// RESOLVE_NO_MAGICLINKS (Linux 5.6); falls back to open_beneath where openat2 is missing or
+// refused (ENOSYS, EPERM under seccomp, E2BIG, EAGAIN). Same results and errno values.
+Fd open_beneath_fast(int rootfd, std::string_view rel, int flags);
 
 // Copy a regular file's content, keeping holes (SEEK_DATA/SEEK_HOLE) where possible.
 void copy_data(int src, int dst, uint64_t size, const std::string& what_path);
