@@ -36,6 +36,7 @@ struct Meta {
   unsigned mode = 0644;
   int64_t uid = 0, gid = 0;
   int64_t mtime = 1600000000;
+  long mtime_nsec = 0;
 };
 
 class TarBuilder {
@@ -60,6 +61,11 @@ class TarBuilder {
     return add(n, AE_IFREG, "", "", target, m);
   }
   TarBuilder& fifo(const std::string& n, Meta m = {}) { return add(n, AE_IFIFO, "", "", "", m); }
+  // An extended attribute of the next entry added.
+  TarBuilder& next_xattr(const std::string& key, const std::string& value) {
+    xattrs_.emplace_back(key, value);
+    return *this;
+  }
   TarBuilder& xattr_file(const std::string& n, const std::string& data, const std::string& key,
                          const std::string& value, Meta m = {}) {
     xattrs_.emplace_back(key, value);
@@ -107,11 +113,12 @@ class TarBuilder {
     archive_entry_set_perm(e, m.mode);
     archive_entry_set_uid(e, m.uid);
     archive_entry_set_gid(e, m.gid);
-    archive_entry_set_mtime(e, m.mtime, 0);
+    archive_entry_set_mtime(e, m.mtime, m.mtime_nsec);
     archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
     if (!sym.empty()) archive_entry_set_symlink(e, sym.c_str());
     if (!hard.empty()) archive_entry_set_hardlink(e, hard.c_str());
     for (auto& [k, v] : xattrs_) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
+    xattrs_.clear();
     EXPECT_GE(archive_write_header(a_, e), ARCHIVE_WARN) << archive_error_string(a_);
     if (!data.empty()) archive_write_data(a_, data.data(), data.size());
     archive_write_finish_entry(a_);
@@ -635,6 +642,105 @@ TEST_F(DirDriverTest, RefusesEscapes) {
   EXPECT_EQ(slurp(diff_dir("ok") + "/d/inside"), "in");
   EXPECT_EQ(slurp(diff_dir("ok") + "/abs/file"), "abs");
   EXPECT_EQ(read_payload(*drv_.payloads("ok")->open("abs/file"), 0, 10), "abs");
+}
+
+TEST_F(DirDriverTest, ParentDirectoriesReplacedLaterAreNotReused) {
+  std::string outside = tmp_ + "/outside";
+  fs::create_directories(outside);
+  // The open parent path a/b of one entry, then a symlink at a: a/b/g is an escape, and
+  // nothing lands in the relocated directory a/b or outside.
+  EXPECT_EQ(code_of([&] {
+              apply("c1", "",
+                    TarBuilder().dir("a").dir("a/b").file("a/b/f", "f").symlink("a", outside).file("a/b/g", "g").finish());
+            }),
+            Code::Unsafe);
+  EXPECT_TRUE(fs::is_empty(outside));
+  // Components replaced by files, then made directories again by later entries.
+  apply("c2", "",
+        TarBuilder()
+            .dir("a")
+            .dir("a/b")
+            .file("a/b/f", "1")
+            .file("a/b/c/d", "d1")
+            .file("a", "file a")
+            .file("a/b/h", "h")
+            .dir("a/b")
+            .file("a/b/i", "i")
+            .file("a/b/c/d", "d2")
+            .file("a/b", "file b")
+            .file("a/b/c/e", "e")
+            .finish());
+  std::string d = diff_dir("c2");
+  EXPECT_FALSE(fs::exists(d + "/a/b/f"));
+  EXPECT_FALSE(fs::exists(d + "/a/b/h"));
+  EXPECT_FALSE(fs::exists(d + "/a/b/c/d"));
+  EXPECT_EQ(slurp(d + "/a/b/c/e"), "e");
+  auto s = drv_.payloads("c2");
+  std::vector<std::pair<std::string, std::string>> expect = {
+      {"a/b/f", "1"}, {"a/b/c/d", "d1"}, {"a", "file a"}, {"a/b/h", "h"}, {"a/b/i", "i"}, {"a/b/c/d", "d2"},
+      {"a/b", "file b"}, {"a/b/c/e", "e"}};
+  for (auto& [p, content] : expect) EXPECT_EQ(read_payload(*s->open(p), 0, 100), content) << p;
+}
+
+TEST_F(DirDriverTest, NanosecondTimesOwnersAndNodeAttributes) {
+  Meta fm{04750, 1000, 1001, 1600000000, 123456789};
+  Meta dm{0750, 1002, 1003, 1600000001, 987654321};
+  Meta lm{0777, 1004, 1005, 1600000002, 5};
+  // (An attribute on each entry makes the pax_restricted writer emit a pax header, which
+  // carries the nanoseconds.)
+  std::string tar = TarBuilder()
+                        .next_xattr("trusted.rolayer-n", "1")
+                        .dir("d", dm)
+                        .next_xattr("trusted.rolayer-n", "2")
+                        .file("d/f", "content", fm)
+                        .next_xattr("trusted.rolayer-test", "on a symlink")
+                        .symlink("d/l", "f", lm)
+                        .next_xattr("trusted.rolayer-n", "3")
+                        .fifo("d/p", {0620, 1006, 1007, 1600000003, 7})
+                        .finish();
+  apply("t1", "", tar);
+  std::string d = diff_dir("t1");
+  struct stat st;
+  ASSERT_EQ(::lstat((d + "/d/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
+  EXPECT_EQ(st.st_atim.tv_nsec, 123456789);
+  ASSERT_EQ(::lstat((d + "/d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 987654321);
+  ASSERT_EQ(::lstat((d + "/d/l").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(st.st_mtim.tv_sec, 1600000002);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 5);
+  ASSERT_EQ(::lstat((d + "/d/p").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0620u);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 7);
+  if (::geteuid() != 0) return;
+  ASSERT_EQ(::lstat((d + "/d/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 04750u);  // set-uid survives the chown
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1001u);
+  ASSERT_EQ(::lstat((d + "/d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1002u);
+  ASSERT_EQ(::lstat((d + "/d/l").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1004u);
+  EXPECT_EQ(st.st_gid, 1005u);
+  ASSERT_EQ(::lstat((d + "/d/p").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1006u);
+  // A trusted.* attribute on a symlink, where the file system keeps them (never followed to f).
+  std::string probe = tmp_ + "/probe-link";
+  ASSERT_EQ(::symlink("nowhere", probe.c_str()), 0);
+  if (::lsetxattr(probe.c_str(), "trusted.x", "1", 1, 0) == 0) {
+    char buf[64];
+    ssize_t n = ::lgetxattr((d + "/d/l").c_str(), "trusted.rolayer-test", buf, sizeof buf);
+    ASSERT_GE(n, 0);
+    EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "on a symlink");
+    EXPECT_LT(::lgetxattr((d + "/d/f").c_str(), "trusted.rolayer-test", buf, sizeof buf), 0);
+    n = ::lgetxattr((d + "/d/p").c_str(), "trusted.rolayer-n", buf, sizeof buf);
+    ASSERT_GE(n, 0);
+    EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "3");
+  }
 }
 
 TEST_F(DirDriverTest, MalformedArchiveIsAnArchiveError) {
