@@ -80,8 +80,8 @@ constexpr uint64_t kEarlyWritebackBytes = uint64_t(1) << 20;
 
 // Owner, permission bits, times and extended attributes of an object to create.
 struct NodeMeta {
-  uint32_t uid = 0, gid = 0;
-  uint32_t mode = 0;  // permission and special bits (07777)
+  int64_t uid = 0, gid = 0;  // as root: checked to be in 0 .. 2^32-2 (check_owner)
+  uint32_t mode = 0;        // permission and special bits (07777)
   struct timespec atime {};
   struct timespec mtime {};
   const Xattrs* xattrs = nullptr;
@@ -89,8 +89,8 @@ struct NodeMeta {
 
 NodeMeta entry_meta(const tar::Entry& e) {
   NodeMeta m;
-  m.uid = static_cast<uint32_t>(e.uid);
-  m.gid = static_cast<uint32_t>(e.gid);
+  m.uid = e.uid;
+  m.gid = e.gid;
   m.mode = e.mode & 07777;
   m.mtime.tv_sec = static_cast<time_t>(e.mtime_sec);
   m.mtime.tv_nsec = static_cast<long>(e.mtime_nsec);
@@ -260,15 +260,16 @@ class Applier final : public tar::ScanHandler {
 uint32_t Applier::settable_mode(const NodeMeta& m, gid_t file_gid) const {
   uint32_t mode = m.mode;
   if (owner_) return mode;
-  if ((mode & S_ISUID) && m.uid != euid_) mode &= ~static_cast<uint32_t>(S_ISUID);
-  if ((mode & S_ISGID) && m.gid != file_gid) mode &= ~static_cast<uint32_t>(S_ISGID);
+  if ((mode & S_ISUID) && m.uid != static_cast<int64_t>(euid_)) mode &= ~static_cast<uint32_t>(S_ISUID);
+  if ((mode & S_ISGID) && m.gid != static_cast<int64_t>(file_gid)) mode &= ~static_cast<uint32_t>(S_ISGID);
   return mode;
 }
 
 // Owner, mode, extended attributes and times of a regular file, through its descriptor.
 void Applier::set_meta_fd(int fd, const NodeMeta& m, const std::string& what) {
   if (owner_) {
-    if (::fchown(fd, m.uid, m.gid) != 0) throw sys_error("cannot chown", what, errno);
+    if (::fchown(fd, static_cast<uid_t>(m.uid), static_cast<gid_t>(m.gid)) != 0)
+      throw sys_error("cannot chown", what, errno);
     if (::fchmod(fd, m.mode) != 0) throw sys_error("cannot chmod", what, errno);
     if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what);
   } else {
@@ -293,7 +294,7 @@ void Applier::set_meta_at(int parent, const std::string& base, const NodeMeta& m
   auto xattrs = [&] {
     if (m.xattrs) dirfs::set_xattrs_at(parent, base, *m.xattrs, layer_.diff + "/" + rel, what);
   };
-  if (owner_ && ::fchownat(parent, b, m.uid, m.gid, AT_SYMLINK_NOFOLLOW) != 0)
+  if (owner_ && ::fchownat(parent, b, static_cast<uid_t>(m.uid), static_cast<gid_t>(m.gid), AT_SYMLINK_NOFOLLOW) != 0)
     throw sys_error("cannot chown", what, errno);
   if (!owner_) xattrs();
   if (!symlink) {  // a node just made here by mknodat: fchmodat cannot follow anything
