@@ -3,6 +3,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -680,6 +681,43 @@ TEST_F(DirDriverTest, ParentDirectoriesReplacedLaterAreNotReused) {
       {"a/b/f", "1"}, {"a/b/c/d", "d1"}, {"a", "file a"}, {"a/b/h", "h"}, {"a/b/i", "i"}, {"a/b/c/d", "d2"},
       {"a/b", "file b"}, {"a/b/c/e", "e"}};
   for (auto& [p, content] : expect) EXPECT_EQ(read_payload(*s->open(p), 0, 100), content) << p;
+}
+
+TEST_F(DirDriverTest, DeepPathsNeedFewDescriptors) {
+  // Parent directories far deeper than the descriptor limit, replaced and re-entered.
+  auto chain = [](int n) {
+    std::string p;
+    for (int i = 0; i < n; ++i) p += i ? "/d" : "d";
+    return p;
+  };
+  const std::string mid = chain(100), deep = chain(1500);
+  std::string tar = TarBuilder()
+                        .file(mid + "/f1", "1")
+                        .file(mid + "/f2", "2")
+                        .dir(mid + "/b")
+                        .file(mid + "/b/g", "g")
+                        .file(mid, "file")  // the deep parent directory replaced by a file
+                        .file(mid + "/x/y", "y")
+                        .file(deep + "/z", "z")
+                        .file(mid + "/x/w", "w")
+                        .finish();
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  struct rlimit low = old;
+  low.rlim_cur = std::min<rlim_t>(old.rlim_cur, 256);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  Code c = code_of([&] { apply("deep", "", tar); });
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  ASSERT_EQ(c, Code::Ok);
+  std::string d = diff_dir("deep");
+  EXPECT_EQ(slurp(d + "/" + mid + "/x/y"), "y");
+  EXPECT_EQ(slurp(d + "/" + mid + "/x/w"), "w");
+  EXPECT_EQ(slurp(d + "/" + deep + "/z"), "z");
+  EXPECT_FALSE(fs::exists(d + "/" + mid + "/f1"));
+  auto s = drv_.payloads("deep");
+  for (auto& [p, content] : std::vector<std::pair<std::string, std::string>>{
+           {mid + "/f1", "1"}, {mid + "/f2", "2"}, {mid + "/b/g", "g"}, {mid, "file"}, {deep + "/z", "z"}})
+    EXPECT_EQ(read_payload(*s->open(p), 0, 10), content) << p.size();
 }
 
 TEST_F(DirDriverTest, NanosecondTimesOwnersAndNodeAttributes) {

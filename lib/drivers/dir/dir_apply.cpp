@@ -53,6 +53,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -233,7 +234,16 @@ class Applier final : public tar::ScanHandler {
     std::string name;
     Fd fd;
   };
+  // At most kMaxCachedDirs components are kept open (descriptors are a limited resource); a
+  // parent directory deeper than that is reached from the last of them and kept in deep_.
+  static constexpr size_t kMaxCachedDirs = 64;
   std::vector<CachedDir> parents_;
+  Fd deep_;
+  std::string deep_path_;
+  void retire_deep() {
+    if (deep_.valid()) retired_.push_back(std::move(deep_));
+    deep_path_.clear();
+  }
   // Descriptors dropped from parents_ during the current entry (parent_of's results may
   // still be in use); closed when the next entry starts.
   std::vector<Fd> retired_;
@@ -404,6 +414,7 @@ void Applier::on_payload(const uint8_t* data, size_t len) {
 }
 
 void Applier::drop_cached(const std::string& path) {
+  if (deep_.valid() && (deep_path_ == path || dirfs::is_strict_ancestor(path, deep_path_))) retire_deep();
   // parents_[k - 1] is the first k components: `path` is among them when it has k <= size
   // components and they match.
   size_t k = 0;
@@ -418,6 +429,7 @@ void Applier::drop_cached(const std::string& path) {
     if (k == parents_.size()) return;  // deeper than the cached path
   }
   if (k == 0) return;
+  retire_deep();
   while (parents_.size() >= k) {
     retired_.push_back(std::move(parents_.back().fd));
     parents_.pop_back();
@@ -426,19 +438,23 @@ void Applier::drop_cached(const std::string& path) {
 
 // Every component is opened with O_NOFOLLOW|O_DIRECTORY; a symlink there is an escape.
 int Applier::parent_of(const std::string& path) {
-  auto comps = dirfs::split(dirfs::dir_of(path));
+  std::string_view pdir = dirfs::dir_of(path);
+  auto comps = dirfs::split(pdir);
   size_t keep = 0;
   while (keep < comps.size() && keep < parents_.size() && parents_[keep].name == comps[keep]) ++keep;
+  if (deep_.valid() && keep == parents_.size() && deep_path_ == pdir) return deep_.get();
+  retire_deep();
   while (parents_.size() > keep) {
     retired_.push_back(std::move(parents_.back().fd));
     parents_.pop_back();
   }
   std::string prefix;
   for (size_t i = 0; i < keep; ++i) prefix = dirfs::join(prefix, comps[i]);
+  Fd walk;  // the current directory once parents_ is full
   for (size_t i = keep; i < comps.size(); ++i) {
     std::string name(comps[i]);
     prefix = dirfs::join(prefix, name);
-    int cur = parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
+    int cur = walk.valid() ? walk.get() : parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
     constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     Fd next(::openat(cur, name.c_str(), kDirFlags));
     if (!next.valid()) {
@@ -462,7 +478,15 @@ int Applier::parent_of(const std::string& path) {
       next = Fd(::openat(cur, name.c_str(), kDirFlags));
       if (!next.valid()) throw sys_error("cannot open directory", prefix, errno);
     }
-    parents_.push_back(CachedDir{std::move(name), std::move(next)});
+    if (!walk.valid() && parents_.size() < kMaxCachedDirs)
+      parents_.push_back(CachedDir{std::move(name), std::move(next)});
+    else
+      walk = std::move(next);  // closes the previous one, which nobody else holds
+  }
+  if (walk.valid()) {
+    deep_ = std::move(walk);
+    deep_path_ = std::string(pdir);
+    return deep_.get();
   }
   return parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
 }
@@ -664,7 +688,8 @@ void Applier::apply_whiteout(const std::string& path, const tar::Entry& e) {
 void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   check_owner(path, e);
   int parent = parent_of(path);
-  const size_t depth = parents_.size();
+  // The number of components of its parent path (the path is clean: no empty components).
+  const size_t depth = static_cast<size_t>(std::count(path.begin(), path.end(), '/'));
   std::string base(dirfs::base_of(path));
   if (::mkdirat(parent, base.c_str(), 0700) != 0) {
     if (errno != EEXIST) throw sys_error("cannot create directory", path, errno);
@@ -685,7 +710,10 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   fx.atime = fx.mtime;
   fixups_[path] = fx;
   // Its entries usually follow: it becomes the cached parent path's next component.
-  if (parents_.size() == depth) parents_.push_back(CachedDir{std::move(base), std::move(fd)});
+  // (parent_of left parents_ at its parent path when that is shallow enough; only a displace
+  // of a component could have shortened it since.)
+  if (depth < kMaxCachedDirs && parents_.size() == depth && !deep_.valid())
+    parents_.push_back(CachedDir{std::move(base), std::move(fd)});
 }
 
 void Applier::apply_hardlink(const std::string& path, const std::string& target) {
@@ -884,6 +912,7 @@ int64_t Applier::run(ByteSource& src) {
   }
   finish_current();
   parents_.clear();
+  retire_deep();
   retired_.clear();
 
   apply_fixups();
