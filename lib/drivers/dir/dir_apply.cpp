@@ -448,8 +448,9 @@ int Applier::parent_of(const std::string& path) {
     retired_.push_back(std::move(parents_.back().fd));
     parents_.pop_back();
   }
-  std::string prefix;
-  for (size_t i = 0; i < keep; ++i) prefix = dirfs::join(prefix, comps[i]);
+  if (keep == comps.size()) return parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
+  std::string prefix;  // the first `keep` components (comps are views into pdir)
+  if (keep > 0) prefix = pdir.substr(0, static_cast<size_t>(comps[keep - 1].data() - pdir.data()) + comps[keep - 1].size());
   Fd walk;  // the current directory once parents_ is full
   for (size_t i = keep; i < comps.size(); ++i) {
     std::string name(comps[i]);
