@@ -86,6 +86,9 @@ struct NodeMeta {
   struct timespec atime {};
   struct timespec mtime {};
   const Xattrs* xattrs = nullptr;
+  // Any error setting an attribute is skipped (not only ENOTSUP/EPERM/EACCES): the behaviour
+  // that entries had when libarchive's write-disk created them.
+  bool skip_xattr_errors = false;
 };
 
 NodeMeta entry_meta(const tar::Entry& e) {
@@ -97,6 +100,7 @@ NodeMeta entry_meta(const tar::Entry& e) {
   m.mtime.tv_nsec = static_cast<long>(e.mtime_nsec);
   m.atime = m.mtime;
   m.xattrs = e.xattrs.empty() ? nullptr : &e.xattrs;
+  m.skip_xattr_errors = true;
   return m;
 }
 
@@ -281,9 +285,9 @@ void Applier::set_meta_fd(int fd, const NodeMeta& m, const std::string& what) {
     if (::fchown(fd, static_cast<uid_t>(m.uid), static_cast<gid_t>(m.gid)) != 0)
       throw sys_error("cannot chown", what, errno);
     if (::fchmod(fd, m.mode) != 0) throw sys_error("cannot chmod", what, errno);
-    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what);
+    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what, m.skip_xattr_errors);
   } else {
-    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what);
+    if (m.xattrs) dirfs::set_xattrs_fd(fd, *m.xattrs, what, m.skip_xattr_errors);
     gid_t g = 0;
     if (m.mode & S_ISGID) {
       struct stat st;
@@ -302,7 +306,8 @@ void Applier::set_meta_at(int parent, const std::string& base, const NodeMeta& m
                           const std::string& rel, const std::string& what) {
   const char* b = base.c_str();
   auto xattrs = [&] {
-    if (m.xattrs) dirfs::set_xattrs_at(parent, base, *m.xattrs, layer_.diff + "/" + rel, what);
+    if (m.xattrs)
+      dirfs::set_xattrs_at(parent, base, *m.xattrs, layer_.diff + "/" + rel, what, m.skip_xattr_errors);
   };
   if (owner_ && ::fchownat(parent, b, static_cast<uid_t>(m.uid), static_cast<gid_t>(m.gid), AT_SYMLINK_NOFOLLOW) != 0)
     throw sys_error("cannot chown", what, errno);

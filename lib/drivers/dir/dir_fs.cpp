@@ -424,10 +424,10 @@ std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const
 }
 
 void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
-                   const std::string& what_path) {
+                   const std::string& what_path, bool skip_all) {
   for (auto& [k, v] : xattrs) {
     if (::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) != 0) {
-      if (skip_xattr_errno(errno)) continue;
+      if (skip_all || skip_xattr_errno(errno)) continue;
       throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
     }
   }
@@ -448,7 +448,7 @@ std::atomic<bool> g_no_openat2{false};
 
 void set_xattrs_at(int dirfd, const std::string& name,
                    const std::vector<std::pair<std::string, std::string>>& xattrs,
-                   const std::string& fallback_abs, const std::string& what_path) {
+                   const std::string& fallback_abs, const std::string& what_path, bool skip_all) {
   for (auto& [k, v] : xattrs) {
     int r = -1;
     if (!g_no_setxattrat.load(std::memory_order_relaxed)) {
@@ -460,7 +460,7 @@ void set_xattrs_at(int dirfd, const std::string& name,
     if (g_no_setxattrat.load(std::memory_order_relaxed))
       r = ::lsetxattr(fallback_abs.c_str(), k.c_str(), v.data(), v.size(), 0);
     if (r != 0) {
-      if (skip_xattr_errno(errno)) continue;
+      if (skip_all || skip_xattr_errno(errno)) continue;
       throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
     }
   }

@@ -108,16 +108,17 @@ std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd,
 // Extended attributes. list_xattrs_* return (name, value) pairs; absent support gives none.
 std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd);
 std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name);
-// Sets each attribute; ENOTSUP/EPERM/EACCES are ignored (as the Docker engine does).
+// Sets each attribute; ENOTSUP/EPERM/EACCES are ignored (as the Docker engine does), and with
+// skip_all every error is (as libarchive's write-disk does: E2BIG for a value over 64 KiB...).
 void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
-                   const std::string& what_path);
+                   const std::string& what_path, bool skip_all = false);
 // The same for `name` below dirfd without following it (a symlink, a device node or a FIFO,
 // which cannot be opened for fsetxattr): setxattrat(2) with AT_SYMLINK_NOFOLLOW (Linux 6.13);
 // where the kernel lacks it, lsetxattr(2) on `fallback_abs`, the absolute path of the same
 // object, whose parent directories the caller has just verified.
 void set_xattrs_at(int dirfd, const std::string& name,
                    const std::vector<std::pair<std::string, std::string>>& xattrs,
-                   const std::string& fallback_abs, const std::string& what_path);
+                   const std::string& fallback_abs, const std::string& what_path, bool skip_all = false);
 
 // open_beneath in one system call: openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 // RESOLVE_NO_MAGICLINKS (Linux 5.6); falls back to open_beneath where openat2 is missing or
