@@ -388,7 +388,7 @@ class DiffStream final : public ByteSource {
       uint64_t size = static_cast<uint64_t>(st.st_size);
       archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
       segs_.clear();
-      sparse_ = dirfs::data_segments(fd.get(), size, 1 << 16, segs_);
+      sparse_ = dirfs::data_segments(fd.get(), size, 1 << 16, segs_, &st2);
       if (sparse_) {
         for (auto& [o, l] : segs_)
           archive_entry_sparse_add_entry(ae.get(), static_cast<la_int64_t>(o), static_cast<la_int64_t>(l));
