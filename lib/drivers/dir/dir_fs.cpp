@@ -254,8 +254,7 @@ Fd open_beneath(int rootfd, std::string_view rel, int flags) {
     return Fd();
   }
   std::string base(base_of(rel));
-  if (base.empty()) base = ".";
-  int fd = ::openat(w.parent.get(), base.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  int fd = ::openat(w.parent.get(), base.empty() ? "." : base.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
   return Fd(fd);
 }
 
@@ -340,6 +339,28 @@ std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd, const std
   int e = errno;
   ::closedir(d);
   if (e != 0) throw sys_error("cannot list directory", what_path, e);
+  return out;
+}
+
+std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
+                                                               const std::string& what_path) {
+  std::vector<std::pair<std::string, unsigned char>> out;
+  alignas(struct dirent64) char buf[32768];
+  for (;;) {
+    ssize_t n = ::getdents64(dirfd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot list directory", what_path, errno);
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      auto* de = reinterpret_cast<struct dirent64*>(buf + off);
+      off += de->d_reclen;
+      const char* nm = de->d_name;
+      if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;
+      out.emplace_back(nm, de->d_type);
+    }
+  }
   return out;
 }
 

@@ -113,6 +113,10 @@ void prune_tree(int dirfd, const std::string& name, const std::string& what_path
 // Directory listing of an open directory fd (the fd is not consumed): (name, d_type).
 std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd,
                                                             const std::string& what_path);
+// The same, reading `dirfd` itself from its current offset (no new open file description): for
+// a directory fd the caller just opened (O_RDONLY) and uses only as a base for *at calls.
+std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
+                                                               const std::string& what_path);
 
 // Extended attributes. list_xattrs_* return (name, value) pairs; absent support gives none.
 std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd);
