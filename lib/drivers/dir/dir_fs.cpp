@@ -94,12 +94,16 @@ static int raw_openat2(int rootfd, const char* rel, int flags) {
 }
 
 static bool probe_openat2() {
-  // Older kernels give ENOSYS; seccomp filters that do not know the call often give EPERM (or
-  // ENOSYS); E2BIG/EINVAL mean the kernel does not take this open_how.
-  int fd = raw_openat2(AT_FDCWD, ".", O_PATH | O_DIRECTORY);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
+  // A bad directory fd: a kernel that takes this open_how answers EBADF without looking at any
+  // path (nothing depends on the working directory). Older kernels give ENOSYS; seccomp filters
+  // that do not know the call often give EPERM (or ENOSYS); E2BIG/EINVAL mean the kernel does
+  // not take this open_how.
+  int fd = raw_openat2(-1, "x", O_PATH | O_DIRECTORY);
+  if (fd >= 0) {
+    ::close(fd);
+    return false;
+  }
+  return errno == EBADF;
 }
 #endif
 
