@@ -2,6 +2,9 @@
 
 #include <openssl/evp.h>
 
+#include <array>
+#include <cstdint>
+
 #include "core/error.h"
 
 namespace rolayer {
@@ -48,9 +51,15 @@ std::string check(std::string_view text, DigestAlgorithm* algo_out) {
   if (hex.size() != hex_len(a))
     return "a " + std::string(algo) + " digest needs " + std::to_string(hex_len(a)) +
            " hex characters, got " + std::to_string(hex.size());
-  for (char c : hex)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-      return "digest hex must be lowercase 0-9a-f";
+  // One table lookup per character, OR-ed: the common (valid) case has no branch per byte.
+  static constexpr auto kBad = [] {
+    std::array<uint8_t, 256> t{};
+    for (int c = 0; c < 256; c++) t[c] = !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    return t;
+  }();
+  uint8_t bad = 0;
+  for (char c : hex) bad |= kBad[static_cast<unsigned char>(c)];
+  if (bad) return "digest hex must be lowercase 0-9a-f";
   *algo_out = a;
   return {};
 }
