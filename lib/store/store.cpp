@@ -548,12 +548,12 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       if (rec) {
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
         if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
-        std::vector<uint8_t> buf(kRecordChunk);
+        std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
         for (int64_t seq = 0;; seq++) {
-          size_t n = fs::read_full(rec_sink->fd(), buf.data(), buf.size());
+          size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
           if (n == 0) break;
           chunk.reset();
-          chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.data(), n);
+          chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
           chunk.run();
         }
       }
