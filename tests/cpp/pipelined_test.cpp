@@ -2,6 +2,7 @@
 // verified export of layers long enough to start the worker. The *Concurren* tests run under
 // ThreadSanitizer in .ci/run.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -203,9 +204,12 @@ TEST_P(PipelinedStoreTest, WrongDiffIdIsStillADigestErrorAtTheEnd) {
   // Point the row at another DiffID (a valid digest), as a damaged database would.
   std::string other = "sha256:" + std::string(64, 'e');
   {
-    std::string cmd = "sqlite3 '" + dir.path() + "/metadata.db' \"UPDATE layers SET diff_id = '" + other +
-                      "' WHERE chain_id = '" + chain + "'\"";
-    if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "no sqlite3 command";
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() + "/metadata.db").c_str(), &db), SQLITE_OK);
+    std::string sql = "UPDATE layers SET diff_id = '" + other + "' WHERE chain_id = '" + chain + "'";
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_changes(db), 1);
+    sqlite3_close(db);
   }
   auto s = open(dir.path());
   auto l = s->get(chain);
