@@ -1,6 +1,7 @@
 #include "digest/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 
 #include <array>
 #include <cstdint>
@@ -10,13 +11,42 @@
 namespace rolayer {
 namespace {
 
-const EVP_MD* evp_md(DigestAlgorithm a) {
+const EVP_MD* legacy_md(DigestAlgorithm a) {
   switch (a) {
     case DigestAlgorithm::Sha256: return EVP_sha256();
     case DigestAlgorithm::Sha384: return EVP_sha384();
     case DigestAlgorithm::Sha512: return EVP_sha512();
   }
   return EVP_sha256();
+}
+
+#if OPENSSL_VERSION_MAJOR >= 3
+// OpenSSL 3 looks the implementation up (a locked provider query) on every EVP_DigestInit_ex
+// given EVP_sha256(); fetching once and keeping it for the process avoids that per hasher.
+const EVP_MD* fetched_md(const char* name, DigestAlgorithm a) {
+  EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
+  return md ? md : legacy_md(a);  // kept for the life of the process
+}
+#endif
+
+const EVP_MD* evp_md(DigestAlgorithm a) {
+#if OPENSSL_VERSION_MAJOR >= 3
+  switch (a) {
+    case DigestAlgorithm::Sha256: {
+      static const EVP_MD* md = fetched_md("SHA2-256", a);
+      return md;
+    }
+    case DigestAlgorithm::Sha384: {
+      static const EVP_MD* md = fetched_md("SHA2-384", a);
+      return md;
+    }
+    case DigestAlgorithm::Sha512: {
+      static const EVP_MD* md = fetched_md("SHA2-512", a);
+      return md;
+    }
+  }
+#endif
+  return legacy_md(a);
 }
 
 const char* algo_name(DigestAlgorithm a) {
