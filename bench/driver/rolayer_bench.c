@@ -63,7 +63,9 @@ static void self_usage(char *buf, size_t cap) {
 static rolayer_store *open_store(const char *root) {
   rolayer_store *store = NULL;
   rolayer_error *err = NULL;
-  int rc = rolayer_store_open(&store, root, "dir", &err);
+  /* ROLAYER_BENCH_DRIVER picks another built-in driver (e.g. "exact"); default "dir". */
+  const char *driver = getenv("ROLAYER_BENCH_DRIVER");
+  int rc = rolayer_store_open(&store, root, driver && *driver ? driver : "dir", &err);
   if (rc != 0) die_err("open store", rc, err);
   return store;
 }
