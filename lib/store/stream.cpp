@@ -54,7 +54,8 @@ class ChunkSource : public ByteSource {
 // never returns them), else into pending_. Longer payloads stream through with an incremental
 // XXH3 checked at their end. A whole-file payload's last read asks for one byte more than the
 // record holds: a short result proves the end of the file without a separate probe, and a full
-// one is a file longer than recorded.
+// one is a file longer than recorded. A driver whose PayloadFile knows its size (size() >= 0)
+// saves that byte: the size is compared with the record's when the file opens.
 class Assembler : public ByteSource {
  public:
   Assembler(std::shared_ptr<StoreState> st, const LayerNode& node)
@@ -130,19 +131,28 @@ class Assembler : public ByteSource {
     left_ = item_.size;
     eof_seen_ = false;
     pend_pos_ = pend_len_ = 0;
+    if (item_.fragments.empty()) {
+      // A driver that knows the file's size (the dir driver's fstat) saves the end probe.
+      int64_t known = file_->size();
+      if (known >= 0) {
+        if (static_cast<uint64_t>(known) > item_.size) longer();
+        if (static_cast<uint64_t>(known) < item_.size) shorter();
+        eof_seen_ = true;
+      }
+    }
     if (item_.size > kWholePayload) {
       xxh_.reset();
       return 0;  // streamed by stream_payload
     }
     const size_t size = static_cast<size_t>(item_.size);
     const bool whole = item_.fragments.empty();
-    const size_t need = size + (whole ? 1 : 0);  // + the byte that proves the end
+    const size_t need = size + (whole && !eof_seen_ ? 1 : 0);  // + the byte that proves the end
     const bool direct = need <= room;
     uint8_t* p = direct ? dst : pending_buf(need);
     if (whole) {
       size_t got = 0;
-      for (;;) {
-        size_t want = size - got + 1;
+      while (!(eof_seen_ && got == size)) {
+        size_t want = size - got + (eof_seen_ ? 0 : 1);
         size_t n = file_->pread(got, p + got, want);
         if (n == 0) {
           if (got < size) shorter();
@@ -150,7 +160,7 @@ class Assembler : public ByteSource {
         }
         if (n > size - got) longer();
         got += n;
-        if (got == size) break;  // short of `want`: the end of the file
+        if (got == size) break;  // short of `want` (or the size was known): the end of the file
       }
     } else {
       size_t got = 0;
@@ -173,7 +183,7 @@ class Assembler : public ByteSource {
     if (frag_ >= frags_.size()) corrupt("the record's fragments do not add up");
     const auto& f = frags_[frag_];
     const uint64_t rest = f.length - frag_pos_;
-    const bool probe = item_.fragments.empty() && room > rest;
+    const bool probe = item_.fragments.empty() && !eof_seen_ && room > rest;
     uint64_t want = probe ? rest + 1 : std::min<uint64_t>(room, rest);
     size_t n = file_->pread(f.offset + frag_pos_, dst, static_cast<size_t>(want));
     if (n == 0) shorter();
