@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "drivers/dir/dir_driver.h"
 #include "digest/pipelined.h"
 #include "record/xxh3.h"
 #include "store/store.h"
@@ -261,14 +262,57 @@ TEST_P(PipelinedStoreTest, ConcurrentLongRegistersAndExports) {
 INSTANTIATE_TEST_SUITE_P(Drivers, PipelinedStoreTest, ::testing::Values("exact", "dir"),
                          [](const auto& info) { return info.param; });
 
+// The dir driver, but its payload files do not tell their size (as a caller's C driver's do
+// not): the export then proves each payload's end with its reads.
+class SizeHidingDriver : public Driver {
+ public:
+  std::string name() const override { return inner_->name(); }
+  DriverCaps caps() const override { return inner_->caps(); }
+  std::vector<std::string> init(const std::string& root) override { return inner_->init(root); }
+  void create(const std::string& id, const std::string& parent) override { inner_->create(id, parent); }
+  void remove(const std::string& id) override { inner_->remove(id); }
+  int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override {
+    return inner_->apply_diff(id, parent, tar);
+  }
+  std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override {
+    return inner_->diff(id, ancestor);
+  }
+  std::unique_ptr<PayloadSession> payloads(const std::string& id) override {
+    return std::make_unique<Session>(inner_->payloads(id));
+  }
+  std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override {
+    return inner_->metadata(id);
+  }
+
+ private:
+  struct File : PayloadFile {
+    explicit File(std::unique_ptr<PayloadFile> f) : f_(std::move(f)) {}
+    size_t pread(uint64_t off, uint8_t* buf, size_t cap) override { return f_->pread(off, buf, cap); }
+    std::unique_ptr<PayloadFile> f_;
+  };
+  struct Session : PayloadSession {
+    explicit Session(std::unique_ptr<PayloadSession> s) : s_(std::move(s)) {}
+    std::unique_ptr<PayloadFile> open(const std::string& path) override {
+      auto f = s_->open(path);
+      return std::make_unique<File>(std::move(f));
+    }
+    std::unique_ptr<PayloadSession> s_;
+  };
+  std::unique_ptr<Driver> inner_ = make_dir_driver();
+};
+
 // The dir driver's payloads: one byte more or less on disk, for a payload read whole (checked
-// before it goes out, the end proven by the last read) and for one streamed through.
+// before it goes out) and for one streamed through; with the size the driver knows from its
+// fstat, and with the end proven by the last read (a driver that does not tell the size).
 TEST(PipelinedDirTamper, LongerOrShorterPayloadIsCorrupt) {
+  for (bool hide_size : {false, true})
   for (const char* name : {"d/f1", "d/f4", "d/f10"}) {  // 1 byte, 4 KiB, 3 MiB
     for (bool longer : {true, false}) {
+      SCOPED_TRACE(hide_size ? "size hidden" : "size known");
       TempDir dir;
       StoreOptions o;
       o.driver_name = "dir";
+      if (hide_size) o.driver = std::make_unique<SizeHidingDriver>();
       auto s = Store::open(dir.path(), std::move(o));
       std::vector<TarItem> items{{TarItem::Dir, "d", ""}};
       size_t sizes[] = {0, 1, 511, 512, 4096, 65537, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20, 3 << 20};
