@@ -27,6 +27,9 @@ class PayloadFile {
   virtual ~PayloadFile() = default;
   // Read up to cap bytes at offset; returns bytes read, 0 at end of file.
   virtual size_t pread(uint64_t offset, uint8_t* buf, size_t cap) = 0;
+  // The payload's size in bytes as seen when it was opened, or -1 when unknown. A reader may
+  // use it to skip an end-of-file probe; the content can still differ (the stream checks it).
+  virtual int64_t size() const { return -1; }
 };
 
 }  // namespace rolayer

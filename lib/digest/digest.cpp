@@ -1,19 +1,52 @@
 #include "digest/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
+
+#include <array>
+#include <cstdint>
 
 #include "core/error.h"
 
 namespace rolayer {
 namespace {
 
-const EVP_MD* evp_md(DigestAlgorithm a) {
+const EVP_MD* legacy_md(DigestAlgorithm a) {
   switch (a) {
     case DigestAlgorithm::Sha256: return EVP_sha256();
     case DigestAlgorithm::Sha384: return EVP_sha384();
     case DigestAlgorithm::Sha512: return EVP_sha512();
   }
   return EVP_sha256();
+}
+
+#if OPENSSL_VERSION_MAJOR >= 3
+// OpenSSL 3 looks the implementation up (a locked provider query) on every EVP_DigestInit_ex
+// given EVP_sha256(); fetching once and keeping it for the process avoids that per hasher.
+const EVP_MD* fetched_md(const char* name, DigestAlgorithm a) {
+  EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
+  return md ? md : legacy_md(a);  // kept for the life of the process
+}
+#endif
+
+const EVP_MD* evp_md(DigestAlgorithm a) {
+#if OPENSSL_VERSION_MAJOR >= 3
+  switch (a) {
+    case DigestAlgorithm::Sha256: {
+      static const EVP_MD* md = fetched_md("SHA2-256", a);
+      return md;
+    }
+    case DigestAlgorithm::Sha384: {
+      static const EVP_MD* md = fetched_md("SHA2-384", a);
+      return md;
+    }
+    case DigestAlgorithm::Sha512: {
+      static const EVP_MD* md = fetched_md("SHA2-512", a);
+      return md;
+    }
+  }
+#endif
+  return legacy_md(a);
 }
 
 const char* algo_name(DigestAlgorithm a) {
@@ -48,9 +81,15 @@ std::string check(std::string_view text, DigestAlgorithm* algo_out) {
   if (hex.size() != hex_len(a))
     return "a " + std::string(algo) + " digest needs " + std::to_string(hex_len(a)) +
            " hex characters, got " + std::to_string(hex.size());
-  for (char c : hex)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-      return "digest hex must be lowercase 0-9a-f";
+  // One table lookup per character, OR-ed: the common (valid) case has no branch per byte.
+  static constexpr auto kBad = [] {
+    std::array<uint8_t, 256> t{};
+    for (int c = 0; c < 256; c++) t[c] = !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    return t;
+  }();
+  uint8_t bad = 0;
+  for (char c : hex) bad |= kBad[static_cast<unsigned char>(c)];
+  if (bad) return "digest hex must be lowercase 0-9a-f";
   *algo_out = a;
   return {};
 }

@@ -20,7 +20,41 @@ Db::Db(const std::string& path) : path_(path) {
 }
 
 Db::~Db() {
+  for (auto& kv : idle_)
+    for (sqlite3_stmt* st : kv.second) sqlite3_finalize(st);
   if (db_) sqlite3_close_v2(db_);
+}
+
+sqlite3_stmt* Db::take(const char* sql) {
+  auto it = idle_.find(sql);
+  if (it != idle_.end() && !it->second.empty()) {
+    sqlite3_stmt* st = it->second.back();
+    it->second.pop_back();
+    return st;
+  }
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(st);
+    fail(rc, "preparing a statement");
+  }
+  return st;
+}
+
+void Db::give_back(const char* sql, sqlite3_stmt* st) {
+  constexpr size_t kKeepPerStatement = 2;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  auto& v = idle_[sql];
+  if (v.size() >= kKeepPerStatement) {
+    sqlite3_finalize(st);
+    return;
+  }
+  try {
+    v.push_back(st);
+  } catch (...) {
+    sqlite3_finalize(st);
+  }
 }
 
 void Db::fail(int rc, const std::string& what) const {
@@ -48,12 +82,15 @@ void Db::exec(const char* sql) {
   }
 }
 
-Stmt::Stmt(Db& db, const char* sql) : db_(db) {
-  int rc = sqlite3_prepare_v2(db.raw(), sql, -1, &st_, nullptr);
-  if (rc != SQLITE_OK) db_.fail(rc, "preparing a statement");
-}
+Stmt::Stmt(Db& db, const char* sql) : db_(db), sql_(sql), st_(db.take(sql)) {}
 
-Stmt::~Stmt() { sqlite3_finalize(st_); }
+Stmt::~Stmt() {
+  try {
+    db_.give_back(sql_, st_);
+  } catch (...) {
+    sqlite3_finalize(st_);
+  }
+}
 
 Stmt& Stmt::bind(int i, std::string_view text) {
   int rc = sqlite3_bind_text(st_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);

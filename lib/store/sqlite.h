@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -25,8 +27,15 @@ class Db {
   [[noreturn]] void fail(int rc, const std::string& what) const;
 
  private:
+  friend class Stmt;
+  // Prepared statements kept for reuse, by SQL text: preparing (parsing) is most of the cost
+  // of the store's short statements. Guarded like the connection itself (the store's mutex).
+  sqlite3_stmt* take(const char* sql);
+  void give_back(const char* sql, sqlite3_stmt* st);
+
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::unordered_map<std::string, std::vector<sqlite3_stmt*>> idle_;
 };
 
 class Stmt {
@@ -50,6 +59,7 @@ class Stmt {
 
  private:
   Db& db_;
+  const char* sql_;
   sqlite3_stmt* st_ = nullptr;
 };
 

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <exception>
 #include <thread>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/fs.h"
+#include "digest/pipelined.h"
 #include "record/record.h"
 #include "record/xxh3.h"
 #include "store/state.h"
@@ -95,8 +97,10 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
 
   // Reads what the driver left, so that the DiffID covers every byte up to end of input.
   void drain() {
-    std::vector<uint8_t> buf(1 << 20);
-    while (read(buf.data(), buf.size()) > 0) {
+    if (eof_ && !failure_) return;  // the driver read to the end (the usual case)
+    constexpr size_t kDrainBuf = 256 * 1024;
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[kDrainBuf]);  // not zero-filled: read() writes before use
+    while (read(buf.get(), kDrainBuf) > 0) {
     }
   }
 
@@ -145,7 +149,7 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   record::Writer* rec_;
   tar::Scanner scanner_;
   tar::SafetyChecker safety_;
-  Hasher sha_;
+  PipelinedHasher sha_;  // the DiffID, hashed on a worker thread once the stream is long
   record::Xxh3 xxh_;
   record::Item file_;
   uint64_t total_ = 0;
@@ -344,10 +348,17 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   }
 
   // Load every layer, parents first.
+  size_t rows = 0;
+  {
+    sql::Stmt c(db, "SELECT count(*) FROM layers");
+    if (c.step()) rows = static_cast<size_t>(std::max<int64_t>(0, c.int64(0)));
+  }
+  st->layers.reserve(rows);
   sql::Stmt q(db,
               "SELECT chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, desc_media_type, "
               "desc_digest, desc_size, has_record, persistent FROM layers ORDER BY depth");
-  std::unordered_map<std::string, bool> cache_ids;
+  std::unordered_set<std::string> cache_ids;
+  cache_ids.reserve(rows);
   while (q.step()) {
     auto n = std::make_shared<LayerNode>();
     try {
@@ -370,22 +381,25 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
     n->descriptor.size = q.is_null(9) ? -1 : q.int64(9);
     n->has_record = q.int64(10) != 0;
     n->persistent = q.int64(11);
-    cache_ids[n->cache_id] = true;
-    st->layers[n->chain_id.str()] = n;
-  }
-  // Remove driver data that no committed layer owns, left by a crash during register or
-  // release: exactly the ids that intent marks name and no row holds (a row that cannot be
-  // loaded still holds its data: the open cannot tell that such a layer is gone).
-  {
-    sql::Stmt all(db, "SELECT cache_id FROM layers");
-    while (all.step()) cache_ids[all.text(0)] = true;
+    cache_ids.insert(n->cache_id);
+    std::string key = n->chain_id.str();
+    st->layers.emplace(std::move(key), std::move(n));
   }
   st->driver->init(st->root);
+  // Remove driver data that no committed layer owns, left by a crash during register or
+  // release: exactly the ids that intent marks name and no row holds (a row that cannot be
+  // loaded still holds its data: the open cannot tell that such a layer is gone). Only the
+  // marks listed in pending/ are looked at and cleared.
   std::vector<std::string> pending;
   if (DIR* d = ::opendir(st->pending_dir.c_str())) {
     while (struct dirent* de = ::readdir(d))
       if (de->d_name[0] != '.') pending.emplace_back(de->d_name);
     ::closedir(d);
+  }
+  if (!pending.empty()) {
+    // Rows that could not be loaded above still own their data.
+    sql::Stmt all(db, "SELECT cache_id FROM layers");
+    while (all.step()) cache_ids.insert(all.text(0));
   }
   for (const auto& id : pending) {
     try {
@@ -534,12 +548,12 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       if (rec) {
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
         if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
-        std::vector<uint8_t> buf(kRecordChunk);
+        std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
         for (int64_t seq = 0;; seq++) {
-          size_t n = fs::read_full(rec_sink->fd(), buf.data(), buf.size());
+          size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
           if (n == 0) break;
           chunk.reset();
-          chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.data(), n);
+          chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
           chunk.run();
         }
       }

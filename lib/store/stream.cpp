@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "record/record.h"
+#include "digest/pipelined.h"
 #include "record/xxh3.h"
 #include "store/state.h"
 
@@ -46,6 +47,15 @@ class ChunkSource : public ByteSource {
 };
 
 // Record + payloads -> the original stream.
+//
+// Payloads up to kWholePayload bytes are read whole and checked against their XXH3 before any
+// of their bytes go out: straight into the caller's buffer when they fit in what is left of it
+// (the bytes count as output only once the check passed; a failed check throws, and read()
+// never returns them), else into pending_. Longer payloads stream through with an incremental
+// XXH3 checked at their end. A whole-file payload's last read asks for one byte more than the
+// record holds: a short result proves the end of the file without a separate probe, and a full
+// one is a file longer than recorded. A driver whose PayloadFile knows its size (size() >= 0)
+// saves that byte: the size is compared with the record's when the file opens.
 class Assembler : public ByteSource {
  public:
   Assembler(std::shared_ptr<StoreState> st, const LayerNode& node)
@@ -54,9 +64,9 @@ class Assembler : public ByteSource {
   size_t read(uint8_t* buf, size_t cap) override {
     size_t out = 0;
     while (out < cap) {
-      if (pend_pos_ < pending_.size()) {
-        size_t n = std::min(cap - out, pending_.size() - pend_pos_);
-        std::memcpy(buf + out, pending_.data() + pend_pos_, n);
+      if (pend_pos_ < pend_len_) {
+        size_t n = std::min(cap - out, pend_len_ - pend_pos_);
+        std::memcpy(buf + out, pending_.get() + pend_pos_, n);
         pend_pos_ += n;
         out += n;
         continue;
@@ -71,10 +81,17 @@ class Assembler : public ByteSource {
         break;
       }
       if (item_.type == record::Item::Type::Raw) {
-        pending_.assign(item_.raw.begin(), item_.raw.end());
-        pend_pos_ = 0;
+        size_t n = item_.raw.size();
+        if (n <= cap - out) {
+          std::memcpy(buf + out, item_.raw.data(), n);
+          out += n;
+        } else {
+          std::memcpy(pending_buf(n), item_.raw.data(), n);
+          pend_pos_ = 0;
+          pend_len_ = n;
+        }
       } else {
-        start_file();
+        out += start_file(buf + out, cap - out);
       }
     }
     return out;
@@ -86,37 +103,92 @@ class Assembler : public ByteSource {
                                    ". This may be because internal files in the layer store were modified")
         .with_path(item_.path);
   }
+  [[noreturn]] void shorter() {
+    corrupt("the file is shorter than recorded (" + std::to_string(item_.size) + " bytes)");
+  }
+  [[noreturn]] void longer() {
+    corrupt("the file is longer than recorded (" + std::to_string(item_.size) + " bytes)");
+  }
 
-  void start_file() {
+  // pending_ with room for at least n bytes (its content is not kept).
+  uint8_t* pending_buf(size_t n) {
+    if (n > pend_cap_) {
+      size_t c = std::max(n, std::min<size_t>(kWholePayload + 1, std::max<size_t>(pend_cap_ * 2, 64 * 1024)));
+      pending_.reset(new uint8_t[c]);
+      pend_cap_ = c;
+    }
+    return pending_.get();
+  }
+
+  // Opens the current File item. A small payload is read and checked whole: into dst when it
+  // fits in room (returns its size: those bytes are output), else into pending_ (returns 0).
+  size_t start_file(uint8_t* dst, size_t room) {
     file_ = session_->open(item_.path);
     frags_ = item_.fragments;
     if (frags_.empty()) frags_.push_back({0, item_.size});
     frag_ = 0;
     frag_pos_ = 0;
     left_ = item_.size;
-    xxh_.reset();
-    pending_.clear();
-    pend_pos_ = 0;
-    if (item_.size <= kWholePayload) {
-      // Small payloads are read whole and checked before any of their bytes go out.
-      pending_.resize(item_.size);
-      size_t got = 0;
-      while (left_ > 0) got += fill(pending_.data() + got, left_);
-      finish_file();
+    eof_seen_ = false;
+    pend_pos_ = pend_len_ = 0;
+    if (item_.fragments.empty()) {
+      // A driver that knows the file's size (the dir driver's fstat) saves the end probe.
+      int64_t known = file_->size();
+      if (known >= 0) {
+        if (static_cast<uint64_t>(known) > item_.size) longer();
+        if (static_cast<uint64_t>(known) < item_.size) shorter();
+        eof_seen_ = true;
+      }
     }
+    if (item_.size > kWholePayload) {
+      xxh_.reset();
+      return 0;  // streamed by stream_payload
+    }
+    const size_t size = static_cast<size_t>(item_.size);
+    const bool whole = item_.fragments.empty();
+    const size_t need = size + (whole && !eof_seen_ ? 1 : 0);  // + the byte that proves the end
+    const bool direct = need <= room;
+    uint8_t* p = direct ? dst : pending_buf(need);
+    if (whole) {
+      size_t got = 0;
+      while (!(eof_seen_ && got == size)) {
+        size_t want = size - got + (eof_seen_ ? 0 : 1);
+        size_t n = file_->pread(got, p + got, want);
+        if (n == 0) {
+          if (got < size) shorter();
+          break;
+        }
+        if (n > size - got) longer();
+        got += n;
+        if (got == size) break;  // short of `want` (or the size was known): the end of the file
+      }
+    } else {
+      size_t got = 0;
+      while (left_ > 0) got += fill(p + got, left_);
+    }
+    if (record::Xxh3::hash(p, size) != item_.xxh3) corrupt("its content differs from what was registered");
+    file_.reset();
+    if (direct) return size;
+    pend_len_ = size;
+    return 0;
   }
 
-  // Reads the next bytes of the current file's payload into dst (at most cap).
-  size_t fill(uint8_t* dst, uint64_t cap) {
+  // Reads the next bytes of the current file's payload into dst (room bytes available there).
+  // For a whole-file payload whose rest fits in room, asks for one byte more (see the class).
+  size_t fill(uint8_t* dst, uint64_t room) {
     while (frag_ < frags_.size() && frag_pos_ == frags_[frag_].length) {
       frag_++;
       frag_pos_ = 0;
     }
     if (frag_ >= frags_.size()) corrupt("the record's fragments do not add up");
     const auto& f = frags_[frag_];
-    uint64_t want = std::min<uint64_t>(cap, f.length - frag_pos_);
+    const uint64_t rest = f.length - frag_pos_;
+    const bool probe = item_.fragments.empty() && !eof_seen_ && room > rest;
+    uint64_t want = probe ? rest + 1 : std::min<uint64_t>(room, rest);
     size_t n = file_->pread(f.offset + frag_pos_, dst, static_cast<size_t>(want));
-    if (n == 0) corrupt("the file is shorter than recorded (" + std::to_string(item_.size) + " bytes)");
+    if (n == 0) shorter();
+    if (n > rest) longer();
+    if (probe && n == rest) eof_seen_ = true;
     xxh_.update(dst, n);
     frag_pos_ += n;
     left_ -= n;
@@ -124,16 +196,15 @@ class Assembler : public ByteSource {
   }
 
   size_t stream_payload(uint8_t* dst, size_t cap) {
-    size_t n = left_ ? fill(dst, std::min<uint64_t>(cap, left_)) : 0;
+    size_t n = left_ ? fill(dst, cap) : 0;
     if (left_ == 0) finish_file();
     return n;
   }
 
   void finish_file() {
-    if (item_.fragments.empty()) {
+    if (item_.fragments.empty() && !eof_seen_) {
       uint8_t extra;
-      if (file_->pread(item_.size, &extra, 1) != 0)
-        corrupt("the file is longer than recorded (" + std::to_string(item_.size) + " bytes)");
+      if (file_->pread(item_.size, &extra, 1) != 0) longer();
     }
     if (xxh_.digest() != item_.xxh3) corrupt("its content differs from what was registered");
     file_.reset();
@@ -143,12 +214,13 @@ class Assembler : public ByteSource {
   record::Reader reader_;
   std::unique_ptr<PayloadSession> session_;
   record::Item item_;
-  std::vector<uint8_t> pending_;
-  size_t pend_pos_ = 0;
+  std::unique_ptr<uint8_t[]> pending_;
+  size_t pend_cap_ = 0, pend_pos_ = 0, pend_len_ = 0;
   std::unique_ptr<PayloadFile> file_;
   std::vector<tar::SparseFragment> frags_;
   size_t frag_ = 0;
   uint64_t frag_pos_ = 0, left_ = 0;
+  bool eof_seen_ = false;
   record::Xxh3 xxh_;
   bool done_ = false;
 };
@@ -199,7 +271,7 @@ class VerifiedStream : public ByteSource {
   std::shared_ptr<StoreState> st_;
   std::unique_ptr<LayerRef> keep_;
   std::unique_ptr<ByteSource> inner_;
-  Hasher sha_;
+  PipelinedHasher sha_;  // SHA-256 of the output on a worker thread (our copy of the bytes only)
   bool done_ = false;
   std::exception_ptr failure_;
 };

@@ -1,6 +1,7 @@
 // Entry path normalisation, OCI whiteouts and the per-layer escape checks.
 #include "tar/path.h"
 
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <vector>
@@ -90,18 +91,43 @@ std::string whiteout_target(std::string_view cleaned) {
   return out;
 }
 
+namespace {
+
+// A process-wide random seed, taken once (std::random_device opens and reads the kernel's
+// source: too slow to do per register), mixed per checker with a counter, the clock and the
+// checker's address.
+uint64_t process_seed() {
+  static const uint64_t seed = [] {
+    uint64_t r = 0;
+    try {
+      std::random_device rd;
+      r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    } catch (...) {
+    }
+    return r;
+  }();
+  return seed;
+}
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
 SafetyChecker::SafetyChecker() {
   // A random base keeps crafted names from colliding on purpose (a collision would only
   // cost an extra string lookup anyway: every hash hit is confirmed on the string).
-  uint64_t r = 0;
-  try {
-    std::random_device rd;
-    r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  } catch (...) {
-  }
+  static std::atomic<uint64_t> counter{0};
+  uint64_t r = process_seed();
+  r ^= splitmix64(counter.fetch_add(1, std::memory_order_relaxed));
   r ^= static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) *
        0x9e3779b97f4a7c15ull;
   r ^= reinterpret_cast<uintptr_t>(this);
+  r = splitmix64(r);
   hash_base_ = (r % (kMod - (uint64_t{1} << 20))) + (uint64_t{1} << 20);
 }
 

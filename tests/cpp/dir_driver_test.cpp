@@ -894,6 +894,44 @@ TEST_F(DirDriverTest, PayloadErrorsAreCorrupt) {
   EXPECT_EQ(code_of([&] { s->open("../etc/passwd"); }), Code::Inval);
 }
 
+// The payload session keeps the last payload's directory open between calls; a symlink in place
+// of a directory or of the file is still refused (never followed), and the error names the entry.
+TEST_F(DirDriverTest, PayloadSessionNeverFollowsSymlinksAndNamesTheEntry) {
+  apply("q", "", TarBuilder()
+                     .file("d/f", "f").file("d/g", "g").file("d/sub/k", "k")
+                     .file("e/h", "h").file("e/i", "i").file("top", "t").file("big", std::string(70000, 'b'))
+                     .finish());
+  std::string d = diff_dir("q");
+  std::string out = tmp_ + "/outside";
+  fs::create_directory(out);
+  std::ofstream(out + "/h") << "secret";
+  std::ofstream(out + "/i") << "secret";
+  fs::remove_all(d + "/e");
+  fs::create_directory_symlink(out, d + "/e");
+  fs::remove(d + "/top");
+  fs::create_symlink(out + "/h", d + "/top");
+  auto message_of = [](const std::function<void()>& fn) -> std::string {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return std::to_string(static_cast<int>(e.code())) + ": " + e.what();
+    }
+    return "ok";
+  };
+  auto s = drv_.payloads("q");
+  EXPECT_EQ(read_payload(*s->open("d/f"), 0, 10), "f");
+  EXPECT_EQ(read_payload(*s->open("d/g"), 0, 10), "g");
+  EXPECT_EQ(read_payload(*s->open("d/sub/k"), 0, 10), "k");
+  EXPECT_EQ(message_of([&] { s->open("e/h"); }), std::to_string(static_cast<int>(Code::Corrupt)) + ": layer payload missing: 'e/h'");
+  EXPECT_EQ(message_of([&] { s->open("e/i"); }), std::to_string(static_cast<int>(Code::Corrupt)) + ": layer payload missing: 'e/i'");
+  EXPECT_EQ(message_of([&] { s->open("top"); }),
+            std::to_string(static_cast<int>(Code::Corrupt)) + ": layer payload is not a regular file: 'top'");
+  auto big = s->open("big");
+  EXPECT_EQ(big->size(), 70000);
+  EXPECT_EQ(read_payload(*big, 69998, 10), "bb");
+  EXPECT_EQ(read_payload(*s->open("d/f"), 0, 10), "f");  // back to a directory seen before
+}
+
 TEST_F(DirDriverTest, RootEntries) {
   // A directory entry for the root is accepted; diff/ keeps its own metadata.
   apply("r", "", TarBuilder().dir(".", {0700, 5, 5, 1}).dir("./sub").file("./sub/f", "f").finish());

@@ -1,6 +1,7 @@
 // Tests of the fidelity record (lib/record): round trips, limits, and defensive decoding.
 #include <gtest/gtest.h>
 #include <zstd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>

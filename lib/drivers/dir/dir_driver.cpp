@@ -1,5 +1,6 @@
 #include "drivers/dir/dir_driver.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -177,7 +178,8 @@ bool is_dir_at(int dirfd, const std::string& name) {
 // Reads one stored payload with pread.
 class DirPayloadFile : public PayloadFile {
  public:
-  DirPayloadFile(Fd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  DirPayloadFile(Fd fd, std::string path, int64_t size)
+      : fd_(std::move(fd)), path_(std::move(path)), size_(size) {}
   size_t pread(uint64_t offset, uint8_t* buf, size_t cap) override {
     for (;;) {
       ssize_t n = ::pread(fd_.get(), buf, cap, static_cast<off_t>(offset));
@@ -186,22 +188,31 @@ class DirPayloadFile : public PayloadFile {
       throw sys_error("cannot read payload", path_, errno);
     }
   }
+  int64_t size() const override { return size_; }
 
  private:
   Fd fd_;
   std::string path_;
+  int64_t size_;
 };
 
 // Opens payloads in stream order. Memory: the relocation index (normally empty or tiny) plus
 // one counter per path that appears in it.
+//
+// Fast path (stream order is walk order, so consecutive payloads mostly share a directory): the
+// parent directory of the last payload stays open (O_PATH, reached with every component a real
+// directory: one openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or the component walk), and
+// a payload costs fstatat + openat + fstat + close. The fstatat comes first so that nothing but
+// a regular file is ever opened (a device or FIFO node where a payload should be is reported,
+// never opened); the fstat after the open catches a swap in between. Any failure on the fast
+// path re-runs the original lookup (open_slow), which gives the errors and messages.
 class DirPayloadSession : public PayloadSession {
  public:
   explicit DirPayloadSession(const LayerPaths& lp)
       : diff_(open_layer_dir(lp, lp.diff, true)), meta_(open_layer_dir(lp, lp.meta, true)) {
     std::string data;
     std::string ip = lp.meta + "/" + kPayloadsFile;
-    Fd meta_rd = open_layer_dir(lp, lp.meta);
-    if (dirfs::read_file(meta_rd.get(), kPayloadsFile, data, kMaxMetaFile, ip)) {
+    if (dirfs::read_file(meta_.get(), kPayloadsFile, data, kMaxMetaFile, ip)) {
       for (auto& r : decode_index(data, ip)) index_[r.path][r.occurrence] = std::move(r.file);
     }
   }
@@ -210,14 +221,54 @@ class DirPayloadSession : public PayloadSession {
     if (!valid_clean_path(path, true))
       throw Error(Code::Inval, "invalid payload path: '" + path + "'").with_path(path);
     const std::string* file = nullptr;
-    auto it = index_.find(path);
-    if (it != index_.end()) {
-      uint32_t occ = ++seen_[path];
-      auto jt = it->second.find(occ);
-      if (jt != it->second.end()) file = &jt->second;
+    if (!index_.empty()) {
+      auto it = index_.find(path);
+      if (it != index_.end()) {
+        uint32_t occ = ++seen_[path];
+        auto jt = it->second.find(occ);
+        if (jt != it->second.end()) file = &jt->second;
+      }
     }
-    int root = file ? meta_.get() : diff_.get();
+    bool in_meta = file != nullptr;
     const std::string& rel = file ? *file : path;
+    if (!rel.empty()) {
+      if (auto f = open_fast(in_meta, rel, path)) return f;
+    }
+    return open_slow(in_meta, rel, path);
+  }
+
+ private:
+  // Returns null when anything is unexpected: the caller then takes the slow path.
+  std::unique_ptr<PayloadFile> open_fast(bool in_meta, const std::string& rel, const std::string& path) {
+    std::string_view dir = dirfs::dir_of(rel);
+    if (!parent_.valid() || parent_in_meta_ != in_meta || parent_dir_ != dir) {
+      parent_.reset();
+      dirfs::WalkResult w = dirfs::walk_parent(in_meta ? meta_.get() : diff_.get(), rel, rel);
+      if (w.status != dirfs::Walk::Ok) return nullptr;
+      parent_ = std::move(w.parent);
+      parent_in_meta_ = in_meta;
+      parent_dir_.assign(dir);
+    }
+    std::string base(dirfs::base_of(rel));
+    struct stat st;
+    if (::fstatat(parent_.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      return nullptr;
+    Fd fd(::openat(parent_.get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd.valid()) return nullptr;
+    return finish(std::move(fd), path);
+  }
+
+  std::unique_ptr<PayloadFile> finish(Fd fd, const std::string& path) {
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat payload", path, errno);
+    if (!S_ISREG(st.st_mode))
+      throw Error(Code::Corrupt, "layer payload is not a regular file: '" + path + "'").with_path(path);
+    return std::make_unique<DirPayloadFile>(std::move(fd), path, static_cast<int64_t>(st.st_size));
+  }
+
+  // The original lookup, component by component: exact errors for every failure.
+  std::unique_ptr<PayloadFile> open_slow(bool in_meta, const std::string& rel, const std::string& path) {
+    int root = in_meta ? meta_.get() : diff_.get();
     Fd parent;
     struct stat st;
     if (rel.empty() || !dirfs::lookup(root, rel, parent, st))
@@ -231,16 +282,16 @@ class DirPayloadSession : public PayloadSession {
         throw Error(Code::Corrupt, "layer payload missing: '" + path + "'").with_path(path);
       throw sys_error("cannot open payload", path, errno);
     }
-    if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat payload", path, errno);
-    if (!S_ISREG(st.st_mode))
-      throw Error(Code::Corrupt, "layer payload is not a regular file: '" + path + "'").with_path(path);
-    return std::make_unique<DirPayloadFile>(std::move(fd), path);
+    return finish(std::move(fd), path);
   }
 
- private:
   Fd diff_, meta_;
   std::unordered_map<std::string, std::unordered_map<uint32_t, std::string>> index_;
   std::unordered_map<std::string, uint32_t> seen_;
+  // The directory of the last payload opened (the fast path's cache).
+  Fd parent_;
+  bool parent_in_meta_ = false;
+  std::string parent_dir_;
 };
 
 }  // namespace
@@ -267,15 +318,18 @@ std::vector<std::string> DirDriver::init(const std::string& store_root) {
   if (!S_ISDIR(st.st_mode)) throw Error(Code::Io, "not a directory: " + root).with_path(root);
   Fd rootfd = dirfs::open_dir(root);
   std::vector<std::string> ids;
-  for (auto& [name, type] : dirfs::list_dir(rootfd.get(), root)) {
-    (void)type;
+  auto entries = dirfs::list_dir(rootfd.get(), root);
+  ids.reserve(entries.size());
+  for (auto& [name, type] : entries) {
     if (name.rfind(".tmp-", 0) == 0 || name.rfind(".removing-", 0) == 0) {
       // Left by a crash during create or remove: never a complete layer.
       dirfs::remove_tree(rootfd.get(), name, root + "/" + name);
       continue;
     }
-    if (name[0] == '.' || !is_dir_at(rootfd.get(), name)) continue;
-    ids.push_back(name);
+    if (name[0] == '.') continue;
+    // d_type answers without a stat on most file systems; DT_UNKNOWN asks.
+    if (type == DT_UNKNOWN ? !is_dir_at(rootfd.get(), name) : type != DT_DIR) continue;
+    ids.push_back(std::move(name));
   }
   std::sort(ids.begin(), ids.end());
   root_ = root;

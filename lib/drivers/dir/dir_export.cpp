@@ -196,11 +196,12 @@ class DiffStream final : public ByteSource {
       case Child::Entry:
         emit_node(c.provider, dir, c.name, false);
         break;
-      case Child::Dir:
-        emit_node(c.provider, dir, c.name, true);
+      case Child::Dir: {
+        Fd dfd = emit_node(c.provider, dir, c.name, true);
         if (c.opaque) emit_marker(dirfs::join(cp, tar::kOpaqueWhiteout));
-        push_frame(cp, std::move(c.parts), c.cut);
+        push_frame(cp, std::move(c.parts), c.cut, c.provider, std::move(dfd));
         break;
+      }
     }
   }
 
@@ -222,18 +223,26 @@ class DiffStream final : public ByteSource {
     push_frame("", std::move(parts), root_cut);
   }
 
-  // Lists `path` in every participating layer and resolves each child.
-  void push_frame(const std::string& path, std::vector<uint16_t> parts, bool cut) {
+  // Lists `path` in every participating layer and resolves each child. `opened`, when valid, is
+  // `path` in layer `opened_layer`, just opened (O_RDONLY, offset 0) by emit_node.
+  void push_frame(const std::string& path, std::vector<uint16_t> parts, bool cut,
+                  uint16_t opened_layer = 0, Fd opened = Fd()) {
     clear_cache();
     std::vector<Fd> fds(layers_.size());
     std::unordered_map<std::string, std::vector<std::pair<uint16_t, bool>>> names;
     for (uint16_t l : parts) {
-      Fd fd = dirfs::open_beneath(layers_[l].root.get(), path, O_RDONLY | O_DIRECTORY);
+      Fd fd;
+      if (opened.valid() && l == opened_layer) {
+        fd = std::move(opened);
+      } else {
+        fd = dirfs::open_beneath(layers_[l].root.get(), path, O_RDONLY | O_DIRECTORY);
+      }
       if (!fd.valid()) {
         if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
         throw sys_error("cannot open layer directory", layers_[l].paths.diff + "/" + path, errno);
       }
-      for (auto& [n, t] : dirfs::list_dir(fd.get(), layers_[l].paths.diff + "/" + path)) {
+      // The fd is new and serves only as a base for *at calls: list it in place.
+      for (auto& [n, t] : dirfs::list_dir_fd(fd.get(), layers_[l].paths.diff + "/" + path)) {
         bool is_dir = t == DT_DIR;
         if (t == DT_UNKNOWN) {
           struct stat st;
@@ -334,7 +343,8 @@ class DiffStream final : public ByteSource {
     }
   }
 
-  void emit_node(uint16_t layer, const std::string& dir, const std::string& name, bool is_dir) {
+  // For a directory, returns it opened (O_RDONLY, offset 0) when it could be, for push_frame.
+  Fd emit_node(uint16_t layer, const std::string& dir, const std::string& name, bool is_dir) {
     int dfd = dir_fd(layer);
     std::string path = dirfs::join(dir, name);
     struct stat st;
@@ -347,7 +357,7 @@ class DiffStream final : public ByteSource {
     }
     if (S_ISDIR(st.st_mode) != is_dir)
       throw Error(Code::Io, "layer file changed during export: " + path).with_path(path);
-    if (S_ISSOCK(st.st_mode)) return;  // not representable in tar
+    if (S_ISSOCK(st.st_mode)) return Fd();  // not representable in tar
     EntryHolder ae;
     archive_entry_set_pathname(ae.get(), is_dir ? (path + "/").c_str() : path.c_str());
     archive_entry_set_perm(ae.get(), st.st_mode & 07777);
@@ -362,7 +372,7 @@ class DiffStream final : public ByteSource {
       if (fd.valid()) add_xattrs(ae.get(), dirfs::list_xattrs_fd(fd.get()));
       write_header(ae.get(), path);
       if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
-      return;
+      return fd;
     }
 
     archive_entry_set_filetype(ae.get(), st.st_mode & S_IFMT);
@@ -373,7 +383,7 @@ class DiffStream final : public ByteSource {
         archive_entry_set_hardlink(ae.get(), it->second.c_str());
         write_header(ae.get(), path);
         if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
-        return;
+        return Fd();
       }
       links_.emplace(key, path);
     }
@@ -388,7 +398,7 @@ class DiffStream final : public ByteSource {
       uint64_t size = static_cast<uint64_t>(st.st_size);
       archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
       segs_.clear();
-      sparse_ = dirfs::data_segments(fd.get(), size, 1 << 16, segs_);
+      sparse_ = dirfs::data_segments(fd.get(), size, 1 << 16, segs_, &st2);
       if (sparse_) {
         for (auto& [o, l] : segs_)
           archive_entry_sparse_add_entry(ae.get(), static_cast<la_int64_t>(o), static_cast<la_int64_t>(l));
@@ -400,7 +410,7 @@ class DiffStream final : public ByteSource {
       data_off_ = 0;
       seg_i_ = 0;
       state_ = State::Data;
-      return;
+      return Fd();
     }
     if (S_ISLNK(st.st_mode)) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
@@ -421,6 +431,7 @@ class DiffStream final : public ByteSource {
     add_xattrs(ae.get(), dirfs::list_xattrs_at(dfd, name));
     write_header(ae.get(), path);
     if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
+    return Fd();
   }
 
   void pump_data() {

@@ -14,6 +14,11 @@
 #include <cstring>
 #include <random>
 
+#if defined(SYS_openat2) && __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#define ROLAYER_HAVE_OPENAT2 1
+#endif
+
 namespace rolayer::dirfs {
 
 void Fd::reset(int fd) {
@@ -77,8 +82,100 @@ Fd open_dir(const std::string& abs, bool path_only) {
   return Fd(fd);
 }
 
+#ifdef ROLAYER_HAVE_OPENAT2
+static int raw_openat2(int rootfd, const char* rel, int flags) {
+  struct open_how how;
+  std::memset(&how, 0, sizeof how);
+  how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  for (;;) {
+    long fd = ::syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
+    if (fd >= 0) return static_cast<int>(fd);
+    if (errno != EINTR) return -1;
+  }
+}
+
+static bool probe_openat2() {
+  // A bad directory fd: a kernel that takes this open_how answers EBADF without looking at any
+  // path (nothing depends on the working directory). Older kernels give ENOSYS; seccomp filters
+  // that do not know the call often give EPERM (or ENOSYS); E2BIG/EINVAL mean the kernel does
+  // not take this open_how.
+  int fd = raw_openat2(-1, "x", O_PATH | O_DIRECTORY);
+  if (fd >= 0) {
+    ::close(fd);
+    return false;
+  }
+  return errno == EBADF;
+}
+#endif
+
+bool have_openat2() {
+#ifdef ROLAYER_HAVE_OPENAT2
+  static const bool ok = probe_openat2();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+int openat2_beneath(int rootfd, const char* rel, int flags) {
+#ifdef ROLAYER_HAVE_OPENAT2
+  if (have_openat2()) return raw_openat2(rootfd, rel, flags);
+#else
+  (void)rootfd;
+  (void)rel;
+  (void)flags;
+#endif
+  errno = ENOSYS;
+  return -1;
+}
+
+// Number of components of `rel` as split() counts them.
+static size_t count_components(std::string_view rel) {
+  size_t n = 0;
+  bool in = false;
+  for (char c : rel) {
+    if (c == '/') {
+      in = false;
+    } else if (!in) {
+      in = true;
+      ++n;
+    }
+  }
+  return n;
+}
+
+// A clean relative path, as the store writes them: no leading or trailing '/', no empty, "." or
+// ".." component. Only such paths take the openat2 shortcut (RESOLVE_BENEATH treats ".." and
+// "/" differently from the walk, which keeps its own behaviour for them).
+static bool clean_for_openat2(std::string_view p) {
+  if (p.empty() || p.front() == '/' || p.back() == '/') return false;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string_view::npos) j = p.size();
+    std::string_view c = p.substr(i, j - i);
+    if (c.empty() || c == "." || c == "..") return false;
+    i = j + 1;
+  }
+  return true;
+}
+
 WalkResult walk_parent(int rootfd, std::string_view rel, const std::string& what_path) {
   WalkResult r;
+  std::string_view dir = dir_of(rel);
+  if (!dir.empty() && have_openat2() && clean_for_openat2(rel)) {
+    // Every strict prefix a real directory, resolved in one call. On any failure the walk below
+    // runs and tells which prefix is missing / not a directory / a symlink (or throws).
+    std::string d(dir);
+    int fd = openat2_beneath(rootfd, d.c_str(), O_PATH | O_DIRECTORY);
+    if (fd >= 0) {
+      r.status = Walk::Ok;
+      r.parent = Fd(fd);
+      r.stopped_at = count_components(rel);
+      return r;
+    }
+  }
   auto comps = split(rel);
   int fd = ::openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw sys_error("cannot open directory", what_path, errno);
@@ -149,14 +246,21 @@ bool lookup(int rootfd, std::string_view rel, Fd& parent, struct stat& st, Walk*
 }
 
 Fd open_beneath(int rootfd, std::string_view rel, int flags) {
+  if (have_openat2() && (rel.empty() || clean_for_openat2(rel))) {
+    std::string p = rel.empty() ? std::string(".") : std::string(rel);
+    int fd = openat2_beneath(rootfd, p.c_str(), flags);
+    if (fd >= 0) return Fd(fd);
+    // A missing component, a non-directory prefix or a symlink give the errno the walk gives
+    // (ENOENT, ENOTDIR, ELOOP); anything else goes through the walk, which may throw.
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return Fd();
+  }
   WalkResult w = walk_parent(rootfd, rel, std::string(rel));
   if (w.status != Walk::Ok) {
     errno = w.status == Walk::Missing ? ENOENT : (w.status == Walk::Symlink ? ELOOP : ENOTDIR);
     return Fd();
   }
   std::string base(base_of(rel));
-  if (base.empty()) base = ".";
-  int fd = ::openat(w.parent.get(), base.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  int fd = ::openat(w.parent.get(), base.empty() ? "." : base.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
   return Fd(fd);
 }
 
@@ -241,6 +345,28 @@ std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd, const std
   int e = errno;
   ::closedir(d);
   if (e != 0) throw sys_error("cannot list directory", what_path, e);
+  return out;
+}
+
+std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
+                                                               const std::string& what_path) {
+  std::vector<std::pair<std::string, unsigned char>> out;
+  alignas(struct dirent64) char buf[32768];
+  for (;;) {
+    ssize_t n = ::getdents64(dirfd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot list directory", what_path, errno);
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      auto* de = reinterpret_cast<struct dirent64*>(buf + off);
+      off += de->d_reclen;
+      const char* nm = de->d_name;
+      if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0))) continue;
+      out.emplace_back(nm, de->d_type);
+    }
+  }
   return out;
 }
 
@@ -519,11 +645,15 @@ void copy_data(int src, int dst, uint64_t size, const std::string& what_path) {
 }
 
 bool data_segments(int fd, uint64_t size, size_t max_segments,
-                   std::vector<std::pair<uint64_t, uint64_t>>& out) {
+                   std::vector<std::pair<uint64_t, uint64_t>>& out, const struct stat* known) {
   out.clear();
   if (size == 0) return false;
   struct stat st;
-  if (::fstat(fd, &st) != 0) return false;
+  if (known) {
+    st = *known;
+  } else if (::fstat(fd, &st) != 0) {
+    return false;
+  }
   // Cheap test first: a file whose allocated blocks cover its size has no hole.
   if (static_cast<uint64_t>(st.st_blocks) * 512 >= size) return false;
   uint64_t pos = 0;

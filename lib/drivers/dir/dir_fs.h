@@ -81,6 +81,15 @@ bool lookup(int rootfd, std::string_view rel, Fd& parent, struct stat& st, Walk*
 // must be real directories). Returns an invalid Fd and sets errno on failure.
 Fd open_beneath(int rootfd, std::string_view rel, int flags);
 
+// One system call: openat2(rootfd, rel, flags | O_NOFOLLOW | O_CLOEXEC) with RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS (no symlink anywhere in `rel`, never outside
+// rootfd). Returns -1 with errno on failure; errno ENOSYS when openat2 is not usable here (kernel
+// before 5.6, or refused by a seccomp filter), which is probed once per process.
+// walk_parent, lookup and open_beneath use it first and fall back to their component-by-component
+// walk when it is unusable or fails (so their results and errors stay the same).
+int openat2_beneath(int rootfd, const char* rel, int flags);
+bool have_openat2();
+
 // Small-file helpers relative to a directory fd.
 void write_file_atomic(int dirfd, const std::string& name, std::string_view data,
                        const std::string& what_path);
@@ -104,6 +113,10 @@ void prune_tree(int dirfd, const std::string& name, const std::string& what_path
 // Directory listing of an open directory fd (the fd is not consumed): (name, d_type).
 std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd,
                                                             const std::string& what_path);
+// The same, reading `dirfd` itself from its current offset (no new open file description): for
+// a directory fd the caller just opened (O_RDONLY) and uses only as a base for *at calls.
+std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
+                                                               const std::string& what_path);
 
 // Extended attributes. list_xattrs_* return (name, value) pairs; absent support gives none.
 std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd);
@@ -130,8 +143,10 @@ void copy_data(int src, int dst, uint64_t size, const std::string& what_path);
 
 // Data segments (offset, length) of a regular file, via SEEK_DATA/SEEK_HOLE. Returns false when
 // the file has no hole worth describing or more than max_segments segments.
+// `known`: the file's fstat when the caller already has it (saves one fstat).
 bool data_segments(int fd, uint64_t size, size_t max_segments,
-                   std::vector<std::pair<uint64_t, uint64_t>>& out);
+                   std::vector<std::pair<uint64_t, uint64_t>>& out,
+                   const struct stat* known = nullptr);
 
 // 16 random hex digits, for temporary names.
 std::string random_suffix();
