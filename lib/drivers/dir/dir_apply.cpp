@@ -868,7 +868,7 @@ void Applier::on_entry(const tar::Entry& e) {
 
 void Applier::apply_fixups() {
   for (auto it = fixups_.rbegin(); it != fixups_.rend(); ++it) {  // children before parents
-    Fd fd = dirfs::open_beneath_fast(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
+    Fd fd = dirfs::open_beneath(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
     if (!fd.valid()) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
       throw sys_error("cannot open directory", it->first, errno);

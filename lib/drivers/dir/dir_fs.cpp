@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -569,7 +568,6 @@ struct XattrArgs {  // struct xattr_args of <linux/xattr.h>, VER0
   uint32_t flags;
 };
 std::atomic<bool> g_no_setxattrat{false};
-std::atomic<bool> g_no_openat2{false};
 }  // namespace
 
 void set_xattrs_at(int dirfd, const std::string& name,
@@ -590,20 +588,6 @@ void set_xattrs_at(int dirfd, const std::string& name,
       throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
     }
   }
-}
-
-Fd open_beneath_fast(int rootfd, std::string_view rel, int flags) {
-  if (!g_no_openat2.load(std::memory_order_relaxed) && !rel.empty()) {
-    struct open_how how {};
-    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    std::string p(rel);
-    long fd = ::syscall(SYS_openat2, rootfd, p.c_str(), &how, sizeof how);
-    if (fd >= 0) return Fd(static_cast<int>(fd));
-    if (errno == ENOSYS || errno == EPERM || errno == E2BIG) g_no_openat2.store(true, std::memory_order_relaxed);
-    if (errno != ENOSYS && errno != EPERM && errno != E2BIG && errno != EAGAIN && errno != EXDEV) return Fd();
-  }
-  return open_beneath(rootfd, rel, flags);
 }
 
 static void copy_range(int src, int dst, uint64_t off, uint64_t len, const std::string& what_path) {

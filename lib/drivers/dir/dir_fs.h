@@ -133,10 +133,6 @@ void set_xattrs_at(int dirfd, const std::string& name,
                    const std::vector<std::pair<std::string, std::string>>& xattrs,
                    const std::string& fallback_abs, const std::string& what_path, bool skip_all = false);
 
-// open_beneath in one system call: openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-// RESOLVE_NO_MAGICLINKS (Linux 5.6); falls back to open_beneath where openat2 is missing or
-// refused (ENOSYS, EPERM under seccomp, E2BIG, EAGAIN). Same results and errno values.
-Fd open_beneath_fast(int rootfd, std::string_view rel, int flags);
 
 // Copy a regular file's content, keeping holes (SEEK_DATA/SEEK_HOLE) where possible.
 void copy_data(int src, int dst, uint64_t size, const std::string& what_path);
