@@ -131,34 +131,27 @@ void inputs(benchmark::internal::Benchmark* b) {
 
 // ---- hashing ------------------------------------------------------------------------------
 
-void BM_Hasher(benchmark::State& state) {
+// SHA-256 of 64 MiB in chunks of state.range(0) bytes, through hasher type H.
+template <typename H>
+void hash_chunks(benchmark::State& state) {
   const size_t chunk = static_cast<size_t>(state.range(0));
   std::vector<uint8_t> buf(64 << 20);
   rolayer_bench::ContentGen g;
   for (size_t off = 0; off < buf.size(); off += g.kBlock) g.block(1, Content::Binary, off / g.kBlock, buf.data() + off, g.kBlock);
   for (auto _ : state) {
-    rolayer::Hasher h;
+    H h;
     for (size_t off = 0; off < buf.size(); off += chunk) h.update(buf.data() + off, std::min(chunk, buf.size() - off));
     benchmark::DoNotOptimize(h.finish());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(buf.size()));
 }
+
+void BM_Hasher(benchmark::State& state) { hash_chunks<rolayer::Hasher>(state); }
 BENCHMARK(BM_Hasher)->Arg(512)->Arg(8 << 10)->Arg(64 << 10)->Arg(1 << 20)->Unit(benchmark::kMillisecond);
 
 // The pipelined hasher as export and register use it: the caller's thread only copies into
 // the ring; SHA-256 runs on the worker. Judge by wall time (real), not CPU time of this thread.
-void BM_PipelinedHasher(benchmark::State& state) {
-  const size_t chunk = static_cast<size_t>(state.range(0));
-  std::vector<uint8_t> buf(64 << 20);
-  rolayer_bench::ContentGen g;
-  for (size_t off = 0; off < buf.size(); off += g.kBlock) g.block(1, Content::Binary, off / g.kBlock, buf.data() + off, g.kBlock);
-  for (auto _ : state) {
-    rolayer::PipelinedHasher h;
-    for (size_t off = 0; off < buf.size(); off += chunk) h.update(buf.data() + off, std::min(chunk, buf.size() - off));
-    benchmark::DoNotOptimize(h.finish());
-  }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(buf.size()));
-}
+void BM_PipelinedHasher(benchmark::State& state) { hash_chunks<rolayer::PipelinedHasher>(state); }
 BENCHMARK(BM_PipelinedHasher)->Arg(64 << 10)->Arg(1 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_Xxh3(benchmark::State& state) {

@@ -31,21 +31,6 @@ Fd open_layer_dir(const LayerPaths& layer, const std::string& abs, bool path_onl
   throw sys_error("cannot open directory", abs, errno);
 }
 
-bool valid_clean_path(std::string_view p, bool allow_empty) {
-  if (p.empty()) return allow_empty;
-  if (p.front() == '/' || p.back() == '/') return false;
-  if (p.find('\0') != std::string_view::npos) return false;
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string_view::npos) j = p.size();
-    std::string_view c = p.substr(i, j - i);
-    if (c.empty() || c == "." || c == "..") return false;
-    i = j + 1;
-  }
-  return true;
-}
-
 std::string encode_list(std::string_view magic, const std::set<std::string>& items) {
   std::string out(magic);
   out.push_back('\0');
@@ -78,7 +63,7 @@ std::vector<std::string> decode_list(std::string_view magic, const std::string& 
                                      bool allow_empty_paths, const std::string& what_path) {
   std::vector<std::string> out;
   for (auto r : split_records(data, magic, what_path)) {
-    if (!valid_clean_path(r, allow_empty_paths))
+    if (!dirfs::valid_clean_path(r, allow_empty_paths))
       throw Error(Code::Corrupt, "invalid path in metadata file: " + what_path).with_path(what_path);
     out.emplace_back(r);
   }
@@ -111,8 +96,8 @@ std::vector<IndexRecord> decode_index(const std::string& data, const std::string
       if (c < '0' || c > '9') ok = false;
       v = v * 10 + static_cast<uint64_t>(c - '0');
     }
-    if (!ok || v == 0 || v > UINT32_MAX || !valid_clean_path(r.path, true) ||
-        !valid_clean_path(r.file, false) || r.file.rfind(std::string(kRelocDir) + "/", 0) != 0)
+    if (!ok || v == 0 || v > UINT32_MAX || !dirfs::valid_clean_path(r.path, true) ||
+        !dirfs::valid_clean_path(r.file, false) || r.file.rfind(std::string(kRelocDir) + "/", 0) != 0)
       throw Error(Code::Corrupt, "invalid payload index record: " + what_path).with_path(what_path);
     r.occurrence = static_cast<uint32_t>(v);
     out.push_back(std::move(r));
@@ -218,7 +203,7 @@ class DirPayloadSession : public PayloadSession {
   }
 
   std::unique_ptr<PayloadFile> open(const std::string& path) override {
-    if (!valid_clean_path(path, true))
+    if (!dirfs::valid_clean_path(path, true))
       throw Error(Code::Inval, "invalid payload path: '" + path + "'").with_path(path);
     const std::string* file = nullptr;
     if (!index_.empty()) {

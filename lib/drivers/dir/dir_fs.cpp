@@ -144,11 +144,10 @@ static size_t count_components(std::string_view rel) {
   return n;
 }
 
-// A clean relative path, as the store writes them: no leading or trailing '/', no empty, "." or
-// ".." component. Only such paths take the openat2 shortcut (RESOLVE_BENEATH treats ".." and
-// "/" differently from the walk, which keeps its own behaviour for them).
-static bool clean_for_openat2(std::string_view p) {
-  if (p.empty() || p.front() == '/' || p.back() == '/') return false;
+bool valid_clean_path(std::string_view p, bool allow_empty) {
+  if (p.empty()) return allow_empty;
+  if (p.front() == '/' || p.back() == '/') return false;
+  if (p.find('\0') != std::string_view::npos) return false;
   size_t i = 0;
   while (i <= p.size()) {
     size_t j = p.find('/', i);
@@ -163,7 +162,7 @@ static bool clean_for_openat2(std::string_view p) {
 WalkResult walk_parent(int rootfd, std::string_view rel, const std::string& what_path) {
   WalkResult r;
   std::string_view dir = dir_of(rel);
-  if (!dir.empty() && have_openat2() && clean_for_openat2(rel)) {
+  if (!dir.empty() && have_openat2() && valid_clean_path(rel, false)) {
     // Every strict prefix a real directory, resolved in one call. On any failure the walk below
     // runs and tells which prefix is missing / not a directory / a symlink (or throws).
     std::string d(dir);
@@ -245,7 +244,7 @@ bool lookup(int rootfd, std::string_view rel, Fd& parent, struct stat& st, Walk*
 }
 
 Fd open_beneath(int rootfd, std::string_view rel, int flags) {
-  if (have_openat2() && (rel.empty() || clean_for_openat2(rel))) {
+  if (have_openat2() && (rel.empty() || valid_clean_path(rel, false))) {
     std::string p = rel.empty() ? std::string(".") : std::string(rel);
     int fd = openat2_beneath(rootfd, p.c_str(), flags);
     if (fd >= 0) return Fd(fd);

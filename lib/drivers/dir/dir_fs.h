@@ -64,6 +64,11 @@ enum class Walk {
   NotDir,   // a strict prefix is a non-directory that is not a symlink
   Symlink,  // a strict prefix is a symlink
 };
+// True for a cleaned relative path as the store writes them: no leading or trailing '/', no
+// NUL, no empty, "." or ".." component ("" only when allow_empty). Only such paths take the
+// openat2 shortcut (RESOLVE_BENEATH treats ".." and "/" differently from the walk).
+bool valid_clean_path(std::string_view p, bool allow_empty);
+
 struct WalkResult {
   Walk status = Walk::Ok;
   Fd parent;              // valid when status == Ok

@@ -64,8 +64,6 @@ struct LayerPaths {
 // Opens one of a layer's own directories (layer.diff, layer.meta...). Its absence means the
 // layer's storage was damaged: Error(Code::Corrupt) naming the layer id and the path.
 dirfs::Fd open_layer_dir(const LayerPaths& layer, const std::string& abs, bool path_only = false);
-// True for a cleaned relative path ("" only when allow_empty).
-bool valid_clean_path(std::string_view p, bool allow_empty);
 
 std::string encode_list(std::string_view magic, const std::set<std::string>& items);
 // Throws Error(Code::Corrupt) for a bad magic, a missing terminator or an unclean path.
