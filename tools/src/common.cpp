@@ -303,8 +303,15 @@ OutputFile::OutputFile(const std::string& path) {
     return;
   }
   if (is_directory(path)) usage_error(path + " is a directory");
-  path_ = path;
   display_ = path;
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd_ < 0) sys_fail("open " + path);
+    own_fd_ = true;
+    return;
+  }
+  path_ = path;
   tmp_ = dirname_of(path) + "/." + basename_of(path) + ".rolayer-XXXXXX";
   std::vector<char> t(tmp_.begin(), tmp_.end());
   t.push_back('\0');
@@ -320,12 +327,20 @@ OutputFile::~OutputFile() {
   if (!path_.empty() && !committed_) {
     if (fd_ >= 0) ::close(fd_);
     ::unlink(tmp_.c_str());
+  } else if (own_fd_ && fd_ >= 0) {
+    ::close(fd_);
   }
 }
 
 void OutputFile::write(const void* data, size_t len) { write_all(fd_, data, len, display_); }
 
 void OutputFile::commit() {
+  if (own_fd_) {  // written in place: nothing to rename
+    int fd = fd_;
+    fd_ = -1;
+    if (fd >= 0 && ::close(fd) != 0) sys_fail("close " + display_);
+    return;
+  }
   if (path_.empty()) return;
   if (::fsync(fd_) != 0) sys_fail("fsync " + tmp_);
   if (::close(fd_) != 0) {

@@ -157,7 +157,9 @@ std::string read_file(const std::string& path, size_t max_bytes);
 
 // Output to a file, atomically: written to a temporary file in the same directory and renamed
 // into place by commit(); anything else (error, interruption) removes the temporary file, so no
-// partial file is ever left behind. "-" or "" writes to standard output instead.
+// partial file is ever left behind. "-" or "" writes to standard output instead. An existing
+// path that is not a regular file (a device such as /dev/null, a FIFO, /dev/stdout) is written
+// in place: renaming over it would replace the device with a file.
 class OutputFile {
  public:
   explicit OutputFile(const std::string& path);
@@ -166,12 +168,13 @@ class OutputFile {
   ~OutputFile();
   void write(const void* data, size_t len);
   void commit();
-  bool is_stdout() const { return path_.empty(); }
+  bool is_stdout() const { return path_.empty() && !own_fd_; }
   const std::string& display_name() const { return display_; }
 
  private:
-  std::string path_, tmp_, display_;
+  std::string path_, tmp_, display_;  // path_ and tmp_ only for an atomic (renamed) output
   int fd_ = -1;
+  bool own_fd_ = false;  // fd_ was opened here for an in-place output
   bool committed_ = false;
 };
 

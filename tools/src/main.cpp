@@ -65,7 +65,8 @@ const std::vector<Command> kCommands = {
      "Writes the layer's tar stream, exactly as registered, to standard output or FILE.\n"
      "The stream is hashed as it is read and checked against the DiffID: a mismatch is an\n"
      "error (exit 4) with the library's message, and no partial FILE is left behind (FILE\n"
-     "is written to a temporary file in the same directory and renamed on success).\n"
+     "is written to a temporary file in the same directory and renamed on success; a\n"
+     "device or FIFO is written in place).\n"
      "\n"
      "Options:\n"
      "  -o, --output FILE   write to FILE instead of standard output\n",

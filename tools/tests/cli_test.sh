@@ -367,6 +367,20 @@ t_export_atomic() {
   [ "$(ls -A "$WORK/exp")" = a.tar ] || fail "a failed export created files"
   expect_code 2 R export "$a" -o "$WORK/exp"   # a directory
   expect_code 2 R export
+  # An existing output that is not a regular file is written in place, never renamed over:
+  # a FIFO stays a FIFO (and its reader gets the layer), a character device stays a device.
+  mkfifo "$WORK/out.fifo"
+  timeout 30 cat "$WORK/out.fifo" >"$WORK/from-fifo.tar" &
+  local cat_pid=$!
+  expect_code 0 R export "$a" -o "$WORK/out.fifo"
+  [ -p "$WORK/out.fifo" ] || fail "export -o FIFO replaced the FIFO (its reader stops after 30 s)"
+  wait "$cat_pid" || fail "the FIFO's reader failed"
+  cmp "$WORK/a.tar" "$WORK/from-fifo.tar" || fail "export -o FIFO: the reader got other bytes"
+  if mknod "$WORK/null" c 1 3 2>/dev/null; then
+    expect_code 0 R export "$a" -o "$WORK/null"
+    [ -c "$WORK/null" ] || fail "export -o a character device replaced the device with a file"
+  fi
+  [ -z "$(ls -A "$WORK" | grep rolayer-)" ] || fail "in-place exports left temporary files: $(ls -A "$WORK")"
   # An interrupted export (here blocked writing to a pipe nobody reads) stops cleanly: 128 + signal.
   mkdir -p "$WORK/big"
   head -c 20000000 /dev/urandom >"$WORK/big/f"
