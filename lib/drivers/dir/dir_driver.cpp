@@ -187,10 +187,11 @@ class DirPayloadFile : public PayloadFile {
 // Fast path (stream order is walk order, so consecutive payloads mostly share a directory): the
 // parent directory of the last payload stays open (O_PATH, reached with every component a real
 // directory: one openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or the component walk), and
-// a payload costs fstatat + openat + fstat + close. The fstatat comes first so that nothing but
-// a regular file is ever opened (a device or FIFO node where a payload should be is reported,
-// never opened); the fstat after the open catches a swap in between. Any failure on the fast
-// path re-runs the original lookup (open_slow), which gives the errors and messages.
+// a payload costs fstatat + openat (O_NOATIME) + close. The fstatat comes first so that nothing
+// but a regular file is ever opened (a device or FIFO node where a payload should be is
+// reported, never opened), and it gives the size. Any failure on the fast path re-runs the
+// original lookup (open_slow), which gives the errors and messages and checks the opened file
+// again with fstat.
 class DirPayloadSession : public PayloadSession {
  public:
   explicit DirPayloadSession(const LayerPaths& lp)
@@ -238,9 +239,24 @@ class DirPayloadSession : public PayloadSession {
     struct stat st;
     if (::fstatat(parent_.get(), base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
       return nullptr;
-    Fd fd(::openat(parent_.get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    Fd fd = open_payload(parent_.get(), base);
     if (!fd.valid()) return nullptr;
-    return finish(std::move(fd), path);
+    // The fstatat above is the regular-file check and the size: no second fstat. (Something
+    // swapped in between would fail the record's checksums; the slow path checks after opening.)
+    return std::make_unique<DirPayloadFile>(std::move(fd), path, static_cast<int64_t>(st.st_size));
+  }
+
+  // O_NOATIME: an export only reads, and must not dirty one inode per payload on the first
+  // read after a register (the apply set old access times). It needs the file's owner or
+  // CAP_FOWNER; where refused (EPERM), payloads open without it from then on.
+  Fd open_payload(int parent, const std::string& base) {
+    constexpr int kFlags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    if (noatime_) {
+      Fd fd(::openat(parent, base.c_str(), kFlags | O_NOATIME));
+      if (fd.valid() || errno != EPERM) return fd;
+      noatime_ = false;
+    }
+    return Fd(::openat(parent, base.c_str(), kFlags));
   }
 
   std::unique_ptr<PayloadFile> finish(Fd fd, const std::string& path) {
@@ -261,7 +277,7 @@ class DirPayloadSession : public PayloadSession {
     if (!S_ISREG(st.st_mode))
       throw Error(Code::Corrupt, "layer payload is not a regular file: '" + path + "'").with_path(path);
     std::string base(dirfs::base_of(rel));
-    Fd fd(::openat(parent.get(), base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    Fd fd = open_payload(parent.get(), base);
     if (!fd.valid()) {
       if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
         throw Error(Code::Corrupt, "layer payload missing: '" + path + "'").with_path(path);
@@ -277,6 +293,7 @@ class DirPayloadSession : public PayloadSession {
   Fd parent_;
   bool parent_in_meta_ = false;
   std::string parent_dir_;
+  bool noatime_ = true;  // until the file system refuses O_NOATIME (EPERM)
 };
 
 }  // namespace
