@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use rolayer_sys as sys;
 
+use crate::util;
+
 /// A graph driver: it stores the layers' data in place of a built-in driver ("dir", "exact").
 ///
 /// Layers are named by ids the store chooses (not ChainIDs); a parent by its own id (None for
@@ -496,22 +498,6 @@ unsafe extern "C" fn diff_open_trampoline(
     })
 }
 
-/// A `&mut [u8]` over the library's buffer, zeroed first (it may be uninitialised, and `Read`
-/// implementations may look at it).
-///
-/// # Safety
-/// `buf` holds `cap` writable bytes, not otherwise used while the slice lives.
-unsafe fn out_buf<'a>(buf: *mut c_void, cap: usize) -> &'a mut [u8] {
-    if cap == 0 || buf.is_null() {
-        return &mut [];
-    }
-    // SAFETY: per the caller.
-    unsafe {
-        ptr::write_bytes(buf.cast::<u8>(), 0, cap);
-        std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap)
-    }
-}
-
 unsafe extern "C" fn diff_read_trampoline(
     stream: *mut c_void,
     buf: *mut c_void,
@@ -524,19 +510,8 @@ unsafe extern "C" fn diff_read_trampoline(
     unsafe { *n_read = 0 };
     guard(derr, || {
         // SAFETY: a stream from diff_open, used by one thread at a time; buf holds cap bytes.
-        let (s, out) = unsafe { (&mut *stream.cast::<DiffStream>(), out_buf(buf, cap)) };
-        let n = loop {
-            match s.read(out) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        if n > cap {
-            return Err(DriverError::new(
-                DriverError::FAILED,
-                format!("the diff stream returned {n} bytes for a buffer of {cap}"),
-            ));
-        }
+        let (s, out) = unsafe { (&mut *stream.cast::<DiffStream>(), util::out_buf(buf, cap)) };
+        let n = util::read_checked("the diff stream", out, |o| s.read(o))?;
         // SAFETY: n_read is valid.
         unsafe { *n_read = n };
         Ok(())
@@ -589,19 +564,8 @@ unsafe extern "C" fn payload_read_trampoline(
     unsafe { *n_read = 0 };
     guard(derr, || {
         // SAFETY: a payload from payload_open, used by one thread at a time; buf holds cap bytes.
-        let (p, out) = unsafe { (&mut *payload.cast::<PayloadBox>(), out_buf(buf, cap)) };
-        let n = loop {
-            match p.read_at(offset, out) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        if n > cap {
-            return Err(DriverError::new(
-                DriverError::FAILED,
-                format!("the payload returned {n} bytes for a buffer of {cap}"),
-            ));
-        }
+        let (p, out) = unsafe { (&mut *payload.cast::<PayloadBox>(), util::out_buf(buf, cap)) };
+        let n = util::read_checked("the payload", out, |o| p.read_at(offset, o))?;
         // SAFETY: n_read is valid.
         unsafe { *n_read = n };
         Ok(())

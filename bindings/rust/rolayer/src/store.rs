@@ -17,7 +17,7 @@ use crate::digest::{ChainId, Digest};
 use crate::driver::{self, Driver, DriverOps};
 use crate::error::{Error, Result};
 use crate::layer::{take_removed, Layer, Removed};
-use crate::util::{c_string, call, opt_ptr, path_c_string};
+use crate::util::{self, c_string, call, opt_ptr, path_c_string};
 
 /// How to open a store: the driver and how long to wait for another process's lock.
 /// Builder in the style of `std::fs::OpenOptions`:
@@ -536,35 +536,17 @@ unsafe extern "C" fn read_trampoline<R: Read>(
     if state.panic.is_some() {
         return READER_PANICKED;
     }
-    let out: &mut [u8] = if cap == 0 || buf.is_null() {
-        &mut []
-    } else {
-        // SAFETY: buf holds cap writable bytes. It may be uninitialised, and `Read` may look
-        // at the buffer, so it is zeroed before it becomes a &mut [u8].
-        unsafe {
-            ptr::write_bytes(buf.cast::<u8>(), 0, cap);
-            std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap)
-        }
-    };
+    // SAFETY: buf holds cap writable bytes (zeroed by out_buf: it may be uninitialised).
+    let out = unsafe { util::out_buf(buf, cap) };
     let reader = &mut state.reader;
-    let result = panic::catch_unwind(AssertUnwindSafe(|| loop {
-        match reader.read(&mut *out) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => break r,
-        }
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        util::read_checked("the reader", out, |o| reader.read(o))
     }));
     match result {
-        Ok(Ok(n)) if n <= cap => {
+        Ok(Ok(n)) => {
             // SAFETY: n_read is valid.
             unsafe { *n_read = n };
             0
-        }
-        Ok(Ok(n)) => {
-            state.error = Some(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the reader returned {n} bytes for a buffer of {cap}"),
-            ));
-            READER_FAILED
         }
         Ok(Err(e)) => {
             state.error = Some(e);

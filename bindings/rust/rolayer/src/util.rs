@@ -1,6 +1,7 @@
 //! Small FFI helpers shared by the modules.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io;
 use std::path::Path;
 use std::ptr;
 
@@ -46,4 +47,43 @@ pub(crate) fn path_c_string(p: &Path) -> Result<CString> {
 /// A pointer to `s`, or NULL for None.
 pub(crate) fn opt_ptr(s: Option<&CString>) -> *const c_char {
     s.map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// A `&mut [u8]` over a buffer the library lends a callback, zeroed first (it may be
+/// uninitialised, and `Read` implementations may look at it).
+///
+/// # Safety
+/// `buf` holds `cap` writable bytes, not otherwise used while the slice lives.
+pub(crate) unsafe fn out_buf<'a>(buf: *mut c_void, cap: usize) -> &'a mut [u8] {
+    if cap == 0 || buf.is_null() {
+        return &mut [];
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        ptr::write_bytes(buf.cast::<u8>(), 0, cap);
+        std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap)
+    }
+}
+
+/// Runs `read` into `out`, retrying on `Interrupted`, and refuses a count larger than the
+/// buffer (`InvalidData`, "`what` returned N bytes for a buffer of CAP").
+pub(crate) fn read_checked(
+    what: &str,
+    out: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let cap = out.len();
+    let n = loop {
+        match read(out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    if n > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} returned {n} bytes for a buffer of {cap}"),
+        ));
+    }
+    Ok(n)
 }
