@@ -128,3 +128,7 @@ pub fn version_number() -> i32 {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 mod readme_doctest {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod crate_readme_doctest {}
