@@ -75,5 +75,9 @@ for kind in pc cm; do
   done
   check test "$("$bin/rolayer-list" "$loose" | wc -l)" -eq 1
 done
+# The licence is installed with the library.
+check test -s "$prefix/share/doc/rolayer/LICENSE"
+check grep -q "Apache License" "$prefix/share/doc/rolayer/LICENSE"
+check test -s "$prefix/share/doc/rolayer/NOTICE"
 echo "c examples: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
