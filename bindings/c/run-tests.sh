@@ -16,6 +16,34 @@ mkdir -p "$work/pc" && mv "$here"/examples/rolayer-{register,export,list} "$work
 cmake -S "$here/examples" -B "$work/cm" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/cm" >/dev/null
 
+# A layer nobody owns: registered, then its handle closed without a persistent reference. It
+# stays in the store (closing never deletes) until a release or unretain, so the readers below
+# must not delete it by looking at it.
+cat > "$work/unretained.c" <<'EOF_C'
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <rolayer.h>
+int main(int argc, char **argv) {
+  rolayer_store *store = NULL;
+  rolayer_layer *layer = NULL;
+  rolayer_error *err = NULL;
+  int fd = argc == 3 ? open(argv[2], O_RDONLY) : -1;
+  if (fd < 0) return 2;
+  int rc = rolayer_store_open(&store, argv[1], NULL, &err);
+  if (rc == 0) rc = rolayer_register_fd(&layer, store, NULL, fd, NULL, &err);
+  if (rc == 0) printf("%s\n", rolayer_layer_chain_id(layer));
+  else fprintf(stderr, "error %d: %s\n", rc, rolayer_error_message(err));
+  rolayer_layer_close(layer);
+  rolayer_error_free(err);
+  rolayer_store_free(store);
+  close(fd);
+  return rc == 0 ? 0 : 1;
+}
+EOF_C
+# shellcheck disable=SC2046
+cc -O2 -Wall -Wextra -o "$work/unretained" "$work/unretained.c" $(pkg-config --cflags --libs rolayer)
+
 tar_in="$here/../../tests/vectors/data/base.tar"
 child_in="$here/../../tests/vectors/data/child.tar"
 for kind in pc cm; do
@@ -33,6 +61,23 @@ for kind in pc cm; do
   else
     check grep -q "layer does not exist" "$work/err"
   fi
+  # The readers (list, export) only look: each run twice on an unretained layer finds it whole.
+  loose="$work/loose-$kind"
+  lid=$("$work/unretained" "$loose" "$tar_in")
+  check test "$lid" = "sha256:333bdc78b487fb5c4604b365c0fb2e45ce0ec82cba106e87afe88a1fe889b234"
+  for run in 1 2; do
+    check test "$("$bin/rolayer-list" "$loose" | cut -d' ' -f1)" = "$lid"
+    if "$bin/rolayer-export" "$loose" "$lid" > "$work/loose.tar" 2>"$work/err"; then
+      check cmp -s "$work/loose.tar" "$tar_in"
+    else
+      echo "export run $run: $(cat "$work/err")"; check false
+    fi
+  done
+  check test "$("$bin/rolayer-list" "$loose" | wc -l)" -eq 1
 done
+# The licence is installed with the library.
+check test -s "$prefix/share/doc/rolayer/LICENSE"
+check grep -q "Apache License" "$prefix/share/doc/rolayer/LICENSE"
+check test -s "$prefix/share/doc/rolayer/NOTICE"
 echo "c examples: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

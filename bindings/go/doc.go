@@ -15,9 +15,27 @@
 // turn. Map and Layer.Parent return descriptions that hold no reference and never need Release,
 // as the Docker engine's do.
 //
-// Finalizers are only a safety net: a reference or stream dropped without Release or Close has
-// its C handle freed by the garbage collector, but that deletes nothing (the layer stays, as
-// after a restart, until a Get+Release or Unretain deletes it). Release and Close explicitly.
+// Dropping is not deleting. A reference dropped without Release is closed by its finalizer
+// when the garbage collector finds it, which deletes nothing (the layer stays, as after a
+// restart, until a Get+Release or Unretain deletes it); Store.CloseLayer does the same at once,
+// for readers that look at layers without owning them. Only Release and Unretain delete. The
+// C API (rolayer_layer_close vs rolayer_release) and the Rust binding (drop vs release()) agree.
+// Close streams explicitly.
+//
+// # Contexts
+//
+// RegisterContext and RegisterWithDescriptorContext check a context.Context before every read of
+// the layer stream, inside the library's read callback, and abort the registration through the
+// callback (leaving nothing behind) once it is done; TarStreamContext, ExportContext and
+// VerifyContext check it between reads of the verified stream. The errors wrap ctx.Err().
+//
+// # The Docker engine's read-only API
+//
+// DigestSHA256EmptyTar, EmptyLayer and IsEmpty are the engine's empty layer; Store.DriverStatus
+// and Store.DriverName its driver description. The adapter module
+// github.com/librolayer/rolayer/bindings/go/mobylayer makes a Store and its layers satisfy the
+// engine's own layer.Layer and TarStreamer interfaces (the engine is a dependency of that module
+// only).
 //
 // # Concurrency
 //
@@ -42,5 +60,6 @@
 // # Building
 //
 // The package uses cgo with "#cgo pkg-config: rolayer": see README.md for building against an
-// installed library or a build tree.
+// installed library or a build tree. It cannot be built without cgo: with CGO_ENABLED=0 the
+// build stops on one error naming what is needed (nocgo.go).
 package rolayer

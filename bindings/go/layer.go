@@ -106,23 +106,29 @@ func (s *Store) newRef(h *C.rolayer_layer) *layerRef {
 // but deletes nothing (a deletion timed by the garbage collector would be a surprise, and its
 // []Metadata would be lost). The handle becomes the layer's pin (or is closed when there is
 // one), so the layer is as after a restart: kept, with one reference less.
-func (r *layerRef) finalize() {
+func (r *layerRef) finalize() { _ = r.close() }
+
+// close frees the C handle without releasing it (Store.CloseLayer and the finalizer): the
+// layer is kept, as after a restart.
+func (r *layerRef) close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.h
 	if h == nil {
-		return
+		return &Error{Code: CodeNotRetained, Message: "layer not retained: " + string(r.info.chainID)}
 	}
 	r.h = nil
+	runtime.SetFinalizer(r, nil)
 	s := r.s
 	if !s.gate.enter() {
-		return // Close freed it
+		return nil // Close freed it
 	}
 	defer s.gate.exit()
 	s.refMu.Lock()
 	s.adoptLocked(r.info, h)
 	s.refMu.Unlock()
 	s.untrack(h)
+	return nil
 }
 
 // use runs f with the handle, which stays valid (not released, store not closed) meanwhile.

@@ -227,6 +227,26 @@ func (s *Store) Release(l Layer) ([]Metadata, error) {
 	return r.release()
 }
 
+// CloseLayer gives up a reference obtained from Register or Get without deleting anything, as
+// the garbage collector's finalizer would, but now: the layer stays in the store (as after a
+// restart) until a Release of a reference in its chain or an Unretain deletes it. For readers
+// that look at layers without owning them. Dropping a reference (letting it be collected) is
+// the same: only Release and Unretain delete.
+//
+// Closing a reference twice, one already released, or a Layer that is not a reference of this
+// store returns ErrLayerNotRetained.
+func (s *Store) CloseLayer(l Layer) error {
+	r, ok := l.(*layerRef)
+	if !ok || r.s != s {
+		var id ChainID
+		if l != nil {
+			id = l.ChainID()
+		}
+		return &Error{Code: CodeNotRetained, Message: "layer not retained: " + string(id)}
+	}
+	return r.close()
+}
+
 // Map returns every layer of the store, by ChainID.
 //
 // The Layers are descriptions, not references (as in the Docker engine, whose Map layers need no

@@ -1,4 +1,6 @@
-/* export: rolayer-export STORE CHAINID — writes the verified, byte-exact tar to stdout. */
+/* export: rolayer-export STORE CHAINID — writes the verified, byte-exact tar to stdout.
+ * A reader: it closes its handle (rolayer_layer_close) instead of releasing it, so exporting
+ * deletes nothing. */
 #include <stdio.h>
 
 #include <rolayer.h>
@@ -21,7 +23,7 @@ int main(int argc, char **argv) {
     if (fwrite(buf, 1, n, stdout) != n) { perror("write"); rc = ROLAYER_EIO; }
   if (rc != 0 && err) fprintf(stderr, "error %d: %s\n", rc, rolayer_error_message(err));
   rolayer_tar_stream_free(s);
-  rolayer_release(layer, NULL);
+  rolayer_layer_close(layer); /* look, don't own: closing never deletes */
   rolayer_error_free(err);
   rolayer_store_free(store);
   return rc == 0 ? 0 : 1;

@@ -1,4 +1,6 @@
-/* list: rolayer-list STORE — one line per layer: ChainID, DiffID, size, parent. */
+/* list: rolayer-list STORE — one line per layer: ChainID, DiffID, size, parent.
+ * A reader: it closes the handles it opens (rolayer_layer_close), never releases them, so
+ * listing deletes nothing. */
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -21,7 +23,7 @@ int main(int argc, char **argv) {
     rolayer_layer_size(l, &size, NULL);
     const char *parent = rolayer_layer_parent(l);
     printf("%s %s %" PRId64 " %s\n", rolayer_layer_chain_id(l), rolayer_layer_diff_id(l), size, parent ? parent : "-");
-    rolayer_release(l, NULL);
+    rolayer_layer_close(l); /* look, don't own: closing never deletes */
   }
   if (rc != 0) fprintf(stderr, "error %d: %s\n", rc, rolayer_error_message(err));
   rolayer_string_list_free(ids);

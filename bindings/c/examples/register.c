@@ -21,6 +21,8 @@ int main(int argc, char **argv) {
   if (rc == 0) rc = rolayer_store_retain(store, rolayer_layer_chain_id(layer), &err);
   if (rc == 0) printf("%s\n", rolayer_layer_chain_id(layer));
   else fprintf(stderr, "error %d: %s\n", rc, rolayer_error_message(err));
+  /* An owner gives its handle's reference back with rolayer_release: the persistent reference
+   * taken above keeps the layer (had the retain failed, this deletes it: nothing half-kept). */
   rolayer_release(layer, NULL);
   rolayer_error_free(err);
   rolayer_store_free(store);

@@ -142,30 +142,6 @@ pub struct rolayer_store_options {
     /// how long to wait for another process's lock; 0 = default (5000), <0 = fail at once
     pub busy_timeout_ms: ::core::ffi::c_int,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_store_options",
-    ][::core::mem::size_of::<rolayer_store_options>() - 40usize];
-    [
-        "Alignment of rolayer_store_options",
-    ][::core::mem::align_of::<rolayer_store_options>() - 8usize];
-    [
-        "Offset of field: rolayer_store_options::version",
-    ][::core::mem::offset_of!(rolayer_store_options, version) - 0usize];
-    [
-        "Offset of field: rolayer_store_options::driver",
-    ][::core::mem::offset_of!(rolayer_store_options, driver) - 8usize];
-    [
-        "Offset of field: rolayer_store_options::driver_ops",
-    ][::core::mem::offset_of!(rolayer_store_options, driver_ops) - 16usize];
-    [
-        "Offset of field: rolayer_store_options::driver_user_data",
-    ][::core::mem::offset_of!(rolayer_store_options, driver_user_data) - 24usize];
-    [
-        "Offset of field: rolayer_store_options::busy_timeout_ms",
-    ][::core::mem::offset_of!(rolayer_store_options, busy_timeout_ms) - 32usize];
-};
 impl Default for rolayer_store_options {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
@@ -226,27 +202,6 @@ pub struct rolayer_register_options {
     pub descriptor_digest: *const ::core::ffi::c_char,
     pub descriptor_size: i64,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_register_options",
-    ][::core::mem::size_of::<rolayer_register_options>() - 32usize];
-    [
-        "Alignment of rolayer_register_options",
-    ][::core::mem::align_of::<rolayer_register_options>() - 8usize];
-    [
-        "Offset of field: rolayer_register_options::version",
-    ][::core::mem::offset_of!(rolayer_register_options, version) - 0usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_media_type",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_media_type) - 8usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_digest",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_digest) - 16usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_size",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_size) - 24usize];
-};
 impl Default for rolayer_register_options {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
@@ -658,57 +613,6 @@ pub struct rolayer_driver_ops {
         unsafe extern "C" fn(user_data: *mut ::core::ffi::c_void),
     >,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_driver_ops",
-    ][::core::mem::size_of::<rolayer_driver_ops>() - 112usize];
-    [
-        "Alignment of rolayer_driver_ops",
-    ][::core::mem::align_of::<rolayer_driver_ops>() - 8usize];
-    [
-        "Offset of field: rolayer_driver_ops::version",
-    ][::core::mem::offset_of!(rolayer_driver_ops, version) - 0usize];
-    [
-        "Offset of field: rolayer_driver_ops::name",
-    ][::core::mem::offset_of!(rolayer_driver_ops, name) - 8usize];
-    [
-        "Offset of field: rolayer_driver_ops::capabilities",
-    ][::core::mem::offset_of!(rolayer_driver_ops, capabilities) - 16usize];
-    [
-        "Offset of field: rolayer_driver_ops::create",
-    ][::core::mem::offset_of!(rolayer_driver_ops, create) - 24usize];
-    [
-        "Offset of field: rolayer_driver_ops::remove",
-    ][::core::mem::offset_of!(rolayer_driver_ops, remove) - 32usize];
-    [
-        "Offset of field: rolayer_driver_ops::apply_diff",
-    ][::core::mem::offset_of!(rolayer_driver_ops, apply_diff) - 40usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_open",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_open) - 48usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_read",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_read) - 56usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_close",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_close) - 64usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_open",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_open) - 72usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_read",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_read) - 80usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_close",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_close) - 88usize];
-    [
-        "Offset of field: rolayer_driver_ops::metadata",
-    ][::core::mem::offset_of!(rolayer_driver_ops, metadata) - 96usize];
-    [
-        "Offset of field: rolayer_driver_ops::destroy",
-    ][::core::mem::offset_of!(rolayer_driver_ops, destroy) - 104usize];
-};
 impl Default for rolayer_driver_ops {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();

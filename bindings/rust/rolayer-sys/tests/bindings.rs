@@ -262,3 +262,16 @@ fn every_header_symbol_is_bound() {
         );
     }
 }
+
+/// bindgen's layout asserts are written for the host (64-bit sizes and offsets): the checked-in
+/// file must carry none, or it would not compile on a 32-bit target.
+#[test]
+fn no_host_specific_layout_asserts() {
+    let text = fs::read_to_string(bindings_path()).expect("read src/bindings.rs");
+    for needle in ["size_of::<", "align_of::<", "offset_of!"] {
+        assert!(
+            !text.contains(needle),
+            "src/bindings.rs contains a layout assert ({needle}): generate with layout_tests(false)"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! [`Layer`]: a reference to a layer of a [`Store`], released on drop.
+//! [`Layer`]: a reference to a layer of a [`Store`], closed (never deleted) on drop.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -16,13 +16,21 @@ use crate::util::{c_string, call, opt_ptr, opt_string};
 /// A reference to a layer (a `rolayer_layer` handle), from [`Store::register`] or
 /// [`Store::get`]. It borrows its store.
 ///
-/// Dropping it releases the reference; [`release`](Layer::release) does the same and reports
-/// what was deleted. When the last reference to a layer goes (handles, children, persistent
-/// references) the layer is deleted and its parent released in turn.
+/// **Dropping is not deleting.** Dropping a `Layer` (going out of scope, an unbound result, a
+/// panic that unwinds) only *closes* the handle (`rolayer_layer_close`): the in-memory
+/// reference goes and nothing on disk is touched, so the layer stays in the store as it would
+/// after the process ended. Deleting is always explicit: [`release`](Layer::release) drops the
+/// reference *and* deletes the layer when it was the last reference of any kind (handles,
+/// children, persistent references), its parent being released in turn (the cascade); it
+/// reports what was deleted. [`Store::unretain`] does the same for a persistent reference.
+///
+/// (One exception, from the C library: when another reference asked for this layer's release
+/// while this handle was open, the layer goes when its last reference does, dropped or not.)
 ///
 /// `Layer` is `Send + Sync`: the C getters are read-only and thread-safe, a handle may be used
 /// from any thread, and the one consuming call, `rolayer_release`, takes `self`. Its identity
 /// (ChainID, DiffID, parent, depth) is immutable and read once when the handle is made.
+#[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
 pub struct Layer<'s> {
     raw: NonNull<sys::rolayer_layer>,
     store: &'s Store,
@@ -211,12 +219,14 @@ impl<'s> Layer<'s> {
     }
 
     /// A new, independent reference to the same layer.
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn try_clone(&self) -> Result<Layer<'s>> {
         self.store.get(&self.chain_id)
     }
 
-    /// Releases the reference (as dropping does) and reports the layers that this deleted,
-    /// child first (empty when the layer is still referenced).
+    /// Releases the reference and reports the layers that this deleted, child first (empty
+    /// when the layer is still referenced). This, [`Store::release`] and [`Store::unretain`]
+    /// are the only ways the binding deletes a layer; dropping a `Layer` only closes it.
     pub fn release(self) -> Result<Vec<Removed>> {
         let raw = self.into_raw();
         let mut removed = ptr::null_mut();
@@ -224,6 +234,12 @@ impl<'s> Layer<'s> {
         call(|err| unsafe { sys::rolayer_release_ext(raw.as_ptr(), &mut removed, err) })?;
         // SAFETY: a report we own.
         Ok(unsafe { take_removed(removed) })
+    }
+
+    /// Closes the handle without releasing it, as dropping does (spelled out for readers).
+    /// Nothing is deleted: the layer stays in the store.
+    pub fn close(self) {
+        drop(self);
     }
 
     /// Gives up the handle without releasing it.
@@ -242,10 +258,10 @@ impl<'s> Layer<'s> {
 
 impl Drop for Layer<'_> {
     fn drop(&mut self) {
-        // Errors (there are none for a live handle) and the removal report are dropped; use
-        // release() to see them.
+        // Dropping is not deleting: close frees the handle and its in-memory reference only,
+        // so an unbound result or an unwinding panic never deletes a layer. release() deletes.
         // SAFETY: we own the handle, which is not used again.
-        unsafe { sys::rolayer_release(self.raw.as_ptr(), ptr::null_mut()) };
+        unsafe { sys::rolayer_layer_close(self.raw.as_ptr()) };
     }
 }
 

@@ -4,8 +4,10 @@
 //! * [`Store`]: open a store ([`Store::open`], [`Store::open_with_driver`], [`StoreOptions`]),
 //!   register layers from any [`std::io::Read`], open them by [`ChainId`], list them, keep
 //!   persistent references ([`Store::retain`] / [`Store::unretain`]).
-//! * [`Layer`]: a reference to a layer, released on drop or with [`Layer::release`] (which
-//!   reports the deleted layers, child first); its ids, sizes, descriptor and metadata.
+//! * [`Layer`]: a reference to a layer; its ids, sizes, descriptor and metadata. Dropping it
+//!   only closes the handle (nothing is deleted); [`Layer::release`] (or [`Store::release`])
+//!   deletes the layer when it was the last reference, and reports the deleted layers, child
+//!   first.
 //! * [`TarStream`]: the layer's tar as `std::io::Read`, verified against the DiffID.
 //! * [`Error`] / [`ErrorKind`]: the library's status codes with their detail; converts into
 //!   `std::io::Error`, keeping itself as the inner error.
@@ -22,9 +24,38 @@
 //! println!("{} at depth {}, {} bytes", child.chain_id(), child.depth(), child.size()?);
 //! let mut tar = Vec::new();
 //! child.tar_stream()?.read_to_end(&mut tar)?; // fails if the stored data was modified
-//! drop(base); // the child keeps its parent alive
+//! base.close(); // closing (or dropping) never deletes; the child keeps its parent anyway
 //! let removed = child.release()?; // [child, base]: nothing references them any more
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Dropping is not deleting
+//! A [`Layer`] going out of scope, an unbound result (`store.register_bytes(None, &tar)?;`,
+//! which `#[must_use]` warns about) or a panic unwinding past layers only *closes* their
+//! handles: the layers stay in the store, as after a restart. Deleting is always explicit:
+//! [`Layer::release`], [`Store::release`] or [`Store::unretain`]. The C library's
+//! `rolayer_layer_close` and the Go binding's finalizer (and `Store.CloseLayer`) do the same.
+//!
+//! An unbound layer is warned about (here made an error):
+//!
+//! ```compile_fail
+//! #![deny(unused_must_use)]
+//! fn f(store: &rolayer::Store) -> rolayer::Result<()> {
+//!     store.register_bytes(None, &[0u8; 1024])?; // error: unused `Layer` that must be used
+//!     Ok(())
+//! }
+//! ```
+//!
+//! while binding it, closing it or releasing it is fine:
+//!
+//! ```no_run
+//! #![deny(unused_must_use)]
+//! fn f(store: &rolayer::Store) -> rolayer::Result<()> {
+//!     let layer = store.register_bytes(None, &[0u8; 1024])?;
+//!     store.retain(layer.chain_id())?; // keep it across processes
+//!     layer.close(); // the handle goes, the layer stays
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Threads
@@ -97,3 +128,7 @@ pub fn version_number() -> i32 {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 mod readme_doctest {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod crate_readme_doctest {}

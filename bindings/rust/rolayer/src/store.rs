@@ -285,11 +285,13 @@ impl Store {
     /// * a panic in it is caught at the FFI boundary (it never unwinds through C), the
     ///   registration is aborted and cleaned up by the library, and the panic is then
     ///   **resumed** with its original payload once the C call has returned.
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn register<R: Read>(&self, parent: Option<&ChainId>, reader: R) -> Result<Layer<'_>> {
         self.register_with(parent, reader, &RegisterOptions::new())
     }
 
     /// [`register`](Store::register) with options (a distribution descriptor).
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn register_with<R: Read>(
         &self,
         parent: Option<&ChainId>,
@@ -318,7 +320,12 @@ impl Store {
             }
         });
         if let Some(payload) = state.panic {
-            drop(result); // releases a layer in the unlikely case the library still succeeded
+            // The caller never sees this registration: in the unlikely case the library still
+            // succeeded, give its reference back explicitly (a close would keep a layer nobody
+            // asked for).
+            if let Ok(layer) = result {
+                let _ = layer.release();
+            }
             panic::resume_unwind(payload);
         }
         match (result, state.error) {
@@ -331,6 +338,7 @@ impl Store {
     }
 
     /// Registers a layer from bytes in memory.
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn register_bytes(&self, parent: Option<&ChainId>, data: &[u8]) -> Result<Layer<'_>> {
         self.register_raw(
             parent,
@@ -354,6 +362,7 @@ impl Store {
 
     /// Registers a layer read from an open file descriptor to its end (the descriptor is
     /// borrowed, not closed), without a callback per read.
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn register_fd(&self, parent: Option<&ChainId>, fd: impl AsFd) -> Result<Layer<'_>> {
         let fd = fd.as_fd();
         self.register_raw(
@@ -412,6 +421,7 @@ impl Store {
 
     /// Opens a new reference to the layer `chain_id`
     /// ([`NotFound`](crate::ErrorKind::NotFound) if there is none).
+    #[must_use = "dropping a Layer only closes the handle (the layer stays in the store); call release() to delete it"]
     pub fn get(&self, chain_id: &ChainId) -> Result<Layer<'_>> {
         let id = c_string(chain_id.as_str(), "the ChainID")?;
         let mut out = ptr::null_mut();
@@ -419,6 +429,18 @@ impl Store {
         call(|err| unsafe { sys::rolayer_open(&mut out, self.as_ptr(), id.as_ptr(), err) })?;
         // SAFETY: success gives a new layer reference that we own.
         unsafe { Layer::from_raw(self, out) }
+    }
+
+    /// Releases `layer` (the same as [`Layer::release`]): drops the reference and, when it was
+    /// the last reference of any kind, deletes the layer and releases its parent in turn.
+    /// Returns the deleted layers, child first. Deleting is always explicit: dropping a
+    /// [`Layer`] only closes it.
+    pub fn release(&self, layer: Layer<'_>) -> Result<Vec<Removed>> {
+        if !std::ptr::eq(layer.store(), self) {
+            // Closed, not released: a caller's mix-up must not delete anything.
+            return Err(Error::invalid("the layer belongs to another store"));
+        }
+        layer.release()
     }
 
     /// Every ChainID in the store, in no particular order.

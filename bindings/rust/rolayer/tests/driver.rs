@@ -413,7 +413,11 @@ fn vectors_through_a_rust_driver() {
         }
         assert_eq!(d.open_count(), 0, "diff streams or payloads left open");
         assert_eq!(d.count(), order.len(), "failed registrations left data");
-        drop(layers);
+        // Dropping would only close; releasing every reference deletes everything (children
+        // keep their parents alive, so the order does not matter).
+        for (_, layer) in layers {
+            layer.release().unwrap();
+        }
         assert!(store.list().unwrap().is_empty());
         assert_eq!(d.count(), 0);
         drop(store);

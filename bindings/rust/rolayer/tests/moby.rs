@@ -77,16 +77,20 @@ fn release_cascade_dir() {
 }
 
 #[test]
-fn drop_releases_like_release() {
+fn drop_closes_and_only_release_deletes() {
     let dir = tempdir();
     let store = open(dir.path(), "exact");
-    {
+    let child_id = {
         let base = store.register_bytes(None, &tar_of(&[("a", b"x")])).unwrap();
-        let _child = store
+        let child = store
             .register_bytes(Some(base.chain_id()), &tar_of(&[("b", b"y")]))
             .unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
-    }
+        child.chain_id().clone()
+    }; // both handles dropped: closed, nothing deleted
+    assert_eq!(store.list().unwrap().len(), 2);
+    let child = store.get(&child_id).unwrap();
+    assert_eq!(child.release().unwrap().len(), 2); // the child, then its parent
     assert!(store.list().unwrap().is_empty());
 }
 

@@ -41,9 +41,10 @@ fn concurrent_register_export_release() {
         .unwrap();
     let barrier = Barrier::new(THREADS);
     thread::scope(|s| {
+        let mut handles = Vec::new();
         for t in 0..THREADS {
             let (store, base, barrier, shared_tar) = (&store, &base, &barrier, &shared_tar);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 barrier.wait();
                 // The same layer from every thread at once: one layer, many references.
                 let shared = store.register(None, &shared_tar[..]).unwrap();
@@ -63,12 +64,15 @@ fn concurrent_register_export_release() {
                     assert_eq!(l.release().unwrap().len(), 1);
                 }
                 shared
-            });
+            }));
+        }
+        // The shared layer's references, one per thread, released here.
+        for h in handles {
+            h.join().unwrap().release().unwrap();
         }
     });
-    // The shared layer was dropped by every thread (returned handles were dropped by scope).
     assert_eq!(store.list().unwrap(), [base.chain_id().clone()]);
-    drop(base);
+    assert_eq!(base.release().unwrap().len(), 1);
     assert!(store.list().unwrap().is_empty());
 }
 

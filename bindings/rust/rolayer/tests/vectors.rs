@@ -158,8 +158,10 @@ fn run_vectors(driver: &str) {
         listed(&store).into_iter().collect::<BTreeSet<_>>(),
         expected_ids
     );
-    // Children keep parents alive, so dropping in any order deletes everything in the end.
-    drop(layers);
+    // Children keep parents alive, so releasing in any order deletes everything in the end.
+    for (_, layer) in layers {
+        layer.release().unwrap();
+    }
     assert!(store.list().unwrap().is_empty());
 }
 
