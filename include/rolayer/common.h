@@ -30,21 +30,21 @@ extern "C" {
 
 /* Status codes. Values are pinned: they never change once released. */
 #define ROLAYER_OK             0
-#define ROLAYER_EINVAL        -1  /* invalid argument, malformed digest, misused handle */
-#define ROLAYER_ENOTFOUND     -2  /* layer does not exist */
-#define ROLAYER_EEXISTS       -3  /* already exists */
-#define ROLAYER_ENOTRETAINED  -4  /* layer not retained: the reference was already released */
-#define ROLAYER_EMAXDEPTH     -5  /* max depth exceeded (parent depth >= 125) */
-#define ROLAYER_ENOTANCESTOR  -6  /* the given layer is not an ancestor of this layer */
-#define ROLAYER_EDIGEST       -7  /* stream does not match its DiffID */
-#define ROLAYER_ECORRUPT      -8  /* a stored payload or record is damaged */
-#define ROLAYER_EARCHIVE      -9  /* malformed or unsupported tar archive */
-#define ROLAYER_EUNSAFE      -10  /* an archive path or link escapes the layer */
-#define ROLAYER_EIO          -11  /* operating system I/O error (see rolayer_error_errno) */
-#define ROLAYER_ENOMEM       -12  /* out of memory */
-#define ROLAYER_EUSER        -13  /* a caller's callback returned non-zero */
-#define ROLAYER_EBUSY        -14  /* the store is busy (locked by another process) */
-#define ROLAYER_EUNSUPPORTED -15  /* the operation is not supported (by this driver) */
+#define ROLAYER_EINVAL      (-1)  /* invalid argument, malformed digest, misused handle */
+#define ROLAYER_ENOTFOUND   (-2)  /* layer does not exist */
+#define ROLAYER_EEXISTS     (-3)  /* already exists */
+#define ROLAYER_ENOTRETAINED (-4)  /* layer not retained: the reference was already released */
+#define ROLAYER_EMAXDEPTH   (-5)  /* max depth exceeded (parent depth >= 125) */
+#define ROLAYER_ENOTANCESTOR (-6)  /* the given layer is not an ancestor of this layer */
+#define ROLAYER_EDIGEST     (-7)  /* stream does not match its DiffID */
+#define ROLAYER_ECORRUPT    (-8)  /* a stored payload or record is damaged */
+#define ROLAYER_EARCHIVE    (-9)  /* malformed or unsupported tar archive */
+#define ROLAYER_EUNSAFE    (-10)  /* an archive path or link escapes the layer */
+#define ROLAYER_EIO        (-11)  /* operating system I/O error (see rolayer_error_errno) */
+#define ROLAYER_ENOMEM     (-12)  /* out of memory */
+#define ROLAYER_EUSER      (-13)  /* a caller's callback returned non-zero */
+#define ROLAYER_EBUSY      (-14)  /* the store is busy (locked by another process) */
+#define ROLAYER_EUNSUPPORTED (-15)  /* the operation is not supported (by this driver) */
 
 /* Opaque handles. */
 typedef struct rolayer_store rolayer_store;

@@ -19,10 +19,10 @@ ROLAYER_API const char *rolayer_layer_parent(const rolayer_layer *layer);
 /* Depth in the chain: 1 for a base layer. */
 ROLAYER_API int rolayer_layer_depth(const rolayer_layer *layer);
 /* Size: DiffSize summed over the chain. DiffSize: this layer's regular-file payload bytes. */
-ROLAYER_API int rolayer_layer_size(const rolayer_layer *layer, int64_t *out, rolayer_error **err);
-ROLAYER_API int rolayer_layer_diff_size(const rolayer_layer *layer, int64_t *out, rolayer_error **err);
+ROLAYER_API int rolayer_layer_size(int64_t *out, const rolayer_layer *layer, rolayer_error **err);
+ROLAYER_API int rolayer_layer_diff_size(int64_t *out, const rolayer_layer *layer, rolayer_error **err);
 /* Length in bytes of the registered (uncompressed) tar stream. */
-ROLAYER_API int rolayer_layer_stream_size(const rolayer_layer *layer, int64_t *out, rolayer_error **err);
+ROLAYER_API int rolayer_layer_stream_size(int64_t *out, const rolayer_layer *layer, rolayer_error **err);
 /*
  * The distribution descriptor given at register: media type and digest (borrowed, NULL when
  * none was given) and size (-1 when none).

@@ -125,7 +125,7 @@ ROLAYER_API void rolayer_layer_close(rolayer_layer *layer);
  * As rolayer_release, and also report the layers that were deleted, child first, in *out_removed
  * (an empty list when nothing was deleted). out_removed may be NULL.
  */
-ROLAYER_API int rolayer_release_ext(rolayer_layer *layer, rolayer_removed **out_removed,
+ROLAYER_API int rolayer_release_ext(rolayer_removed **out_removed, rolayer_layer *layer,
                                     rolayer_error **err);
 
 /* Deleted-layer reports. Index i in [0, count). Out-of-range gives NULL / -1. */
@@ -147,10 +147,10 @@ ROLAYER_API int rolayer_store_list(rolayer_string_list **out, rolayer_store *sto
  * persistent reference is ROLAYER_ENOTRETAINED. out_removed may be NULL.
  */
 ROLAYER_API int rolayer_store_retain(rolayer_store *store, const char *chain_id, rolayer_error **err);
-ROLAYER_API int rolayer_store_unretain(rolayer_store *store, const char *chain_id,
-                                       rolayer_removed **out_removed, rolayer_error **err);
+ROLAYER_API int rolayer_store_unretain(rolayer_removed **out_removed, rolayer_store *store,
+                                       const char *chain_id, rolayer_error **err);
 /* The number of persistent references on chain_id. */
-ROLAYER_API int rolayer_store_retained(rolayer_store *store, const char *chain_id, int64_t *out,
+ROLAYER_API int rolayer_store_retained(int64_t *out, rolayer_store *store, const char *chain_id,
                                        rolayer_error **err);
 
 #ifdef __cplusplus
