@@ -21,12 +21,14 @@ fi
 if [ "$mode" = update ]; then
   # No paths or line numbers in the baseline: it depends only on the ABI.
   abidw --headers-dir "$inc" --no-corpus-path --no-comp-dir-path --no-show-locs --drop-private-types \
+    --exported-interfaces-only --no-elf-needed --type-id-style hash \
     --out-file "$baseline" "$lib"
   echo "wrote $baseline"
   exit 0
 fi
 rc=0
-abidiff --no-show-locs --headers-dir2 "$inc" --drop-private-types "$baseline" "$lib" || rc=$?
+abidiff --no-show-locs --headers-dir2 "$inc" --drop-private-types --exported-interfaces-only \
+  "$baseline" "$lib" || rc=$?
 if [ "$rc" -ne 0 ]; then
   echo
   echo "FAIL: the ABI of $lib differs from $baseline (abidiff exit $rc: 4 = changed, 8 = incompatible)."
