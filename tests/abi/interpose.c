@@ -13,21 +13,25 @@
 
 static int interposed;
 
+/* Exported from the executable (the build hides symbols by default; a Go program's cgo code is
+ * compiled without -fvisibility=hidden and is linked with the shared libraries that use it). */
+#define HOST_EXPORT __attribute__((visibility("default")))
+
 /* The host's "SQLite": any call from librolayer lands here if its symbols can be interposed. */
-int sqlite3_open_v2(const char *name, void **db, int flags, const char *vfs) {
+HOST_EXPORT int sqlite3_open_v2(const char *name, void **db, int flags, const char *vfs) {
   (void)name; (void)flags; (void)vfs;
   fprintf(stderr, "INTERPOSED: the host program's sqlite3_open_v2 was called\n");
   interposed = 1;
   if (db) *db = NULL;
   return 14; /* SQLITE_CANTOPEN */
 }
-int sqlite3_libversion_number(void) {
+HOST_EXPORT int sqlite3_libversion_number(void) {
   fprintf(stderr, "INTERPOSED: the host program's sqlite3_libversion_number was called\n");
   interposed = 1;
   return 3000000;
 }
 /* And zstd / xxHash, which the library bundles the same way. */
-unsigned ZSTD_versionNumber(void) {
+HOST_EXPORT unsigned ZSTD_versionNumber(void) {
   fprintf(stderr, "INTERPOSED: the host program's ZSTD_versionNumber was called\n");
   interposed = 1;
   return 0;
