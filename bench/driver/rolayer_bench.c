@@ -86,8 +86,8 @@ static int cmd_register(const char *root, const char *tar) {
   double t2 = now();
   close(fd);
   int64_t stream_size = 0, diff_size = 0;
-  rolayer_layer_stream_size(layer, &stream_size, NULL);
-  rolayer_layer_diff_size(layer, &diff_size, NULL);
+  rolayer_layer_stream_size(&stream_size, layer, NULL);
+  rolayer_layer_diff_size(&diff_size, layer, NULL);
   if ((rc = rolayer_store_retain(store, rolayer_layer_chain_id(layer), &err)) != 0) die_err("retain", rc, err);
   char chain[128];
   snprintf(chain, sizeof chain, "%s", rolayer_layer_chain_id(layer));

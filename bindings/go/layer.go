@@ -165,7 +165,7 @@ func (r *layerRef) release() ([]Metadata, error) {
 	s.dropChainPinsLocked(r.info.chainID, r.info.parent)
 	var removed *C.rolayer_removed
 	var cerr *C.rolayer_error
-	rc := C.rolayer_release_ext(h, &removed, &cerr)
+	rc := C.rolayer_release_ext(&removed, h, &cerr)
 	s.refMu.Unlock()
 	s.untrack(h)
 	runtime.KeepAlive(r)

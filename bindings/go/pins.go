@@ -69,13 +69,13 @@ func readInfo(h *C.rolayer_layer) *layerInfo {
 		in.parent = ChainID(C.GoString(p))
 	}
 	var v C.int64_t
-	if C.rolayer_layer_size(h, &v, nil) == 0 {
+	if C.rolayer_layer_size(&v, h, nil) == 0 {
 		in.size = int64(v)
 	}
-	if C.rolayer_layer_diff_size(h, &v, nil) == 0 {
+	if C.rolayer_layer_diff_size(&v, h, nil) == 0 {
 		in.diffSize = int64(v)
 	}
-	if C.rolayer_layer_stream_size(h, &v, nil) == 0 {
+	if C.rolayer_layer_stream_size(&v, h, nil) == 0 {
 		in.streamSize = int64(v)
 	}
 	if p := C.rolayer_layer_descriptor_media_type(h); p != nil {

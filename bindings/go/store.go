@@ -318,7 +318,7 @@ func (s *Store) Unretain(id ChainID) ([]Metadata, error) {
 	defer s.refMu.Unlock()
 	if len(s.pins) > 0 {
 		var n C.int64_t
-		if C.rolayer_store_retained(s.c, cid, &n, nil) == 0 && n > 0 {
+		if C.rolayer_store_retained(&n, s.c, cid, nil) == 0 && n > 0 {
 			// id has a persistent reference: the pins of its chain can go (see pins.go).
 			if parent, ok := s.parentLocked(id); ok {
 				s.dropChainPinsLocked(id, parent)
@@ -327,7 +327,7 @@ func (s *Store) Unretain(id ChainID) ([]Metadata, error) {
 	}
 	var removed *C.rolayer_removed
 	var cerr *C.rolayer_error
-	rc := C.rolayer_store_unretain(s.c, cid, &removed, &cerr)
+	rc := C.rolayer_store_unretain(&removed, s.c, cid, &cerr)
 	if rc != 0 {
 		return nil, fromC(rc, cerr)
 	}
@@ -344,7 +344,7 @@ func (s *Store) Retained(id ChainID) (int64, error) {
 	defer s.gate.exit()
 	var n C.int64_t
 	var cerr *C.rolayer_error
-	if rc := C.rolayer_store_retained(s.c, cid, &n, &cerr); rc != 0 {
+	if rc := C.rolayer_store_retained(&n, s.c, cid, &cerr); rc != 0 {
 		return 0, fromC(rc, cerr)
 	}
 	return int64(n), nil

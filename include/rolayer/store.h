@@ -1,5 +1,6 @@
-/*
- * rolayer/store.h: opening a layer store, registering, opening and releasing layers.
+/**
+ * @file rolayer/store.h
+ * Opening a layer store, registering, opening and releasing layers.
  *
  * Threading: a rolayer_store is safe to use from many threads at once. Layer handles may be
  * used from any thread; their getters are read-only. rolayer_release() consumes the handle.
@@ -16,141 +17,222 @@ extern "C" {
 
 struct rolayer_driver_ops; /* rolayer/driver.h */
 
-/* Maximum chain depth (a base layer has depth 1), as in the Docker engine. */
+/** Maximum chain depth (a base layer has depth 1), as in the Docker engine. */
 #define ROLAYER_MAX_DEPTH 125
 
-/* Store options. Initialise with ROLAYER_STORE_OPTIONS_INIT; the struct only grows at the end. */
+/**
+ * Store options. Initialise with ROLAYER_STORE_OPTIONS_INIT; the struct only grows at the end.
+ * A version larger than this header's ROLAYER_STORE_OPTIONS_VERSION (a newer header against an
+ * older library) is refused with ROLAYER_EUNSUPPORTED rather than half-read.
+ */
 typedef struct rolayer_store_options {
-  unsigned int version;          /* ROLAYER_STORE_OPTIONS_VERSION */
-  const char *driver;            /* built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new */
-  const struct rolayer_driver_ops *driver_ops; /* a caller's driver instead of a built-in one, or NULL */
-  void *driver_user_data;        /* passed last to every driver_ops callback */
-  int busy_timeout_ms;           /* how long to wait for another process's lock; 0 = default (5000), <0 = fail at once */
+  unsigned int version;          /**< ROLAYER_STORE_OPTIONS_VERSION */
+  const char *driver;            /**< built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new */
+  const struct rolayer_driver_ops *driver_ops; /**< a caller's driver instead of a built-in one, or NULL */
+  void *driver_user_data;        /**< passed last to every driver_ops callback */
+  int busy_timeout_ms;           /**< how long to wait for another process's lock; 0 = default (5000), <0 = fail at once */
 } rolayer_store_options;
+/** The rolayer_store_options version this header describes. */
 #define ROLAYER_STORE_OPTIONS_VERSION 1
+/** Initialiser for rolayer_store_options: current version, defaults everywhere. */
 #define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0}
 
-/*
+/**
  * Open (creating it if needed) the store rooted at directory root with the built-in driver
  * named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
- * new store. A store created with one driver can only be reopened with the same driver
- * (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
- * by a crash are cleaned up. *out is NULL on failure.
+ * new store. On open, half-registered or half-removed layers left by a crash are cleaned up.
+ *
+ * Errors: ROLAYER_EINVAL (NULL out or root, unknown driver, a store created with another
+ * driver), ROLAYER_EBUSY (another process holds the store's lock past the timeout),
+ * ROLAYER_ECORRUPT (a damaged database), ROLAYER_EIO, ROLAYER_ENOMEM.
+ * Ownership: *out is a new store the caller frees with rolayer_store_free(); NULL on failure.
+ * Threads: any thread; one open store per root and process.
  */
 ROLAYER_API int rolayer_store_open(rolayer_store **out, const char *root, const char *driver,
                                    rolayer_error **err);
-/* As rolayer_store_open, with options (NULL = defaults). */
+/**
+ * As rolayer_store_open(), with options (NULL = defaults).
+ *
+ * Errors: as rolayer_store_open(); ROLAYER_EINVAL for opts->version 0, ROLAYER_EUNSUPPORTED for
+ * an opts->version (or driver_ops->version) newer than this library's; a caller's driver's
+ * failures as ROLAYER_EUSER. Ownership: as rolayer_store_open(); opts is only read during the
+ * call, but driver_ops and driver_user_data must stay valid until the driver's destroy runs
+ * (called exactly once: when the last handle of the store goes, or at once if the open fails).
+ * Threads: any thread.
+ */
 ROLAYER_API int rolayer_store_open_ext(rolayer_store **out, const char *root,
                                        const rolayer_store_options *opts, rolayer_error **err);
-/*
+/**
  * Close the store and its lock. Freeing a store with open handles deletes nothing: in-memory
  * references are simply dropped (persistent references stay). Handles and streams still open
  * stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
  * work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
- * closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.
+ * closed"). Cannot fail; NULL is a no-op.
+ * Threads: do not free a store while another thread is inside a call on it.
  */
 ROLAYER_API void rolayer_store_free(rolayer_store *store);
-/* The root directory (borrowed) and the driver name (borrowed). */
+/** The root directory (borrowed from the store; NULL for NULL). Cannot fail; any thread. */
 ROLAYER_API const char *rolayer_store_root(const rolayer_store *store);
+/** The driver's name (borrowed from the store; NULL for NULL). Cannot fail; any thread. */
 ROLAYER_API const char *rolayer_store_driver(const rolayer_store *store);
 
-/* Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT. */
+/**
+ * Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT; the struct only grows
+ * at the end. A version newer than this library's is refused with ROLAYER_EUNSUPPORTED.
+ */
 typedef struct rolayer_register_options {
-  unsigned int version;          /* ROLAYER_REGISTER_OPTIONS_VERSION */
-  /* Distribution descriptor of the blob the layer came from (all NULL/0 = none). */
+  unsigned int version;          /**< ROLAYER_REGISTER_OPTIONS_VERSION */
+  /** Distribution descriptor of the blob the layer came from: media type (all NULL/0 = none). */
   const char *descriptor_media_type;
-  const char *descriptor_digest; /* validated: algorithm:hex */
-  int64_t descriptor_size;
+  const char *descriptor_digest; /**< the blob's digest, validated: algorithm:hex */
+  int64_t descriptor_size;       /**< the blob's size in bytes */
 } rolayer_register_options;
+/** The rolayer_register_options version this header describes. */
 #define ROLAYER_REGISTER_OPTIONS_VERSION 1
+/** Initialiser for rolayer_register_options: current version, no descriptor. */
 #define ROLAYER_REGISTER_OPTIONS_INIT {ROLAYER_REGISTER_OPTIONS_VERSION, NULL, NULL, 0}
 
-/*
+/**
  * Register a layer from an uncompressed tar stream read through read(…, user_data), on top of
  * parent_chain_id (NULL = a base layer).
  *  - DiffID = sha256 of every byte read up to end of input; ChainID per the OCI image spec.
- *  - The archive is validated: ROLAYER_EARCHIVE (malformed), ROLAYER_EUNSAFE (escapes the
- *    layer; absolute names are rooted at the layer, as the Docker engine does).
- *  - Unknown parent: ROLAYER_ENOTFOUND; parent depth >= ROLAYER_MAX_DEPTH: ROLAYER_EMAXDEPTH.
  *  - An existing ChainID gives a new reference to the existing layer; nothing of the duplicate
  *    stays behind.
- * On success *out is a new reference the caller releases with rolayer_release().
- * A failure at any point leaves nothing behind.
+ *
+ * Errors: ROLAYER_EARCHIVE (malformed archive), ROLAYER_EUNSAFE (a path or link escapes the
+ * layer; absolute names are rooted at the layer, as the Docker engine does), ROLAYER_ENOTFOUND
+ * (unknown parent), ROLAYER_EMAXDEPTH (parent depth >= ROLAYER_MAX_DEPTH), ROLAYER_EINVAL (NULL
+ * out or read, malformed parent ChainID, closed store), ROLAYER_EUSER (read or a caller's
+ * driver failed), ROLAYER_EIO, ROLAYER_ENOMEM. A failure at any point leaves nothing behind.
+ * Ownership: on success *out is a new reference the caller drops with rolayer_release()
+ * (deletes when last) or rolayer_layer_close() (never deletes); NULL on failure.
+ * Threads: safe concurrently on one store; read is called on the calling thread only.
  */
 ROLAYER_API int rolayer_register(rolayer_layer **out, rolayer_store *store,
                                  const char *parent_chain_id, rolayer_read_fn read,
                                  void *user_data, rolayer_error **err);
-/* As rolayer_register, with options (NULL = defaults). */
+/**
+ * As rolayer_register(), with options (NULL = defaults). Errors: as rolayer_register();
+ * ROLAYER_EINVAL for opts->version 0 or a malformed descriptor digest, ROLAYER_EUNSUPPORTED for
+ * a newer opts->version. Ownership and threads: as rolayer_register(); opts is only read
+ * during the call.
+ */
 ROLAYER_API int rolayer_register_ext(rolayer_layer **out, rolayer_store *store,
                                      const char *parent_chain_id, rolayer_read_fn read,
                                      void *user_data, const rolayer_register_options *opts,
                                      rolayer_error **err);
-/* Shortcuts: register from an open file descriptor (read to EOF, not closed) or from memory. */
+/**
+ * As rolayer_register_ext(), reading an open file descriptor to its end (the descriptor is not
+ * closed; it stays the caller's). ROLAYER_EINVAL for a negative fd; a read error is ROLAYER_EIO.
+ */
 ROLAYER_API int rolayer_register_fd(rolayer_layer **out, rolayer_store *store,
                                     const char *parent_chain_id, int fd,
                                     const rolayer_register_options *opts, rolayer_error **err);
+/**
+ * As rolayer_register_ext(), from len bytes at data (only read during the call).
+ * ROLAYER_EINVAL for NULL data with a non-zero len.
+ */
 ROLAYER_API int rolayer_register_memory(rolayer_layer **out, rolayer_store *store,
                                         const char *parent_chain_id, const uint8_t *data,
                                         size_t len, const rolayer_register_options *opts,
                                         rolayer_error **err);
 
-/*
- * Open a new reference to the layer chain_id. ROLAYER_ENOTFOUND if there is none,
- * ROLAYER_EINVAL for a malformed ChainID.
+/**
+ * Open a new reference to the layer chain_id.
+ * Errors: ROLAYER_ENOTFOUND if there is none, ROLAYER_EINVAL for a malformed or NULL ChainID,
+ * a NULL out or a closed store, ROLAYER_ENOMEM.
+ * Ownership: *out is a new reference (rolayer_release() or rolayer_layer_close()); NULL on failure.
+ * Threads: safe concurrently on one store.
  */
 ROLAYER_API int rolayer_open(rolayer_layer **out, rolayer_store *store, const char *chain_id,
                              rolayer_error **err);
 
-/*
- * Drop a reference. The handle is gone after this call whatever it returns: do not use it
- * again. When the last reference (handles, children, persistent references) goes, the layer's
- * data and metadata are deleted and its parent is released in turn (the cascade).
- * Calling it again on the same handle is undefined behaviour in C; bindings that keep their own
- * wrapper report ROLAYER_ENOTRETAINED instead. NULL gives ROLAYER_EINVAL.
+/**
+ * Drop a reference. When the last reference (handles, children, persistent references) goes,
+ * the layer's data and metadata are deleted and its parent is released in turn (the cascade).
+ * Errors: ROLAYER_EINVAL (NULL or invalid handle), ROLAYER_EIO, ROLAYER_ECORRUPT from the
+ * deletion (the reference is gone anyway).
+ * Ownership: consumes layer: the handle is gone after this call whatever it returns. Calling it
+ * again on the same handle is undefined behaviour in C; bindings that keep their own wrapper
+ * report ROLAYER_ENOTRETAINED instead.
+ * Threads: once, from one thread, when no other thread uses that handle.
  */
 ROLAYER_API int rolayer_release(rolayer_layer *layer, rolayer_error **err);
-/*
+/**
  * Free a handle without releasing it: the in-memory reference goes, and closing alone never
  * deletes — when it was the last reference, the layer stays as it would after the process
- * ended, until a release in its chain or rolayer_store_unretain deletes it. The one exception
+ * ended, until a release in its chain or rolayer_store_unretain() deletes it. The one exception
  * is a release that is already waiting on this handle: when another reference to the layer
  * (or a child's cascade) asked for its release while this handle was open, the layer goes when
  * its last reference does, whether that reference is released, closed, or a stream freed.
  * For readers that look at layers without owning them (listing, inspecting, a garbage-collected
- * wrapper). The handle is gone after this call. NULL is a no-op.
+ * wrapper). Cannot fail; NULL is a no-op.
+ * Ownership: consumes layer. Threads: as rolayer_release().
  */
 ROLAYER_API void rolayer_layer_close(rolayer_layer *layer);
 
-/*
- * As rolayer_release, and also report the layers that were deleted, child first, in *out_removed
- * (an empty list when nothing was deleted). out_removed may be NULL.
+/**
+ * As rolayer_release(), and also report the layers that were deleted, child first, in
+ * *out_removed (an empty list when nothing was deleted).
+ * Errors: as rolayer_release(). Ownership: consumes layer; *out_removed (out_removed may be
+ * NULL) is a new report the caller frees with rolayer_removed_free(), NULL on failure.
+ * Threads: as rolayer_release().
  */
-ROLAYER_API int rolayer_release_ext(rolayer_layer *layer, rolayer_removed **out_removed,
+ROLAYER_API int rolayer_release_ext(rolayer_removed **out_removed, rolayer_layer *layer,
                                     rolayer_error **err);
 
-/* Deleted-layer reports. Index i in [0, count). Out-of-range gives NULL / -1. */
+/**
+ * @defgroup removed Deleted-layer reports
+ * What rolayer_release_ext() and rolayer_store_unretain() deleted, child first. Index i in
+ * [0, count). The getters cannot fail: NULL or out-of-range gives 0 / NULL / -1. Strings are
+ * borrowed from the report. A plain value: any thread may read it; free it once.
+ * @{
+ */
+/** Number of deleted layers (0 for NULL). */
 ROLAYER_API size_t rolayer_removed_count(const rolayer_removed *r);
+/** The i-th deleted layer's ChainID (borrowed). */
 ROLAYER_API const char *rolayer_removed_chain_id(const rolayer_removed *r, size_t i);
+/** The i-th deleted layer's DiffID (borrowed). */
 ROLAYER_API const char *rolayer_removed_diff_id(const rolayer_removed *r, size_t i);
+/** The i-th deleted layer's size (its chain's DiffSize sum). */
 ROLAYER_API int64_t rolayer_removed_size(const rolayer_removed *r, size_t i);
+/** The i-th deleted layer's DiffSize. */
 ROLAYER_API int64_t rolayer_removed_diff_size(const rolayer_removed *r, size_t i);
+/** Free a report. NULL is a no-op. */
 ROLAYER_API void rolayer_removed_free(rolayer_removed *r);
+/** @} */
 
-/* Every ChainID in the store, in no particular order. */
+/**
+ * Every ChainID in the store, in no particular order.
+ * Errors: ROLAYER_EINVAL (NULL out, closed store), ROLAYER_ENOMEM.
+ * Ownership: *out is a new list the caller frees with rolayer_string_list_free(); NULL on failure.
+ * Threads: safe concurrently on one store.
+ */
 ROLAYER_API int rolayer_store_list(rolayer_string_list **out, rolayer_store *store,
                                    rolayer_error **err);
 
-/*
- * Persistent references, kept in the store's database across processes (what a command-line
- * tool uses): retain adds one to chain_id; unretain drops one and, when it was the last
- * reference of any kind, deletes as rolayer_release_ext does. Unretaining a layer with no
- * persistent reference is ROLAYER_ENOTRETAINED. out_removed may be NULL.
+/**
+ * Add a persistent reference to chain_id, kept in the store's database across processes (what
+ * a command-line tool uses).
+ * Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (NULL or malformed ChainID, closed
+ * store), ROLAYER_EIO. Threads: safe concurrently on one store.
  */
 ROLAYER_API int rolayer_store_retain(rolayer_store *store, const char *chain_id, rolayer_error **err);
-ROLAYER_API int rolayer_store_unretain(rolayer_store *store, const char *chain_id,
-                                       rolayer_removed **out_removed, rolayer_error **err);
-/* The number of persistent references on chain_id. */
-ROLAYER_API int rolayer_store_retained(rolayer_store *store, const char *chain_id, int64_t *out,
+/**
+ * Drop a persistent reference to chain_id; when it was the last reference of any kind, delete
+ * as rolayer_release_ext() does and report the deleted layers, child first, in *out_removed.
+ * Errors: ROLAYER_ENOTRETAINED (chain_id has no persistent reference), ROLAYER_ENOTFOUND,
+ * ROLAYER_EINVAL, ROLAYER_EIO. Ownership: *out_removed (out_removed may be NULL) is a new report
+ * (rolayer_removed_free()), NULL on failure. Threads: safe concurrently on one store.
+ */
+ROLAYER_API int rolayer_store_unretain(rolayer_removed **out_removed, rolayer_store *store,
+                                       const char *chain_id, rolayer_error **err);
+/**
+ * The number of persistent references on chain_id, in *out.
+ * Errors: ROLAYER_EINVAL (NULL out or chain_id, malformed ChainID, closed store),
+ * ROLAYER_ENOTFOUND, ROLAYER_EIO. *out is set only on success. Threads: safe concurrently.
+ */
+ROLAYER_API int rolayer_store_retained(int64_t *out, rolayer_store *store, const char *chain_id,
                                        rolayer_error **err);
 
 #ifdef __cplusplus

@@ -145,6 +145,10 @@ rolayer::Descriptor descriptor_of(const rolayer_register_options* o) {
   rolayer::Descriptor d;
   if (!o) return d;
   if (o->version < 1) invalid("rolayer_register_options.version must be ROLAYER_REGISTER_OPTIONS_VERSION");
+  if (o->version > ROLAYER_REGISTER_OPTIONS_VERSION)
+    throw Error(Code::Unsupported, "rolayer_register_options.version " + std::to_string(o->version) +
+                                       " is not supported (this library speaks version " +
+                                       std::to_string(ROLAYER_REGISTER_OPTIONS_VERSION) + ")");
   d.media_type = opt_str(o->descriptor_media_type);
   d.digest = opt_str(o->descriptor_digest);
   d.size = (o->descriptor_digest || o->descriptor_media_type) ? o->descriptor_size : -1;
@@ -245,6 +249,11 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store** out, const char* root, co
     rolayer::StoreOptions so;
     if (opts) {
       if (opts->version < 1) invalid("rolayer_store_options.version must be ROLAYER_STORE_OPTIONS_VERSION");
+      // A newer header's struct may carry fields this library would silently ignore.
+      if (opts->version > ROLAYER_STORE_OPTIONS_VERSION)
+        throw Error(Code::Unsupported, "rolayer_store_options.version " + std::to_string(opts->version) +
+                                           " is not supported (this library speaks version " +
+                                           std::to_string(ROLAYER_STORE_OPTIONS_VERSION) + ")");
       so.driver_name = opt_str(opts->driver);
       so.busy_timeout_ms = opts->busy_timeout_ms;
       if (ops) {
@@ -326,7 +335,7 @@ ROLAYER_API void rolayer_layer_close(rolayer_layer* layer) {
   layer->magic = 0;
   delete layer;
 }
-ROLAYER_API int rolayer_release_ext(rolayer_layer* layer, rolayer_removed** out_removed, rolayer_error** err) {
+ROLAYER_API int rolayer_release_ext(rolayer_removed** out_removed, rolayer_layer* layer, rolayer_error** err) {
   return do_release(layer, out_removed, err);
 }
 
@@ -361,7 +370,7 @@ ROLAYER_API int rolayer_store_retain(rolayer_store* store, const char* chain_id,
   });
 }
 
-ROLAYER_API int rolayer_store_unretain(rolayer_store* store, const char* chain_id, rolayer_removed** out_removed,
+ROLAYER_API int rolayer_store_unretain(rolayer_removed** out_removed, rolayer_store* store, const char* chain_id,
                                        rolayer_error** err) {
   if (out_removed) *out_removed = nullptr;
   return guard(err, [&] {
@@ -371,7 +380,7 @@ ROLAYER_API int rolayer_store_unretain(rolayer_store* store, const char* chain_i
   });
 }
 
-ROLAYER_API int rolayer_store_retained(rolayer_store* store, const char* chain_id, int64_t* out, rolayer_error** err) {
+ROLAYER_API int rolayer_store_retained(int64_t* out, rolayer_store* store, const char* chain_id, rolayer_error** err) {
   return guard(err, [&] {
     if (!chain_id || !out) invalid("chain_id and out must not be NULL");
     *out = store_of(store).retained(chain_id);
@@ -392,19 +401,19 @@ ROLAYER_API const char* rolayer_layer_parent(const rolayer_layer* l) {
 ROLAYER_API int rolayer_layer_depth(const rolayer_layer* l) {
   return l && l->magic == kLayerMagic ? l->ref->node().depth : 0;
 }
-ROLAYER_API int rolayer_layer_size(const rolayer_layer* l, int64_t* out, rolayer_error** err) {
+ROLAYER_API int rolayer_layer_size(int64_t* out, const rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     if (!out) invalid("out must not be NULL");
     *out = rolayer::Store::size(layer_of(l));
   });
 }
-ROLAYER_API int rolayer_layer_diff_size(const rolayer_layer* l, int64_t* out, rolayer_error** err) {
+ROLAYER_API int rolayer_layer_diff_size(int64_t* out, const rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     if (!out) invalid("out must not be NULL");
     *out = layer_of(l).node().diff_size;
   });
 }
-ROLAYER_API int rolayer_layer_stream_size(const rolayer_layer* l, int64_t* out, rolayer_error** err) {
+ROLAYER_API int rolayer_layer_stream_size(int64_t* out, const rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     if (!out) invalid("out must not be NULL");
     *out = layer_of(l).node().stream_size;

@@ -80,7 +80,7 @@ static void test_empty_layer_vectors(void **state) {
   assert_string_equal(rolayer_layer_parent(b), kEmpty);
   assert_int_equal(rolayer_layer_depth(b), 2);
   int64_t size = -1;
-  assert_int_equal(rolayer_layer_size(b, &size, NULL), 0);
+  assert_int_equal(rolayer_layer_size(&size, b, NULL), 0);
   assert_int_equal(size, 0);
   rolayer_tar_stream *s = NULL;
   assert_int_equal(rolayer_tar_stream_open(&s, b, NULL), 0);
@@ -92,7 +92,7 @@ static void test_empty_layer_vectors(void **state) {
   rolayer_tar_stream_free(s);
   assert_int_equal(rolayer_release(a, NULL), 0);
   rolayer_removed *rm = NULL;
-  assert_int_equal(rolayer_release_ext(b, &rm, NULL), 0);
+  assert_int_equal(rolayer_release_ext(&rm, b, NULL), 0);
   assert_int_equal(rolayer_removed_count(rm), 2);
   assert_string_equal(rolayer_removed_chain_id(rm, 0), kEmptyOnEmpty);
   assert_string_equal(rolayer_removed_chain_id(rm, 1), kEmpty);
@@ -152,13 +152,13 @@ static void test_persistent_references(void **state) {
   assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
   assert_int_equal(rolayer_release(l, NULL), 0);
   int64_t n = 0;
-  assert_int_equal(rolayer_store_retained(f->store, kEmpty, &n, NULL), 0);
+  assert_int_equal(rolayer_store_retained(&n, f->store, kEmpty, NULL), 0);
   assert_int_equal(n, 1);
   rolayer_removed *rm = NULL;
-  assert_int_equal(rolayer_store_unretain(f->store, kEmpty, &rm, NULL), 0);
+  assert_int_equal(rolayer_store_unretain(&rm, f->store, kEmpty, NULL), 0);
   assert_int_equal(rolayer_removed_count(rm), 1);
   rolayer_removed_free(rm);
-  assert_int_equal(rolayer_store_unretain(f->store, kEmpty, NULL, NULL), ROLAYER_ENOTFOUND);
+  assert_int_equal(rolayer_store_unretain(NULL, f->store, kEmpty, NULL), ROLAYER_ENOTFOUND);
 }
 
 static void test_verify_and_stream_size(void **state) {
@@ -166,7 +166,7 @@ static void test_verify_and_stream_size(void **state) {
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   assert_int_equal(rolayer_layer_verify(l, NULL), 0);
   int64_t n = 0;
-  assert_int_equal(rolayer_layer_stream_size(l, &n, NULL), 0);
+  assert_int_equal(rolayer_layer_stream_size(&n, l, NULL), 0);
   assert_int_equal(n, 1024);
   rolayer_string_list *md = NULL;
   assert_int_equal(rolayer_layer_metadata(&md, l, NULL), 0);
@@ -226,7 +226,7 @@ static void test_close_deletes_nothing(void **state) {
   rolayer_layer *again = NULL;
   assert_int_equal(rolayer_open(&again, f->store, kEmpty, NULL), 0); /* still registered */
   rolayer_removed *rm = NULL;
-  assert_int_equal(rolayer_release_ext(again, &rm, NULL), 0);
+  assert_int_equal(rolayer_release_ext(&rm, again, NULL), 0);
   assert_int_equal(rolayer_removed_count(rm), 1);
   rolayer_removed_free(rm);
 }
@@ -240,6 +240,49 @@ static void test_null_driver_reopens_with_the_stores_own(void **state) {
   f->store = NULL;
   assert_int_equal(rolayer_store_open(&f->store, f->dir, NULL, NULL), 0);
   assert_string_equal(rolayer_store_driver(f->store), "exact");
+}
+
+/* Options structs from a newer header (a larger version) are refused, not half-read
+ * (as rolayer_driver_ops is): their extra fields would be silently ignored otherwise. */
+static void test_options_reject_newer_version(void **state) {
+  fixture *f = *state;
+  char *dir = make_temp_dir();
+  rolayer_store_options so = ROLAYER_STORE_OPTIONS_INIT;
+  so.version = ROLAYER_STORE_OPTIONS_VERSION + 1;
+  rolayer_store *s2 = (rolayer_store *)0x1;
+  rolayer_error *err = NULL;
+  assert_int_equal(rolayer_store_open_ext(&s2, dir, &so, &err), ROLAYER_EUNSUPPORTED);
+  assert_null(s2);
+  assert_int_equal(rolayer_error_code(err), ROLAYER_EUNSUPPORTED);
+  assert_non_null(strstr(rolayer_error_message(err), "rolayer_store_options.version"));
+  rolayer_error_free(err);
+  err = NULL;
+  rm_rf(dir);
+  free(dir);
+
+  rolayer_register_options ro = ROLAYER_REGISTER_OPTIONS_INIT;
+  ro.version = ROLAYER_REGISTER_OPTIONS_VERSION + 1;
+  rolayer_layer *l = (rolayer_layer *)0x1;
+  assert_int_equal(rolayer_register_memory(&l, f->store, NULL, zeros, sizeof zeros, &ro, &err),
+                   ROLAYER_EUNSUPPORTED);
+  assert_null(l);
+  assert_non_null(strstr(rolayer_error_message(err), "rolayer_register_options.version"));
+  rolayer_error_free(err);
+  rolayer_string_list *ids = NULL;
+  assert_int_equal(rolayer_store_list(&ids, f->store, NULL), 0);
+  assert_int_equal(rolayer_string_list_count(ids), 0); /* nothing was registered */
+  rolayer_string_list_free(ids);
+
+  /* The current version still works, and the size getters take their output first. */
+  ro.version = ROLAYER_REGISTER_OPTIONS_VERSION;
+  assert_int_equal(rolayer_register_memory(&l, f->store, NULL, zeros, sizeof zeros, &ro, NULL), 0);
+  int64_t n = -1;
+  assert_int_equal(rolayer_layer_diff_size(&n, l, NULL), 0);
+  assert_int_equal(n, 0);
+  assert_int_equal(rolayer_layer_stream_size(&n, l, NULL), 0);
+  assert_int_equal(n, sizeof zeros);
+  assert_int_equal(rolayer_layer_size(NULL, l, NULL), ROLAYER_EINVAL);
+  rolayer_layer_close(l);
 }
 
 int main(void) {
@@ -258,6 +301,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_handles_outlive_store, setup_exact, teardown),
     cmocka_unit_test_setup_teardown(test_close_deletes_nothing, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, setup_exact, teardown),
+    cmocka_unit_test_setup_teardown(test_options_reject_newer_version, setup_dir, teardown),
   };
   return cmocka_run_group_tests_name("c_api", tests, NULL, NULL);
 }

@@ -339,7 +339,7 @@ static void test_round_trip_and_cascade(void **state) {
   assert_int_equal(rolayer_release(l1, NULL), 0);
   assert_int_equal(rolayer_release(l2, NULL), 0);
   rolayer_removed *rm = NULL;
-  assert_int_equal(rolayer_release_ext(l3, &rm, NULL), 0);
+  assert_int_equal(rolayer_release_ext(&rm, l3, NULL), 0);
   assert_int_equal(rolayer_removed_count(rm), 3);
   rolayer_removed_free(rm);
   for (int i = 0; i < MAX_LAYERS; i++) assert_false(f->drv->layers[i].used);

@@ -156,7 +156,7 @@ int one(Env& E, int i, const uint8_t* data, size_t size) {
     FUZZ_CHECK(out.size() == size && std::memcmp(out.data(), data, size) == 0,
                std::string(E.names[i]) + ": export differs from the input");
     rolayer_removed* removed = nullptr;
-    if (rolayer_release_ext(layer, &removed, &err) != 0)
+    if (rolayer_release_ext(&removed, layer, &err) != 0)
       rolayer::fuzz::fail(__FILE__, __LINE__, std::string("release: ") + rolayer_error_message(err));
     FUZZ_CHECK(rolayer_removed_count(removed) == 1, "release did not delete the layer");
     rolayer_removed_free(removed);

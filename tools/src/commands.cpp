@@ -21,7 +21,7 @@ bool progress_enabled(const Globals& g) { return !g.quiet && stderr_is_terminal(
 void retain_once(rolayer_store* store, const std::string& chain_id) {
   Err err;
   int64_t n = 0;
-  int rc = rolayer_store_retained(store, chain_id.c_str(), &n, err.out());
+  int rc = rolayer_store_retained(&n, store, chain_id.c_str(), err.out());
   if (rc != ROLAYER_OK) lib_fail(rc, err, "retain " + chain_id);
   if (n > 0) return;
   rc = rolayer_store_retain(store, chain_id.c_str(), err.out());
@@ -77,10 +77,10 @@ struct Info {
   std::vector<std::pair<std::string, std::string>> metadata;
 };
 
-int64_t get_int(int (*fn)(const rolayer_layer*, int64_t*, rolayer_error**), const rolayer_layer* l, const char* what) {
+int64_t get_int(int (*fn)(int64_t*, const rolayer_layer*, rolayer_error**), const rolayer_layer* l, const char* what) {
   int64_t v = -1;
   Err err;
-  int rc = fn(l, &v, err.out());
+  int rc = fn(&v, l, err.out());
   if (rc != ROLAYER_OK) lib_fail(rc, err, std::string(what) + " of " + rolayer_layer_chain_id(l));
   return v;
 }
@@ -97,7 +97,7 @@ Info layer_info(rolayer_store* store, const Layer& layer, bool with_metadata) {
   i.stream_size = get_int(rolayer_layer_stream_size, l, "stream size");
   {
     Err err;
-    int rc = rolayer_store_retained(store, i.chain_id.c_str(), &i.retained, err.out());
+    int rc = rolayer_store_retained(&i.retained, store, i.chain_id.c_str(), err.out());
     if (rc != ROLAYER_OK) lib_fail(rc, err, i.chain_id);
   }
   const char* mt = rolayer_layer_descriptor_media_type(l);
@@ -390,7 +390,7 @@ int cmd_rm(Globals& g, const Args& args) {
       std::string id = resolve_chain_id(store.get(), arg);
       rolayer_removed* removed = nullptr;
       Err err;
-      int rc = rolayer_store_unretain(store.get(), id.c_str(), &removed, err.out());
+      int rc = rolayer_store_unretain(&removed, store.get(), id.c_str(), err.out());
       if (rc == ROLAYER_ENOTFOUND) throw CliError(kNotFound, "no such layer: " + id);
       if (rc == ROLAYER_ENOTRETAINED) {
         size_t kids = count_children(store.get(), id);
@@ -406,7 +406,7 @@ int cmd_rm(Globals& g, const Args& args) {
       rolayer_removed_free(removed);
       if (n == 0) {
         int64_t still = 0;
-        rolayer_store_retained(store.get(), id.c_str(), &still, nullptr);
+        rolayer_store_retained(&still, store.get(), id.c_str(), nullptr);
         size_t kids = count_children(store.get(), id);
         std::string why = kids ? "the parent of " + std::to_string(kids) + " layer(s)" : std::string();
         if (still > 0) why += std::string(why.empty() ? "" : "; ") + "retained " + std::to_string(still) + " more time(s)";
@@ -471,7 +471,7 @@ int cmd_verify(Globals& g, const Args& args) {
     }
     Layer layer(l);
     Target t{id, id, rolayer_layer_depth(l), 0};
-    rolayer_layer_stream_size(l, &t.size, nullptr);
+    rolayer_layer_stream_size(&t.size, l, nullptr);
     total += std::max<int64_t>(0, t.size);
     targets.push_back(t);
   }

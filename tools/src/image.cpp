@@ -709,7 +709,7 @@ int cmd_export_image(Globals& g, const Args& args) {
   for (std::string c = top; !c.empty();) {
     Layer l = open_layer(store.get(), c);
     int64_t sz = 0;
-    rolayer_layer_stream_size(l.get(), &sz, nullptr);
+    rolayer_layer_stream_size(&sz, l.get(), nullptr);
     total += std::max<int64_t>(0, sz);
     const char* par = rolayer_layer_parent(l.get());
     c = par ? par : "";

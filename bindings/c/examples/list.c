@@ -20,7 +20,7 @@ int main(int argc, char **argv) {
     rolayer_layer *l = NULL;
     int64_t size = 0;
     if ((rc = rolayer_open(&l, store, rolayer_string_list_get(ids, i), &err)) != 0) break;
-    rolayer_layer_size(l, &size, NULL);
+    rolayer_layer_size(&size, l, NULL);
     const char *parent = rolayer_layer_parent(l);
     printf("%s %s %" PRId64 " %s\n", rolayer_layer_chain_id(l), rolayer_layer_diff_id(l), size, parent ? parent : "-");
     rolayer_layer_close(l); /* look, don't own: closing never deletes */

@@ -161,7 +161,12 @@ fn header_items() -> (Vec<HeaderFn>, Vec<(String, i64)>) {
             if words.next() == Some("#define") {
                 if let (Some(name), Some(value)) = (words.next(), words.next()) {
                     if words.next().is_none() && name.starts_with("ROLAYER_") {
-                        let v = value.trim_end_matches(['u', 'U']);
+                        // Status codes are parenthesised: `#define ROLAYER_EINVAL (-1)`.
+                        let v = value
+                            .strip_prefix('(')
+                            .and_then(|v| v.strip_suffix(')'))
+                            .unwrap_or(value)
+                            .trim_end_matches(['u', 'U']);
                         let parsed = if let Some(hex) = v.strip_prefix("0x") {
                             i64::from_str_radix(hex, 16).ok()
                         } else {

@@ -136,14 +136,14 @@ impl<'s> Layer<'s> {
     fn get_i64(
         &self,
         f: unsafe extern "C" fn(
-            *const sys::rolayer_layer,
             *mut i64,
+            *const sys::rolayer_layer,
             *mut *mut sys::rolayer_error,
         ) -> i32,
     ) -> Result<u64> {
         let mut v = 0i64;
         // SAFETY: a live handle and valid out-pointers.
-        call(|err| unsafe { f(self.ptr(), &mut v, err) })?;
+        call(|err| unsafe { f(&mut v, self.ptr(), err) })?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
@@ -231,7 +231,7 @@ impl<'s> Layer<'s> {
         let raw = self.into_raw();
         let mut removed = ptr::null_mut();
         // SAFETY: we own raw; the handle is gone after this call whatever it returns.
-        call(|err| unsafe { sys::rolayer_release_ext(raw.as_ptr(), &mut removed, err) })?;
+        call(|err| unsafe { sys::rolayer_release_ext(&mut removed, raw.as_ptr(), err) })?;
         // SAFETY: a report we own.
         Ok(unsafe { take_removed(removed) })
     }

@@ -469,7 +469,7 @@ impl Store {
         let mut removed = ptr::null_mut();
         // SAFETY: valid pointers for the call.
         call(|err| unsafe {
-            sys::rolayer_store_unretain(self.as_ptr(), id.as_ptr(), &mut removed, err)
+            sys::rolayer_store_unretain(&mut removed, self.as_ptr(), id.as_ptr(), err)
         })?;
         // SAFETY: a report we own.
         Ok(unsafe { take_removed(removed) })
@@ -481,7 +481,7 @@ impl Store {
         let mut n = 0i64;
         // SAFETY: valid pointers for the call.
         call(|err| unsafe {
-            sys::rolayer_store_retained(self.as_ptr(), id.as_ptr(), &mut n, err)
+            sys::rolayer_store_retained(&mut n, self.as_ptr(), id.as_ptr(), err)
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
