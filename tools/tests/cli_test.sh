@@ -804,6 +804,80 @@ t_progress() {
   grep -q "ok" "$WORK/ts3" || fail "verify on a terminal"
 }
 
+# --- trust at the edges (issue 12): hostile image directories and layouts --------------------
+
+# demo_blob N: the path of the demo image's layer blob N (0-based) in a copy DIR; "config" for the config.
+demo_blob() {
+  python3 - "$1" "$2" <<'EOF'
+import json, os, sys
+d, n = sys.argv[1], sys.argv[2]
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+i = json.load(open(os.path.join(d, "index.json"))); m = json.load(open(bp(i["manifests"][0]["digest"])))
+print(bp(m["config"]["digest"]) if n == "config" else bp(m["layers"][int(n)]["digest"]))
+EOF
+}
+
+# no_leak: the last error must reveal nothing of the secret file ($WORK/secret): not its size,
+# digest or first byte.
+no_leak() {
+  local size dg first
+  size=$(stat -c %s "$WORK/secret"); dg=$(sha256sum "$WORK/secret" | cut -c1-64); first=$(head -c1 "$WORK/secret")
+  ! grep -q -e "$dg" -e " $size bytes" -e "has $size" "$WORK/err" || fail "the error reveals the link target: $(cat "$WORK/err")"
+  ! grep -q "$first$first$first" "$WORK/err" || fail "the error shows the target's content: $(cat "$WORK/err")"
+}
+
+# Item 5: links, devices and FIFOs inside an image directory are never followed or read.
+t_import_dir_links() {
+  printf 'QQQQ root-only secret %s\n' "$RANDOM" >"$WORK/secret"
+  chmod 0600 "$WORK/secret"
+  for mode in layer-link config-link index-link blobs-link sha256-link layer-fifo layer-device docker-subdir-link; do
+    note "image directory with: $mode"
+    rm -rf "$WORK/img" "$WORK/elsewhere"
+    cp -r "$DEMO_IMAGE" "$WORK/img"
+    case $mode in
+      layer-link) ln -sf "$WORK/secret" "$(demo_blob "$WORK/img" 0)" ;;
+      config-link) ln -sf "$WORK/secret" "$(demo_blob "$WORK/img" config)" ;;
+      index-link) mv "$WORK/img/index.json" "$WORK/index.json"; ln -s "$WORK/index.json" "$WORK/img/index.json" ;;
+      # A complete, valid copy of the blobs elsewhere: followed, the import would succeed.
+      blobs-link) mv "$WORK/img/blobs" "$WORK/elsewhere"; ln -s "$WORK/elsewhere" "$WORK/img/blobs" ;;
+      sha256-link) mv "$WORK/img/blobs/sha256" "$WORK/elsewhere"; ln -s "$WORK/elsewhere" "$WORK/img/blobs/sha256" ;;
+      layer-fifo) local b; b=$(demo_blob "$WORK/img" 1); rm "$b"; mkfifo "$b" ;;
+      layer-device) local b; b=$(demo_blob "$WORK/img" 1); rm "$b"; ln -s /dev/zero "$b" ;;
+      docker-subdir-link)
+        rm -rf "$WORK/img"; mkdir -p "$WORK/img" "$WORK/elsewhere"
+        make_docker_archive "$WORK/d.tar" plain >/dev/null
+        tar -C "$WORK/img" -xf "$WORK/d.tar"
+        mv "$WORK/img/bbbb" "$WORK/elsewhere/bbbb"; ln -s "$WORK/elsewhere/bbbb" "$WORK/img/bbbb" ;;
+    esac
+    expect_code 6 timeout 60 "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img"
+    grep -q -e "symbolic link" -e "FIFO" "$WORK/err" || fail "$mode: the error does not say what the entry is: $(cat "$WORK/err")"
+    grep -q "refused" "$WORK/err" || fail "$mode: the error does not say it refused: $(cat "$WORK/err")"
+    no_leak
+    [ "$(layer_count)" = 0 ] || fail "$mode: a refused import left layers"
+  done
+  # A plain copy still imports.
+  rm -rf "$WORK/img"; cp -r "$DEMO_IMAGE" "$WORK/img"
+  expect_code 0 R import "$WORK/img"
+}
+
+# Item 5: skopeo's dir: layout (version, manifest.json, blobs named by hex) is read.
+t_import_skopeo_dir() {
+  need skopeo skopeo
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  local want; want=$(chain_of "${diffs[@]}")
+  skopeo --insecure-policy copy -q "oci:$DEMO_IMAGE:latest" "dir:$WORK/sd"
+  [ -f "$WORK/sd/version" ] || fail "skopeo wrote no dir: layout"
+  expect_code 0 R import "$WORK/sd"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "skopeo dir: layout: $(cat "$WORK/out") != $want"
+  R rm "$want" >/dev/null
+  # A damaged dir: layout is damaged (not "unsupported"): bytes appended to a layer blob.
+  local blob; blob=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(sys.argv[1]+"/"+m["layers"][0]["digest"].split(":")[1])' "$WORK/sd")
+  printf 'x' >>"$blob"
+  expect_code 4 R import "$WORK/sd"
+  grep -q -e "digest mismatch" -e "larger than" "$WORK/err" || fail "damaged dir: layout: $(cat "$WORK/err")"
+  [ "$(layer_count)" = 0 ] || fail "a failed import left layers"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
