@@ -19,6 +19,7 @@
 #include "fsat.h"
 #include "image_plan.h"
 #include "progress.h"
+#include "text.h"
 
 namespace cli {
 
@@ -311,6 +312,45 @@ int cmd_import(Globals& g, const Args& args) {
 
 // --- export-image -----------------------------------------------------------------------------
 
+namespace {
+
+// What export-image made, undone (newest first) unless the layout was completed: no command
+// leaves a half-written layout behind (blobs without an index.json).
+class LayoutRollback {
+ public:
+  ~LayoutRollback() {
+    if (done_) return;
+    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) ::unlinkat(it->dirfd, it->name.c_str(), it->flags);
+    if (!made_dir_.empty()) ::rmdir(made_dir_.c_str());
+  }
+  void file(int dirfd, const std::string& name) { steps_.push_back({dirfd, name, 0}); }
+  void dir(int dirfd, const std::string& name) { steps_.push_back({dirfd, name, AT_REMOVEDIR}); }
+  void made_dir(const std::string& path) { made_dir_ = path; }
+  void done() { done_ = true; }
+
+ private:
+  struct Step {
+    int dirfd;
+    std::string name;
+    int flags;
+  };
+  std::vector<Step> steps_;
+  std::string made_dir_;
+  bool done_ = false;
+};
+
+// --ref, --arch and --os go into the layout's JSON: UTF-8 text without control characters.
+void check_text_option(const std::string& opt, const std::string& v) {
+  if (!is_valid_utf8(v))
+    usage_error("export-image: --" + opt + " is not UTF-8 text (\"" + term_safe(v) +
+                "\"): image JSON holds UTF-8 only");
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f)
+      usage_error("export-image: --" + opt + " holds a control character (\"" + term_safe(v) + "\")");
+}
+
+}  // namespace
+
 int cmd_export_image(Globals& g, const Args& args) {
   auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}}, g);
   if (p.help) return print_command_help(*find_command("export-image")), 0;
@@ -320,34 +360,44 @@ int cmd_export_image(Globals& g, const Args& args) {
   if (ref.empty()) usage_error("export-image: --ref must not be empty");
   std::string arch = p.get("arch", host_arch());
   std::string os = p.get("os", "linux");
+  check_text_option("ref", ref);
+  check_text_option("arch", arch);
+  check_text_option("os", os);
 
-  // An existing directory must be empty or an image layout (to which this image is added).
-  bool existing_layout = false;
-  if (path_exists(dir)) {
+  // DIR itself is the user's choice (a link to a directory is fine); everything in it is
+  // opened beneath its descriptor without following links.
+  bool existing_layout = false, existing_dir = path_exists(dir);
+  Fd dfd;
+  json index;
+  if (existing_dir) {
     if (!is_directory(dir)) usage_error("export-image: " + dir + " exists and is not a directory");
-    if (path_exists(dir + "/oci-layout")) {
+    dfd = open_user_dir(dir);
+    std::string kind;
+    Found layout_f = lookup_beneath(dfd.get(), "oci-layout", &kind);
+    if (layout_f != Found::Missing) {
       existing_layout = true;
-      json layout = parse_json(read_file(dir + "/oci-layout", 65536), dir + "/oci-layout");
+      json layout = parse_json(read_file_beneath(dfd.get(), "oci-layout", 65536, dir), dir + "/oci-layout");
       std::string v = str_field(layout, "imageLayoutVersion", dir + "/oci-layout");
       if (v.rfind("1.", 0) != 0) throw CliError(kBadInput, dir + ": unsupported image layout version " + v);
     } else {
       bool empty = true;
-      if (DIR* d = ::opendir(dir.c_str())) {
+      int dup = ::fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0);
+      if (DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr) {
         while (struct dirent* de = ::readdir(d))
           if (std::string(de->d_name) != "." && std::string(de->d_name) != "..") empty = false;
         ::closedir(d);
+      } else if (dup >= 0) {
+        ::close(dup);
       }
       if (!empty) usage_error("export-image: " + dir + " is neither empty nor an OCI image layout");
     }
+    if (existing_layout && lookup_beneath(dfd.get(), "index.json") != Found::Missing) {
+      index = parse_json(read_file_beneath(dfd.get(), "index.json", kMaxJson, dir), dir + "/index.json");
+      if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
+        throw CliError(kBadInput, dir + "/index.json has no manifests");
+    }
   }
-  json index;
-  if (existing_layout && path_exists(dir + "/index.json")) {
-    index = parse_json(read_file(dir + "/index.json", kMaxJson), dir + "/index.json");
-    if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
-      throw CliError(kBadInput, dir + "/index.json has no manifests");
-  } else {
-    index = json{{"schemaVersion", 2}, {"mediaType", kMtOciIndex}, {"manifests", json::array()}};
-  }
+  if (index.is_null()) index = json{{"schemaVersion", 2}, {"mediaType", kMtOciIndex}, {"manifests", json::array()}};
 
   StorePtr store = open_store(g);
   std::string top = resolve_chain_id(store.get(), p.positionals[0]);
@@ -364,8 +414,21 @@ int cmd_export_image(Globals& g, const Args& args) {
   }
   std::reverse(chain.begin(), chain.end());
 
+  Fd blobs_fd, sha_fd;  // before the rollback, which uses them: closed after it ran
+  LayoutRollback rollback;
+  if (!existing_dir) {
+    mkdirs(dirname_of(dir), 0755);
+    if (::mkdir(dir.c_str(), 0755) != 0) sys_fail("mkdir " + dir);
+    rollback.made_dir(dir);
+    dfd = open_user_dir(dir);
+  }
+  bool created = false;
+  blobs_fd = make_dir_at(dfd.get(), "blobs", dir + "/blobs", &created);
+  if (created) rollback.dir(dfd.get(), "blobs");
+  sha_fd = make_dir_at(blobs_fd.get(), "sha256", dir + "/blobs/sha256", &created);
+  if (created) rollback.dir(blobs_fd.get(), "sha256");
   std::string blobs = dir + "/blobs/sha256";
-  mkdirs(blobs, 0755);
+
   Progress prog(progress_enabled(g), "export-image", total);
   json layers = json::array(), diff_ids = json::array();
   for (size_t i = 0; i < chain.size(); i++) {
@@ -378,7 +441,7 @@ int cmd_export_image(Globals& g, const Args& args) {
     int rc = rolayer_tar_stream_open(&s, l, err.out());
     if (rc != ROLAYER_OK) lib_fail(rc, err, "export-image " + chain_id);
     std::unique_ptr<rolayer_tar_stream, void (*)(rolayer_tar_stream*)> stream(s, rolayer_tar_stream_free);
-    OutputFile out(blobs + "/" + diff_id.substr(7));
+    AtomicFileAt out(sha_fd.get(), diff_id.substr(7), blobs + "/" + diff_id.substr(7));
     Hasher h;
     std::vector<unsigned char> buf(1 << 20);
     int64_t size = 0;
@@ -399,7 +462,9 @@ int cmd_export_image(Globals& g, const Args& args) {
     std::string got = h.finish();
     if (got != diff_id)  // cannot happen with a verified stream; checked all the same
       throw CliError(kVerify, "export-image " + chain_id + ": the stream hashes to " + got + ", not " + diff_id);
-    out.commit();
+    bool replaced = false;
+    out.commit(&replaced);
+    if (!replaced) rollback.file(sha_fd.get(), diff_id.substr(7));
     layers.push_back(json{{"mediaType", kMtOciLayerTar}, {"digest", diff_id}, {"size", size}});
     diff_ids.push_back(diff_id);
   }
@@ -407,9 +472,9 @@ int cmd_export_image(Globals& g, const Args& args) {
 
   auto write_blob = [&](const std::string& data) {
     std::string d = Hasher::digest_of(data);
-    OutputFile out(blobs + "/" + d.substr(7));
-    out.write(data.data(), data.size());
-    out.commit();
+    bool replaced = false;
+    write_file_at(sha_fd.get(), d.substr(7), data, blobs + "/" + d.substr(7), &replaced);
+    if (!replaced) rollback.file(sha_fd.get(), d.substr(7));
     return d;
   };
   json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
@@ -435,18 +500,15 @@ int cmd_export_image(Globals& g, const Args& args) {
                       {"platform", {{"architecture", arch}, {"os", os}}},
                       {"annotations", {{kRefAnnotation, ref}}}});
   index["manifests"] = kept;
+  std::string index_text = index.dump();
   if (!existing_layout) {
-    OutputFile layout(dir + "/oci-layout");
-    std::string text = json{{"imageLayoutVersion", "1.0.0"}}.dump();
-    layout.write(text.data(), text.size());
-    layout.commit();
+    write_file_at(dfd.get(), "oci-layout", json{{"imageLayoutVersion", "1.0.0"}}.dump(), dir + "/oci-layout");
+    rollback.file(dfd.get(), "oci-layout");
   }
-  {
-    OutputFile idx(dir + "/index.json");
-    std::string text = index.dump();
-    idx.write(text.data(), text.size());
-    idx.commit();
-  }
+  check_interrupted();
+  // The last step: the layout is complete once index.json names the new manifest.
+  write_file_at(dfd.get(), "index.json", index_text, dir + "/index.json");
+  rollback.done();
   std::printf("%s\n", manifest_digest.c_str());
   if (std::fflush(stdout) != 0) sys_fail("write standard output");
   return kOk;

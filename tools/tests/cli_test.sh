@@ -878,6 +878,82 @@ t_import_skopeo_dir() {
   [ "$(layer_count)" = 0 ] || fail "a failed import left layers"
 }
 
+# Item 2: export-image writes nothing through links, FIFOs or devices planted in its target.
+t_export_image_links() {
+  mkdir -p "$WORK/x" && echo x >"$WORK/x/x"
+  make_tar "$WORK/x" "$WORK/x.tar"
+  local x; x=$(R register "$WORK/x.tar")
+  local hex; hex=$(R inspect --json "$x" | python3 -c 'import json,sys; print(json.load(sys.stdin)["diff_id"][7:])')
+  for mode in blobs-link sha256-link blob-link blob-fifo-link blob-fifo index-link index-fifo layout-link layout-device; do
+    note "export-image target with: $mode"
+    rm -rf "$WORK/t" "$WORK/other"; rm -f "$WORK/victim" "$WORK/fifo"
+    mkdir -p "$WORK/t" "$WORK/other"
+    printf 'victim\n' >"$WORK/victim"
+    printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/t/oci-layout"
+    mkfifo "$WORK/fifo"
+    case $mode in
+      blobs-link) ln -s "$WORK/other" "$WORK/t/blobs" ;;
+      sha256-link) mkdir "$WORK/t/blobs"; ln -s "$WORK/other" "$WORK/t/blobs/sha256" ;;
+      blob-link) mkdir -p "$WORK/t/blobs/sha256"; ln -s "$WORK/victim" "$WORK/t/blobs/sha256/$hex" ;;
+      blob-fifo-link) mkdir -p "$WORK/t/blobs/sha256"; ln -s "$WORK/fifo" "$WORK/t/blobs/sha256/$hex" ;;
+      blob-fifo) mkdir -p "$WORK/t/blobs/sha256"; mkfifo "$WORK/t/blobs/sha256/$hex" ;;
+      index-link) printf '{"manifests":[]}' >"$WORK/victim"; ln -s "$WORK/victim" "$WORK/t/index.json" ;;
+      index-fifo) ln -s "$WORK/fifo" "$WORK/t/index.json" ;;
+      layout-link) printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/victim"; rm "$WORK/t/oci-layout"; ln -s "$WORK/victim" "$WORK/t/oci-layout" ;;
+      layout-device) rm "$WORK/t/oci-layout"; ln -s /dev/zero "$WORK/t/oci-layout" ;;
+    esac
+    local before; before=$(cat "$WORK/victim")
+    expect_code 6 timeout 60 "$ROLAYER" --store "$STORE" --driver "$DRIVER" export-image "$x" "$WORK/t"
+    grep -q -e "symbolic link" -e "FIFO" "$WORK/err" || fail "$mode: the error does not say what it found: $(cat "$WORK/err")"
+    grep -q "refused" "$WORK/err" || fail "$mode: the error does not say it refused: $(cat "$WORK/err")"
+    [ -z "$(ls -A "$WORK/other")" ] || fail "$mode: written through a link: $(ls -A "$WORK/other")"
+    [ "$(cat "$WORK/victim")" = "$before" ] || fail "$mode: the link's target changed"
+    [ ! -e "$WORK/t/index.json" ] || [ -L "$WORK/t/index.json" ] || fail "$mode: an index.json was written"
+  done
+  # An ordinary target still works.
+  rm -rf "$WORK/t"
+  expect_code 0 R export-image "$x" "$WORK/t"
+  [ -f "$WORK/t/index.json" ] && [ -f "$WORK/t/blobs/sha256/$hex" ] || fail "export-image into a new directory"
+}
+
+# Item 8: a failing export-image leaves no half-written layout; text that is not UTF-8 in
+# --ref/--arch/--os is refused up front (exit 2), not an internal error after the blobs.
+t_export_image_atomic() {
+  mkdir -p "$WORK/a" "$WORK/b"
+  make_tree "$WORK/a" atomic
+  echo "top layer" >"$WORK/b/top.txt"
+  make_tar "$WORK/a" "$WORK/a.tar"; make_tar "$WORK/b" "$WORK/b.tar"
+  local a b
+  a=$(R register "$WORK/a.tar")
+  b=$(R register --parent "$a" "$WORK/b.tar")
+  for opt in ref arch os; do
+    expect_code 2 R export-image "$b" "$WORK/l-$opt" "--$opt" $'caf\xe9'
+    grep -q "not UTF-8" "$WORK/err" || fail "--$opt not UTF-8: $(cat "$WORK/err")"
+    [ ! -e "$WORK/l-$opt" ] || fail "--$opt not UTF-8 left $(find "$WORK/l-$opt")"
+  done
+  expect_code 2 R export-image "$b" "$WORK/l-ctl" --ref $'a\033[31mb'
+  [ ! -e "$WORK/l-ctl" ] || fail "a refused --ref left a layout"
+  # A damaged lower layer: the top's blob may be written before the failure; nothing stays.
+  local marker; marker=$(tr -d '\n' <"$WORK/a/etc/marker.txt")
+  local stored; stored=$(find_stored_marker "$marker")
+  [ -n "$stored" ] || fail "cannot find the stored copy of the marker file"
+  chmod u+w "$stored"
+  flip_byte "$stored" "$marker"
+  expect_code 4 R export-image "$b" "$WORK/new"
+  [ ! -e "$WORK/new" ] || fail "a failed export-image left a layout: $(find "$WORK/new")"
+  mkdir "$WORK/empty"
+  expect_code 4 R export-image "$b" "$WORK/empty"
+  [ -z "$(ls -A "$WORK/empty")" ] || fail "a failed export-image left files in an empty directory: $(find "$WORK/empty")"
+  # An existing layout keeps exactly what it had.
+  mkdir -p "$WORK/c" && echo c >"$WORK/c/c" && make_tar "$WORK/c" "$WORK/c.tar"
+  local c; c=$(R register "$WORK/c.tar")
+  expect_code 0 R export-image "$c" "$WORK/lay"
+  (cd "$WORK/lay" && find . -type f | sort | xargs sha256sum) >"$WORK/lay.before"
+  expect_code 4 R export-image "$b" "$WORK/lay" --ref other
+  (cd "$WORK/lay" && find . -type f | sort | xargs sha256sum) >"$WORK/lay.after"
+  cmp -s "$WORK/lay.before" "$WORK/lay.after" || fail "a failed export-image changed the existing layout: $(diff "$WORK/lay.before" "$WORK/lay.after")"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
