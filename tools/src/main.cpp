@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "text.h"
 
 namespace cli {
 
@@ -249,13 +250,13 @@ int main(int argc, char** argv) {
     code = cli::run(argc, argv);
   } catch (const cli::CliError& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "rolayer: %s\n", e.what());
+    std::fprintf(stderr, "rolayer: %s\n", cli::term_safe(e.what()).c_str());
     code = e.code();
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "rolayer: out of memory\n");
     code = cli::kFailure;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "rolayer: internal error: %s\n", e.what());
+    std::fprintf(stderr, "rolayer: internal error: %s\n", cli::term_safe(e.what()).c_str());
     code = cli::kFailure;
   }
   if (std::fflush(stdout) != 0 && code == cli::kOk) {

@@ -954,6 +954,83 @@ t_export_image_atomic() {
   cmp -s "$WORK/lay.before" "$WORK/lay.after" || fail "a failed export-image changed the existing layout: $(diff "$WORK/lay.before" "$WORK/lay.after")"
 }
 
+# make_named_tar OUT NAME...: a tar whose files have the given names (bytes: \xNN escapes are
+# decoded), each holding "MARKERDATA-<n>-" repeated.
+make_named_tar() {
+  python3 - "$@" <<'EOF'
+import io, sys, tarfile
+out, names = sys.argv[1], sys.argv[2:]
+with tarfile.open(out, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as t:
+    for n, name in enumerate(names):
+        raw = name.encode().decode("unicode_escape").encode("latin-1")
+        data = b"MARKERDATA-%d-" % n * 50
+        ti = tarfile.TarInfo(raw.decode("utf-8", "surrogateescape")); ti.size = len(data); ti.mtime = 1700000000
+        t.addfile(ti, io.BytesIO(data))
+EOF
+}
+
+# damage_stored N: flips a byte of the stored copy of file N of make_named_tar (dir driver).
+damage_stored() {
+  local f; f=$(grep -rl --exclude='metadata.db*' -F "MARKERDATA-$1-" "$STORE" | head -1)
+  [ -n "$f" ] || fail "cannot find the stored file $1"
+  chmod u+w "$f"
+  flip_byte "$f" "MARKERDATA-$1-"
+}
+
+# Item 8: JSON output with text that is not UTF-8 (Latin-1 names, a store path): valid JSON,
+# the value with U+FFFD for display and "<key>_b64" with the exact bytes.
+t_json_not_utf8() {
+  make_named_tar "$WORK/l1.tar" 'etc/caf\xe9-name.txt' 'etc/plain.txt'
+  local id; id=$(R register "$WORK/l1.tar")
+  damage_stored 0
+  expect_code 4 R verify --json
+  python3 - "$WORK/out" <<'EOF' || fail "verify --json with a Latin-1 name: $(cat "$WORK/out" "$WORK/err")"
+import base64, json, sys
+j = json.load(open(sys.argv[1]))
+r = j[0]
+assert r["ok"] is False, r
+assert base64.b64decode(r["path_b64"]).endswith(b"caf\xe9-name.txt"), r
+assert "\ufffd" in r["path"], r
+assert "error_b64" not in r or b"caf\xe9" in base64.b64decode(r["error_b64"]), r
+EOF
+  expect_code 4 R verify
+  grep -q 'caf\\xe9-name.txt' "$WORK/out" || fail "verify does not show the name escaped: $(cat "$WORK/out")"
+  # A store whose path is not UTF-8.
+  local S2=$WORK/st$'\xe9'
+  local id2; id2=$("$ROLAYER" --store "$S2" --driver "$DRIVER" register "$WORK/l1.tar")
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" inspect --json "$id2" >"$WORK/i.json" || fail "inspect --json on a store whose path is not UTF-8"
+  python3 - "$WORK/i.json" <<'EOF' || fail "inspect --json: $(cat "$WORK/i.json")"
+import base64, json, sys
+j = json.load(open(sys.argv[1]))
+vals = [base64.b64decode(v) for k, v in j["metadata"].items() if k.endswith("_b64")]
+assert any(b"st\xe9" in v for v in vals), j["metadata"]
+EOF
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" ls --json >"$WORK/l.json" || fail "ls --json on that store"
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" verify --json >"$WORK/v.json" || fail "verify --json on that store"
+  python3 -c 'import json,sys; json.load(open(sys.argv[1])); json.load(open(sys.argv[2]))' "$WORK/l.json" "$WORK/v.json" || fail "not JSON"
+}
+
+# Control characters in names and messages never reach the terminal raw.
+t_terminal_escapes() {
+  make_named_tar "$WORK/e.tar" 'etc/\x1b]0;pwned\x07-\x1b[31mred' 'etc/ok.txt'
+  local id; id=$(R register "$WORK/e.tar")
+  damage_stored 0
+  expect_code 4 R verify
+  cat "$WORK/out" "$WORK/err" >"$WORK/all"
+  ! grep -q $'[\x1b\x07]' "$WORK/all" || fail "verify printed a raw control character: $(cat -v "$WORK/all")"
+  grep -q -F '\x1b]0;pwned\x07-\x1b[31mred' "$WORK/out" || fail "verify does not show the escaped name: $(cat "$WORK/out")"
+  R inspect "$id" >"$WORK/insp" 2>&1
+  ! grep -q $'[\x1b\x07]' "$WORK/insp" || fail "inspect printed a raw control character"
+  # An error message that quotes the user's or the image's text.
+  expect_code 3 R import "$DEMO_IMAGE:"$'\x1b[31mnope\x07'
+  ! grep -q $'[\x1b\x07]' "$WORK/err" || fail "an error printed a raw control character: $(cat -v "$WORK/err")"
+  grep -q -F '\x1b[31mnope\x07' "$WORK/err" || fail "the error does not show the escaped text: $(cat "$WORK/err")"
+  # JSON output is ASCII: control characters as \u escapes.
+  expect_code 4 R verify --json
+  ! grep -q $'[\x1b\x07]' "$WORK/out" || fail "verify --json printed a raw control character"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert "\x1b" in j[0]["path"], j' "$WORK/out" || fail "verify --json path"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
