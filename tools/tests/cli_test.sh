@@ -1031,6 +1031,51 @@ t_terminal_escapes() {
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert "\x1b" in j[0]["path"], j' "$WORK/out" || fail "verify --json path"
 }
 
+# Item 6: deeply nested JSON (index, manifest, config, docker save manifest.json, an existing
+# layout's index.json) is refused with a message, never a crash.
+t_deep_json() {
+  for where in index-annotation config docker-manifest; do
+    note "deep JSON in: $where"
+    rm -rf "$WORK/img"; cp -r "$DEMO_IMAGE" "$WORK/img"
+    python3 - "$WORK/img" "$where" <<'EOF'
+import hashlib, json, os, sys
+d, where = sys.argv[1], sys.argv[2]
+deep = "[" * 400000 + "]" * 400000
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+idx = json.load(open(os.path.join(d, "index.json")))
+if where == "index-annotation":
+    t = json.dumps(idx).replace('"annotations": {', '"annotations": {"deep": %s, ' % deep, 1)
+    open(os.path.join(d, "index.json"), "w").write(t)
+elif where == "config":
+    md = idx["manifests"][0]; m = json.load(open(bp(md["digest"])))
+    c = json.dumps(json.load(open(bp(m["config"]["digest"])))).replace('"rootfs"', '"deep": %s, "rootfs"' % deep, 1).encode()
+    cd = "sha256:" + hashlib.sha256(c).hexdigest(); open(bp(cd), "wb").write(c)
+    m["config"]["digest"] = cd; m["config"]["size"] = len(c)
+    mb = json.dumps(m).encode(); mdg = "sha256:" + hashlib.sha256(mb).hexdigest(); open(bp(mdg), "wb").write(mb)
+    md["digest"] = mdg; md["size"] = len(mb)
+    json.dump(idx, open(os.path.join(d, "index.json"), "w"))
+else:
+    os.unlink(os.path.join(d, "index.json")); os.unlink(os.path.join(d, "oci-layout"))
+    open(os.path.join(d, "manifest.json"), "w").write('[{"Config": "x.json", "Layers": [], "RepoTags": %s}]' % deep)
+EOF
+    expect_code 6 R import "$WORK/img"
+    grep -q "nested deeper than" "$WORK/err" || fail "$where: $(cat "$WORK/err")"
+    tar -C "$WORK/img" -cf "$WORK/img.tar" .
+    expect_code 6 R import "$WORK/img.tar"
+    grep -q "nested deeper than" "$WORK/err" || fail "$where (tar): $(cat "$WORK/err")"
+  done
+  [ "$(layer_count)" = 0 ] || fail "a refused import left layers"
+  # export-image into a layout whose index.json is deeply nested.
+  mkdir -p "$WORK/x" && echo x >"$WORK/x/x" && make_tar "$WORK/x" "$WORK/x.tar"
+  local x; x=$(R register "$WORK/x.tar")
+  mkdir "$WORK/lay"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/lay/oci-layout"
+  python3 -c 'import sys; open(sys.argv[1],"w").write("{\"manifests\":[{\"annotations\":{\"a\":" + "["*400000 + "]"*400000 + "}}]}")' "$WORK/lay/index.json"
+  expect_code 6 R export-image "$x" "$WORK/lay"
+  grep -q "nested deeper than" "$WORK/err" || fail "export-image: $(cat "$WORK/err")"
+  [ ! -e "$WORK/lay/blobs" ] || fail "export-image wrote blobs into a layout it refused"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
