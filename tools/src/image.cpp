@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -78,13 +80,22 @@ class ArchiveEntrySource : public ByteSource {
   std::string name_;
 };
 
-// A tar (plain or compressed) holding an image layout or a docker save archive. The first pass
-// indexes the entries and keeps the small ones (manifests, configs); a blob is read by a pass
-// that skips to its entry (cheap for a plain tar file, where skipping seeks).
+// A tar (plain or compressed) holding an image layout or a docker save archive. A compressed
+// tar is decompressed once, into an unnamed temporary file (in $TMPDIR), under the
+// decompression limits; then the first pass indexes the entries and keeps the small ones
+// (manifests, configs); a blob is read by a pass that skips to its entry (a seek in the plain
+// tar). The index is bounded: at most kMaxEntries entries, kMaxNameBytes of names and link
+// targets, kMaxCached bytes of small files, whatever the archive's size.
 class TarSource : public ImageSource {
  public:
+  static constexpr size_t kMaxEntries = 100000;
+  static constexpr size_t kMaxNameBytes = 16u << 20;
+  static constexpr size_t kMaxCached = 64u << 20;
+
   explicit TarSource(std::string file) : file_(std::move(file)) {
+    decompress_once();
     ArchivePtr a = open_archive();
+    size_t name_bytes = 0;
     struct archive_entry* e = nullptr;
     size_t ordinal = 0;
     size_t cached = 0;
@@ -95,8 +106,12 @@ class TarSource : public ImageSource {
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail_archive(a.get());
       Entry en;
       en.ordinal = ordinal++;
+      if (ordinal > kMaxEntries)
+        throw CliError(kBadInput, file_ + ": more than " + std::to_string(kMaxEntries) +
+                                      " entries: not an image archive this tool reads");
       std::string name = clean_path(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
       if (name.empty()) continue;
+      name_bytes += name.size();
       if (const char* hl = archive_entry_hardlink(e)) {
         en.type = Entry::Hard;
         en.target = clean_path(hl);
@@ -108,7 +123,7 @@ class TarSource : public ImageSource {
       } else if (archive_entry_filetype(e) == AE_IFREG) {
         en.type = Entry::File;
         en.size = archive_entry_size(e);
-        if (en.size >= 0 && en.size <= (1 << 20) && cached + static_cast<size_t>(en.size) <= (64u << 20)) {
+        if (en.size >= 0 && en.size <= (1 << 20) && cached + static_cast<size_t>(en.size) <= kMaxCached) {
           std::string data;
           data.resize(static_cast<size_t>(en.size));
           size_t got = 0;
@@ -126,6 +141,10 @@ class TarSource : public ImageSource {
       } else {
         continue;
       }
+      name_bytes += en.target.size();
+      if (name_bytes > kMaxNameBytes)
+        throw CliError(kBadInput, file_ + ": more than " + human_bytes(static_cast<int64_t>(kMaxNameBytes)) +
+                                      " of entry names: not an image archive this tool reads");
       entries_[name] = std::move(en);
     }
     // The layout may sit in one top-level directory of the archive.
@@ -202,11 +221,58 @@ class TarSource : public ImageSource {
   ArchivePtr open_archive() const {
     ArchivePtr a(archive_read_new());
     if (!a) throw CliError(kFailure, "out of memory");
-    archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());
     archive_read_support_format_gnutar(a.get());
-    if (archive_read_open_filename(a.get(), file_.c_str(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
+    if (plain_.empty()) throw CliError(kFailure, file_ + ": no archive to read");
+    if (archive_read_open_filename(a.get(), plain_.c_str(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
     return a;
+  }
+
+  // Looks at the first bytes: a plain tar is read where it is; a compressed one (gzip, zstd, …,
+  // in-process only) is decompressed once into an unnamed temporary file read through
+  // /proc/self/fd; a compression only an external program could decode is refused.
+  void decompress_once() {
+    Fd in(::open(file_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (!in) {
+      if (errno == ENOENT) throw CliError(kNotFound, file_ + ": no such file");
+      sys_fail("open " + file_);
+    }
+    struct stat st;
+    if (::fstat(in.get(), &st) != 0) sys_fail("stat " + file_);
+    if (!S_ISREG(st.st_mode)) throw CliError(kBadInput, file_ + " is " + file_kind(st.st_mode) + ", not an image archive file");
+    unsigned char head[16];
+    ssize_t hn = ::pread(in.get(), head, sizeof head, 0);
+    std::string kind = unsupported_compression(head, hn > 0 ? static_cast<size_t>(hn) : 0);
+    if (!kind.empty()) throw CliError(kBadInput, unsupported_compression_message(file_, kind));
+    ArchivePtr a(archive_read_new());
+    if (!a) throw CliError(kFailure, "out of memory");
+    add_safe_filters(a.get());
+    archive_read_support_format_raw(a.get());
+    if (archive_read_open_fd(a.get(), in.get(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
+    struct archive_entry* e = nullptr;
+    int r = archive_read_next_header(a.get(), &e);
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN && r != ARCHIVE_EOF) fail_archive(a.get());
+    if (r == ARCHIVE_EOF || archive_filter_code(a.get(), 0) == ARCHIVE_FILTER_NONE) {
+      plain_ = file_;
+      return;
+    }
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
+    Fd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!tmp) sys_fail("create a temporary file in " + dir + " (for the decompressed " + file_ + ")");
+    std::vector<char> buf(1 << 20);
+    uint64_t total = 0;
+    for (;;) {
+      check_interrupted();
+      la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
+      if (n < 0) fail_archive(a.get());
+      if (n == 0) break;
+      total += static_cast<uint64_t>(n);
+      check_decompression(file_, total, static_cast<uint64_t>(std::max<la_int64_t>(0, archive_filter_bytes(a.get(), -1))));
+      write_all(tmp.get(), buf.data(), static_cast<size_t>(n), "the decompressed " + file_);
+    }
+    tmp_ = std::move(tmp);
+    plain_ = "/proc/self/fd/" + std::to_string(tmp_.get());
   }
 
   [[noreturn]] void fail_archive(struct archive* a) const {
@@ -218,6 +284,8 @@ class TarSource : public ImageSource {
   }
 
   std::string file_;
+  std::string plain_;  // the plain tar read by every pass: file_, or the decompressed copy
+  Fd tmp_;             // the decompressed copy (unnamed: it goes with the process)
   std::string prefix_;
   std::map<std::string, Entry> entries_;
 };

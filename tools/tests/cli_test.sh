@@ -1076,6 +1076,77 @@ EOF
   [ ! -e "$WORK/lay/blobs" ] || fail "export-image wrote blobs into a layout it refused"
 }
 
+# No external program ever runs on input data: lzop, lrzip, grzip (which libarchive decodes only
+# through a helper program) are refused with a message; fake helpers on PATH must never run.
+t_no_external_filters() {
+  mkdir -p "$WORK/bin"
+  for p in lzop lrzip grzip lzip lz4 zstd gzip bzip2 xz uudecode compress; do
+    printf '#!/bin/sh\necho "$0 $*" >>"%s"\ncat >/dev/null\nexit 1\n' "$WORK/marker" >"$WORK/bin/$p"
+    chmod +x "$WORK/bin/$p"
+  done
+  python3 - "$WORK" <<'EOF'
+import os, sys
+w = sys.argv[1]
+junk = os.urandom(300)
+open(w + "/x.lzo", "wb").write(b"\x89LZO\x00\r\n\x1a\n\x10\x30\x20\xa0\x09\x40\x01\x05\x03\x00\x00\x01\x00\x00\x81\xa4" + b"\0" * 16 + junk)
+open(w + "/x.lrz", "wb").write(b"LRZI\x00\x06" + b"\0" * 8 + junk)
+open(w + "/x.grz", "wb").write(b"GRZipII\x00\x02\x04:)" + junk)
+EOF
+  for f in x.lzo x.lrz x.grz; do
+    note "compressed input: $f"
+    expect_code 6 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/$f"
+    grep -q "not supported" "$WORK/err" || fail "$f: $(cat "$WORK/err")"
+    [ ! -e "$WORK/marker" ] || fail "$f: an external program ran: $(cat "$WORK/marker")"
+    expect_code 6 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/$f"
+    grep -q "not supported" "$WORK/err" || fail "$f (import): $(cat "$WORK/err")"
+    [ ! -e "$WORK/marker" ] || fail "$f (import): an external program ran: $(cat "$WORK/marker")"
+  done
+  # The in-process decoders still work, with the fake helpers first on PATH.
+  mkdir -p "$WORK/t" && echo hello >"$WORK/t/hello" && make_tar "$WORK/t" "$WORK/t.tar"
+  local want; want=$(sha256 "$WORK/t.tar")
+  for c in gzip bzip2 xz zstd; do
+    command -v "$c" >/dev/null || continue
+    "$c" -c "$WORK/t.tar" >"$WORK/t.tar.$c"
+    [ "$(env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/t.tar.$c")" = "$want" ] ||
+      fail "$c input no longer registers"
+  done
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  expect_code 0 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img.tgz"
+  [ ! -e "$WORK/marker" ] || fail "an external program ran: $(cat "$WORK/marker")"
+}
+
+# Decompression limits: --max-uncompressed, --max-ratio and their environment variables.
+t_decompression_limits() {
+  mkdir -p "$WORK/z" && head -c 40M /dev/zero >"$WORK/z/zeros" && make_tar "$WORK/z" "$WORK/z.tar"
+  gzip -1 -c "$WORK/z.tar" >"$WORK/z.tgz"
+  expect_code 6 R --max-ratio 100 register "$WORK/z.tgz"
+  grep -q "decompression bomb" "$WORK/err" || fail "--max-ratio: $(cat "$WORK/err")"
+  expect_code 6 env ROLAYER_MAX_RATIO=100 "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/z.tgz"
+  grep -q "ROLAYER_MAX_RATIO" "$WORK/err" || fail "ROLAYER_MAX_RATIO: $(cat "$WORK/err")"
+  expect_code 6 R --max-uncompressed 1M register "$WORK/z.tgz"
+  grep -q "more than 1.0 MiB" "$WORK/err" || fail "--max-uncompressed: $(cat "$WORK/err")"
+  expect_code 6 env ROLAYER_MAX_UNCOMPRESSED=1M "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/z.tgz"
+  expect_code 2 R --max-ratio lots register "$WORK/z.tgz"
+  [ "$(layer_count)" = 0 ] || fail "a refused input left a layer"
+  # A compressed image archive, decompressed once under the same limits.
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  expect_code 6 R --max-uncompressed 4K import "$WORK/img.tgz"
+  grep -q "more than 4.0 KiB" "$WORK/err" || fail "import --max-uncompressed: $(cat "$WORK/err")"
+  # Within the limits (the default ratio is 4096): accepted.
+  expect_code 0 R register "$WORK/z.tgz"
+  expect_code 0 R import "$WORK/img.tgz"
+}
+
+# A compressed image archive is decompressed once, not once per layer: it is opened once.
+t_import_archive_one_pass() {
+  need strace strace
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  strace -f -qq -e trace=open,openat -o "$WORK/trace" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img.tgz" >"$WORK/out" 2>"$WORK/err" ||
+    { grep -q "ptrace" "$WORK/err" && skip "strace cannot trace here: $(head -1 "$WORK/err")"; fail "import under strace: $(cat "$WORK/err")"; }
+  local n; n=$(grep -c -F "img.tgz\"" "$WORK/trace" || true)
+  [ "$n" = 1 ] || fail "the archive was opened $n times (once per pass): $(grep -F img.tgz "$WORK/trace")"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
