@@ -19,31 +19,38 @@ using FilterFn = int (*)(struct archive*);
 struct SafeFilter {
   const char* name;
   FilterFn fn;
+  const char* magic;  // the stream's first bytes
+  size_t magic_len;
 };
 const SafeFilter kSafeFilters[] = {
-    {"gzip", archive_read_support_filter_gzip}, {"bzip2", archive_read_support_filter_bzip2},
-    {"xz", archive_read_support_filter_xz},     {"lzma", archive_read_support_filter_lzma},
-    {"zstd", archive_read_support_filter_zstd}, {"lz4", archive_read_support_filter_lz4},
+    {"gzip", archive_read_support_filter_gzip, "\x1f\x8b", 2},
+    {"bzip2", archive_read_support_filter_bzip2, "BZh", 3},
+    {"xz", archive_read_support_filter_xz, "\xfd" "7zXZ\x00", 6},
+    {"lzma", archive_read_support_filter_lzma, nullptr, 0},
+    {"zstd", archive_read_support_filter_zstd, "\x28\xb5\x2f\xfd", 4},
+    {"lz4", archive_read_support_filter_lz4, "\x04\x22\x4d\x18", 4},
 };
 
-// Which of kSafeFilters libarchive decodes in-process: probed once on a throwaway handle.
-const std::vector<FilterFn>& in_process_filters() {
-  static const std::vector<FilterFn> fns = [] {
-    std::vector<FilterFn> out;
+// Which of kSafeFilters libarchive decodes in-process (answers ARCHIVE_OK, not ARCHIVE_WARN):
+// probed once on a throwaway handle.
+const std::vector<bool>& in_process_filters() {
+  static const std::vector<bool> ok = [] {
+    std::vector<bool> out;
     for (const auto& f : kSafeFilters) {
       struct archive* probe = archive_read_new();
-      if (!probe) continue;
-      if (f.fn(probe) == ARCHIVE_OK) out.push_back(f.fn);
-      archive_read_free(probe);
+      out.push_back(probe && f.fn(probe) == ARCHIVE_OK);
+      if (probe) archive_read_free(probe);
     }
     return out;
   }();
-  return fns;
+  return ok;
 }
 }  // namespace
 
 void add_safe_filters(struct archive* a) {
-  for (FilterFn fn : in_process_filters()) fn(a);
+  const auto& ok = in_process_filters();
+  for (size_t i = 0; i < ok.size(); i++)
+    if (ok[i]) kSafeFilters[i].fn(a);
 }
 
 std::string unsupported_compression(const unsigned char* h, size_t n) {
@@ -54,6 +61,11 @@ std::string unsupported_compression(const unsigned char* h, size_t n) {
   if (starts("LZIP", 4)) return "lzip";
   if (starts("\x1f\x9d", 2)) return "compress (.Z)";
   if (starts("begin ", 6) || starts("begin-base64 ", 13)) return "uuencode";
+  // A decoder this libarchive has only as an external program.
+  const auto& ok = in_process_filters();
+  for (size_t i = 0; i < ok.size(); i++)
+    if (!ok[i] && kSafeFilters[i].magic && starts(kSafeFilters[i].magic, kSafeFilters[i].magic_len))
+      return std::string(kSafeFilters[i].name) + " (this libarchive has no in-process decoder for it)";
   return {};
 }
 
