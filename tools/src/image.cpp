@@ -259,6 +259,14 @@ class TarSource : public ImageSource {
     const char* tmpdir = std::getenv("TMPDIR");
     std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
     Fd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!tmp && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+      // No O_TMPFILE on this file system: a named file, unlinked at once.
+      std::string t = dir + "/.rolayer-archive-XXXXXX";
+      std::vector<char> name(t.begin(), t.end());
+      name.push_back('\0');
+      tmp = Fd(::mkostemp(name.data(), O_CLOEXEC));
+      if (tmp) ::unlink(name.data());
+    }
     if (!tmp) sys_fail("create a temporary file in " + dir + " (for the decompressed " + file_ + ")");
     std::vector<char> buf(1 << 20);
     uint64_t total = 0;
