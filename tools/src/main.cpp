@@ -241,7 +241,8 @@ const Command* find_command(const std::string& name) {
 void print_command_help(const Command& c) {
   std::fputs(c.help, stdout);
   std::fputs(
-      "\nGlobal options: --store DIR, --driver NAME, --wait SECONDS, -q/--quiet (see: rolayer --help).\n",
+      "\nGlobal options: --store DIR, --driver NAME, --wait SECONDS, -q/--quiet,\n"
+      "--max-uncompressed SIZE, --max-ratio N (see: rolayer --help).\n",
       stdout);
 }
 
