@@ -5,8 +5,9 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libarchive-dev libssl-dev libsqlite3-dev libzstd-dev libxxhash-dev liblzma-dev zlib1g-dev libbz2-dev
       libgtest-dev libgmock-dev libcmocka-dev libbenchmark-dev nlohmann-json3-dev
-      clang libclang-dev python3 gzip bzip2 xz-utils zstd umoci skopeo jq
-      abigail-tools doxygen dpkg-dev fakeroot lintian file)
+      clang libclang-dev python3 gzip bzip2 xz-utils zstd umoci skopeo jq)
+pkgs+=(abigail-tools doxygen dpkg-dev fakeroot lintian file)  # ABI baseline, C reference, .deb packaging
+pkgs+=(strace)  # tools/tests/cli_test.sh import_archive_one_pass: counts the opens of an image archive
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

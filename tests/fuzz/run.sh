@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh TARGET SECONDS [libFuzzer flags...]
 #   tests/fuzz/run.sh all SECONDS            # each target in turn, SECONDS each
 #
-# TARGET: recorder | register | record_reader | digest. Environment:
+# TARGET: recorder | register | record_reader | digest | image_reader. Environment:
 #   ROLAYER_FUZZ_BUILD  build directory   (default ${TMPDIR:-/tmp}/rolayer-fuzz-build)
 #   ROLAYER_FUZZ_WORK   working corpora, artifacts and logs (default <build>/work)
 #   ROLAYER_FUZZ_JOBS   libFuzzer -jobs/-workers for one target (default 1)
@@ -19,7 +19,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
-targets_all=(recorder register record_reader digest)
+targets_all=(recorder register record_reader digest image_reader)
 
 if [[ $# -lt 2 ]]; then
   sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
@@ -63,7 +63,7 @@ if [[ ! -f $build/build.ninja && ! -f $build/Makefile ]]; then
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link" \
     -DROLAYER_SANITIZE=address,undefined \
-    -DROLAYER_BUILD_FUZZ=ON -DROLAYER_BUILD_TESTS=ON -DROLAYER_BUILD_TOOLS=OFF >/dev/null
+    -DROLAYER_BUILD_FUZZ=ON -DROLAYER_BUILD_TESTS=ON -DROLAYER_BUILD_TOOLS=ON >/dev/null
 fi
 if ! cmake --build "$build" --target "${targets[@]/#/fuzz_}" >"$build/build.log" 2>&1; then
   grep -E 'error|FAILED' "$build/build.log" | head -20 >&2
@@ -79,6 +79,7 @@ flags_for() {
     register) echo "-max_len=65536 -timeout=60" ;;
     record_reader) echo "-max_len=65536 -timeout=30" ;;
     digest) echo "-max_len=1024 -timeout=10" ;;
+    image_reader) echo "-max_len=65536 -timeout=10" ;;
   esac
 }
 

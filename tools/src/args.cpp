@@ -1,5 +1,7 @@
 #include "args.h"
 
+#include "blob.h"
+
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -13,7 +15,8 @@ bool is_global(const std::string& name, char short_name, bool* takes_value, std:
     char s;
     bool v;
   };
-  static const G globals[] = {{"store", 0, true}, {"driver", 0, true}, {"wait", 0, true}, {"quiet", 'q', false}};
+  static const G globals[] = {{"store", 0, true}, {"driver", 0, true}, {"wait", 0, true}, {"quiet", 'q', false},
+                                {"max-uncompressed", 0, true}, {"max-ratio", 0, true}};
   for (const auto& x : globals) {
     if ((!name.empty() && name == x.name) || (short_name && short_name == x.s)) {
       *takes_value = x.v;
@@ -42,6 +45,10 @@ bool apply_global(Globals& g, const std::string& name, const std::string& value)
     g.wait_given = true;
   } else if (name == "quiet") {
     g.quiet = true;
+  } else if (name == "max-uncompressed") {
+    decompression_limits().max_bytes = parse_size_limit("--max-uncompressed", value);
+  } else if (name == "max-ratio") {
+    decompression_limits().max_ratio = parse_size_limit("--max-ratio", value);
   } else {
     return false;
   }

@@ -5,10 +5,117 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace cli {
+
+// --- decompression policy -----------------------------------------------------------------------
+
+namespace {
+using FilterFn = int (*)(struct archive*);
+struct SafeFilter {
+  const char* name;
+  FilterFn fn;
+  const char* magic;  // the stream's first bytes
+  size_t magic_len;
+};
+const SafeFilter kSafeFilters[] = {
+    {"gzip", archive_read_support_filter_gzip, "\x1f\x8b", 2},
+    {"bzip2", archive_read_support_filter_bzip2, "BZh", 3},
+    {"xz", archive_read_support_filter_xz, "\xfd" "7zXZ\x00", 6},
+    {"lzma", archive_read_support_filter_lzma, nullptr, 0},
+    {"zstd", archive_read_support_filter_zstd, "\x28\xb5\x2f\xfd", 4},
+    {"lz4", archive_read_support_filter_lz4, "\x04\x22\x4d\x18", 4},
+};
+
+// Which of kSafeFilters libarchive decodes in-process (answers ARCHIVE_OK, not ARCHIVE_WARN):
+// probed once on a throwaway handle.
+const std::vector<bool>& in_process_filters() {
+  static const std::vector<bool> ok = [] {
+    std::vector<bool> out;
+    for (const auto& f : kSafeFilters) {
+      struct archive* probe = archive_read_new();
+      out.push_back(probe && f.fn(probe) == ARCHIVE_OK);
+      if (probe) archive_read_free(probe);
+    }
+    return out;
+  }();
+  return ok;
+}
+}  // namespace
+
+void add_safe_filters(struct archive* a) {
+  const auto& ok = in_process_filters();
+  for (size_t i = 0; i < ok.size(); i++)
+    if (ok[i]) kSafeFilters[i].fn(a);
+}
+
+std::string unsupported_compression(const unsigned char* h, size_t n) {
+  auto starts = [&](const char* magic, size_t len) { return n >= len && std::memcmp(h, magic, len) == 0; };
+  if (starts("\x89LZO\x00\r\n\x1a\n", 9)) return "lzop";
+  if (starts("LRZI", 4)) return "lrzip";
+  if (starts("GRZipII", 7)) return "grzip";
+  if (starts("LZIP", 4)) return "lzip";
+  if (starts("\x1f\x9d", 2)) return "compress (.Z)";
+  if (starts("begin ", 6) || starts("begin-base64 ", 13)) return "uuencode";
+  // A decoder this libarchive has only as an external program.
+  const auto& ok = in_process_filters();
+  for (size_t i = 0; i < ok.size(); i++)
+    if (!ok[i] && kSafeFilters[i].magic && starts(kSafeFilters[i].magic, kSafeFilters[i].magic_len))
+      return std::string(kSafeFilters[i].name) + " (this libarchive has no in-process decoder for it)";
+  return {};
+}
+
+std::string unsupported_compression_message(const std::string& name, const std::string& kind) {
+  return name + ": " + kind +
+         " compression is not supported: only gzip, zstd, xz, lzma, bzip2 and lz4 are decoded (in-process; no "
+         "external program is ever run on input data)";
+}
+
+uint64_t parse_size_limit(const std::string& what, const std::string& value) {
+  std::string v = value;
+  uint64_t mult = 1;
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 'k': case 'K': mult = 1ull << 10; break;
+      case 'm': case 'M': mult = 1ull << 20; break;
+      case 'g': case 'G': mult = 1ull << 30; break;
+      case 't': case 'T': mult = 1ull << 40; break;
+      default: break;
+    }
+    if (mult != 1) v.pop_back();
+  }
+  if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos)
+    usage_error(what + " needs a whole number (with an optional K, M, G or T suffix; 0 = no limit), not \"" + value + "\"");
+  return std::stoull(v) * mult;
+}
+
+DecompressionLimits& decompression_limits() {
+  static DecompressionLimits limits = [] {
+    DecompressionLimits l;
+    l.max_ratio = DecompressionLimits::kDefaultRatio;
+    if (const char* e = std::getenv("ROLAYER_MAX_UNCOMPRESSED"); e && *e) l.max_bytes = parse_size_limit("ROLAYER_MAX_UNCOMPRESSED", e);
+    if (const char* e = std::getenv("ROLAYER_MAX_RATIO"); e && *e) l.max_ratio = parse_size_limit("ROLAYER_MAX_RATIO", e);
+    return l;
+  }();
+  return limits;
+}
+
+void check_decompression(const std::string& name, uint64_t uncompressed, uint64_t compressed) {
+  const auto& l = decompression_limits();
+  if (l.max_bytes && uncompressed > l.max_bytes)
+    throw CliError(kBadInput, name + ": decompresses to more than " + human_bytes(static_cast<int64_t>(l.max_bytes)) +
+                                  ": refused (the limit is set by --max-uncompressed or ROLAYER_MAX_UNCOMPRESSED)");
+  if (l.max_ratio && uncompressed > DecompressionLimits::kRatioFloor && uncompressed / std::max<uint64_t>(compressed, 1) > l.max_ratio)
+    throw CliError(kBadInput, name + ": decompresses to more than " + std::to_string(l.max_ratio) +
+                                  " times its compressed size (" + human_bytes(static_cast<int64_t>(uncompressed)) +
+                                  " from " + human_bytes(static_cast<int64_t>(compressed)) +
+                                  "): refused as a decompression bomb (the limit is set by --max-ratio or "
+                                  "ROLAYER_MAX_RATIO; 0 turns it off)");
+}
 
 // --- FdSource ---------------------------------------------------------------------------------
 
@@ -114,6 +221,11 @@ long LayerReader::raw_read(struct archive* a, void* self_v, const void** out) {
       self->src_eof_ = true;
       return 0;
     }
+    if (self->head_n_ < sizeof self->head_) {
+      size_t k = std::min(sizeof self->head_ - self->head_n_, n);
+      std::memcpy(self->head_ + self->head_n_, self->buf_.data(), k);
+      self->head_n_ += k;
+    }
     self->pull_bytes(n, self->buf_.data());
     return static_cast<long>(n);
   } catch (const CliError& e) {
@@ -127,7 +239,7 @@ void LayerReader::open() {
   opened_ = true;
   a_ = archive_read_new();
   if (!a_) throw CliError(kFailure, "out of memory");
-  archive_read_support_filter_all(a_);
+  add_safe_filters(a_);
   archive_read_support_format_raw(a_);
   if (archive_read_open(a_, this, nullptr, raw_read, nullptr) != ARCHIVE_OK) {
     if (fail_code_) throw CliError(fail_code_, fail_msg_);
@@ -142,6 +254,10 @@ void LayerReader::open() {
     throw CliError(kBadInput, name_ + ": " + (archive_error_string(a_) ? archive_error_string(a_) : "cannot read"));
   }
   filter_code_ = archive_filter_code(a_, 0);
+  if (filter_code_ == ARCHIVE_FILTER_NONE) {
+    std::string kind = unsupported_compression(head_, head_n_);
+    if (!kind.empty()) throw CliError(kBadInput, unsupported_compression_message(name_, kind));
+  }
 }
 
 std::string LayerReader::compression() const {
@@ -223,6 +339,8 @@ int LayerReader::read(void* buf, size_t cap, size_t* n_read) {
   la_ssize_t n = archive_read_data(a_, buf, cap);
   if (n > 0) {
     *n_read = static_cast<size_t>(n);
+    uncompressed_ += static_cast<uint64_t>(n);
+    check_decompression(name_, uncompressed_, compressed_);
     return 0;
   }
   if (n == 0) {

@@ -17,6 +17,31 @@ struct evp_md_ctx_st;
 
 namespace cli {
 
+// Decompression: only libarchive's in-process decoders (gzip, bzip2, xz, lzma, zstd, lz4) are
+// enabled, each only where libarchive answers ARCHIVE_OK (ARCHIVE_WARN means it would run an
+// external program: such a filter is left out). No external program ever runs on input data.
+void add_safe_filters(struct archive* a);
+
+// "lzop", "lrzip", ... when the first bytes are a compression the tool does not decode (the
+// formats libarchive handles only through an external program), else "".
+std::string unsupported_compression(const unsigned char* head, size_t n);
+std::string unsupported_compression_message(const std::string& name, const std::string& kind);
+
+// Limits on decompression (hostile input: a small blob that expands without end). 0: no limit.
+struct DecompressionLimits {
+  uint64_t max_bytes = 0;   // uncompressed bytes per stream
+  uint64_t max_ratio = 0;   // uncompressed / compressed, checked once past kRatioFloor bytes
+  static constexpr uint64_t kRatioFloor = 16u << 20;
+  static constexpr uint64_t kDefaultRatio = 4096;
+};
+// "0", "512", "64M", "2G", "1T" -> bytes (or a plain number); a usage error otherwise.
+uint64_t parse_size_limit(const std::string& what, const std::string& value);
+// The limits in force: ROLAYER_MAX_UNCOMPRESSED / ROLAYER_MAX_RATIO (read at the first use),
+// overridden by --max-uncompressed / --max-ratio. Defaults: no size limit, ratio 4096.
+DecompressionLimits& decompression_limits();
+// Throws CliError(kBadInput) when UNCOMPRESSED (from COMPRESSED input bytes) breaks a limit.
+void check_decompression(const std::string& name, uint64_t uncompressed, uint64_t compressed);
+
 // A sequential byte source. read() returns 0 at the end; it throws CliError on failure.
 class ByteSource {
  public:
@@ -108,6 +133,9 @@ class LayerReader {
   std::vector<unsigned char> buf_;
   std::unique_ptr<Hasher> hash_;
   uint64_t compressed_ = 0;
+  uint64_t uncompressed_ = 0;
+  unsigned char head_[16] = {};
+  size_t head_n_ = 0;
   std::string digest_;
   int filter_code_ = -1;
   int fail_code_ = 0;

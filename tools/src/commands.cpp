@@ -11,6 +11,7 @@
 #include "args.h"
 #include "blob.h"
 #include "progress.h"
+#include "text.h"
 
 namespace cli {
 
@@ -30,10 +31,17 @@ void retain_once(rolayer_store* store, const std::string& chain_id) {
 
 namespace {
 
+// Human output: text from the store (names, media types, metadata, messages) is escaped
+// (term_safe) so that no control character reaches a terminal raw.
+void print_line(const std::string& s);
+void print_text(const std::string& s);
+
 void print_line(const std::string& s) {
   std::fwrite(s.data(), 1, s.size(), stdout);
   std::fputc('\n', stdout);
 }
+
+void print_text(const std::string& s) { print_line(term_safe(s)); }
 
 void flush_stdout() {
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) sys_fail("write standard output");
@@ -123,9 +131,12 @@ Info layer_info(rolayer_store* store, const Layer& layer, bool with_metadata) {
 
 json to_json(const Info& i) {
   json j;
-  j["chain_id"] = i.chain_id;
-  j["diff_id"] = i.diff_id;
-  j["parent"] = i.parent.empty() ? json(nullptr) : json(i.parent);
+  json_text(j, "chain_id", i.chain_id);
+  json_text(j, "diff_id", i.diff_id);
+  if (i.parent.empty())
+    j["parent"] = nullptr;
+  else
+    json_text(j, "parent", i.parent);
   j["depth"] = i.depth;
   j["size"] = i.size;
   j["diff_size"] = i.diff_size;
@@ -133,8 +144,14 @@ json to_json(const Info& i) {
   j["retained"] = i.retained;
   if (i.has_descriptor) {
     json d;
-    d["media_type"] = i.media_type.empty() ? json(nullptr) : json(i.media_type);
-    d["digest"] = i.digest.empty() ? json(nullptr) : json(i.digest);
+    if (i.media_type.empty())
+      d["media_type"] = nullptr;
+    else
+      json_text(d, "media_type", i.media_type);
+    if (i.digest.empty())
+      d["digest"] = nullptr;
+    else
+      json_text(d, "digest", i.digest);
     d["size"] = i.desc_size >= 0 ? json(i.desc_size) : json(nullptr);
     j["descriptor"] = d;
   } else {
@@ -161,7 +178,9 @@ std::vector<Info> all_infos(rolayer_store* store, bool with_metadata) {
   return out;
 }
 
-void print_table(const std::vector<std::vector<std::string>>& rows) {
+void print_table(std::vector<std::vector<std::string>> rows) {
+  for (auto& r : rows)
+    for (auto& c : r) c = term_safe(c);
   std::vector<size_t> w;
   for (const auto& r : rows)
     for (size_t c = 0; c < r.size(); c++) {
@@ -298,7 +317,7 @@ int cmd_ls(Globals& g, const Args& args) {
   if (p.has("json")) {
     json a = json::array();
     for (const auto& i : infos) a.push_back(to_json(i));
-    print_line(a.dump(2));
+    print_line(json_dump(a));
   } else {
     bool full = p.has("no-trunc");
     auto idf = [&](const std::string& s) { return s.empty() ? std::string("-") : full ? s : short_id(s); };
@@ -344,34 +363,34 @@ int cmd_inspect(Globals& g, const Args& args) {
   if (p.has("json")) {
     json j = to_json(i);
     json md = json::object();
-    for (const auto& [k, v] : i.metadata) md[k] = v;
+    for (const auto& [k, v] : i.metadata) json_text(md, k, v);
     j["metadata"] = md;
     j["chain"] = chain;
     j["children"] = children;
-    j["driver"] = rolayer_store_driver(store.get());
-    print_line(j.dump(2));
+    json_text(j, "driver", rolayer_store_driver(store.get()));
+    print_line(json_dump(j));
   } else {
     auto bytes = [](int64_t n) { return human_bytes(n) + " (" + std::to_string(n) + " bytes)"; };
-    print_line("ChainID:      " + i.chain_id);
-    print_line("DiffID:       " + i.diff_id);
-    print_line("Parent:       " + (i.parent.empty() ? std::string("(none: a base layer)") : i.parent));
-    print_line("Depth:        " + std::to_string(i.depth));
-    print_line("Size:         " + bytes(i.size));
-    print_line("DiffSize:     " + bytes(i.diff_size));
-    print_line("StreamSize:   " + bytes(i.stream_size));
-    print_line("Retained:     " + std::to_string(i.retained));
+    print_text("ChainID:      " + i.chain_id);
+    print_text("DiffID:       " + i.diff_id);
+    print_text("Parent:       " + (i.parent.empty() ? std::string("(none: a base layer)") : i.parent));
+    print_text("Depth:        " + std::to_string(i.depth));
+    print_text("Size:         " + bytes(i.size));
+    print_text("DiffSize:     " + bytes(i.diff_size));
+    print_text("StreamSize:   " + bytes(i.stream_size));
+    print_text("Retained:     " + std::to_string(i.retained));
     if (i.has_descriptor)
-      print_line("Descriptor:   " + (i.media_type.empty() ? std::string("-") : i.media_type) + " " +
+      print_text("Descriptor:   " + (i.media_type.empty() ? std::string("-") : i.media_type) + " " +
                  (i.digest.empty() ? std::string("-") : i.digest) +
                  (i.desc_size >= 0 ? " (" + std::to_string(i.desc_size) + " bytes)" : std::string()));
     else
-      print_line("Descriptor:   (none)");
-    print_line("Driver:       " + std::string(rolayer_store_driver(store.get())));
-    for (const auto& [k, v] : i.metadata) print_line("  " + k + ": " + v);
-    print_line("Chain (base first):");
-    for (const auto& c : chain) print_line("  " + c);
-    print_line("Children:     " + (children.empty() ? std::string("(none)") : std::to_string(children.size())));
-    for (const auto& c : children) print_line("  " + c);
+      print_text("Descriptor:   (none)");
+    print_text("Driver:       " + std::string(rolayer_store_driver(store.get())));
+    for (const auto& [k, v] : i.metadata) print_text("  " + k + ": " + v);
+    print_text("Chain (base first):");
+    for (const auto& c : chain) print_text("  " + c);
+    print_text("Children:     " + (children.empty() ? std::string("(none)") : std::to_string(children.size())));
+    for (const auto& c : children) print_text("  " + c);
   }
   flush_stdout();
   return kOk;
@@ -402,7 +421,7 @@ int cmd_rm(Globals& g, const Args& args) {
       if (rc != ROLAYER_OK) lib_fail(rc, err, "rm " + id);
       size_t n = rolayer_removed_count(removed);
       for (size_t k = 0; k < n; k++)
-        print_line("removed " + std::string(rolayer_removed_chain_id(removed, k)));
+        print_text("removed " + std::string(rolayer_removed_chain_id(removed, k)));
       rolayer_removed_free(removed);
       if (n == 0) {
         int64_t still = 0;
@@ -410,12 +429,12 @@ int cmd_rm(Globals& g, const Args& args) {
         size_t kids = count_children(store.get(), id);
         std::string why = kids ? "the parent of " + std::to_string(kids) + " layer(s)" : std::string();
         if (still > 0) why += std::string(why.empty() ? "" : "; ") + "retained " + std::to_string(still) + " more time(s)";
-        std::fprintf(stderr, "rolayer: released %s; kept%s\n", id.c_str(),
+        std::fprintf(stderr, "rolayer: released %s; kept%s\n", term_safe(id).c_str(),
                      why.empty() ? "" : (": still " + why).c_str());
       }
     } catch (const CliError& e) {
       std::fflush(stdout);
-      std::fprintf(stderr, "rolayer: rm: %s\n", e.what());
+      std::fprintf(stderr, "rolayer: rm: %s\n", term_safe(e.what()).c_str());
       if (status == kOk) status = e.code();
       if (is_interruption(e.code())) break;
     }
@@ -443,7 +462,7 @@ int cmd_verify(Globals& g, const Args& args) {
   json results = json::array();
   auto report_error = [&](const std::string& what, const CliError& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "rolayer: verify: %s: %s\n", what.c_str(), e.what());
+    std::fprintf(stderr, "rolayer: verify: %s: %s\n", term_safe(what).c_str(), term_safe(e.what()).c_str());
     if (other == kOk) other = e.code();
   };
 
@@ -517,8 +536,8 @@ int cmd_verify(Globals& g, const Args& args) {
     prog.set_done(done);
     std::string diff_id = rolayer_layer_diff_id(layer.get());
     json r;
-    r["chain_id"] = t.id;
-    r["diff_id"] = diff_id;
+    json_text(r, "chain_id", t.id);
+    json_text(r, "diff_id", diff_id);
     if (rc == ROLAYER_OK) {
       ok++;
       r["ok"] = true;
@@ -526,33 +545,36 @@ int cmd_verify(Globals& g, const Args& args) {
       r["path"] = nullptr;
       if (!as_json) {
         prog.clear();
-        print_line(t.id + "  ok");
+        print_text(t.id + "  ok");
       }
     } else {
       std::string msg = err.message(rc);
       const char* path = err.path();
       r["ok"] = false;
-      r["error"] = msg;
-      r["path"] = path ? json(path) : json(nullptr);
+      json_text(r, "error", msg);
+      if (path)
+        json_text(r, "path", path);
+      else
+        r["path"] = nullptr;
       bad++;
       if (rc == ROLAYER_EDIGEST || rc == ROLAYER_ECORRUPT) {
         damaged = true;
         if (!as_json) {
           prog.clear();
-          print_line(t.id + "  DAMAGED" + (path ? std::string("  path ") + path : std::string()) + ": " + msg);
+          print_text(t.id + "  DAMAGED" + (path ? std::string("  path ") + path : std::string()) + ": " + msg);
         }
       } else {
         if (other == kOk) other = exit_code_for(rc);
         if (!as_json) {
           prog.clear();
-          print_line(t.id + "  ERROR: " + msg);
+          print_text(t.id + "  ERROR: " + msg);
         }
       }
     }
     results.push_back(r);
   }
   prog.clear();
-  if (as_json) print_line(results.dump(2));
+  if (as_json) print_line(json_dump(results));
   flush_stdout();
   if (!g.quiet)
     std::fprintf(stderr, "rolayer: verified %zu layer(s): %zu ok, %zu failed\n", ok + bad, ok, bad);

@@ -3,10 +3,13 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -15,7 +18,10 @@
 #include "args.h"
 #include "blob.h"
 #include "commands.h"
+#include "fsat.h"
+#include "image_plan.h"
 #include "progress.h"
+#include "text.h"
 
 namespace cli {
 
@@ -23,89 +29,30 @@ using nlohmann::json;
 
 namespace {
 
-constexpr size_t kMaxJson = 16u << 20;  // index, manifests, configs: 16 MiB at most
-
-const char* kMtOciIndex = "application/vnd.oci.image.index.v1+json";
-const char* kMtOciManifest = "application/vnd.oci.image.manifest.v1+json";
-const char* kMtOciConfig = "application/vnd.oci.image.config.v1+json";
-const char* kMtOciLayerTar = "application/vnd.oci.image.layer.v1.tar";
-const char* kMtDockerList = "application/vnd.docker.distribution.manifest.list.v2+json";
-const char* kMtDockerManifest = "application/vnd.docker.distribution.manifest.v2+json";
-const char* kRefAnnotation = "org.opencontainers.image.ref.name";
-
-bool known_layer_media_type(const std::string& mt) {
-  static const std::set<std::string> known = {
-      "application/vnd.oci.image.layer.v1.tar",
-      "application/vnd.oci.image.layer.v1.tar+gzip",
-      "application/vnd.oci.image.layer.v1.tar+zstd",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-      "application/vnd.docker.image.rootfs.diff.tar",
-      "application/vnd.docker.image.rootfs.diff.tar.gzip",
-      "application/vnd.docker.image.rootfs.diff.tar.zstd",
-      "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-  };
-  return known.count(mt) != 0;
-}
-
-// "a/./b//c/../d" -> "a/b/d"; ".." above the top is dropped (clamped at the root).
-std::string clean_path(const std::string& p) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    std::string c = p.substr(i, j - i);
-    if (c == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else if (!c.empty() && c != ".") {
-      parts.push_back(c);
-    }
-    i = j + 1;
-  }
-  std::string out;
-  for (const auto& c : parts) out += (out.empty() ? "" : "/") + c;
-  return out;
-}
-
-// A path named by an image's JSON must stay inside the image: relative, no "..".
-void check_inner_path(const std::string& p, const std::string& what) {
-  if (p.empty() || p[0] == '/') throw CliError(kBadInput, what + ": not a relative path: \"" + p + "\"");
-  std::string s = "/" + p + "/";
-  if (s.find("/../") != std::string::npos) throw CliError(kBadInput, what + ": path leaves the image: \"" + p + "\"");
-}
-
-std::string blob_path(const std::string& digest) {
-  auto c = digest.find(':');
-  return "blobs/" + digest.substr(0, c) + "/" + digest.substr(c + 1);
-}
-
 // --- image sources ----------------------------------------------------------------------------
 
-class ImageSource {
- public:
-  virtual ~ImageSource() = default;
-  virtual bool exists(const std::string& rel) = 0;
-  virtual std::string read_small(const std::string& rel, size_t max) = 0;
-  virtual std::unique_ptr<ByteSource> open(const std::string& rel) = 0;
-  virtual std::string describe() const = 0;
-};
-
+// An image directory: everything is opened beneath the directory's descriptor, one component
+// at a time, without following links (fsat.h); a link, device or FIFO is refused by name.
 class DirSource : public ImageSource {
  public:
-  explicit DirSource(std::string root) : root_(std::move(root)) {}
+  explicit DirSource(std::string root) : root_(std::move(root)), fd_(open_user_dir(root_)) {}
   bool exists(const std::string& rel) override {
-    struct stat st;
-    return ::stat(full(rel).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+    Found f = lookup_beneath(fd_.get(), rel);
+    return f == Found::Regular || f == Found::Other;
   }
-  std::string read_small(const std::string& rel, size_t max) override { return read_file(full(rel), max); }
-  std::unique_ptr<ByteSource> open(const std::string& rel) override { return FdSource::open_file(full(rel)); }
+  std::string read_small(const std::string& rel, size_t max) override {
+    return read_file_beneath(fd_.get(), rel, max, root_);
+  }
+  std::unique_ptr<ByteSource> open(const std::string& rel) override {
+    Fd f = open_file_beneath(fd_.get(), rel, root_);
+    ::posix_fadvise(f.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    return std::make_unique<FdSource>(f.release(), true, root_ + "/" + rel);
+  }
   std::string describe() const override { return root_; }
 
  private:
-  std::string full(const std::string& rel) const { return root_ + "/" + rel; }
   std::string root_;
+  Fd fd_;
 };
 
 struct ArchiveDeleter {
@@ -133,13 +80,22 @@ class ArchiveEntrySource : public ByteSource {
   std::string name_;
 };
 
-// A tar (plain or compressed) holding an image layout or a docker save archive. The first pass
-// indexes the entries and keeps the small ones (manifests, configs); a blob is read by a pass
-// that skips to its entry (cheap for a plain tar file, where skipping seeks).
+// A tar (plain or compressed) holding an image layout or a docker save archive. A compressed
+// tar is decompressed once, into an unnamed temporary file (in $TMPDIR), under the
+// decompression limits; then the first pass indexes the entries and keeps the small ones
+// (manifests, configs); a blob is read by a pass that skips to its entry (a seek in the plain
+// tar). The index is bounded: at most kMaxEntries entries, kMaxNameBytes of names and link
+// targets, kMaxCached bytes of small files, whatever the archive's size.
 class TarSource : public ImageSource {
  public:
+  static constexpr size_t kMaxEntries = 100000;
+  static constexpr size_t kMaxNameBytes = 16u << 20;
+  static constexpr size_t kMaxCached = 64u << 20;
+
   explicit TarSource(std::string file) : file_(std::move(file)) {
+    decompress_once();
     ArchivePtr a = open_archive();
+    size_t name_bytes = 0;
     struct archive_entry* e = nullptr;
     size_t ordinal = 0;
     size_t cached = 0;
@@ -150,8 +106,12 @@ class TarSource : public ImageSource {
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail_archive(a.get());
       Entry en;
       en.ordinal = ordinal++;
+      if (ordinal > kMaxEntries)
+        throw CliError(kBadInput, file_ + ": more than " + std::to_string(kMaxEntries) +
+                                      " entries: not an image archive this tool reads");
       std::string name = clean_path(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
       if (name.empty()) continue;
+      name_bytes += name.size();
       if (const char* hl = archive_entry_hardlink(e)) {
         en.type = Entry::Hard;
         en.target = clean_path(hl);
@@ -163,7 +123,7 @@ class TarSource : public ImageSource {
       } else if (archive_entry_filetype(e) == AE_IFREG) {
         en.type = Entry::File;
         en.size = archive_entry_size(e);
-        if (en.size >= 0 && en.size <= (1 << 20) && cached + static_cast<size_t>(en.size) <= (64u << 20)) {
+        if (en.size >= 0 && en.size <= (1 << 20) && cached + static_cast<size_t>(en.size) <= kMaxCached) {
           std::string data;
           data.resize(static_cast<size_t>(en.size));
           size_t got = 0;
@@ -181,6 +141,10 @@ class TarSource : public ImageSource {
       } else {
         continue;
       }
+      name_bytes += en.target.size();
+      if (name_bytes > kMaxNameBytes)
+        throw CliError(kBadInput, file_ + ": more than " + human_bytes(static_cast<int64_t>(kMaxNameBytes)) +
+                                      " of entry names: not an image archive this tool reads");
       entries_[name] = std::move(en);
     }
     // The layout may sit in one top-level directory of the archive.
@@ -257,11 +221,66 @@ class TarSource : public ImageSource {
   ArchivePtr open_archive() const {
     ArchivePtr a(archive_read_new());
     if (!a) throw CliError(kFailure, "out of memory");
-    archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());
     archive_read_support_format_gnutar(a.get());
-    if (archive_read_open_filename(a.get(), file_.c_str(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
+    if (plain_.empty()) throw CliError(kFailure, file_ + ": no archive to read");
+    if (archive_read_open_filename(a.get(), plain_.c_str(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
     return a;
+  }
+
+  // Looks at the first bytes: a plain tar is read where it is; a compressed one (gzip, zstd, …,
+  // in-process only) is decompressed once into an unnamed temporary file read through
+  // /proc/self/fd; a compression only an external program could decode is refused.
+  void decompress_once() {
+    Fd in(::open(file_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (!in) {
+      if (errno == ENOENT) throw CliError(kNotFound, file_ + ": no such file");
+      sys_fail("open " + file_);
+    }
+    struct stat st;
+    if (::fstat(in.get(), &st) != 0) sys_fail("stat " + file_);
+    if (!S_ISREG(st.st_mode)) throw CliError(kBadInput, file_ + " is " + file_kind(st.st_mode) + ", not an image archive file");
+    unsigned char head[16];
+    ssize_t hn = ::pread(in.get(), head, sizeof head, 0);
+    std::string kind = unsupported_compression(head, hn > 0 ? static_cast<size_t>(hn) : 0);
+    if (!kind.empty()) throw CliError(kBadInput, unsupported_compression_message(file_, kind));
+    ArchivePtr a(archive_read_new());
+    if (!a) throw CliError(kFailure, "out of memory");
+    add_safe_filters(a.get());
+    archive_read_support_format_raw(a.get());
+    if (archive_read_open_fd(a.get(), in.get(), 1 << 16) != ARCHIVE_OK) fail_archive(a.get());
+    struct archive_entry* e = nullptr;
+    int r = archive_read_next_header(a.get(), &e);
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN && r != ARCHIVE_EOF) fail_archive(a.get());
+    if (r == ARCHIVE_EOF || archive_filter_code(a.get(), 0) == ARCHIVE_FILTER_NONE) {
+      plain_ = file_;
+      return;
+    }
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
+    Fd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!tmp && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+      // No O_TMPFILE on this file system: a named file, unlinked at once.
+      std::string t = dir + "/.rolayer-archive-XXXXXX";
+      std::vector<char> name(t.begin(), t.end());
+      name.push_back('\0');
+      tmp = Fd(::mkostemp(name.data(), O_CLOEXEC));
+      if (tmp) ::unlink(name.data());
+    }
+    if (!tmp) sys_fail("create a temporary file in " + dir + " (for the decompressed " + file_ + ")");
+    std::vector<char> buf(1 << 20);
+    uint64_t total = 0;
+    for (;;) {
+      check_interrupted();
+      la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
+      if (n < 0) fail_archive(a.get());
+      if (n == 0) break;
+      total += static_cast<uint64_t>(n);
+      check_decompression(file_, total, static_cast<uint64_t>(std::max<la_int64_t>(0, archive_filter_bytes(a.get(), -1))));
+      write_all(tmp.get(), buf.data(), static_cast<size_t>(n), "the decompressed " + file_);
+    }
+    tmp_ = std::move(tmp);
+    plain_ = "/proc/self/fd/" + std::to_string(tmp_.get());
   }
 
   [[noreturn]] void fail_archive(struct archive* a) const {
@@ -273,300 +292,11 @@ class TarSource : public ImageSource {
   }
 
   std::string file_;
+  std::string plain_;  // the plain tar read by every pass: file_, or the decompressed copy
+  Fd tmp_;             // the decompressed copy (unnamed: it goes with the process)
   std::string prefix_;
   std::map<std::string, Entry> entries_;
 };
-
-// --- JSON helpers -----------------------------------------------------------------------------
-
-json parse_json(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw CliError(kBadInput, what + ": not valid JSON: " + e.what());
-  }
-}
-
-std::string str_field(const json& j, const char* key, const std::string& what, bool required = true) {
-  if (!j.is_object() || !j.contains(key)) {
-    if (required) throw CliError(kBadInput, what + ": missing \"" + key + "\"");
-    return {};
-  }
-  if (!j[key].is_string()) throw CliError(kBadInput, what + ": \"" + key + "\" is not a string");
-  return j[key].get<std::string>();
-}
-
-struct Descriptor {
-  std::string media_type, digest;
-  int64_t size = -1;
-  json annotations, platform;
-};
-
-Descriptor parse_descriptor(const json& j, const std::string& what) {
-  if (!j.is_object()) throw CliError(kBadInput, what + ": a descriptor is not an object");
-  Descriptor d;
-  d.media_type = str_field(j, "mediaType", what, false);
-  d.digest = str_field(j, "digest", what);
-  if (!is_digest(d.digest)) throw CliError(kBadInput, what + ": unsupported or malformed digest \"" + d.digest + "\"");
-  if (!j.contains("size") || !j["size"].is_number_integer() || j["size"].get<int64_t>() < 0)
-    throw CliError(kBadInput, what + ": descriptor " + d.digest + " has no valid size");
-  d.size = j["size"].get<int64_t>();
-  if (j.contains("annotations") && j["annotations"].is_object()) d.annotations = j["annotations"];
-  if (j.contains("platform") && j["platform"].is_object()) d.platform = j["platform"];
-  return d;
-}
-
-// Reads a small blob and checks it against its descriptor.
-std::string read_blob(ImageSource& src, const Descriptor& d, const std::string& what_in) {
-  std::string what = src.describe() + ": " + what_in;
-  std::string path = blob_path(d.digest);
-  if (!src.exists(path)) throw CliError(kNotFound, what + " " + d.digest + ": blob missing (" + path + ")");
-  if (d.size > static_cast<int64_t>(kMaxJson)) throw CliError(kBadInput, what + " " + d.digest + ": too large");
-  std::string data = src.read_small(path, kMaxJson);
-  if (static_cast<int64_t>(data.size()) != d.size)
-    throw CliError(kVerify, what + " blob " + d.digest + ": size mismatch: the descriptor gives " +
-                                std::to_string(d.size) + " bytes, the blob has " + std::to_string(data.size()));
-  std::string got = Hasher::digest_of(data, d.digest.substr(0, d.digest.find(':')));
-  if (got != d.digest)
-    throw CliError(kVerify, what + " blob " + d.digest + ": digest mismatch: the blob's content is " + got);
-  return data;
-}
-
-std::string host_arch() {
-#if defined(__x86_64__)
-  return "amd64";
-#elif defined(__aarch64__)
-  return "arm64";
-#elif defined(__arm__)
-  return "arm";
-#elif defined(__i386__)
-  return "386";
-#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
-  return "ppc64le";
-#elif defined(__s390x__)
-  return "s390x";
-#elif defined(__riscv) && __riscv_xlen == 64
-  return "riscv64";
-#else
-  return "unknown";
-#endif
-}
-
-std::string refs_of(const std::vector<Descriptor>& ds) {
-  std::string out;
-  for (const auto& d : ds) {
-    std::string r = d.annotations.is_object() && d.annotations.contains(kRefAnnotation) && d.annotations[kRefAnnotation].is_string()
-                        ? d.annotations[kRefAnnotation].get<std::string>()
-                        : "(unnamed " + short_id(d.digest) + ")";
-    out += (out.empty() ? "" : ", ") + r;
-  }
-  return out;
-}
-
-bool ref_matches(const Descriptor& d, const std::string& ref) {
-  if (!d.annotations.is_object()) return false;
-  for (const char* key : {kRefAnnotation, "io.containerd.image.name"})
-    if (d.annotations.contains(key) && d.annotations[key].is_string() && d.annotations[key].get<std::string>() == ref)
-      return true;
-  return false;
-}
-
-// --- the plan of an import --------------------------------------------------------------------
-
-struct LayerPlan {
-  std::string path;        // inside the image
-  std::string display;     // "blob sha256:…" or the archive member name
-  BlobExpectation expect;  // digest and size to check in the registering pass
-  bool record = false;     // record the descriptor with the layer
-  std::string media_type;
-  std::string diff_id;     // from the config's rootfs.diff_ids
-};
-
-struct Plan {
-  std::string what;  // "OCI image layout" or "docker save archive"
-  std::vector<LayerPlan> layers;
-};
-
-std::vector<std::string> config_diff_ids(const json& config, const std::string& what) {
-  if (!config.is_object() || !config.contains("rootfs") || !config["rootfs"].is_object() ||
-      !config["rootfs"].contains("diff_ids") || !config["rootfs"]["diff_ids"].is_array())
-    throw CliError(kBadInput, what + ": the config has no rootfs.diff_ids");
-  std::vector<std::string> out;
-  for (const auto& d : config["rootfs"]["diff_ids"]) {
-    if (!d.is_string() || d.get<std::string>().rfind("sha256:", 0) != 0 || !is_digest(d.get<std::string>()))
-      throw CliError(kBadInput, what + ": the config's rootfs.diff_ids holds a malformed DiffID");
-    out.push_back(d.get<std::string>());
-  }
-  return out;
-}
-
-Plan plan_oci(ImageSource& src, const std::string& ref) {
-  std::string where = src.describe();
-  if (src.exists("oci-layout")) {
-    json layout = parse_json(src.read_small("oci-layout", 65536), where + ": oci-layout");
-    std::string v = str_field(layout, "imageLayoutVersion", where + ": oci-layout");
-    if (v.rfind("1.", 0) != 0) throw CliError(kBadInput, where + ": unsupported image layout version " + v);
-  }
-  json index = parse_json(src.read_small("index.json", kMaxJson), where + ": index.json");
-  if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
-    throw CliError(kBadInput, where + ": index.json has no manifests");
-  std::vector<Descriptor> ds;
-  for (const auto& m : index["manifests"]) ds.push_back(parse_descriptor(m, where + ": index.json"));
-  if (ds.empty()) throw CliError(kBadInput, where + ": index.json lists no manifest");
-
-  Descriptor chosen;
-  if (!ref.empty()) {
-    std::vector<Descriptor> hits;
-    for (const auto& d : ds)
-      if (ref_matches(d, ref)) hits.push_back(d);
-    if (hits.empty())
-      throw CliError(kNotFound, where + ": no manifest named \"" + ref + "\" (names: " + refs_of(ds) + ")");
-    chosen = hits.back();  // a later entry with the same name replaces an earlier one
-  } else if (ds.size() == 1) {
-    chosen = ds[0];
-  } else {
-    usage_error(where + " holds " + std::to_string(ds.size()) + " manifests: choose one with " + where +
-                ":REF (names: " + refs_of(ds) + ")");
-  }
-
-  // Descend through nested indexes (multi-platform images) to an image manifest.
-  json manifest;
-  for (int depth = 0;; depth++) {
-    if (depth > 4) throw CliError(kBadInput, where + ": indexes nested too deeply");
-    std::string data = read_blob(src, chosen, "manifest");
-    json j = parse_json(data, where + ": manifest " + chosen.digest);
-    std::string mt = j.is_object() && j.contains("mediaType") && j["mediaType"].is_string() ? j["mediaType"].get<std::string>()
-                                                                                             : chosen.media_type;
-    bool is_index = mt == kMtOciIndex || mt == kMtDockerList || (mt.empty() && j.is_object() && j.contains("manifests"));
-    if (!is_index) {
-      if (!mt.empty() && mt != kMtOciManifest && mt != kMtDockerManifest)
-        throw CliError(kBadInput, where + ": manifest " + chosen.digest + " has unsupported media type " + mt);
-      manifest = j;
-      break;
-    }
-    if (!j.contains("manifests") || !j["manifests"].is_array() || j["manifests"].empty())
-      throw CliError(kBadInput, where + ": index " + chosen.digest + " lists no manifest");
-    std::vector<Descriptor> inner;
-    for (const auto& m : j["manifests"]) inner.push_back(parse_descriptor(m, where + ": index " + chosen.digest));
-    if (inner.size() == 1) {
-      chosen = inner[0];
-      continue;
-    }
-    std::string arch = host_arch();
-    const Descriptor* pick = nullptr;
-    for (const auto& d : inner)
-      if (d.platform.is_object() && d.platform.value("os", "") == "linux" && d.platform.value("architecture", "") == arch) {
-        pick = &d;
-        break;
-      }
-    if (!pick)
-      throw CliError(kNotFound, where + ": index " + chosen.digest + " has no manifest for linux/" + arch);
-    chosen = *pick;
-  }
-
-  std::string mwhat = where + ": manifest " + chosen.digest;
-  if (!manifest.is_object() || !manifest.contains("config")) throw CliError(kBadInput, mwhat + ": no config");
-  Descriptor cfg = parse_descriptor(manifest["config"], mwhat);
-  json config = parse_json(read_blob(src, cfg, "config"), where + ": config " + cfg.digest);
-  auto diff_ids = config_diff_ids(config, where + ": config " + cfg.digest);
-  if (!manifest.contains("layers") || !manifest["layers"].is_array()) throw CliError(kBadInput, mwhat + ": no layers");
-  Plan plan;
-  plan.what = "OCI image layout";
-  size_t n = manifest["layers"].size();
-  if (n != diff_ids.size())
-    throw CliError(kBadInput, mwhat + ": " + std::to_string(n) + " layers, but the config lists " +
-                                  std::to_string(diff_ids.size()) + " DiffIDs");
-  if (n == 0) throw CliError(kBadInput, mwhat + ": the image has no layers");
-  for (size_t i = 0; i < n; i++) {
-    Descriptor d = parse_descriptor(manifest["layers"][i], mwhat);
-    if (!known_layer_media_type(d.media_type))
-      throw CliError(kBadInput, where + ": layer blob " + d.digest + " has unsupported media type \"" + d.media_type + "\"");
-    LayerPlan lp;
-    lp.path = blob_path(d.digest);
-    lp.display = "layer blob " + d.digest;
-    lp.expect = BlobExpectation{lp.display, d.digest, d.size};
-    lp.record = true;
-    lp.media_type = d.media_type;
-    lp.diff_id = diff_ids[i];
-    if (!src.exists(lp.path)) throw CliError(kNotFound, where + ": " + lp.display + ": blob missing (" + lp.path + ")");
-    plan.layers.push_back(lp);
-  }
-  return plan;
-}
-
-// `docker save`: manifest.json = [{"Config": "<file>", "RepoTags": [...], "Layers": ["<file>", …]}].
-Plan plan_docker(ImageSource& src, const std::string& ref) {
-  std::string where = src.describe();
-  json m = parse_json(src.read_small("manifest.json", kMaxJson), where + ": manifest.json");
-  if (!m.is_array() || m.empty()) throw CliError(kBadInput, where + ": manifest.json lists no image");
-  auto tags_of = [](const json& e) {
-    std::vector<std::string> t;
-    if (e.is_object() && e.contains("RepoTags") && e["RepoTags"].is_array())
-      for (const auto& x : e["RepoTags"])
-        if (x.is_string()) t.push_back(x.get<std::string>());
-    return t;
-  };
-  auto all_tags = [&] {
-    std::string s;
-    for (const auto& e : m)
-      for (const auto& t : tags_of(e)) s += (s.empty() ? "" : ", ") + t;
-    return s.empty() ? std::string("none") : s;
-  };
-  const json* entry = nullptr;
-  if (!ref.empty()) {
-    for (const auto& e : m)
-      for (const auto& t : tags_of(e))
-        if (t == ref || t == ref + ":latest" || t == "docker.io/library/" + ref || t == "docker.io/library/" + ref + ":latest")
-          entry = &e;
-    if (!entry) throw CliError(kNotFound, where + ": no image tagged \"" + ref + "\" (tags: " + all_tags() + ")");
-  } else if (m.size() == 1) {
-    entry = &m[0];
-  } else {
-    usage_error(where + " holds " + std::to_string(m.size()) + " images: choose one with " + where + ":TAG (tags: " +
-                all_tags() + ")");
-  }
-  std::string cfg_path = str_field(*entry, "Config", where + ": manifest.json");
-  check_inner_path(cfg_path, where + ": manifest.json Config");
-  std::string cfg_data = src.read_small(cfg_path, kMaxJson);
-  // The config's file is named by its digest ("<hex>.json" or "blobs/sha256/<hex>"): check it.
-  {
-    std::string base = basename_of(cfg_path);
-    if (base.size() > 5 && base.substr(base.size() - 5) == ".json") base = base.substr(0, base.size() - 5);
-    if (is_digest("sha256:" + base)) {
-      std::string got = Hasher::digest_of(cfg_data);
-      if (got != "sha256:" + base)
-        throw CliError(kVerify, where + ": config " + cfg_path + ": digest mismatch: its content is " + got);
-    }
-  }
-  auto diff_ids = config_diff_ids(parse_json(cfg_data, where + ": " + cfg_path), where + ": " + cfg_path);
-  if (!entry->contains("Layers") || !(*entry)["Layers"].is_array())
-    throw CliError(kBadInput, where + ": manifest.json has no Layers");
-  const json& layers = (*entry)["Layers"];
-  if (layers.size() != diff_ids.size())
-    throw CliError(kBadInput, where + ": " + std::to_string(layers.size()) + " layers, but the config lists " +
-                                  std::to_string(diff_ids.size()) + " DiffIDs");
-  if (layers.empty()) throw CliError(kBadInput, where + ": the image has no layers");
-  Plan plan;
-  plan.what = "docker save archive";
-  for (size_t i = 0; i < layers.size(); i++) {
-    if (!layers[i].is_string()) throw CliError(kBadInput, where + ": manifest.json Layers holds a non-string");
-    LayerPlan lp;
-    lp.path = layers[i].get<std::string>();
-    check_inner_path(lp.path, where + ": manifest.json Layers");
-    lp.display = "layer " + lp.path;
-    lp.expect.name = lp.display;
-    // Blobs named by their digest are checked against that name: "blobs/sha256/<hex>" (docker
-    // 25 and later) and "<hex>.tar" (containers/image, e.g. skopeo's docker-archive). The older
-    // "<v1 id>/layer.tar" names say nothing; the DiffID check covers those.
-    std::string base = basename_of(lp.path), dir = dirname_of(lp.path);
-    if (base.size() == 68 && base.substr(64) == ".tar" && dir == ".") base = base.substr(0, 64);
-    if ((dir == "blobs/sha256" || dir == ".") && is_digest("sha256:" + base)) lp.expect.digest = "sha256:" + base;
-    lp.diff_id = diff_ids[i];
-    if (!src.exists(lp.path)) throw CliError(kNotFound, where + ": " + lp.display + ": missing from the archive");
-    plan.layers.push_back(lp);
-  }
-  return plan;
-}
 
 // "PATH:REF" → PATH and REF: the whole argument when it exists, else the shortest prefix before
 // a colon that exists (as skopeo's oci:PATH:REF does).
@@ -604,13 +334,7 @@ int cmd_import(Globals& g, const Args& args) {
   else
     src = std::make_unique<TarSource>(path);
 
-  Plan plan;
-  if (src->exists("index.json"))
-    plan = plan_oci(*src, ref);
-  else if (src->exists("manifest.json"))
-    plan = plan_docker(*src, ref);
-  else
-    throw CliError(kBadInput, path + ": neither an OCI image layout (index.json) nor a docker save archive (manifest.json)");
+  Plan plan = plan_image(*src, ref);
 
   StorePtr store = open_store(g);
   int64_t total = 0;
@@ -664,6 +388,45 @@ int cmd_import(Globals& g, const Args& args) {
 
 // --- export-image -----------------------------------------------------------------------------
 
+namespace {
+
+// What export-image made, undone (newest first) unless the layout was completed: no command
+// leaves a half-written layout behind (blobs without an index.json).
+class LayoutRollback {
+ public:
+  ~LayoutRollback() {
+    if (done_) return;
+    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) ::unlinkat(it->dirfd, it->name.c_str(), it->flags);
+    if (!made_dir_.empty()) ::rmdir(made_dir_.c_str());
+  }
+  void file(int dirfd, const std::string& name) { steps_.push_back({dirfd, name, 0}); }
+  void dir(int dirfd, const std::string& name) { steps_.push_back({dirfd, name, AT_REMOVEDIR}); }
+  void made_dir(const std::string& path) { made_dir_ = path; }
+  void done() { done_ = true; }
+
+ private:
+  struct Step {
+    int dirfd;
+    std::string name;
+    int flags;
+  };
+  std::vector<Step> steps_;
+  std::string made_dir_;
+  bool done_ = false;
+};
+
+// --ref, --arch and --os go into the layout's JSON: UTF-8 text without control characters.
+void check_text_option(const std::string& opt, const std::string& v) {
+  if (!is_valid_utf8(v))
+    usage_error("export-image: --" + opt + " is not UTF-8 text (\"" + term_safe(v) +
+                "\"): image JSON holds UTF-8 only");
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f)
+      usage_error("export-image: --" + opt + " holds a control character (\"" + term_safe(v) + "\")");
+}
+
+}  // namespace
+
 int cmd_export_image(Globals& g, const Args& args) {
   auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}}, g);
   if (p.help) return print_command_help(*find_command("export-image")), 0;
@@ -673,34 +436,44 @@ int cmd_export_image(Globals& g, const Args& args) {
   if (ref.empty()) usage_error("export-image: --ref must not be empty");
   std::string arch = p.get("arch", host_arch());
   std::string os = p.get("os", "linux");
+  check_text_option("ref", ref);
+  check_text_option("arch", arch);
+  check_text_option("os", os);
 
-  // An existing directory must be empty or an image layout (to which this image is added).
-  bool existing_layout = false;
-  if (path_exists(dir)) {
+  // DIR itself is the user's choice (a link to a directory is fine); everything in it is
+  // opened beneath its descriptor without following links.
+  bool existing_layout = false, existing_dir = path_exists(dir);
+  Fd dfd;
+  json index;
+  if (existing_dir) {
     if (!is_directory(dir)) usage_error("export-image: " + dir + " exists and is not a directory");
-    if (path_exists(dir + "/oci-layout")) {
+    dfd = open_user_dir(dir);
+    std::string kind;
+    Found layout_f = lookup_beneath(dfd.get(), "oci-layout", &kind);
+    if (layout_f != Found::Missing) {
       existing_layout = true;
-      json layout = parse_json(read_file(dir + "/oci-layout", 65536), dir + "/oci-layout");
+      json layout = parse_json(read_file_beneath(dfd.get(), "oci-layout", 65536, dir), dir + "/oci-layout");
       std::string v = str_field(layout, "imageLayoutVersion", dir + "/oci-layout");
       if (v.rfind("1.", 0) != 0) throw CliError(kBadInput, dir + ": unsupported image layout version " + v);
     } else {
       bool empty = true;
-      if (DIR* d = ::opendir(dir.c_str())) {
+      int dup = ::fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0);
+      if (DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr) {
         while (struct dirent* de = ::readdir(d))
           if (std::string(de->d_name) != "." && std::string(de->d_name) != "..") empty = false;
         ::closedir(d);
+      } else if (dup >= 0) {
+        ::close(dup);
       }
       if (!empty) usage_error("export-image: " + dir + " is neither empty nor an OCI image layout");
     }
+    if (existing_layout && lookup_beneath(dfd.get(), "index.json") != Found::Missing) {
+      index = parse_json(read_file_beneath(dfd.get(), "index.json", kMaxJson, dir), dir + "/index.json");
+      if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
+        throw CliError(kBadInput, dir + "/index.json has no manifests");
+    }
   }
-  json index;
-  if (existing_layout && path_exists(dir + "/index.json")) {
-    index = parse_json(read_file(dir + "/index.json", kMaxJson), dir + "/index.json");
-    if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
-      throw CliError(kBadInput, dir + "/index.json has no manifests");
-  } else {
-    index = json{{"schemaVersion", 2}, {"mediaType", kMtOciIndex}, {"manifests", json::array()}};
-  }
+  if (index.is_null()) index = json{{"schemaVersion", 2}, {"mediaType", kMtOciIndex}, {"manifests", json::array()}};
 
   StorePtr store = open_store(g);
   std::string top = resolve_chain_id(store.get(), p.positionals[0]);
@@ -717,8 +490,21 @@ int cmd_export_image(Globals& g, const Args& args) {
   }
   std::reverse(chain.begin(), chain.end());
 
+  Fd blobs_fd, sha_fd;  // before the rollback, which uses them: closed after it ran
+  LayoutRollback rollback;
+  if (!existing_dir) {
+    mkdirs(dirname_of(dir), 0755);
+    if (::mkdir(dir.c_str(), 0755) != 0) sys_fail("mkdir " + dir);
+    rollback.made_dir(dir);
+    dfd = open_user_dir(dir);
+  }
+  bool created = false;
+  blobs_fd = make_dir_at(dfd.get(), "blobs", dir + "/blobs", &created);
+  if (created) rollback.dir(dfd.get(), "blobs");
+  sha_fd = make_dir_at(blobs_fd.get(), "sha256", dir + "/blobs/sha256", &created);
+  if (created) rollback.dir(blobs_fd.get(), "sha256");
   std::string blobs = dir + "/blobs/sha256";
-  mkdirs(blobs, 0755);
+
   Progress prog(progress_enabled(g), "export-image", total);
   json layers = json::array(), diff_ids = json::array();
   for (size_t i = 0; i < chain.size(); i++) {
@@ -731,7 +517,7 @@ int cmd_export_image(Globals& g, const Args& args) {
     int rc = rolayer_tar_stream_open(&s, l, err.out());
     if (rc != ROLAYER_OK) lib_fail(rc, err, "export-image " + chain_id);
     std::unique_ptr<rolayer_tar_stream, void (*)(rolayer_tar_stream*)> stream(s, rolayer_tar_stream_free);
-    OutputFile out(blobs + "/" + diff_id.substr(7));
+    AtomicFileAt out(sha_fd.get(), diff_id.substr(7), blobs + "/" + diff_id.substr(7));
     Hasher h;
     std::vector<unsigned char> buf(1 << 20);
     int64_t size = 0;
@@ -752,7 +538,9 @@ int cmd_export_image(Globals& g, const Args& args) {
     std::string got = h.finish();
     if (got != diff_id)  // cannot happen with a verified stream; checked all the same
       throw CliError(kVerify, "export-image " + chain_id + ": the stream hashes to " + got + ", not " + diff_id);
-    out.commit();
+    bool replaced = false;
+    out.commit(&replaced);
+    if (!replaced) rollback.file(sha_fd.get(), diff_id.substr(7));
     layers.push_back(json{{"mediaType", kMtOciLayerTar}, {"digest", diff_id}, {"size", size}});
     diff_ids.push_back(diff_id);
   }
@@ -760,9 +548,9 @@ int cmd_export_image(Globals& g, const Args& args) {
 
   auto write_blob = [&](const std::string& data) {
     std::string d = Hasher::digest_of(data);
-    OutputFile out(blobs + "/" + d.substr(7));
-    out.write(data.data(), data.size());
-    out.commit();
+    bool replaced = false;
+    write_file_at(sha_fd.get(), d.substr(7), data, blobs + "/" + d.substr(7), &replaced);
+    if (!replaced) rollback.file(sha_fd.get(), d.substr(7));
     return d;
   };
   json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
@@ -788,18 +576,15 @@ int cmd_export_image(Globals& g, const Args& args) {
                       {"platform", {{"architecture", arch}, {"os", os}}},
                       {"annotations", {{kRefAnnotation, ref}}}});
   index["manifests"] = kept;
+  std::string index_text = index.dump();
   if (!existing_layout) {
-    OutputFile layout(dir + "/oci-layout");
-    std::string text = json{{"imageLayoutVersion", "1.0.0"}}.dump();
-    layout.write(text.data(), text.size());
-    layout.commit();
+    write_file_at(dfd.get(), "oci-layout", json{{"imageLayoutVersion", "1.0.0"}}.dump(), dir + "/oci-layout");
+    rollback.file(dfd.get(), "oci-layout");
   }
-  {
-    OutputFile idx(dir + "/index.json");
-    std::string text = index.dump();
-    idx.write(text.data(), text.size());
-    idx.commit();
-  }
+  check_interrupted();
+  // The last step: the layout is complete once index.json names the new manifest.
+  write_file_at(dfd.get(), "index.json", index_text, dir + "/index.json");
+  rollback.done();
   std::printf("%s\n", manifest_digest.c_str());
   if (std::fflush(stdout) != 0) sys_fail("write standard output");
   return kOk;

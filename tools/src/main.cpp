@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "text.h"
 
 namespace cli {
 
@@ -30,6 +31,10 @@ const char* kGlobalHelp =
     "  --wait SECONDS   how long to wait for a store another process is using\n"
     "                   (default 5; 0 = do not wait)\n"
     "  -q, --quiet      no progress bar (it is shown only when stderr is a terminal)\n"
+    "  --max-uncompressed SIZE  refuse input that decompresses to more than SIZE\n"
+    "                   (K/M/G/T suffixes; default: $ROLAYER_MAX_UNCOMPRESSED, else 0 = none)\n"
+    "  --max-ratio N    refuse input that decompresses to more than N times its size\n"
+    "                   (past 16 MiB; default: $ROLAYER_MAX_RATIO, else 4096; 0 = none)\n"
     "  -h, --help       this help; `rolayer COMMAND --help` for a command's\n"
     "  --version        the tool's and the library's versions\n"
     "\n"
@@ -236,7 +241,8 @@ const Command* find_command(const std::string& name) {
 void print_command_help(const Command& c) {
   std::fputs(c.help, stdout);
   std::fputs(
-      "\nGlobal options: --store DIR, --driver NAME, --wait SECONDS, -q/--quiet (see: rolayer --help).\n",
+      "\nGlobal options: --store DIR, --driver NAME, --wait SECONDS, -q/--quiet,\n"
+      "--max-uncompressed SIZE, --max-ratio N (see: rolayer --help).\n",
       stdout);
 }
 
@@ -249,13 +255,13 @@ int main(int argc, char** argv) {
     code = cli::run(argc, argv);
   } catch (const cli::CliError& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "rolayer: %s\n", e.what());
+    std::fprintf(stderr, "rolayer: %s\n", cli::term_safe(e.what()).c_str());
     code = e.code();
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "rolayer: out of memory\n");
     code = cli::kFailure;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "rolayer: internal error: %s\n", e.what());
+    std::fprintf(stderr, "rolayer: internal error: %s\n", cli::term_safe(e.what()).c_str());
     code = cli::kFailure;
   }
   if (std::fflush(stdout) != 0 && code == cli::kOk) {

@@ -1,5 +1,7 @@
 #include "progress.h"
 
+#include "text.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,7 +70,7 @@ void Progress::clear() {
 void Progress::note(const std::string& line) {
   if (!enabled_) return;
   clear();
-  put(line + "\n");
+  put(term_safe(line) + "\n");
   draw(true);
 }
 
@@ -96,7 +98,7 @@ void Progress::draw(bool force) {
   }
 
   int cols = terminal_columns() - 1;
-  std::string label = label_;
+  std::string label = term_safe(label_);
   int bar_width = 0;
   if (total_ >= 0) {
     // A steady bar: room is reserved for the longest tail ("100%  999.9 MiB / 999.9 MiB

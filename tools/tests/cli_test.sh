@@ -804,6 +804,359 @@ t_progress() {
   grep -q "ok" "$WORK/ts3" || fail "verify on a terminal"
 }
 
+# --- trust at the edges (issue 12): hostile image directories and layouts --------------------
+
+# demo_blob N: the path of the demo image's layer blob N (0-based) in a copy DIR; "config" for the config.
+demo_blob() {
+  python3 - "$1" "$2" <<'EOF'
+import json, os, sys
+d, n = sys.argv[1], sys.argv[2]
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+i = json.load(open(os.path.join(d, "index.json"))); m = json.load(open(bp(i["manifests"][0]["digest"])))
+print(bp(m["config"]["digest"]) if n == "config" else bp(m["layers"][int(n)]["digest"]))
+EOF
+}
+
+# no_leak: the last error must reveal nothing of the secret file ($WORK/secret): not its size,
+# digest or first byte.
+no_leak() {
+  local size dg first
+  size=$(stat -c %s "$WORK/secret"); dg=$(sha256sum "$WORK/secret" | cut -c1-64); first=$(head -c1 "$WORK/secret")
+  ! grep -q -e "$dg" -e " $size bytes" -e "has $size" "$WORK/err" || fail "the error reveals the link target: $(cat "$WORK/err")"
+  ! grep -q "$first$first$first" "$WORK/err" || fail "the error shows the target's content: $(cat "$WORK/err")"
+}
+
+# Item 5: links, devices and FIFOs inside an image directory are never followed or read.
+t_import_dir_links() {
+  printf 'QQQQ root-only secret %s\n' "$RANDOM" >"$WORK/secret"
+  chmod 0600 "$WORK/secret"
+  for mode in layer-link config-link index-link blobs-link sha256-link layer-fifo layer-device docker-subdir-link; do
+    note "image directory with: $mode"
+    rm -rf "$WORK/img" "$WORK/elsewhere"
+    cp -r "$DEMO_IMAGE" "$WORK/img"
+    case $mode in
+      layer-link) ln -sf "$WORK/secret" "$(demo_blob "$WORK/img" 0)" ;;
+      config-link) ln -sf "$WORK/secret" "$(demo_blob "$WORK/img" config)" ;;
+      index-link) mv "$WORK/img/index.json" "$WORK/index.json"; ln -s "$WORK/index.json" "$WORK/img/index.json" ;;
+      # A complete, valid copy of the blobs elsewhere: followed, the import would succeed.
+      blobs-link) mv "$WORK/img/blobs" "$WORK/elsewhere"; ln -s "$WORK/elsewhere" "$WORK/img/blobs" ;;
+      sha256-link) mv "$WORK/img/blobs/sha256" "$WORK/elsewhere"; ln -s "$WORK/elsewhere" "$WORK/img/blobs/sha256" ;;
+      layer-fifo) local b; b=$(demo_blob "$WORK/img" 1); rm "$b"; mkfifo "$b" ;;
+      layer-device) local b; b=$(demo_blob "$WORK/img" 1); rm "$b"; ln -s /dev/zero "$b" ;;
+      docker-subdir-link)
+        rm -rf "$WORK/img"; mkdir -p "$WORK/img" "$WORK/elsewhere"
+        make_docker_archive "$WORK/d.tar" plain >/dev/null
+        tar -C "$WORK/img" -xf "$WORK/d.tar"
+        mv "$WORK/img/bbbb" "$WORK/elsewhere/bbbb"; ln -s "$WORK/elsewhere/bbbb" "$WORK/img/bbbb" ;;
+    esac
+    expect_code 6 timeout 60 "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img"
+    grep -q -e "symbolic link" -e "FIFO" "$WORK/err" || fail "$mode: the error does not say what the entry is: $(cat "$WORK/err")"
+    grep -q "refused" "$WORK/err" || fail "$mode: the error does not say it refused: $(cat "$WORK/err")"
+    no_leak
+    [ "$(layer_count)" = 0 ] || fail "$mode: a refused import left layers"
+  done
+  # A plain copy still imports.
+  rm -rf "$WORK/img"; cp -r "$DEMO_IMAGE" "$WORK/img"
+  expect_code 0 R import "$WORK/img"
+}
+
+# Item 5: skopeo's dir: layout (version, manifest.json, blobs named by hex) is read.
+t_import_skopeo_dir() {
+  need skopeo skopeo
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  local want; want=$(chain_of "${diffs[@]}")
+  skopeo --insecure-policy copy -q "oci:$DEMO_IMAGE:latest" "dir:$WORK/sd"
+  [ -f "$WORK/sd/version" ] || fail "skopeo wrote no dir: layout"
+  expect_code 0 R import "$WORK/sd"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "skopeo dir: layout: $(cat "$WORK/out") != $want"
+  R rm "$want" >/dev/null
+  # A damaged dir: layout is damaged (not "unsupported"): bytes appended to a layer blob.
+  local blob; blob=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(sys.argv[1]+"/"+m["layers"][0]["digest"].split(":")[1])' "$WORK/sd")
+  printf 'x' >>"$blob"
+  expect_code 4 R import "$WORK/sd"
+  grep -q -e "digest mismatch" -e "larger than" "$WORK/err" || fail "damaged dir: layout: $(cat "$WORK/err")"
+  [ "$(layer_count)" = 0 ] || fail "a failed import left layers"
+}
+
+# Item 2: export-image writes nothing through links, FIFOs or devices planted in its target.
+t_export_image_links() {
+  mkdir -p "$WORK/x" && echo x >"$WORK/x/x"
+  make_tar "$WORK/x" "$WORK/x.tar"
+  local x; x=$(R register "$WORK/x.tar")
+  local hex; hex=$(R inspect --json "$x" | python3 -c 'import json,sys; print(json.load(sys.stdin)["diff_id"][7:])')
+  for mode in blobs-link sha256-link blob-link blob-fifo-link blob-fifo index-link index-fifo layout-link layout-device; do
+    note "export-image target with: $mode"
+    rm -rf "$WORK/t" "$WORK/other"; rm -f "$WORK/victim" "$WORK/fifo"
+    mkdir -p "$WORK/t" "$WORK/other"
+    printf 'victim\n' >"$WORK/victim"
+    printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/t/oci-layout"
+    mkfifo "$WORK/fifo"
+    case $mode in
+      blobs-link) ln -s "$WORK/other" "$WORK/t/blobs" ;;
+      sha256-link) mkdir "$WORK/t/blobs"; ln -s "$WORK/other" "$WORK/t/blobs/sha256" ;;
+      blob-link) mkdir -p "$WORK/t/blobs/sha256"; ln -s "$WORK/victim" "$WORK/t/blobs/sha256/$hex" ;;
+      blob-fifo-link) mkdir -p "$WORK/t/blobs/sha256"; ln -s "$WORK/fifo" "$WORK/t/blobs/sha256/$hex" ;;
+      blob-fifo) mkdir -p "$WORK/t/blobs/sha256"; mkfifo "$WORK/t/blobs/sha256/$hex" ;;
+      index-link) printf '{"manifests":[]}' >"$WORK/victim"; ln -s "$WORK/victim" "$WORK/t/index.json" ;;
+      index-fifo) ln -s "$WORK/fifo" "$WORK/t/index.json" ;;
+      layout-link) printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/victim"; rm "$WORK/t/oci-layout"; ln -s "$WORK/victim" "$WORK/t/oci-layout" ;;
+      layout-device) rm "$WORK/t/oci-layout"; ln -s /dev/zero "$WORK/t/oci-layout" ;;
+    esac
+    local before; before=$(cat "$WORK/victim")
+    expect_code 6 timeout 60 "$ROLAYER" --store "$STORE" --driver "$DRIVER" export-image "$x" "$WORK/t"
+    grep -q -e "symbolic link" -e "FIFO" "$WORK/err" || fail "$mode: the error does not say what it found: $(cat "$WORK/err")"
+    grep -q "refused" "$WORK/err" || fail "$mode: the error does not say it refused: $(cat "$WORK/err")"
+    [ -z "$(ls -A "$WORK/other")" ] || fail "$mode: written through a link: $(ls -A "$WORK/other")"
+    [ "$(cat "$WORK/victim")" = "$before" ] || fail "$mode: the link's target changed"
+    [ ! -e "$WORK/t/index.json" ] || [ -L "$WORK/t/index.json" ] || fail "$mode: an index.json was written"
+  done
+  # An ordinary target still works.
+  rm -rf "$WORK/t"
+  expect_code 0 R export-image "$x" "$WORK/t"
+  [ -f "$WORK/t/index.json" ] && [ -f "$WORK/t/blobs/sha256/$hex" ] || fail "export-image into a new directory"
+}
+
+# Item 8: a failing export-image leaves no half-written layout; text that is not UTF-8 in
+# --ref/--arch/--os is refused up front (exit 2), not an internal error after the blobs.
+t_export_image_atomic() {
+  mkdir -p "$WORK/a" "$WORK/b"
+  make_tree "$WORK/a" atomic
+  echo "top layer" >"$WORK/b/top.txt"
+  make_tar "$WORK/a" "$WORK/a.tar"; make_tar "$WORK/b" "$WORK/b.tar"
+  local a b
+  a=$(R register "$WORK/a.tar")
+  b=$(R register --parent "$a" "$WORK/b.tar")
+  for opt in ref arch os; do
+    expect_code 2 R export-image "$b" "$WORK/l-$opt" "--$opt" $'caf\xe9'
+    grep -q "not UTF-8" "$WORK/err" || fail "--$opt not UTF-8: $(cat "$WORK/err")"
+    [ ! -e "$WORK/l-$opt" ] || fail "--$opt not UTF-8 left $(find "$WORK/l-$opt")"
+  done
+  expect_code 2 R export-image "$b" "$WORK/l-ctl" --ref $'a\033[31mb'
+  [ ! -e "$WORK/l-ctl" ] || fail "a refused --ref left a layout"
+  # A damaged lower layer: the top's blob may be written before the failure; nothing stays.
+  local marker; marker=$(tr -d '\n' <"$WORK/a/etc/marker.txt")
+  local stored; stored=$(find_stored_marker "$marker")
+  [ -n "$stored" ] || fail "cannot find the stored copy of the marker file"
+  chmod u+w "$stored"
+  flip_byte "$stored" "$marker"
+  expect_code 4 R export-image "$b" "$WORK/new"
+  [ ! -e "$WORK/new" ] || fail "a failed export-image left a layout: $(find "$WORK/new")"
+  mkdir "$WORK/empty"
+  expect_code 4 R export-image "$b" "$WORK/empty"
+  [ -z "$(ls -A "$WORK/empty")" ] || fail "a failed export-image left files in an empty directory: $(find "$WORK/empty")"
+  # An existing layout keeps exactly what it had.
+  mkdir -p "$WORK/c" && echo c >"$WORK/c/c" && make_tar "$WORK/c" "$WORK/c.tar"
+  local c; c=$(R register "$WORK/c.tar")
+  expect_code 0 R export-image "$c" "$WORK/lay"
+  (cd "$WORK/lay" && find . -type f | sort | xargs sha256sum) >"$WORK/lay.before"
+  expect_code 4 R export-image "$b" "$WORK/lay" --ref other
+  (cd "$WORK/lay" && find . -type f | sort | xargs sha256sum) >"$WORK/lay.after"
+  cmp -s "$WORK/lay.before" "$WORK/lay.after" || fail "a failed export-image changed the existing layout: $(diff "$WORK/lay.before" "$WORK/lay.after")"
+}
+
+# make_named_tar OUT NAME...: a tar whose files have the given names (bytes: \xNN escapes are
+# decoded), each holding "MARKERDATA-<n>-" repeated.
+make_named_tar() {
+  python3 - "$@" <<'EOF'
+import io, sys, tarfile
+out, names = sys.argv[1], sys.argv[2:]
+with tarfile.open(out, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as t:
+    for n, name in enumerate(names):
+        raw = name.encode().decode("unicode_escape").encode("latin-1")
+        data = b"MARKERDATA-%d-" % n * 50
+        ti = tarfile.TarInfo(raw.decode("utf-8", "surrogateescape")); ti.size = len(data); ti.mtime = 1700000000
+        t.addfile(ti, io.BytesIO(data))
+EOF
+}
+
+# damage_stored N: flips a byte of the stored copy of file N of make_named_tar (dir driver).
+damage_stored() {
+  local f; f=$(grep -rl --exclude='metadata.db*' -F "MARKERDATA-$1-" "$STORE" | head -1)
+  [ -n "$f" ] || fail "cannot find the stored file $1"
+  chmod u+w "$f"
+  flip_byte "$f" "MARKERDATA-$1-"
+}
+
+# Item 8: JSON output with text that is not UTF-8 (Latin-1 names, a store path): valid JSON,
+# the value with U+FFFD for display and "<key>_b64" with the exact bytes.
+t_json_not_utf8() {
+  make_named_tar "$WORK/l1.tar" 'etc/caf\xe9-name.txt' 'etc/plain.txt'
+  local id; id=$(R register "$WORK/l1.tar")
+  damage_stored 0
+  expect_code 4 R verify --json
+  python3 - "$WORK/out" <<'EOF' || fail "verify --json with a Latin-1 name: $(cat "$WORK/out" "$WORK/err")"
+import base64, json, sys
+j = json.load(open(sys.argv[1]))
+r = j[0]
+assert r["ok"] is False, r
+assert base64.b64decode(r["path_b64"]).endswith(b"caf\xe9-name.txt"), r
+assert "\ufffd" in r["path"], r
+assert "error_b64" not in r or b"caf\xe9" in base64.b64decode(r["error_b64"]), r
+EOF
+  expect_code 4 R verify
+  grep -q 'caf\\xe9-name.txt' "$WORK/out" || fail "verify does not show the name escaped: $(cat "$WORK/out")"
+  # A store whose path is not UTF-8.
+  local S2=$WORK/st$'\xe9'
+  local id2; id2=$("$ROLAYER" --store "$S2" --driver "$DRIVER" register "$WORK/l1.tar")
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" inspect --json "$id2" >"$WORK/i.json" || fail "inspect --json on a store whose path is not UTF-8"
+  python3 - "$WORK/i.json" <<'EOF' || fail "inspect --json: $(cat "$WORK/i.json")"
+import base64, json, sys
+j = json.load(open(sys.argv[1]))
+vals = [base64.b64decode(v) for k, v in j["metadata"].items() if k.endswith("_b64")]
+assert any(b"st\xe9" in v for v in vals), j["metadata"]
+EOF
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" ls --json >"$WORK/l.json" || fail "ls --json on that store"
+  "$ROLAYER" --store "$S2" --driver "$DRIVER" verify --json >"$WORK/v.json" || fail "verify --json on that store"
+  python3 -c 'import json,sys; json.load(open(sys.argv[1])); json.load(open(sys.argv[2]))' "$WORK/l.json" "$WORK/v.json" || fail "not JSON"
+}
+
+# Control characters in names and messages never reach the terminal raw.
+t_terminal_escapes() {
+  make_named_tar "$WORK/e.tar" 'etc/\x1b]0;pwned\x07-\x1b[31mred' 'etc/ok.txt'
+  local id; id=$(R register "$WORK/e.tar")
+  damage_stored 0
+  expect_code 4 R verify
+  cat "$WORK/out" "$WORK/err" >"$WORK/all"
+  ! grep -q $'[\x1b\x07]' "$WORK/all" || fail "verify printed a raw control character: $(cat -v "$WORK/all")"
+  grep -q -F '\x1b]0;pwned\x07-\x1b[31mred' "$WORK/out" || fail "verify does not show the escaped name: $(cat "$WORK/out")"
+  R inspect "$id" >"$WORK/insp" 2>&1
+  ! grep -q $'[\x1b\x07]' "$WORK/insp" || fail "inspect printed a raw control character"
+  # An error message that quotes the user's or the image's text.
+  expect_code 3 R import "$DEMO_IMAGE:"$'\x1b[31mnope\x07'
+  ! grep -q $'[\x1b\x07]' "$WORK/err" || fail "an error printed a raw control character: $(cat -v "$WORK/err")"
+  grep -q -F '\x1b[31mnope\x07' "$WORK/err" || fail "the error does not show the escaped text: $(cat "$WORK/err")"
+  # JSON output is ASCII: control characters as \u escapes.
+  expect_code 4 R verify --json
+  ! grep -q $'[\x1b\x07]' "$WORK/out" || fail "verify --json printed a raw control character"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert "\x1b" in j[0]["path"], j' "$WORK/out" || fail "verify --json path"
+}
+
+# Item 6: deeply nested JSON (index, manifest, config, docker save manifest.json, an existing
+# layout's index.json) is refused with a message, never a crash.
+t_deep_json() {
+  for where in index-annotation config docker-manifest; do
+    note "deep JSON in: $where"
+    rm -rf "$WORK/img"; cp -r "$DEMO_IMAGE" "$WORK/img"
+    python3 - "$WORK/img" "$where" <<'EOF'
+import hashlib, json, os, sys
+d, where = sys.argv[1], sys.argv[2]
+deep = "[" * 400000 + "]" * 400000
+bp = lambda g: os.path.join(d, "blobs", "sha256", g.split(":")[1])
+idx = json.load(open(os.path.join(d, "index.json")))
+if where == "index-annotation":
+    t = json.dumps(idx).replace('"annotations": {', '"annotations": {"deep": %s, ' % deep, 1)
+    open(os.path.join(d, "index.json"), "w").write(t)
+elif where == "config":
+    md = idx["manifests"][0]; m = json.load(open(bp(md["digest"])))
+    c = json.dumps(json.load(open(bp(m["config"]["digest"])))).replace('"rootfs"', '"deep": %s, "rootfs"' % deep, 1).encode()
+    cd = "sha256:" + hashlib.sha256(c).hexdigest(); open(bp(cd), "wb").write(c)
+    m["config"]["digest"] = cd; m["config"]["size"] = len(c)
+    mb = json.dumps(m).encode(); mdg = "sha256:" + hashlib.sha256(mb).hexdigest(); open(bp(mdg), "wb").write(mb)
+    md["digest"] = mdg; md["size"] = len(mb)
+    json.dump(idx, open(os.path.join(d, "index.json"), "w"))
+else:
+    os.unlink(os.path.join(d, "index.json")); os.unlink(os.path.join(d, "oci-layout"))
+    open(os.path.join(d, "manifest.json"), "w").write('[{"Config": "x.json", "Layers": [], "RepoTags": %s}]' % deep)
+EOF
+    expect_code 6 R import "$WORK/img"
+    grep -q "nested deeper than" "$WORK/err" || fail "$where: $(cat "$WORK/err")"
+    tar -C "$WORK/img" -cf "$WORK/img.tar" .
+    expect_code 6 R import "$WORK/img.tar"
+    grep -q "nested deeper than" "$WORK/err" || fail "$where (tar): $(cat "$WORK/err")"
+  done
+  [ "$(layer_count)" = 0 ] || fail "a refused import left layers"
+  # export-image into a layout whose index.json is deeply nested.
+  mkdir -p "$WORK/x" && echo x >"$WORK/x/x" && make_tar "$WORK/x" "$WORK/x.tar"
+  local x; x=$(R register "$WORK/x.tar")
+  mkdir "$WORK/lay"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/lay/oci-layout"
+  python3 -c 'import sys; open(sys.argv[1],"w").write("{\"manifests\":[{\"annotations\":{\"a\":" + "["*400000 + "]"*400000 + "}}]}")' "$WORK/lay/index.json"
+  expect_code 6 R export-image "$x" "$WORK/lay"
+  grep -q "nested deeper than" "$WORK/err" || fail "export-image: $(cat "$WORK/err")"
+  [ ! -e "$WORK/lay/blobs" ] || fail "export-image wrote blobs into a layout it refused"
+}
+
+# No external program ever runs on input data: lzop, lrzip, grzip (which libarchive decodes only
+# through a helper program) are refused with a message; fake helpers on PATH must never run.
+t_no_external_filters() {
+  mkdir -p "$WORK/bin"
+  for p in lzop lrzip grzip lzip lz4 zstd gzip bzip2 xz uudecode compress; do
+    printf '#!/bin/sh\necho "$0 $*" >>"%s"\ncat >/dev/null\nexit 1\n' "$WORK/marker" >"$WORK/bin/$p"
+    chmod +x "$WORK/bin/$p"
+  done
+  python3 - "$WORK" <<'EOF'
+import os, sys
+w = sys.argv[1]
+junk = os.urandom(300)
+open(w + "/x.lzo", "wb").write(b"\x89LZO\x00\r\n\x1a\n\x10\x30\x20\xa0\x09\x40\x01\x05\x03\x00\x00\x01\x00\x00\x81\xa4" + b"\0" * 16 + junk)
+open(w + "/x.lrz", "wb").write(b"LRZI\x00\x06" + b"\0" * 8 + junk)
+open(w + "/x.grz", "wb").write(b"GRZipII\x00\x02\x04:)" + junk)
+EOF
+  for f in x.lzo x.lrz x.grz; do
+    note "compressed input: $f"
+    expect_code 6 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/$f"
+    grep -q "not supported" "$WORK/err" || fail "$f: $(cat "$WORK/err")"
+    [ ! -e "$WORK/marker" ] || fail "$f: an external program ran: $(cat "$WORK/marker")"
+    expect_code 6 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/$f"
+    grep -q "not supported" "$WORK/err" || fail "$f (import): $(cat "$WORK/err")"
+    [ ! -e "$WORK/marker" ] || fail "$f (import): an external program ran: $(cat "$WORK/marker")"
+  done
+  # The in-process decoders still work, with the fake helpers first on PATH.
+  mkdir -p "$WORK/t" && echo hello >"$WORK/t/hello" && make_tar "$WORK/t" "$WORK/t.tar"
+  local want; want=$(sha256 "$WORK/t.tar")
+  for c in gzip bzip2 xz zstd; do
+    command -v "$c" >/dev/null || continue
+    "$c" -c "$WORK/t.tar" >"$WORK/t.tar.$c"
+    [ "$(env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/t.tar.$c")" = "$want" ] ||
+      fail "$c input no longer registers"
+  done
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  expect_code 0 env PATH="$WORK/bin:$PATH" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img.tgz"
+  [ ! -e "$WORK/marker" ] || fail "an external program ran: $(cat "$WORK/marker")"
+}
+
+# Decompression limits: --max-uncompressed, --max-ratio and their environment variables.
+t_decompression_limits() {
+  # 24 MiB of zeros in a gzip'd tar (made as a stream: only the small .tgz touches the disk).
+  python3 - "$WORK/z.tgz" <<'EOF'
+import io, sys, tarfile
+class Zeros(io.RawIOBase):
+    def __init__(self, n): self.n = n
+    def readable(self): return True
+    def readinto(self, b):
+        k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k
+with tarfile.open(sys.argv[1], "w:gz", compresslevel=1) as t:
+    ti = tarfile.TarInfo("zeros"); ti.size = 24 << 20; ti.mtime = 1700000000
+    t.addfile(ti, Zeros(ti.size))
+EOF
+  expect_code 6 R --max-ratio 100 register "$WORK/z.tgz"
+  grep -q "decompression bomb" "$WORK/err" || fail "--max-ratio: $(cat "$WORK/err")"
+  expect_code 6 env ROLAYER_MAX_RATIO=100 "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/z.tgz"
+  grep -q "ROLAYER_MAX_RATIO" "$WORK/err" || fail "ROLAYER_MAX_RATIO: $(cat "$WORK/err")"
+  expect_code 6 R --max-uncompressed 1M register "$WORK/z.tgz"
+  grep -q "more than 1.0 MiB" "$WORK/err" || fail "--max-uncompressed: $(cat "$WORK/err")"
+  expect_code 6 env ROLAYER_MAX_UNCOMPRESSED=1M "$ROLAYER" --store "$STORE" --driver "$DRIVER" register "$WORK/z.tgz"
+  expect_code 2 R --max-ratio lots register "$WORK/z.tgz"
+  [ "$(layer_count)" = 0 ] || fail "a refused input left a layer"
+  # A compressed image archive, decompressed once under the same limits.
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  expect_code 6 R --max-uncompressed 4K import "$WORK/img.tgz"
+  grep -q "more than 4.0 KiB" "$WORK/err" || fail "import --max-uncompressed: $(cat "$WORK/err")"
+  # Within the limits (the default ratio is 4096): accepted.
+  expect_code 0 R register "$WORK/z.tgz"
+  expect_code 0 R import "$WORK/img.tgz"
+}
+
+# A compressed image archive is decompressed once, not once per layer: it is opened once.
+t_import_archive_one_pass() {
+  need strace strace
+  tar -C "$DEMO_IMAGE" -czf "$WORK/img.tgz" .
+  strace -f -qq -e trace=open,openat -o "$WORK/trace" "$ROLAYER" --store "$STORE" --driver "$DRIVER" import "$WORK/img.tgz" >"$WORK/out" 2>"$WORK/err" ||
+    { grep -q "ptrace" "$WORK/err" && skip "strace cannot trace here: $(head -1 "$WORK/err")"; fail "import under strace: $(cat "$WORK/err")"; }
+  local n; n=$(grep -c -F "img.tgz\"" "$WORK/trace" || true)
+  [ "$n" = 1 ] || fail "the archive was opened $n times (once per pass): $(grep -F img.tgz "$WORK/trace")"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
