@@ -163,12 +163,13 @@ int cmd_push(Globals& g, const Args& args) {
   Reference ref = parse_reference(p.positionals[1]);
   std::string from_repo;
   if (p.has("from-repo")) {
-    Reference f = parse_reference(p.get("from-repo").find('/') == std::string::npos && p.get("from-repo").find('.') == std::string::npos
-                                      ? ref.domain + "/" + p.get("from-repo")
-                                      : p.get("from-repo"));
-    if (f.domain != ref.domain)
-      usage_error("push: --from-repo must name a repository of the same registry (" + ref.domain + ")");
-    from_repo = f.repository;
+    // A repository of the same registry: "path/name", or written with the registry host.
+    std::string f = p.get("from-repo");
+    if (f.rfind(ref.domain + "/", 0) == 0) f = f.substr(ref.domain.size() + 1);
+    Reference fr = parse_reference(ref.domain + "/" + f);
+    if (fr.domain != ref.domain || fr.tag != "latest" || !fr.digest.empty())
+      usage_error("push: --from-repo needs a repository of the same registry (" + ref.domain + "), without a tag");
+    from_repo = fr.repository;
   }
   Platform plat = p.has("platform") ? parse_platform(p.get("platform")) : Platform{"linux", host_arch(), "", false};
   TransportOptions topts = transport_options(p);
