@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "args.h"
+#include "blob_bars.h"
 #include "blob.h"
 #include "commands.h"
 #include "progress.h"
@@ -362,11 +363,14 @@ int cmd_pull(Globals& g, const Args& args) {
     }
   }
 
-  int64_t total = 0;
-  for (size_t i = first; i < n; i++) total += layers[i]->desc.size;
-  Progress prog(progress_enabled(g), "pull", total > 0 ? total : -1);
-  std::mutex prog_mu;
-  if (first > 0) prog.note(std::to_string(first) + " of " + std::to_string(n) + " layers already in the store");
+  // One bar per blob on a terminal.
+  BlobBars bars(progress_enabled(g));
+  std::vector<size_t> bar(n, 0);
+  for (size_t i = 0; i < n; i++) {
+    bar[i] = bars.add_bar("layer " + std::to_string(i + 1) + "/" + std::to_string(n) + " " + short_id(layers[i]->desc.digest),
+                          layers[i]->desc.size);
+    if (i < first) bars.set_status(bar[i], "already in the store");
+  }
 
   // Download threads: layer indexes handed out in chain order, so the lowest layer not yet
   // registered always has a thread and the pipes cannot deadlock.
@@ -387,8 +391,7 @@ int cmd_pull(Globals& g, const Args& args) {
             l.desc.digest, l.desc.size,
             [&](const char* d, size_t k) {
               if (!l.pipe.write(d, k)) return false;
-              std::lock_guard<std::mutex> gp(prog_mu);
-              prog.add(k);
+              bars.add(bar[i], k);
               return true;
             },
             [&] { return l.pipe.cancelled() || interrupted(); });
@@ -425,17 +428,14 @@ int cmd_pull(Globals& g, const Args& args) {
         throw CliError(kVerify, name + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
                                     std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
       parent = rolayer_layer_chain_id(held.back().get());
-      {
-        std::lock_guard<std::mutex> gp(prog_mu);
-        prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(n) + "  " + parent);
-      }
+      bars.set_status(bar[i], "registered " + short_id(parent));
     }
     stop_all();
     check_interrupted();
     retain_once(store.get(), parent);
   } catch (...) {
     stop_all();
-    prog.clear();
+    bars.finish();
     while (held.size() > preexisting) {
       Err ignored;
       held.back().release(ignored);
@@ -447,7 +447,7 @@ int cmd_pull(Globals& g, const Args& args) {
   // The layers that existed before keep their own references; those this pull registered are
   // kept by the retained top (their children hold them).
   while (!held.empty()) held.pop_back();
-  prog.clear();
+  bars.finish();
   std::printf("%s\n", parent.c_str());
   if (std::fflush(stdout) != 0) sys_fail("write standard output");
   return kOk;

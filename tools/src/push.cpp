@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "args.h"
+#include "blob_bars.h"
 #include "blob.h"
 #include "commands.h"
 #include "progress.h"
@@ -36,8 +37,8 @@ struct StreamDeleter {
 // counted as they are handed out, so the digest is known when the stream ends.
 class CompressingReader {
  public:
-  CompressingReader(rolayer_layer* layer, std::string compression, Progress* prog)
-      : compression_(std::move(compression)), prog_(prog), in_(1 << 20) {
+  CompressingReader(rolayer_layer* layer, std::string compression, BlobBars* bars, size_t bar)
+      : compression_(std::move(compression)), bars_(bars), bar_(bar), in_(1 << 20) {
     rolayer_tar_stream* s = nullptr;
     Err err;
     int rc = rolayer_tar_stream_open(&s, layer, err.out());
@@ -85,7 +86,7 @@ class CompressingReader {
       int rc = rolayer_tar_stream_read(stream_.get(), in_.data(), in_.size(), &n, err.out());
       if (rc != ROLAYER_OK) lib_fail(rc, err, "push " + chain_id_);
       if (n == 0) in_eof_ = true;
-      if (prog_) prog_->add(n);
+      bars_->add(bar_, n);
     }
     if (compression_ == "gzip") {
       z_.next_in = reinterpret_cast<Bytef*>(in_.data());
@@ -122,7 +123,8 @@ class CompressingReader {
   }
 
   std::string compression_;
-  Progress* prog_;
+  BlobBars* bars_;
+  size_t bar_;
   std::unique_ptr<rolayer_tar_stream, StreamDeleter> stream_;
   std::string chain_id_;
   std::vector<char> in_;
@@ -191,13 +193,19 @@ int cmd_push(Globals& g, const Args& args) {
 
   Registry reg(ref, topts, "pull,push", from_repo.empty() ? std::vector<std::string>{} : std::vector<std::string>{from_repo});
   reg.ping();
-  Progress prog(progress_enabled(g), "push", total);
+  BlobBars bars(progress_enabled(g));
+  std::vector<size_t> bar;
+  for (size_t i = 0; i < chain.size(); i++) {
+    int64_t sz = 0;
+    rolayer_layer_stream_size(chain[i].get(), &sz, nullptr);
+    bar.push_back(bars.add_bar("layer " + std::to_string(i + 1) + "/" + std::to_string(chain.size()) + " " +
+                                   short_id(rolayer_layer_chain_id(chain[i].get())),
+                               sz));
+  }
   json layers = json::array(), diff_ids = json::array();
   uint64_t uploaded = 0;
   for (size_t i = 0; i < chain.size(); i++) {
     rolayer_layer* l = chain[i].get();
-    std::string label = "push " + std::to_string(i + 1) + "/" + std::to_string(chain.size());
-    prog.set_label(label);
     diff_ids.push_back(rolayer_layer_diff_id(l));
     int64_t sz = 0;
     rolayer_layer_stream_size(l, &sz, nullptr);
@@ -211,31 +219,30 @@ int cmd_push(Globals& g, const Args& args) {
       if (!have && !from_repo.empty()) have = reg.mount_blob(dd, from_repo);
       if (have) {
         layers.push_back(json{{"mediaType", mt}, {"digest", dd}, {"size", ds}});
-        prog.add(static_cast<uint64_t>(std::max<int64_t>(0, sz)));
-        prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(chain.size()) + "  " + dd + "  exists");
+        bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, sz)));
+        bars.set_status(bar[i], std::string("exists as ") + short_id(dd));
         continue;
       }
     }
     // 2. Compressed on the fly and uploaded; a dropped upload starts over (the compression is
     //    deterministic, so the digest is the same).
     for (int attempt = 0;; attempt++) {
-      CompressingReader cr(l, compression, &prog);
+      CompressingReader cr(l, compression, &bars, bar[i]);
       try {
         reg.upload_blob([&](char* b, size_t cap) { return cr.read(b, cap); }, [&] { return cr.digest(); });
       } catch (const CliError& e) {
         if (e.code() != kNetwork || attempt >= topts.retries) throw;
-        prog.note("retrying the upload of layer " + std::to_string(i + 1) + ": " + e.what());
+        bars.set_status(bar[i], "retrying");
         continue;
       }
       uploaded += cr.size();
       std::string lmt = compression == "gzip" ? kMtLayerGzip : compression == "zstd" ? kMtLayerZstd : kMtLayerTar;
       layers.push_back(json{{"mediaType", lmt}, {"digest", cr.digest()}, {"size", cr.size()}});
-      prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(chain.size()) + "  " + cr.digest() + "  pushed " +
-                human_bytes(static_cast<int64_t>(cr.size())));
+      bars.set_status(bar[i], "pushed " + short_id(cr.digest()) + " (" + human_bytes(static_cast<int64_t>(cr.size())) + ")");
       break;
     }
   }
-  prog.clear();
+  bars.finish();
   // The config and manifest, as export-image writes them.
   json config = {{"architecture", plat.arch}, {"os", plat.os}, {"config", json::object()},
                  {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
