@@ -8,6 +8,7 @@
 // the store; downloads run ahead of it by at most kPipeBytes per blob, so memory stays bounded
 // whatever the image size, and no blob is ever written to a temporary file.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <condition_variable>
 #include <cstdio>
@@ -293,6 +294,13 @@ int cmd_pull(Globals& g, const Args& args) {
   if (p.help) return print_command_help(*find_command("pull")), 0;
   if (p.positionals.size() != 1) usage_error("pull: needs exactly one image reference");
   Reference ref = parse_reference(p.positionals[0]);
+  // A pull-through mirror for docker.io, as the Docker daemon's registry-mirrors: the same
+  // repository path (library/NAME for official images) is asked of the mirror.
+  if (const char* m = std::getenv("ROLAYER_DOCKER_IO_MIRROR"); m && *m && ref.domain == "docker.io") {
+    Reference mr = parse_reference(std::string(m) + "/x");
+    if (mr.domain == "docker.io") usage_error("$ROLAYER_DOCKER_IO_MIRROR must be a registry host[:port], not \"" + std::string(m) + "\"");
+    ref.mirror = mr.domain;
+  }
   Platform plat = parse_platform(p.get("platform"));
   int jobs = parse_jobs(p);
   TransportOptions topts = transport_options(p);

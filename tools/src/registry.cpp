@@ -216,7 +216,10 @@ std::string Reference::str() const {
   return s;
 }
 
-std::string Reference::api_host() const { return domain == "docker.io" ? "registry-1.docker.io" : domain; }
+std::string Reference::api_host() const {
+  if (domain == "docker.io") return mirror.empty() ? "registry-1.docker.io" : mirror;
+  return domain;
+}
 
 Reference parse_reference(const std::string& in, const std::string& default_tag) {
   std::string s = in;
@@ -400,7 +403,7 @@ Registry::Registry(const Reference& ref, TransportOptions opts, std::string acti
   if (!opts_.username.empty() || !opts_.password.empty())
     creds_ = Credentials{opts_.username, opts_.password, "the command line"};
   else
-    creds_ = find_credentials(ref_.domain, ref_.repository);
+    creds_ = find_credentials(ref_.mirror.empty() ? ref_.domain : ref_.mirror, ref_.repository);
   tls_verify_ = !opts_.insecure;
 }
 

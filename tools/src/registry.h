@@ -36,6 +36,7 @@ struct Reference {
   std::string repository;  // "library/alpine"
   std::string tag;         // "" when only a digest was given
   std::string digest;      // "" or "sha256:<hex>"
+  std::string mirror;      // pull only: where docker.io is served from ($ROLAYER_DOCKER_IO_MIRROR)
   std::string str() const;      // the normalised long form
   std::string api_host() const;  // where the API lives: registry-1.docker.io for docker.io
   std::string reference() const { return digest.empty() ? tag : digest; }
@@ -140,7 +141,9 @@ class Registry {
 
   const Reference& ref() const { return ref_; }
   std::string base_url() const { return scheme_ + "://" + ref_.api_host(); }
-  std::string describe() const { return ref_.domain + "/" + ref_.repository; }
+  std::string describe() const {
+    return ref_.domain + "/" + ref_.repository + (ref_.mirror.empty() ? "" : " (mirror " + ref_.mirror + ")");
+  }
 
  private:
   HttpResponse perform(const HttpRequest& r, bool with_auth);

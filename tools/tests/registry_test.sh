@@ -379,7 +379,23 @@ t_tls_auth() {
 }
 
 t_reference() {
-  # Docker's normalisation, seen in the messages of a registry that does not answer.
+  # Docker's normalisation: short names are docker.io/library/NAME:latest, served here by a
+  # docker.io mirror on 127.0.0.1 (nothing leaves the machine).
+  start_registry plain
+  skopeo_push "$DEMO_IMAGE:latest" "$REG/library/demo:latest"
+  skopeo_push "$DEMO_IMAGE:latest" "$REG/someone/demo:1.0"
+  expect_code 0 R pull "$REG/library/demo:latest"
+  top=$(cat "$WORK/out")
+  digest=$(timeout 60 skopeo inspect --tls-verify=false "docker://$REG/library/demo:latest" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
+  export ROLAYER_DOCKER_IO_MIRROR=$REG
+  for r in demo demo:latest library/demo docker.io/library/demo:latest index.docker.io/library/demo "demo@$digest" \
+           docker://demo someone/demo:1.0 docker.io/someone/demo:1.0; do
+    expect_code 0 R pull "$r"
+    [ "$(cat "$WORK/out")" = "$top" ] || fail "pull $r gave another chain"
+  done
+  expect_code 3 R pull other/demo
+  expect_err "docker.io/other/demo"
+  unset ROLAYER_DOCKER_IO_MIRROR
   expect_code 2 R pull "Alpine"
   expect_code 2 R pull "alpine:bad tag"
   expect_code 2 R pull "alpine@sha256:1234"
