@@ -159,6 +159,8 @@ const std::vector<Command> kCommands = {
     {"pull", "pull an image's layers from a registry (verified, streamed, in parallel)", kPullHelp, cmd_pull},
     {"push", "push a chain to a registry as an image", kPushHelp, cmd_push},
     {"login", "save credentials for a registry", kLoginHelp, cmd_login},
+    {"images", "list the images kept in the store (pulled)", kImagesHelp, cmd_images},
+    {"rmi", "remove images (and their layers when nothing else holds them)", kRmiHelp, cmd_rmi},
 };
 
 void print_global_help(FILE* f) {

@@ -440,6 +440,8 @@ int cmd_pull(Globals& g, const Args& args) {
     }
     stop_all();
     check_interrupted();
+    // The image: its manifest (for an index, the platform's) and config, under its name.
+    store_image(store.get(), ref.str(), parent, img.manifest_media_type, img.manifest, cfg);
     retain_once(store.get(), parent);
   } catch (...) {
     stop_all();

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "args.h"
@@ -177,7 +178,10 @@ int cmd_push(Globals& g, const Args& args) {
   TransportOptions topts = transport_options(p);
 
   StorePtr store = open_store(g);
-  std::string top = resolve_chain_id(store.get(), p.positionals[0]);
+  // An image kept in the store (by pull) is pushed with its own config and, when the registry
+  // has (or gets by mount) its original blobs, its own manifest: the same digests.
+  std::string top;
+  std::optional<StoredImage> image = find_image(store.get(), p.positionals[0], &top);
   std::vector<Layer> chain;
   int64_t total = 0;
   for (std::string c = top; !c.empty();) {
@@ -204,11 +208,26 @@ int cmd_push(Globals& g, const Args& args) {
   }
   json layers = json::array(), diff_ids = json::array();
   uint64_t uploaded = 0;
+  if (image && image->layers.size() != chain.size()) image.reset();  // not this chain's manifest
+  bool same_layers = image.has_value();
   for (size_t i = 0; i < chain.size(); i++) {
     rolayer_layer* l = chain[i].get();
     diff_ids.push_back(rolayer_layer_diff_id(l));
     int64_t sz = 0;
     rolayer_layer_stream_size(l, &sz, nullptr);
+    // 0. The image's own blob for this layer.
+    if (image) {
+      const Descriptor& d = image->layers[i];
+      bool have = reg.has_blob(d.digest);
+      if (!have && !from_repo.empty()) have = reg.mount_blob(d.digest, from_repo);
+      if (have) {
+        layers.push_back(json{{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}});
+        bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, sz)));
+        bars.set_status(bar[i], std::string("exists as ") + short_id(d.digest));
+        continue;
+      }
+    }
+    same_layers = false;
     // 1. The blob the layer came from, when the registry has it (or can mount it).
     const char* dmt = rolayer_layer_descriptor_media_type(l);
     const char* dd = rolayer_layer_descriptor_digest(l);
@@ -243,19 +262,33 @@ int cmd_push(Globals& g, const Args& args) {
     }
   }
   bars.finish();
-  // The config and manifest, as export-image writes them.
-  json config = {{"architecture", plat.arch}, {"os", plat.os}, {"config", json::object()},
-                 {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
-  if (!plat.variant.empty()) config["variant"] = plat.variant;
-  std::string config_data = config.dump();
+  // The config and manifest: the image's own, else as export-image writes them.
+  std::string config_data, config_mt = kMtOciConfig;
+  if (image) {
+    config_data = image->config;
+    if (!image->config_desc.media_type.empty()) config_mt = image->config_desc.media_type;
+  } else {
+    json config = {{"architecture", plat.arch}, {"os", plat.os}, {"config", json::object()},
+                   {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
+    if (!plat.variant.empty()) config["variant"] = plat.variant;
+    config_data = config.dump();
+  }
   std::string config_digest = Hasher::digest_of(config_data);
   if (!reg.has_blob(config_digest)) reg.upload_small_blob(config_data, config_digest);
-  json manifest = {{"schemaVersion", 2},
-                   {"mediaType", kMtOciManifest},
-                   {"config", {{"mediaType", kMtOciConfig}, {"digest", config_digest}, {"size", config_data.size()}}},
-                   {"layers", layers}};
-  std::string manifest_data = manifest.dump();
-  std::string digest = reg.put_manifest(ref.reference(), kMtOciManifest, manifest_data);
+  std::string manifest_data, manifest_mt = kMtOciManifest;
+  if (image && same_layers) {
+    manifest_data = image->manifest;
+    manifest_mt = image->manifest_media_type;
+  } else {
+    // The OCI config media type names the same JSON as Docker's.
+    if (config_mt == kMtDockerConfig) config_mt = kMtOciConfig;
+    json manifest = {{"schemaVersion", 2},
+                     {"mediaType", kMtOciManifest},
+                     {"config", {{"mediaType", config_mt}, {"digest", config_digest}, {"size", config_data.size()}}},
+                     {"layers", layers}};
+    manifest_data = manifest.dump();
+  }
+  std::string digest = reg.put_manifest(ref.reference(), manifest_mt, manifest_data);
   if (!g.quiet) std::fprintf(stderr, "pushed %s: %s of layer data uploaded\n", ref.str().c_str(), human_bytes(static_cast<int64_t>(uploaded)).c_str());
   std::printf("%s\n", digest.c_str());
   if (std::fflush(stdout) != 0) sys_fail("write standard output");

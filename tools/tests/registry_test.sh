@@ -218,18 +218,39 @@ t_pull_push() {
     cat "$PROXY_LOG" >&2; fail "a layer already in the store was downloaded again"
   fi
 
-  note "push back unchanged: zero layer bytes, through HEAD (same repository) and mount (--from-repo)"
+  note "the image is kept: rolayer images"
+  src_digest=$(timeout 60 skopeo inspect --tls-verify=false "docker://$REG/test/multi:v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
+  R images --json >"$WORK/images.json"
+  [ "$(json '"'"$REG/test/multi:v1"'" in [i["name"] for i in j if i["top_chain_id"] == "'"$top"'"]' "$WORK/images.json")" = true ] || { cat "$WORK/images.json" >&2; fail "the pulled image is not listed"; }
+  [ "$(json '[i["manifest_digest"] for i in j if i["name"] == "'"$REG/test/multi:v1"'"][0]' "$WORK/images.json")" = "$src_digest" ] || fail "the kept manifest is not the registry's"
+
+  note "push back unchanged: zero layer bytes, through HEAD (same repository) and mount (--from-repo); the same manifest"
   : >"$PROXY_LOG"
   expect_code 0 R push "$top" "$PROXY_REG/test/multi:again"
+  [ "$(cat "$WORK/out")" = "$src_digest" ] || fail "re-push of the pulled image gave manifest $(cat "$WORK/out"), not $src_digest"
   [ "$(upload_bytes "$PROXY_LOG")" -lt 2000 ] || { cat "$PROXY_LOG" >&2; fail "re-push uploaded layer bytes"; }
   grep -q '"PATCH"' "$PROXY_LOG" && { cat "$PROXY_LOG" >&2; fail "re-push streamed a layer"; }
   : >"$PROXY_LOG"
   expect_code 0 R push "$top" "$PROXY_REG/elsewhere/multi:mounted" --from-repo test/multi
   grep -q '"PATCH"' "$PROXY_LOG" && { cat "$PROXY_LOG" >&2; fail "push with --from-repo streamed a layer"; }
   grep -q 'mount=' "$PROXY_LOG" || fail "push with --from-repo did not mount"
+  [ "$(cat "$WORK/out")" = "$src_digest" ] || fail "push with --from-repo gave another manifest digest"
+  timeout 60 skopeo inspect --tls-verify=false --config "docker://$REG/elsewhere/multi:mounted" >"$WORK/cfg.json"
+  [ "$(json 'j["config"]["Env"][1]' "$WORK/cfg.json")" = "HELLO=world" ] || fail "the pushed config lost Env"
   [ "$(config_diff_ids "$REG/elsewhere/multi:mounted")" = "$(chain_diff_ids "$top")" ] || fail "mounted image's DiffIDs differ"
 
+  note "rmi: the image goes, and its layers with it when no other image holds them"
+  expect_code 0 R rmi "$REG/test/multi:v1"
+  grep -q "removed" "$WORK/out" && { cat "$WORK/out" >&2; fail "rmi removed layers another image (the pull through the proxy) holds"; }
+  expect_code 0 R rmi "$PROXY_REG/test/multi:v1"
+  grep -q "removed $top" "$WORK/out" || { cat "$WORK/out" >&2; fail "rmi did not remove the chain"; }
+  R images --json >"$WORK/images.json"
+  [ "$(json 'len([i for i in j if i["top_chain_id"] == "'"$top"'"])' "$WORK/images.json")" = 0 ] || fail "rmi left the image"
+  expect_code 3 R rmi "$REG/test/multi:v1"
+
   note "push to a new repository (gzip, then zstd): skopeo reads back what was pushed"
+  expect_code 0 R import "$WORK/multi:multi"
+  [ "$(cat "$WORK/out")" = "$top" ] || fail "import gave another chain"
   for comp in gzip zstd; do
     : >"$PROXY_LOG"
     expect_code 0 R push --compression "$comp" "$top" "$PROXY_REG/fresh-$comp/multi:v2"
