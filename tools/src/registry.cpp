@@ -531,7 +531,9 @@ HttpResponse Registry::perform(const HttpRequest& r, bool with_auth) {
   curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
   struct curl_slist* hdrs = nullptr;
   for (const auto& h : r.headers) hdrs = curl_slist_append(hdrs, h.c_str());
-  if (with_auth) {
+  // Credentials go only to the registry itself: an upload Location (or any absolute URL the
+  // registry hands out) on another host gets none.
+  if (with_auth && url.rfind(base_url() + "/", 0) == 0) {
     std::string a = auth_header();
     if (!a.empty()) hdrs = curl_slist_append(hdrs, a.c_str());
   }
