@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -123,7 +124,23 @@ struct PullLayer {
   Descriptor desc;
   std::string diff_id, chain_id;
   bool present = false;
+  std::string local;  // a layer in the store from the same blob (same descriptor digest and DiffID)
   Pipe pipe;
+};
+
+// A local layer's verified stream as a rolayer_read_fn.
+struct LocalStream {
+  rolayer_tar_stream* s = nullptr;
+  Err err;
+  int rc = ROLAYER_OK;
+  ~LocalStream() { rolayer_tar_stream_free(s); }
+  static int read(void* buf, size_t cap, size_t* n, void* u) {
+    auto* ls = static_cast<LocalStream*>(u);
+    *n = 0;
+    if (interrupted()) return 2;
+    ls->rc = rolayer_tar_stream_read(ls->s, buf, cap, n, ls->err.out());
+    return ls->rc == ROLAYER_OK ? 0 : 1;
+  }
 };
 
 std::string host_arch_name() {
@@ -371,6 +388,23 @@ int cmd_pull(Globals& g, const Args& args) {
     }
   }
 
+  // A layer not in the store at its place in this chain may be there on another parent, from the
+  // same blob: its verified stream is registered instead of downloading the blob again.
+  if (first < n) {
+    std::map<std::string, std::string> by_blob;  // "descriptor digest DiffID" -> ChainID
+    for (const auto& id : list_chain_ids(store.get())) {
+      rolayer_layer* l = nullptr;
+      if (rolayer_open(&l, store.get(), id.c_str(), nullptr) != ROLAYER_OK) continue;
+      Layer layer(l);
+      const char* dd = rolayer_layer_descriptor_digest(l);
+      if (dd) by_blob.emplace(std::string(dd) + " " + rolayer_layer_diff_id(l), id);
+    }
+    for (size_t i = first; i < n; i++) {
+      auto it = by_blob.find(layers[i]->desc.digest + " " + layers[i]->diff_id);
+      if (it != by_blob.end()) layers[i]->local = it->second;
+    }
+  }
+
   // One bar per blob on a terminal.
   BlobBars bars(progress_enabled(g));
   std::vector<size_t> bar(n, 0);
@@ -394,6 +428,7 @@ int cmd_pull(Globals& g, const Args& args) {
         i = next++;
       }
       PullLayer& l = *layers[i];
+      if (!l.local.empty()) continue;  // registered from the store's copy
       try {
         reg.fetch_blob(
             l.desc.digest, l.desc.size,
@@ -423,20 +458,38 @@ int cmd_pull(Globals& g, const Args& args) {
       PullLayer& l = *layers[i];
       std::string name = reg.describe() + ": layer blob " + l.desc.digest;
       BlobExpectation expect{name, l.desc.digest, l.desc.size};
-      PipeSource src(l.pipe);
-      // LayerReader counts the compressed bytes for its progress: the download threads do here.
-      LayerReader reader(src, name, nullptr, &expect);
       rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
       opts.descriptor_media_type = l.desc.media_type.c_str();
       opts.descriptor_digest = l.desc.digest.c_str();
       opts.descriptor_size = l.desc.size;
-      held.push_back(register_layer(store.get(), parent, reader, &opts, name));
+      if (!l.local.empty()) {
+        Layer from = open_layer(store.get(), l.local);
+        LocalStream ls;
+        Err err;
+        int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
+        if (rc != ROLAYER_OK) lib_fail(rc, err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
+        rolayer_layer* out = nullptr;
+        rc = rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read, &ls,
+                                  &opts, err.out());
+        if (rc != ROLAYER_OK) {
+          check_interrupted();
+          if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
+          lib_fail(rc, err, name);
+        }
+        held.emplace_back(out);
+        bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+      } else {
+        PipeSource src(l.pipe);
+        // LayerReader counts the compressed bytes for its progress: the download threads do here.
+        LayerReader reader(src, name, nullptr, &expect);
+        held.push_back(register_layer(store.get(), parent, reader, &opts, name));
+      }
       std::string diff_id = rolayer_layer_diff_id(held.back().get());
       if (diff_id != l.diff_id)
         throw CliError(kVerify, name + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
                                     std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
       parent = rolayer_layer_chain_id(held.back().get());
-      bars.set_status(bar[i], "registered " + short_id(parent));
+      bars.set_status(bar[i], (l.local.empty() ? "registered " : "registered from the store's copy as ") + short_id(parent));
     }
     stop_all();
     check_interrupted();

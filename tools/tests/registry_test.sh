@@ -153,9 +153,20 @@ config = json.dumps({"architecture": "amd64", "os": "linux",
 manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config), "size": len(config)},
     "layers": [{"mediaType": mt, "digest": blob(c), "size": len(c)} for c, mt in layers]}).encode()
+# "multi2": another base layer under the same second and third blobs.
+l0 = tar([("etc/other-base", b"another base\n")])
+c0 = gzip.compress(l0, mtime=0)
+config2 = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(l0).hexdigest()] + diff_ids[1:]}}).encode()
+manifest2 = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config2), "size": len(config2)},
+    "layers": [{"mediaType": mt, "digest": blob(c), "size": len(c)}
+               for c, mt in [(c0, "application/vnd.oci.image.layer.v1.tar+gzip")] + layers[1:]]}).encode()
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
          "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
-                        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}
+                        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "multi"}},
+                       {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest2),
+                        "size": len(manifest2), "annotations": {"org.opencontainers.image.ref.name": "multi2"}}]}
 open(out + "/index.json", "w").write(json.dumps(index))
 open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
 EOF
@@ -217,6 +228,16 @@ t_pull_push() {
      [ "$(grep -c '/blobs/sha256' "$PROXY_LOG")" -gt 1 ]; then
     cat "$PROXY_LOG" >&2; fail "a layer already in the store was downloaded again"
   fi
+
+  note "an image sharing blobs on another base: those layers come from the store, not the registry"
+  skopeo_push "$WORK/multi:multi2" "$REG/test/multi2:v1"
+  : >"$PROXY_LOG"
+  expect_code 0 R pull "$PROXY_REG/test/multi2:v1"
+  top2=$(cat "$WORK/out")
+  [ "$(chain_diff_ids "$top2")" = "$(config_diff_ids "$REG/test/multi2:v1")" ] || fail "multi2 DiffIDs differ from the config's"
+  [ "$(grep -c '"GET", "path": "/v2/test/multi2/blobs/sha256' "$PROXY_LOG")" = 2 ] || { cat "$PROXY_LOG" >&2; fail "multi2: expected two blob GETs (config and new base)"; }
+  expect_code 0 R verify
+  expect_code 0 R rmi "$PROXY_REG/test/multi2:v1"
 
   note "the image is kept: rolayer images"
   src_digest=$(timeout 60 skopeo inspect --tls-verify=false "docker://$REG/test/multi:v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
