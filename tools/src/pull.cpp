@@ -550,8 +550,8 @@ const char* const kPullHelp =
     "failed after the retries.\n";
 
 const char* const kPushHelp =
-    "usage: rolayer push CHAINID REF [--compression gzip|zstd|none] [--from-repo REPO]\n"
-    "                    [--platform OS/ARCH[/VARIANT]] [TRANSPORT OPTIONS]\n"
+    "usage: rolayer push CHAINID|IMAGE REF [--compression gzip|zstd|none] [--from-repo REPO]\n"
+    "                    [--jobs N] [--platform OS/ARCH[/VARIANT]] [TRANSPORT OPTIONS]\n"
     "\n"
     "Pushes the chain ending at CHAINID to the registry as an image: its layers, a config\n"
     "(rootfs.diff_ids, os and architecture, as export-image writes it) and an OCI\n"
@@ -560,10 +560,14 @@ const char* const kPushHelp =
     "already has is not sent (HEAD), or is mounted from --from-repo of the same registry;\n"
     "any other layer's verified stream is compressed on the fly and streamed up (POST,\n"
     "PATCH, PUT with the digest computed while streaming): no temporary file.\n"
+    "An image kept by pull (IMAGE as `rolayer images` lists it, or its top ChainID) is\n"
+    "pushed with its own config, and with its own manifest when all its original layer\n"
+    "blobs are in the registry (or mountable): the same manifest digest.\n"
     "\n"
     "Options:\n"
     "  --compression ALG   gzip (default), zstd or none\n"
     "  --from-repo REPO    mount known blobs from this repository of the same registry\n"
+    "  -j, --jobs N        layers pushed at once (1-32, default 3)\n"
     "  --platform P        the config's os/architecture (default: linux/host)\n"
     "  --retries, --insecure, --ca-file, --cert-dir   as for pull\n";
 

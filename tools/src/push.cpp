@@ -6,6 +6,8 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -38,8 +40,9 @@ struct StreamDeleter {
 // counted as they are handed out, so the digest is known when the stream ends.
 class CompressingReader {
  public:
-  CompressingReader(rolayer_layer* layer, std::string compression, BlobBars* bars, size_t bar)
-      : compression_(std::move(compression)), bars_(bars), bar_(bar), in_(1 << 20) {
+  CompressingReader(rolayer_layer* layer, std::string compression, BlobBars* bars, size_t bar,
+                    const std::atomic<bool>* cancel)
+      : compression_(std::move(compression)), bars_(bars), bar_(bar), cancel_(cancel), in_(1 << 20) {
     rolayer_tar_stream* s = nullptr;
     Err err;
     int rc = rolayer_tar_stream_open(&s, layer, err.out());
@@ -79,6 +82,7 @@ class CompressingReader {
  private:
   void refill() {
     check_interrupted();
+    if (*cancel_) throw CliError(kInterrupted, "cancelled");
     out_.clear();
     out_pos_ = 0;
     size_t n = 0;
@@ -126,6 +130,7 @@ class CompressingReader {
   std::string compression_;
   BlobBars* bars_;
   size_t bar_;
+  const std::atomic<bool>* cancel_;
   std::unique_ptr<rolayer_tar_stream, StreamDeleter> stream_;
   std::string chain_id_;
   std::vector<char> in_;
@@ -155,7 +160,7 @@ std::string host_arch() { return parse_platform("").arch; }
 
 int cmd_push(Globals& g, const Args& args) {
   auto p = parse_args("push", args,
-                      {{"compression", 0, true}, {"from-repo", 0, true}, {"platform", 0, true}, {"insecure", 0, false},
+                      {{"compression", 0, true}, {"from-repo", 0, true}, {"jobs", 'j', true}, {"platform", 0, true}, {"insecure", 0, false},
                        {"cert-dir", 0, true}, {"ca-file", 0, true}, {"retries", 0, true}},
                       g);
   if (p.help) return print_command_help(*find_command("push")), 0;
@@ -176,6 +181,7 @@ int cmd_push(Globals& g, const Args& args) {
   }
   Platform plat = p.has("platform") ? parse_platform(p.get("platform")) : Platform{"linux", host_arch(), "", false};
   TransportOptions topts = transport_options(p);
+  int jobs = parse_jobs(p);
 
   StorePtr store = open_store(g);
   // An image kept in the store (by pull) is pushed with its own config and, when the registry
@@ -207,12 +213,14 @@ int cmd_push(Globals& g, const Args& args) {
                                sz));
   }
   json layers = json::array(), diff_ids = json::array();
-  uint64_t uploaded = 0;
   if (image && image->layers.size() != chain.size()) image.reset();  // not this chain's manifest
-  bool same_layers = image.has_value();
-  for (size_t i = 0; i < chain.size(); i++) {
+  for (size_t i = 0; i < chain.size(); i++) diff_ids.push_back(rolayer_layer_diff_id(chain[i].get()));
+  // Layers are pushed in parallel (--jobs at once): each is independent.
+  std::vector<json> descs(chain.size());
+  std::atomic<bool> cancel{false}, all_original{image.has_value()};
+  std::atomic<uint64_t> uploaded_total{0};
+  auto push_layer = [&](size_t i) {
     rolayer_layer* l = chain[i].get();
-    diff_ids.push_back(rolayer_layer_diff_id(l));
     int64_t sz = 0;
     rolayer_layer_stream_size(l, &sz, nullptr);
     // 0. The image's own blob for this layer.
@@ -221,13 +229,13 @@ int cmd_push(Globals& g, const Args& args) {
       bool have = reg.has_blob(d.digest);
       if (!have && !from_repo.empty()) have = reg.mount_blob(d.digest, from_repo);
       if (have) {
-        layers.push_back(json{{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}});
+        descs[i] = json{{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}};
         bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, sz)));
         bars.set_status(bar[i], std::string("exists as ") + short_id(d.digest));
-        continue;
+        return;
       }
     }
-    same_layers = false;
+    all_original = false;
     // 1. The blob the layer came from, when the registry has it (or can mount it).
     const char* dmt = rolayer_layer_descriptor_media_type(l);
     const char* dd = rolayer_layer_descriptor_digest(l);
@@ -237,30 +245,67 @@ int cmd_push(Globals& g, const Args& args) {
       bool have = reg.has_blob(dd);
       if (!have && !from_repo.empty()) have = reg.mount_blob(dd, from_repo);
       if (have) {
-        layers.push_back(json{{"mediaType", mt}, {"digest", dd}, {"size", ds}});
+        descs[i] = json{{"mediaType", mt}, {"digest", dd}, {"size", ds}};
         bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, sz)));
         bars.set_status(bar[i], std::string("exists as ") + short_id(dd));
-        continue;
+        return;
       }
     }
     // 2. Compressed on the fly and uploaded; a dropped upload starts over (the compression is
     //    deterministic, so the digest is the same).
     for (int attempt = 0;; attempt++) {
-      CompressingReader cr(l, compression, &bars, bar[i]);
+      CompressingReader cr(l, compression, &bars, bar[i], &cancel);
       try {
         reg.upload_blob([&](char* b, size_t cap) { return cr.read(b, cap); }, [&] { return cr.digest(); });
       } catch (const CliError& e) {
-        if (e.code() != kNetwork || attempt >= topts.retries) throw;
+        if (e.code() != kNetwork || attempt >= topts.retries || cancel) throw;
         bars.set_status(bar[i], "retrying");
         continue;
       }
-      uploaded += cr.size();
+      uploaded_total += cr.size();
       std::string lmt = compression == "gzip" ? kMtLayerGzip : compression == "zstd" ? kMtLayerZstd : kMtLayerTar;
-      layers.push_back(json{{"mediaType", lmt}, {"digest", cr.digest()}, {"size", cr.size()}});
+      descs[i] = json{{"mediaType", lmt}, {"digest", cr.digest()}, {"size", cr.size()}};
       bars.set_status(bar[i], "pushed " + short_id(cr.digest()) + " (" + human_bytes(static_cast<int64_t>(cr.size())) + ")");
-      break;
+      return;
     }
+  };
+  {
+    std::mutex mu;
+    size_t next = 0;
+    std::vector<std::optional<CliError>> errors(chain.size());
+    auto worker = [&] {
+      for (;;) {
+        size_t i;
+        {
+          std::lock_guard<std::mutex> gl(mu);
+          if (next >= chain.size() || cancel) return;
+          i = next++;
+        }
+        try {
+          push_layer(i);
+        } catch (const CliError& e) {
+          errors[i] = e;
+          cancel = true;
+        } catch (const std::exception& e) {
+          errors[i] = CliError(kFailure, e.what());
+          cancel = true;
+        }
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < jobs && static_cast<size_t>(t) < chain.size(); t++) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+    check_interrupted();
+    // The first real error (not a cancellation caused by another layer's failure).
+    for (auto& e : errors)
+      if (e && !(e->code() == kInterrupted && std::string(e->what()) == "cancelled")) {
+        bars.finish();
+        throw *e;
+      }
   }
+  for (auto& d : descs) layers.push_back(d);
+  bool same_layers = all_original;
+  uint64_t uploaded = uploaded_total;
   bars.finish();
   // The config and manifest: the image's own, else as export-image writes them.
   std::string config_data, config_mt = kMtOciConfig;
