@@ -14,6 +14,7 @@ MODE, for GET of the blob DIGEST (other requests pass):
   truncate  the full Content-Length announced, half the bytes sent, the connection closed: always
   cut-once  as truncate the first time only; later requests (Range resumes) pass
   slow      the blob sent in small pieces with pauses (for interruption tests)
+  fail-upload  every PATCH (blob upload) answered 500
 It stops by itself after 10 minutes.
 """
 import http.client
@@ -59,7 +60,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def handle_any(self):
-        body = self.read_body()
+        try:
+            body = self.read_body()
+        except (ValueError, OSError):  # the client went away mid-body (a cancelled upload)
+            self.close_connection = True
+            return
+        if MODE == "fail-upload" and self.command == "PATCH":
+            log({"method": self.command, "path": self.path, "range": None, "status": 500, "upload_bytes": len(body)})
+            msg = b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
         hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length", "connection")}
         if body or self.command in ("PUT", "PATCH", "POST"):
             hdrs["Content-Length"] = str(len(body))

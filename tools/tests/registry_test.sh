@@ -345,6 +345,19 @@ EOF
   expect_err "linux/s390x"
   store_is_empty "platform"
 
+  note "a push whose uploads fail: exit 8 after the retries, no manifest in the registry"
+  expect_code 0 R import "$WORK/multi:multi"
+  top=$(cat "$WORK/out")
+  start_proxy "$REG" fail-upload
+  expect_code 8 R push --retries 1 "$top" "$PROXY_REG/failed/multi:v1"
+  expect_err "injected failure"
+  [ "$(grep -c '"PATCH"' "$PROXY_LOG")" -ge 2 ] || { cat "$PROXY_LOG" >&2; fail "the failed upload was not retried"; }
+  if timeout 60 skopeo inspect --tls-verify=false --raw "docker://$REG/failed/multi:v1" >/dev/null 2>&1; then
+    fail "a failed push left a manifest"
+  fi
+  expect_code 0 R rm "$top"
+  store_is_empty "after the push test"
+
   note "a malformed reference and a server that does not answer"
   expect_code 2 R pull "$REG/UPPER/case:v1"
   expect_code 8 R pull --retries 0 "127.0.0.1:$(free_port)/x:y"
