@@ -65,6 +65,7 @@ StoredImage load(rolayer_store* store, const std::string& name) {
   s.manifest_digest = rolayer_image_manifest_digest(img.get());
   s.config_digest = rolayer_image_config_digest(img.get());
   try {
+    check_json_depth(s.manifest, "image " + name);
     json j = json::parse(s.manifest);
     s.config_desc = parse_descriptor_json(j.at("config"), "image " + name);
     for (const auto& l : j.at("layers")) s.layers.push_back(parse_descriptor_json(l, "image " + name));

@@ -198,7 +198,8 @@ Descriptor parse_descriptor_json(const json& j, const std::string& what) {
   if (j.contains("mediaType") && j["mediaType"].is_string()) d.media_type = j["mediaType"].get<std::string>();
   if (!j.contains("digest") || !j["digest"].is_string()) throw CliError(kBadInput, what + ": a descriptor has no digest");
   d.digest = j["digest"].get<std::string>();
-  if (!is_digest(d.digest)) throw CliError(kBadInput, what + ": unsupported or malformed digest \"" + d.digest + "\"");
+  if (!is_digest(d.digest))
+    throw CliError(kBadInput, what + ": unsupported or malformed digest \"" + printable(d.digest.substr(0, 200)) + "\"");
   if (!j.contains("size") || !j["size"].is_number_integer() || j["size"].get<int64_t>() < 0)
     throw CliError(kBadInput, what + ": descriptor " + d.digest + " has no valid size");
   d.size = j["size"].get<int64_t>();
@@ -256,6 +257,7 @@ ResolvedImage resolve_image(Registry& reg, const Platform& plat) {
   std::string mt, digest;
   std::string body = reg.get_manifest(reg.ref().reference(), &mt, &digest);
   json j;
+  check_json_depth(body, reg.describe() + ": manifest");
   try {
     j = json::parse(body);
   } catch (const json::exception& e) {
@@ -273,7 +275,8 @@ ResolvedImage resolve_image(Registry& reg, const Platform& plat) {
         return pf.contains(k) && pf[k].is_string() ? pf[k].get<std::string>() : std::string();
       };
       std::string os = field("os"), arch = field("architecture"), variant = field("variant");
-      available += (available.empty() ? "" : ", ") + os + "/" + arch + (variant.empty() ? "" : "/" + variant);
+      if (available.size() < 1000)
+        available += (available.empty() ? "" : ", ") + printable(os + "/" + arch + (variant.empty() ? "" : "/" + variant));
       if (os != plat.os || arch != plat.arch) continue;
       if (!plat.variant.empty() && variant != plat.variant) continue;
       if (!pick) pick = &m;
@@ -284,6 +287,7 @@ ResolvedImage resolve_image(Registry& reg, const Platform& plat) {
     Descriptor d = parse_descriptor_json(*pick, reg.describe() + ": index");
     out.index_digest = digest;
     body = reg.get_manifest(d.digest, &mt, &digest);
+    check_json_depth(body, reg.describe() + ": manifest " + d.digest);
     try {
       j = json::parse(body);
     } catch (const json::exception& e) {
@@ -294,7 +298,7 @@ ResolvedImage resolve_image(Registry& reg, const Platform& plat) {
     if (mt.find("manifest.v1") != std::string::npos || (j.is_object() && j.contains("schemaVersion") && j["schemaVersion"] == 1))
       throw CliError(kBadInput, reg.describe() + ": Docker schema 1 manifests are not supported (deprecated by Docker)");
     if (!(j.is_object() && j.contains("layers") && j.contains("config")))
-      throw CliError(kBadInput, reg.describe() + ": unsupported manifest media type \"" + mt + "\"");
+      throw CliError(kBadInput, reg.describe() + ": unsupported manifest media type \"" + printable(mt) + "\"");
   }
   out.manifest = body;
   out.manifest_media_type = mt;
@@ -332,6 +336,7 @@ int cmd_pull(Globals& g, const Args& args) {
   Descriptor cfgd = parse_descriptor_json(m["config"], mwhat);
   std::string cfg = reg.get_small_blob(cfgd.digest, cfgd.size);
   json config;
+  check_json_depth(cfg, reg.describe() + ": config " + cfgd.digest);
   try {
     config = json::parse(cfg);
   } catch (const json::exception& e) {
@@ -349,7 +354,7 @@ int cmd_pull(Globals& g, const Args& args) {
   if (plat.explicit_ && config.contains("architecture") && config["architecture"].is_string() &&
       config["architecture"].get<std::string>() != plat.arch)
     throw CliError(kNotFound, reg.describe() + ": " + ref.reference() + " is for " +
-                                  config["architecture"].get<std::string>() + ", not " + plat.str());
+                                  printable(config["architecture"].get<std::string>()) + ", not " + plat.str());
   if (!m.contains("layers") || !m["layers"].is_array()) throw CliError(kBadInput, mwhat + ": no layers");
   size_t n = m["layers"].size();
   if (n == 0) throw CliError(kBadInput, mwhat + ": the image has no layers");
@@ -366,7 +371,7 @@ int cmd_pull(Globals& g, const Args& args) {
     l->desc = parse_descriptor_json(m["layers"][i], mwhat);
     if (!is_layer_media_type(l->desc.media_type))
       throw CliError(kBadInput, mwhat + ": layer blob " + l->desc.digest + " has unsupported media type \"" +
-                                    l->desc.media_type + "\"");
+                                    printable(l->desc.media_type) + "\"");
     l->diff_id = diff_ids[i];
     l->chain_id = parent = chain_id_of(parent, l->diff_id);
     layers.push_back(std::move(l));

@@ -377,7 +377,9 @@ int cmd_login(Globals& g, const Args& args) {
   json j = json::object();
   if (path_exists(file)) {
     try {
-      j = json::parse(read_file(file, 4u << 20));
+      std::string text = read_file(file, 4u << 20);
+      check_json_depth(text, file);
+      j = json::parse(text);
     } catch (const json::exception& e) {
       throw CliError(kBadInput, file + ": not valid JSON: " + e.what());
     }

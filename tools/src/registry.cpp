@@ -207,6 +207,41 @@ void curl_global() {
 
 }  // namespace
 
+void check_json_depth(const std::string& t, const std::string& what) {
+  int depth = 0;
+  bool in_str = false, esc = false;
+  for (char c : t) {
+    if (in_str) {
+      if (esc) esc = false;
+      else if (c == '\\') esc = true;
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        throw CliError(kBadInput, what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+}
+
+std::string printable(const std::string& s) {
+  std::string out;
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 // --- references -------------------------------------------------------------------------------
 
 std::string Reference::str() const {
@@ -308,7 +343,9 @@ bool creds_from(const std::string& file, const std::string& domain, const std::s
   if (file.empty() || !path_exists(file)) return false;
   json j;
   try {
-    j = json::parse(read_file(file, 4u << 20));
+    std::string text = read_file(file, 4u << 20);
+    check_json_depth(text, file);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw CliError(kBadInput, file + ": not valid JSON: " + e.what());
   }
@@ -588,13 +625,16 @@ HttpResponse Registry::perform(const HttpRequest& r, bool with_auth) {
 std::string describe_http_error(const HttpResponse& r) {
   std::string s = "HTTP " + std::to_string(r.status);
   try {
+    check_json_depth(r.body, "error");
     json j = json::parse(r.body);
     if (j.is_object() && j.contains("errors") && j["errors"].is_array()) {
       for (const auto& e : j["errors"]) {
         if (!e.is_object()) continue;
         std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
         std::string msg = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
-        s += ": " + code + (msg.empty() ? "" : " (" + msg + ")");
+        if (msg.size() > 300) msg = msg.substr(0, 300) + "...";
+        if (code.size() > 100) code = code.substr(0, 100) + "...";
+        s += ": " + printable(code) + (msg.empty() ? "" : " (" + printable(msg) + ")");
       }
     }
   } catch (...) {
@@ -652,10 +692,11 @@ void Registry::authenticate(const HttpResponse& challenge) {
     authorization_ = "Authorization: Basic " + base64_encode(creds_.username + ":" + creds_.password);
     return;
   }
-  if (scheme != "bearer") throw CliError(kAuth, describe() + ": unsupported authentication scheme \"" + scheme + "\"");
+  if (scheme != "bearer")
+    throw CliError(kAuth, describe() + ": unsupported authentication scheme \"" + printable(scheme) + "\"");
   std::string realm = p["realm"];
   if (realm.rfind("https://", 0) != 0 && !(realm.rfind("http://", 0) == 0)) 
-    throw CliError(kAuth, describe() + ": the token realm \"" + realm + "\" is not an http(s) URL");
+    throw CliError(kAuth, describe() + ": the token realm \"" + printable(realm) + "\" is not an http(s) URL");
   if (realm.rfind("http://", 0) == 0) {
     std::string host = realm.substr(7);
     host = host.substr(0, host.find('/'));
@@ -675,6 +716,7 @@ void Registry::authenticate(const HttpResponse& challenge) {
   if (resp.status != 200) http_fail(resp, "token request to " + realm);
   std::string token;
   try {
+    check_json_depth(resp.body, "token");
     json j = json::parse(resp.body);
     for (const char* k : {"token", "access_token"})
       if (j.is_object() && j.contains(k) && j[k].is_string() && !j[k].get<std::string>().empty()) {
@@ -708,6 +750,7 @@ std::string Registry::get_manifest(const std::string& reference, std::string* me
   if (resp.status != 200) http_fail(resp, "manifest " + reference);
   std::string mt = resp.headers.count("content-type") ? resp.headers["content-type"] : "";
   mt = trim(mt.substr(0, mt.find(';')));
+  check_json_depth(resp.body, describe() + ": manifest " + reference);
   try {
     json j = json::parse(resp.body);
     if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string()) mt = j["mediaType"].get<std::string>();

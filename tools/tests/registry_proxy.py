@@ -15,6 +15,7 @@ MODE, for GET of the blob DIGEST (other requests pass):
   cut-once  as truncate the first time only; later requests (Range resumes) pass
   slow      the blob sent in small pieces with pauses (for interruption tests)
   fail-upload  every PATCH (blob upload) answered 500
+  deep-manifest  every manifest GET answered with JSON nested 200,000 levels deep
 It stops by itself after 10 minutes.
 """
 import http.client
@@ -64,6 +65,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = self.read_body()
         except (ValueError, OSError):  # the client went away mid-body (a cancelled upload)
             self.close_connection = True
+            return
+        if MODE == "deep-manifest" and self.command == "GET" and "/manifests/" in self.path:
+            msg = b"[" * 200000 + b"]" * 200000
+            log({"method": self.command, "path": self.path, "range": None, "status": 200, "upload_bytes": 0})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
             return
         if MODE == "fail-upload" and self.command == "PATCH":
             log({"method": self.command, "path": self.path, "range": None, "status": 500, "upload_bytes": len(body)})

@@ -345,6 +345,12 @@ EOF
   expect_err "linux/s390x"
   store_is_empty "platform"
 
+  note "a manifest nested 200,000 levels deep: refused before parsing (no stack overflow)"
+  start_proxy "$REG" deep-manifest
+  expect_code 6 R pull "$PROXY_REG/test/multi:v1"
+  expect_err "nested deeper than 64"
+  store_is_empty "deep manifest"
+
   note "a push whose uploads fail: exit 8 after the retries, no manifest in the registry"
   expect_code 0 R import "$WORK/multi:multi"
   top=$(cat "$WORK/out")
