@@ -15,6 +15,7 @@
 #include "rolayer/store.h"
 #include "rolayer/layer.h"
 #include "rolayer/stream.h"
+#include "rolayer/image.h"
 #include "rolayer/driver.h"
 
 #endif /* ROLAYER_H */

@@ -8,6 +8,7 @@ pkgs=(build-essential cmake ninja-build pkg-config git
       clang libclang-dev python3 gzip bzip2 xz-utils zstd umoci skopeo jq)
 pkgs+=(abigail-tools doxygen dpkg-dev fakeroot lintian file)  # ABI baseline, C reference, .deb packaging
 pkgs+=(strace)  # tools/tests/cli_test.sh import_archive_one_pass: counts the opens of an image archive
+pkgs+=(libcurl4-openssl-dev docker-registry apache2-utils openssl)  # rolayer pull/push and their tests
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

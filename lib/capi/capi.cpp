@@ -506,3 +506,4 @@ ROLAYER_API void rolayer_tar_stream_free(rolayer_tar_stream* s) {
 }
 
 }  // extern "C"
+#include "capi/image_shims.inc"  // rolayer/image.h

@@ -113,6 +113,7 @@ class Store {
   static void close_ref(LayerRef& ref);
 
  private:
+  friend struct ImagesAccess;  // lib/store/images.cpp
   explicit Store(std::shared_ptr<StoreState> st) : st_(std::move(st)) {}
   std::shared_ptr<StoreState> st_;
 };

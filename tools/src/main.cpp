@@ -10,6 +10,8 @@
 #include "commands.h"
 #include "text.h"
 
+#include "registry_cmds.h"
+
 namespace cli {
 
 namespace {
@@ -46,6 +48,8 @@ const char* kGlobalHelp =
     "  4    verification failed: digest, size or DiffID mismatch, damaged store data\n"
     "  5    store is busy: another process holds it (see --wait)\n"
     "  6    invalid input: malformed or unsafe tar, unknown compression, bad image layout\n"
+    "  7    registry authentication required or refused (pull, push, login)\n"
+    "  8    registry unreachable, or a transfer failed after its retries\n"
     "  130  interrupted (nothing half-written is left behind)\n"
     "\n"
     "Layers are named by ChainID: sha256:<hex>, <hex>, or a unique prefix of <hex>.\n";
@@ -158,6 +162,11 @@ const std::vector<Command> kCommands = {
      "  --arch ARCH   the config's architecture (default: the host's)\n"
      "  --os OS       the config's os (default: linux)\n",
      cmd_export_image},
+    {"pull", "pull an image's layers from a registry (verified, streamed, in parallel)", kPullHelp, cmd_pull},
+    {"push", "push a chain to a registry as an image", kPushHelp, cmd_push},
+    {"login", "save credentials for a registry", kLoginHelp, cmd_login},
+    {"images", "list the images kept in the store (pulled)", kImagesHelp, cmd_images},
+    {"rmi", "remove images (and their layers when nothing else holds them)", kRmiHelp, cmd_rmi},
 };
 
 void print_global_help(FILE* f) {

@@ -1,0 +1,592 @@
+// rolayer pull: an image's layers straight from a registry into the store.
+//
+// How the stream flows: up to --jobs download threads fetch layer blobs at once, each into its
+// own bounded in-memory pipe (kPipeBytes); the main thread registers the layers in chain order,
+// reading each blob through its pipe into LayerReader (the same one-pass reader `import` uses:
+// it hashes and counts the compressed bytes against the descriptor and decompresses them for
+// rolayer_register). Registration is sequential because a child needs its parent's ChainID in
+// the store; downloads run ahead of it by at most kPipeBytes per blob, so memory stays bounded
+// whatever the image size, and no blob is ever written to a temporary file.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "args.h"
+#include "blob_bars.h"
+#include "blob.h"
+#include "commands.h"
+#include "progress.h"
+#include "registry.h"
+#include "registry_cmds.h"
+
+namespace cli {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kPipeBytes = 32u << 20;
+
+// A bounded single-producer single-consumer byte pipe between a download thread and the
+// registering thread.
+class Pipe {
+ public:
+  // Producer: blocks while full; false when the consumer cancelled.
+  bool write(const char* d, size_t n) {
+    std::unique_lock<std::mutex> g(mu_);
+    while (n > 0) {
+      cv_.wait(g, [&] { return cancelled_ || buffered_ < kPipeBytes; });
+      if (cancelled_) return false;
+      size_t k = std::min(n, kPipeBytes - buffered_);
+      chunks_.emplace_back(d, k);
+      buffered_ += k;
+      d += k;
+      n -= k;
+      cv_.notify_all();
+    }
+    return true;
+  }
+  void close() {
+    std::lock_guard<std::mutex> g(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void fail(const CliError& e) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (!error_) error_ = e;
+    closed_ = true;
+    cv_.notify_all();
+  }
+  void cancel() {
+    std::lock_guard<std::mutex> g(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+  bool cancelled() {
+    std::lock_guard<std::mutex> g(mu_);
+    return cancelled_;
+  }
+  // Consumer: 0 at a clean end; throws the producer's error.
+  size_t read(void* buf, size_t cap) {
+    std::unique_lock<std::mutex> g(mu_);
+    for (;;) {
+      if (!chunks_.empty()) {
+        std::string& c = chunks_.front();
+        size_t k = std::min(cap, c.size() - pos_);
+        std::memcpy(buf, c.data() + pos_, k);
+        pos_ += k;
+        if (pos_ == c.size()) {
+          chunks_.pop_front();
+          pos_ = 0;
+        }
+        buffered_ -= k;
+        cv_.notify_all();
+        return k;
+      }
+      if (error_) throw *error_;
+      if (closed_) return 0;
+      if (interrupted()) {
+        g.unlock();
+        check_interrupted();
+        g.lock();
+      }
+      cv_.wait_for(g, std::chrono::milliseconds(200));
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> chunks_;
+  size_t pos_ = 0, buffered_ = 0;
+  bool closed_ = false, cancelled_ = false;
+  std::optional<CliError> error_;
+};
+
+class PipeSource : public ByteSource {
+ public:
+  explicit PipeSource(Pipe& p) : p_(p) {}
+  size_t read(void* buf, size_t cap) override { return p_.read(buf, cap); }
+
+ private:
+  Pipe& p_;
+};
+
+struct PullLayer {
+  Descriptor desc;
+  std::string diff_id, chain_id;
+  bool present = false;
+  std::string local;  // a layer in the store from the same blob (same descriptor digest and DiffID)
+  Pipe pipe;
+};
+
+// A local layer's verified stream as a rolayer_read_fn.
+struct LocalStream {
+  rolayer_tar_stream* s = nullptr;
+  Err err;
+  int rc = ROLAYER_OK;
+  ~LocalStream() { rolayer_tar_stream_free(s); }
+  static int read(void* buf, size_t cap, size_t* n, void* u) {
+    auto* ls = static_cast<LocalStream*>(u);
+    *n = 0;
+    if (interrupted()) return 2;
+    ls->rc = rolayer_tar_stream_read(ls->s, buf, cap, n, ls->err.out());
+    return ls->rc == ROLAYER_OK ? 0 : 1;
+  }
+};
+
+std::string host_arch_name() {
+#if defined(__x86_64__)
+  return "amd64";
+#elif defined(__aarch64__)
+  return "arm64";
+#elif defined(__arm__)
+  return "arm";
+#elif defined(__i386__)
+  return "386";
+#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
+  return "ppc64le";
+#elif defined(__s390x__)
+  return "s390x";
+#elif defined(__riscv) && __riscv_xlen == 64
+  return "riscv64";
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace
+
+Platform parse_platform(const std::string& s) {
+  Platform p;
+  if (s.empty()) {
+    p.os = "linux";
+    p.arch = host_arch_name();
+    return p;
+  }
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t j = s.find('/', i);
+    if (j == std::string::npos) j = s.size();
+    parts.push_back(s.substr(i, j - i));
+    i = j + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3) usage_error("--platform needs OS/ARCH[/VARIANT], not \"" + s + "\"");
+  for (const auto& x : parts)
+    if (x.empty()) usage_error("--platform needs OS/ARCH[/VARIANT], not \"" + s + "\"");
+  p.os = parts[0];
+  p.arch = parts[1];
+  if (parts.size() == 3) p.variant = parts[2];
+  p.explicit_ = true;
+  return p;
+}
+
+std::string Platform::str() const { return os + "/" + arch + (variant.empty() ? "" : "/" + variant); }
+
+Descriptor parse_descriptor_json(const json& j, const std::string& what) {
+  if (!j.is_object()) throw CliError(kBadInput, what + ": a descriptor is not an object");
+  Descriptor d;
+  if (j.contains("mediaType") && j["mediaType"].is_string()) d.media_type = j["mediaType"].get<std::string>();
+  if (!j.contains("digest") || !j["digest"].is_string()) throw CliError(kBadInput, what + ": a descriptor has no digest");
+  d.digest = j["digest"].get<std::string>();
+  if (!is_digest(d.digest))
+    throw CliError(kBadInput, what + ": unsupported or malformed digest \"" + printable(d.digest.substr(0, 200)) + "\"");
+  if (!j.contains("size") || !j["size"].is_number_integer() || j["size"].get<int64_t>() < 0)
+    throw CliError(kBadInput, what + ": descriptor " + d.digest + " has no valid size");
+  d.size = j["size"].get<int64_t>();
+  return d;
+}
+
+bool is_layer_media_type(const std::string& mt) {
+  static const std::set<std::string> known = {
+      "application/vnd.oci.image.layer.v1.tar",
+      "application/vnd.oci.image.layer.v1.tar+gzip",
+      "application/vnd.oci.image.layer.v1.tar+zstd",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+      "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+      "application/vnd.docker.image.rootfs.diff.tar",
+      "application/vnd.docker.image.rootfs.diff.tar.gzip",
+      "application/vnd.docker.image.rootfs.diff.tar.zstd",
+      "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+  };
+  return known.count(mt) != 0;
+}
+
+std::string chain_id_of(const std::string& parent, const std::string& diff_id) {
+  return parent.empty() ? diff_id : Hasher::digest_of(parent + " " + diff_id);
+}
+
+TransportOptions transport_options(const ParsedArgs& p) {
+  TransportOptions t;
+  t.insecure = p.has("insecure");
+  t.cert_dir = p.get("cert-dir");
+  t.ca_file = p.get("ca-file");
+  if (p.has("retries")) {
+    const std::string v = p.get("retries");
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end || n < 0 || n > 100) usage_error("--retries needs a number from 0 to 100, not \"" + v + "\"");
+    t.retries = static_cast<int>(n);
+  }
+  return t;
+}
+
+int parse_jobs(const ParsedArgs& p) {
+  if (!p.has("jobs")) return 3;
+  const std::string v = p.get("jobs");
+  char* end = nullptr;
+  long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || n < 1 || n > 32) usage_error("--jobs needs a number from 1 to 32, not \"" + v + "\"");
+  return static_cast<int>(n);
+}
+
+// Resolves ref to an image manifest for the platform: returns the manifest's body, media type
+// and digest.
+ResolvedImage resolve_image(Registry& reg, const Platform& plat) {
+  ResolvedImage out;
+  std::string mt, digest;
+  std::string body = reg.get_manifest(reg.ref().reference(), &mt, &digest);
+  json j;
+  check_json_depth(body, reg.describe() + ": manifest");
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& e) {
+    throw CliError(kBadInput, reg.describe() + ": manifest: not valid JSON: " + e.what());
+  }
+  if (mt == kMtOciIndex || mt == kMtDockerList || (j.is_object() && j.contains("manifests") && !j.contains("layers"))) {
+    if (!j.contains("manifests") || !j["manifests"].is_array())
+      throw CliError(kBadInput, reg.describe() + ": index " + digest + " has no manifests");
+    const json* pick = nullptr;
+    std::string available;
+    for (const auto& m : j["manifests"]) {
+      if (!m.is_object() || !m.contains("platform") || !m["platform"].is_object()) continue;
+      const json& pf = m["platform"];
+      auto field = [&](const char* k) {
+        return pf.contains(k) && pf[k].is_string() ? pf[k].get<std::string>() : std::string();
+      };
+      std::string os = field("os"), arch = field("architecture"), variant = field("variant");
+      if (available.size() < 1000)
+        available += (available.empty() ? "" : ", ") + printable(os + "/" + arch + (variant.empty() ? "" : "/" + variant));
+      if (os != plat.os || arch != plat.arch) continue;
+      if (!plat.variant.empty() && variant != plat.variant) continue;
+      if (!pick) pick = &m;
+    }
+    if (!pick)
+      throw CliError(kNotFound, reg.describe() + ": " + reg.ref().reference() + " has no image for " + plat.str() +
+                                    " (it has: " + (available.empty() ? "none" : available) + "; choose one with --platform)");
+    Descriptor d = parse_descriptor_json(*pick, reg.describe() + ": index");
+    out.index_digest = digest;
+    body = reg.get_manifest(d.digest, &mt, &digest);
+    check_json_depth(body, reg.describe() + ": manifest " + d.digest);
+    try {
+      j = json::parse(body);
+    } catch (const json::exception& e) {
+      throw CliError(kBadInput, reg.describe() + ": manifest " + d.digest + ": not valid JSON: " + e.what());
+    }
+  }
+  if (mt != kMtOciManifest && mt != kMtDockerManifest) {
+    if (mt.find("manifest.v1") != std::string::npos || (j.is_object() && j.contains("schemaVersion") && j["schemaVersion"] == 1))
+      throw CliError(kBadInput, reg.describe() + ": Docker schema 1 manifests are not supported (deprecated by Docker)");
+    if (!(j.is_object() && j.contains("layers") && j.contains("config")))
+      throw CliError(kBadInput, reg.describe() + ": unsupported manifest media type \"" + printable(mt) + "\"");
+  }
+  out.manifest = body;
+  out.manifest_media_type = mt;
+  out.manifest_digest = digest;
+  out.json = j;
+  return out;
+}
+
+int cmd_pull(Globals& g, const Args& args) {
+  auto p = parse_args("pull", args,
+                      {{"platform", 0, true}, {"jobs", 'j', true}, {"insecure", 0, false}, {"cert-dir", 0, true},
+                       {"ca-file", 0, true}, {"retries", 0, true}},
+                      g);
+  if (p.help) return print_command_help(*find_command("pull")), 0;
+  if (p.positionals.size() != 1) usage_error("pull: needs exactly one image reference");
+  Reference ref = parse_reference(p.positionals[0]);
+  // A pull-through mirror for docker.io, as the Docker daemon's registry-mirrors: the same
+  // repository path (library/NAME for official images) is asked of the mirror.
+  if (const char* m = std::getenv("ROLAYER_DOCKER_IO_MIRROR"); m && *m && ref.domain == "docker.io") {
+    Reference mr = parse_reference(std::string(m) + "/x");
+    if (mr.domain == "docker.io") usage_error("$ROLAYER_DOCKER_IO_MIRROR must be a registry host[:port], not \"" + std::string(m) + "\"");
+    ref.mirror = mr.domain;
+  }
+  Platform plat = parse_platform(p.get("platform"));
+  int jobs = parse_jobs(p);
+  TransportOptions topts = transport_options(p);
+
+  StorePtr store = open_store(g);  // also installs the signal handlers
+  Registry reg(ref, topts, "pull");
+  reg.ping();
+  ResolvedImage img = resolve_image(reg, plat);
+  const json& m = img.json;
+  std::string mwhat = reg.describe() + ": manifest " + img.manifest_digest;
+  if (!m.is_object() || !m.contains("config")) throw CliError(kBadInput, mwhat + ": no config");
+  Descriptor cfgd = parse_descriptor_json(m["config"], mwhat);
+  std::string cfg = reg.get_small_blob(cfgd.digest, cfgd.size);
+  json config;
+  check_json_depth(cfg, reg.describe() + ": config " + cfgd.digest);
+  try {
+    config = json::parse(cfg);
+  } catch (const json::exception& e) {
+    throw CliError(kBadInput, reg.describe() + ": config " + cfgd.digest + ": not valid JSON: " + e.what());
+  }
+  std::vector<std::string> diff_ids;
+  if (!config.is_object() || !config.contains("rootfs") || !config["rootfs"].is_object() ||
+      !config["rootfs"].contains("diff_ids") || !config["rootfs"]["diff_ids"].is_array())
+    throw CliError(kBadInput, reg.describe() + ": config " + cfgd.digest + ": no rootfs.diff_ids");
+  for (const auto& d : config["rootfs"]["diff_ids"]) {
+    if (!d.is_string() || !is_digest(d.get<std::string>()))
+      throw CliError(kBadInput, reg.describe() + ": config " + cfgd.digest + ": malformed DiffID");
+    diff_ids.push_back(d.get<std::string>());
+  }
+  if (plat.explicit_ && config.contains("architecture") && config["architecture"].is_string() &&
+      config["architecture"].get<std::string>() != plat.arch)
+    throw CliError(kNotFound, reg.describe() + ": " + ref.reference() + " is for " +
+                                  printable(config["architecture"].get<std::string>()) + ", not " + plat.str());
+  if (!m.contains("layers") || !m["layers"].is_array()) throw CliError(kBadInput, mwhat + ": no layers");
+  size_t n = m["layers"].size();
+  if (n == 0) throw CliError(kBadInput, mwhat + ": the image has no layers");
+  if (n != diff_ids.size())
+    throw CliError(kBadInput, mwhat + ": " + std::to_string(n) + " layers, but the config lists " +
+                                  std::to_string(diff_ids.size()) + " DiffIDs");
+  if (n > ROLAYER_MAX_DEPTH)
+    throw CliError(kBadInput, mwhat + ": " + std::to_string(n) + " layers, more than " + std::to_string(ROLAYER_MAX_DEPTH));
+
+  std::vector<std::unique_ptr<PullLayer>> layers;
+  std::string parent;
+  for (size_t i = 0; i < n; i++) {
+    auto l = std::make_unique<PullLayer>();
+    l->desc = parse_descriptor_json(m["layers"][i], mwhat);
+    if (!is_layer_media_type(l->desc.media_type))
+      throw CliError(kBadInput, mwhat + ": layer blob " + l->desc.digest + " has unsupported media type \"" +
+                                    printable(l->desc.media_type) + "\"");
+    l->diff_id = diff_ids[i];
+    l->chain_id = parent = chain_id_of(parent, l->diff_id);
+    layers.push_back(std::move(l));
+  }
+
+  // Every handle this pull holds; on failure they are released newest first, which deletes
+  // what this pull registered and nothing that was there before.
+  std::vector<Layer> held;
+  // Skip the layers already in the store: the highest one present brings its whole chain.
+  size_t first = 0, preexisting = 0;
+  for (size_t i = n; i-- > 0;) {
+    rolayer_layer* l = nullptr;
+    if (rolayer_open(&l, store.get(), layers[i]->chain_id.c_str(), nullptr) == ROLAYER_OK) {
+      held.emplace_back(l);
+      preexisting = 1;
+      first = i + 1;
+      for (size_t k = 0; k <= i; k++) layers[k]->present = true;
+      break;
+    }
+  }
+
+  // A layer not in the store at its place in this chain may be there on another parent, from the
+  // same blob: its verified stream is registered instead of downloading the blob again.
+  if (first < n) {
+    std::map<std::string, std::string> by_blob;  // "descriptor digest DiffID" -> ChainID
+    for (const auto& id : list_chain_ids(store.get())) {
+      rolayer_layer* l = nullptr;
+      if (rolayer_open(&l, store.get(), id.c_str(), nullptr) != ROLAYER_OK) continue;
+      Layer layer(l);
+      const char* dd = rolayer_layer_descriptor_digest(l);
+      if (dd) by_blob.emplace(std::string(dd) + " " + rolayer_layer_diff_id(l), id);
+    }
+    for (size_t i = first; i < n; i++) {
+      auto it = by_blob.find(layers[i]->desc.digest + " " + layers[i]->diff_id);
+      if (it != by_blob.end()) layers[i]->local = it->second;
+    }
+  }
+
+  // One bar per blob on a terminal.
+  BlobBars bars(progress_enabled(g));
+  std::vector<size_t> bar(n, 0);
+  for (size_t i = 0; i < n; i++) {
+    bar[i] = bars.add_bar("layer " + std::to_string(i + 1) + "/" + std::to_string(n) + " " + short_id(layers[i]->desc.digest),
+                          layers[i]->desc.size);
+    if (i < first) bars.set_status(bar[i], "already in the store");
+  }
+
+  // Download threads: layer indexes handed out in chain order, so the lowest layer not yet
+  // registered always has a thread and the pipes cannot deadlock.
+  std::mutex next_mu;
+  size_t next = first;
+  std::vector<std::thread> threads;
+  auto worker = [&]() {
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> gl(next_mu);
+        if (next >= n) return;
+        i = next++;
+      }
+      PullLayer& l = *layers[i];
+      if (!l.local.empty()) continue;  // registered from the store's copy
+      try {
+        reg.fetch_blob(
+            l.desc.digest, l.desc.size,
+            [&](const char* d, size_t k) {
+              if (!l.pipe.write(d, k)) return false;
+              bars.add(bar[i], k);
+              return true;
+            },
+            [&] { return l.pipe.cancelled() || interrupted(); });
+        l.pipe.close();
+      } catch (const CliError& e) {
+        l.pipe.fail(e);
+      } catch (const std::exception& e) {
+        l.pipe.fail(CliError(kFailure, e.what()));
+      }
+    }
+  };
+  auto stop_all = [&] {
+    for (auto& l : layers) l->pipe.cancel();
+    for (auto& t : threads) t.join();
+    threads.clear();
+  };
+  parent = first > 0 ? layers[first - 1]->chain_id : "";
+  try {
+    for (int t = 0; t < jobs && static_cast<size_t>(t) < n - first; t++) threads.emplace_back(worker);
+    for (size_t i = first; i < n; i++) {
+      PullLayer& l = *layers[i];
+      std::string name = reg.describe() + ": layer blob " + l.desc.digest;
+      BlobExpectation expect{name, l.desc.digest, l.desc.size};
+      rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
+      opts.descriptor_media_type = l.desc.media_type.c_str();
+      opts.descriptor_digest = l.desc.digest.c_str();
+      opts.descriptor_size = l.desc.size;
+      if (!l.local.empty()) {
+        Layer from = open_layer(store.get(), l.local);
+        LocalStream ls;
+        Err err;
+        int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
+        if (rc != ROLAYER_OK) lib_fail(rc, err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
+        rolayer_layer* out = nullptr;
+        rc = rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read, &ls,
+                                  &opts, err.out());
+        if (rc != ROLAYER_OK) {
+          check_interrupted();
+          if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
+          lib_fail(rc, err, name);
+        }
+        held.emplace_back(out);
+        bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+      } else {
+        PipeSource src(l.pipe);
+        // LayerReader counts the compressed bytes for its progress: the download threads do here.
+        LayerReader reader(src, name, nullptr, &expect);
+        held.push_back(register_layer(store.get(), parent, reader, &opts, name));
+      }
+      std::string diff_id = rolayer_layer_diff_id(held.back().get());
+      if (diff_id != l.diff_id)
+        throw CliError(kVerify, name + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
+                                    std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
+      parent = rolayer_layer_chain_id(held.back().get());
+      bars.set_status(bar[i], (l.local.empty() ? "registered " : "registered from the store's copy as ") + short_id(parent));
+    }
+    stop_all();
+    check_interrupted();
+    // The image: its manifest (for an index, the platform's) and config, under its name.
+    store_image(store.get(), ref.str(), parent, img.manifest_media_type, img.manifest, cfg);
+    retain_once(store.get(), parent);
+  } catch (...) {
+    stop_all();
+    bars.finish();
+    while (held.size() > preexisting) {
+      Err ignored;
+      held.back().release(ignored);
+      held.pop_back();
+    }
+    held.clear();  // a layer that was there before is only closed
+    throw;
+  }
+  // The layers that existed before keep their own references; those this pull registered are
+  // kept by the retained top (their children hold them).
+  while (!held.empty()) held.pop_back();
+  bars.finish();
+  std::printf("%s\n", parent.c_str());
+  if (std::fflush(stdout) != 0) sys_fail("write standard output");
+  return kOk;
+}
+
+}  // namespace cli
+
+namespace cli {
+
+const char* const kPullHelp =
+    "usage: rolayer pull REF [--platform OS/ARCH[/VARIANT]] [--jobs N] [TRANSPORT OPTIONS]\n"
+    "\n"
+    "Pulls an image's layers from a registry into the store and prints the top ChainID,\n"
+    "which stays in the store until `rolayer rm` (as for import). REF is written as Docker\n"
+    "does: alpine, library/alpine:3.19, HOST[:PORT]/PATH[:TAG], or with @sha256:<hex>;\n"
+    "a name without a registry host means docker.io (and library/ for one component).\n"
+    "An index (manifest list) is resolved to --platform (default: linux and the host's\n"
+    "architecture). Up to N blobs (default 3) download at once; each is streamed once:\n"
+    "hashed against its descriptor's digest and size, decompressed (gzip, zstd or plain)\n"
+    "and registered in the same pass, in chain order, without a temporary copy. DiffIDs\n"
+    "are checked against the config. Layers already in the store are not downloaded.\n"
+    "A dropped connection resumes with a Range request (--retries times in a row without\n"
+    "progress). Any failure or Ctrl-C leaves the store as it was.\n"
+    "\n"
+    "Options:\n"
+    "  --platform OS/ARCH[/VARIANT]  the platform to pick from an index\n"
+    "  -j, --jobs N                  blobs downloaded at once (1-32, default 3)\n"
+    "  --retries N                   resumptions after a dropped connection (default 5)\n"
+    "  --insecure                    allow plain HTTP and unverified TLS for any host\n"
+    "                                (without it, plain HTTP only for loopback hosts)\n"
+    "  --ca-file FILE                trust the CA certificates in FILE (PEM)\n"
+    "  --cert-dir DIR                trust the *.crt files in DIR\n"
+    "\n"
+    "Credentials: $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json,\n"
+    "~/.docker/config.json (auths); see `rolayer login`. Exit codes beyond the common\n"
+    "ones: 7 authentication required or refused, 8 registry unreachable or transfer\n"
+    "failed after the retries.\n";
+
+const char* const kPushHelp =
+    "usage: rolayer push CHAINID|IMAGE REF [--compression gzip|zstd|none] [--from-repo REPO]\n"
+    "                    [--jobs N] [--platform OS/ARCH[/VARIANT]] [TRANSPORT OPTIONS]\n"
+    "\n"
+    "Pushes the chain ending at CHAINID to the registry as an image: its layers, a config\n"
+    "(rootfs.diff_ids, os and architecture, as export-image writes it) and an OCI\n"
+    "manifest tagged with REF's tag (default latest). Prints the manifest digest.\n"
+    "A layer whose recorded descriptor (from pull or import) names a blob the registry\n"
+    "already has is not sent (HEAD), or is mounted from --from-repo of the same registry;\n"
+    "any other layer's verified stream is compressed on the fly and streamed up (POST,\n"
+    "PATCH, PUT with the digest computed while streaming): no temporary file.\n"
+    "An image kept by pull (IMAGE as `rolayer images` lists it, or its top ChainID) is\n"
+    "pushed with its own config, and with its own manifest when all its original layer\n"
+    "blobs are in the registry (or mountable): the same manifest digest.\n"
+    "\n"
+    "Options:\n"
+    "  --compression ALG   gzip (default), zstd or none\n"
+    "  --from-repo REPO    mount known blobs from this repository of the same registry\n"
+    "  -j, --jobs N        layers pushed at once (1-32, default 3)\n"
+    "  --platform P        the config's os/architecture (default: linux/host)\n"
+    "  --retries, --insecure, --ca-file, --cert-dir   as for pull\n";
+
+const char* const kLoginHelp =
+    "usage: rolayer login HOST --username USER (--password-stdin | --password PASS)\n"
+    "\n"
+    "Checks the credentials against the registry at HOST[:PORT] and saves them as Docker\n"
+    "does (auths.HOST.auth = base64 of USER:PASS) in $REGISTRY_AUTH_FILE, else\n"
+    "$DOCKER_CONFIG/config.json, else ~/.docker/config.json (mode 0600).\n"
+    "\n"
+    "Options:\n"
+    "  -u, --username USER\n"
+    "  --password-stdin     read the password from the first line of standard input\n"
+    "  -p, --password PASS  (visible to other users in the process list: prefer stdin)\n"
+    "  --insecure, --ca-file, --cert-dir   as for pull\n";
+
+}  // namespace cli
