@@ -51,7 +51,7 @@ static int teardown(void **state) {
 
 static int64_t retained(fixture *f, const char *id) {
   int64_t n = -1;
-  assert_int_equal(rolayer_store_retained(f->store, id, &n, NULL), ROLAYER_OK);
+  assert_int_equal(rolayer_store_retained(&n, f->store, id, NULL), ROLAYER_OK);
   return n;
 }
 

@@ -114,7 +114,7 @@ int cmd_images(Globals& g, const Args& args) {
     rolayer_layer* l = nullptr;
     if (rolayer_open(&l, store.get(), top.c_str(), nullptr) == ROLAYER_OK) {
       Layer layer(l);
-      rolayer_layer_size(l, &size, nullptr);
+      rolayer_layer_size(&size, l, nullptr);
     }
     std::string md = rolayer_image_manifest_digest(img.get());
     out.push_back(json{{"name", n},

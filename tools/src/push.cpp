@@ -193,7 +193,7 @@ int cmd_push(Globals& g, const Args& args) {
   for (std::string c = top; !c.empty();) {
     Layer l = open_layer(store.get(), c);
     int64_t sz = 0;
-    rolayer_layer_stream_size(l.get(), &sz, nullptr);
+    rolayer_layer_stream_size(&sz, l.get(), nullptr);
     total += std::max<int64_t>(0, sz);
     const char* par = rolayer_layer_parent(l.get());
     c = par ? par : "";
@@ -207,7 +207,7 @@ int cmd_push(Globals& g, const Args& args) {
   std::vector<size_t> bar;
   for (size_t i = 0; i < chain.size(); i++) {
     int64_t sz = 0;
-    rolayer_layer_stream_size(chain[i].get(), &sz, nullptr);
+    rolayer_layer_stream_size(&sz, chain[i].get(), nullptr);
     bar.push_back(bars.add_bar("layer " + std::to_string(i + 1) + "/" + std::to_string(chain.size()) + " " +
                                    short_id(rolayer_layer_chain_id(chain[i].get())),
                                sz));
@@ -222,7 +222,7 @@ int cmd_push(Globals& g, const Args& args) {
   auto push_layer = [&](size_t i) {
     rolayer_layer* l = chain[i].get();
     int64_t sz = 0;
-    rolayer_layer_stream_size(l, &sz, nullptr);
+    rolayer_layer_stream_size(&sz, l, nullptr);
     // 0. The image's own blob for this layer.
     if (image) {
       const Descriptor& d = image->layers[i];
