@@ -25,10 +25,14 @@ typedef struct rolayer_store_options {
   const char *driver;            /* built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new */
   const struct rolayer_driver_ops *driver_ops; /* a caller's driver instead of a built-in one, or NULL */
   void *driver_user_data;        /* passed last to every driver_ops callback */
-  int busy_timeout_ms;           /* how long to wait for another process's lock; 0 = default (5000), <0 = fail at once */
+  int busy_timeout_ms;           /* how long a call waits for another writer's short lock (a database transaction,
+                                    another open's clean-up at open); 0 = default (5000), <0 = fail at once */
+  /* Version 2: */
+  int read_only;                 /* non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
+                                    and errno EROFS. A store on a read-only file system is opened this way anyway. */
 } rolayer_store_options;
-#define ROLAYER_STORE_OPTIONS_VERSION 1
-#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0}
+#define ROLAYER_STORE_OPTIONS_VERSION 2
+#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0}
 
 /*
  * Open (creating it if needed) the store rooted at directory root with the built-in driver
@@ -36,6 +40,11 @@ typedef struct rolayer_store_options {
  * new store. A store created with one driver can only be reopened with the same driver
  * (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
  * by a crash are cleaned up. *out is NULL on failure.
+ * Any number of processes, and any number of opens in one process, may use one root at once
+ * (docs/store.md, "Several processes"). The store's own files must be what it made: a symbolic
+ * link, FIFO or other unexpected entry in their place is ROLAYER_ECORRUPT naming the path. An
+ * existing root that other users can reach is made private (0700) when it is the caller's,
+ * refused (ROLAYER_EIO, errno EACCES) when it is another user's.
  */
 ROLAYER_API int rolayer_store_open(rolayer_store **out, const char *root, const char *driver,
                                    rolayer_error **err);
@@ -152,6 +161,19 @@ ROLAYER_API int rolayer_store_unretain(rolayer_store *store, const char *chain_i
 /* The number of persistent references on chain_id. */
 ROLAYER_API int rolayer_store_retained(rolayer_store *store, const char *chain_id, int64_t *out,
                                        rolayer_error **err);
+
+/*
+ * Collect what nothing keeps: the holds, temporary files and intent marks of processes that
+ * died with the store open (their layers that had no persistent reference are released), and
+ * every layer without a persistent reference, a child, or a handle or stream open in any live
+ * process (for instance a layer registered by a process killed before it retained it). Layers
+ * held by live processes are never touched. Reports what was deleted, child first, in
+ * *out_removed (may be NULL; an empty list when nothing was deleted).
+ * Errors: ROLAYER_EIO with errno EROFS on a read-only store; ROLAYER_EBUSY when another writer
+ * kept the database locked longer than busy_timeout_ms; ROLAYER_EIO otherwise.
+ * Threads: as every call on a store. Several processes may run it at once.
+ */
+ROLAYER_API int rolayer_store_gc(rolayer_store *store, rolayer_removed **out_removed, rolayer_error **err);
 
 #ifdef __cplusplus
 }

@@ -598,6 +598,39 @@ TEST_P(SharedStoreTest, PlantedLinksAreRefusedAndNothingOutsideChanges) {
   }
 }
 
+// A layer's own folder in the driver replaced by a link to a directory outside: export and
+// verify refuse it (never read through the link), and removing the layer unlinks only the link.
+TEST_P(SharedStoreTest, PlantedLayerFolderLinkIsNotFollowed) {
+  std::string outside = dir_.path() + "/outside";
+  fs::mkdirs(outside, 0700);
+  std::string t = layer_tar(31);
+  std::string chain, cache;
+  {
+    auto s = open();
+    auto r = reg(*s, t);
+    s->retain(r->node().chain_id.str());
+    chain = r->node().chain_id.str();
+    cache = r->node().cache_id;
+  }
+  std::string layer_dir = root() + "/" + GetParam() + "/" + cache;
+  // The outside directory looks like the layer (a copy), so that only the link gives it away.
+  ASSERT_EQ(std::system(("cp -a '" + layer_dir + "/.' '" + outside + "/'").c_str()), 0);
+  fs::remove_all(layer_dir);
+  ASSERT_EQ(::symlink(outside.c_str(), layer_dir.c_str()), 0);
+  auto before = names(outside);
+  auto s = open();
+  auto r = s->get(chain);
+  std::string got;
+  Code c = code_of([&] { got = export_of(*r); });
+  EXPECT_TRUE(c == Code::Corrupt || c == Code::NotFound) << "export through a planted link: code " << static_cast<int>(c);
+  Store::close_ref(*r);
+  s->unretain(chain);
+  EXPECT_TRUE(s->list().empty());
+  struct stat st;
+  EXPECT_NE(::lstat(layer_dir.c_str(), &st), 0) << "the planted link stayed";
+  EXPECT_EQ(names(outside), before) << "removing the layer went through the link";
+}
+
 // ---- permissions (issue 12, item 4) ------------------------------------------------------------
 
 TEST_P(SharedStoreTest, AnExistingOpenRootIsMadePrivate) {

@@ -39,7 +39,7 @@ const char* kGlobalHelp =
     "  2    usage error: bad arguments, ambiguous ChainID prefix, wrong --driver\n"
     "  3    not found: no such layer, image reference, file or blob\n"
     "  4    verification failed: digest, size or DiffID mismatch, damaged store data\n"
-    "  5    store is busy: another process holds it (see --wait)\n"
+    "  5    store is busy: another writer kept the store locked longer than --wait\n"
     "  6    invalid input: malformed or unsafe tar, unknown compression, bad image layout\n"
     "  130  interrupted (nothing half-written is left behind)\n"
     "\n"
@@ -112,7 +112,9 @@ const std::vector<Command> kCommands = {
      "Drops the reference that register/import keep on each layer. A layer goes when\n"
      "nothing holds it any more, and then its parents that nothing else holds go too (the\n"
      "cascade): one `removed CHAINID` line each, child first. A layer with children stays\n"
-     "until its children go.\n",
+     "until its children go. A layer without a reference of its own (left by a register\n"
+     "killed before it kept one) is released: it goes now, or when the last process that\n"
+     "has it open lets go.\n",
      cmd_rm},
     {"verify", "check stored layers against their DiffIDs",
      "usage: rolayer verify [--json] [CHAINID...]\n"
@@ -153,6 +155,15 @@ const std::vector<Command> kCommands = {
      "  --arch ARCH   the config's architecture (default: the host's)\n"
      "  --os OS       the config's os (default: linux)\n",
      cmd_export_image},
+    {"gc", "remove what nothing keeps: layers without a reference, dead processes' leftovers",
+     "usage: rolayer gc\n"
+     "\n"
+     "Removes every layer that has no reference (`rm`'s), no child and is not open in a\n"
+     "running process (for instance one registered by a process killed before it kept a\n"
+     "reference), and what processes that died with the store open left: their holds,\n"
+     "temporary files and half-written layer data. One `removed CHAINID` line each. Layers\n"
+     "other processes have open are never touched; gc may run while they work.\n",
+     cmd_gc},
 };
 
 void print_global_help(FILE* f) {
