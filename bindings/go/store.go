@@ -43,8 +43,9 @@ type Options struct {
 	// be empty). See Driver. The store calls it until Close; a store created with it can only
 	// be reopened with a driver of the same Name.
 	CustomDriver Driver
-	// BusyTimeout is how long Open waits while another process holds the store
-	// (0 = the library's default, 5 s; negative = fail at once with ErrBusy).
+	// BusyTimeout is how long a call waits for another writer's short lock on the store (a
+	// database transaction of another process or another Store on the same root; 0 = the
+	// library's default, 5 s; negative = fail at once with ErrBusy).
 	BusyTimeout time.Duration
 }
 
@@ -80,8 +81,11 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-// Open opens (creating it if needed) the store rooted at directory root. It fails with ErrBusy
-// when another process holds the store, and with ErrInvalid when the store was created with
+// Open opens (creating it if needed) the store rooted at directory root. A root may be opened
+// any number of times, by this process and others, at once (docs/threading.md, "Processes"):
+// each Store sees the others' registers as soon as they commit, and a layer any of them holds
+// is not deleted under it. It fails with ErrBusy only when another writer keeps the store's
+// database locked longer than BusyTimeout, and with ErrInvalid when the store was created with
 // another driver or the driver name is unknown. With Options.CustomDriver, the driver's Close
 // (if it has one) is called when Open fails, else at the end of Store.Close.
 func Open(root string, opts *Options) (*Store, error) {

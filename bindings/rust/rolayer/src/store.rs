@@ -82,7 +82,8 @@ impl StoreOptions {
         self
     }
 
-    /// How long to wait for another process's lock on the store before failing with
+    /// How long a call waits for another writer's short lock on the store (a database
+    /// transaction of another process or another `Store` on the same root) before failing with
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy). `Duration::ZERO` fails at once.
     /// Millisecond resolution (rounded up), at most `i32::MAX` ms.
     pub fn busy_timeout(&mut self, timeout: Duration) -> &mut StoreOptions {
@@ -144,8 +145,11 @@ impl StoreOptions {
 /// `Store` is `Send + Sync` (the C store is safe to use from many threads at once) and its
 /// methods take `&self`: share it by reference, e.g. with `std::thread::scope`, or in an `Arc`.
 /// [`Layer`]s and [`TarStream`](crate::TarStream)s borrow it (`Layer<'s>`), because the
-/// C library invalidates them when the store is freed; dropping the `Store` closes it and
-/// releases its lock.
+/// C library invalidates them when the store is freed; dropping the `Store` closes it.
+///
+/// A root may be opened any number of times at once, by this process and by others: each
+/// `Store` sees the others' registers as soon as they commit, and a layer any live process
+/// holds is never deleted under it (docs/threading.md, "Processes").
 pub struct Store {
     raw: NonNull<sys::rolayer_store>,
     root: PathBuf,
