@@ -820,6 +820,8 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
         // Alone: temporary files that no session owns (an older library's) go too.
         for (const auto& n : list_names(st->tmp_fd.get(), st->tmp_dir))
           if (n.find('-') == std::string::npos || n.rfind("record-", 0) == 0) fs::remove_all_at(st->tmp_fd.get(), n);
+        // What follows (dead sessions' leftovers) needs no exclusivity: let other opens in.
+        ofd_lock(st->lock_fd.get(), F_RDLCK, kSharedByte);
       }
       st->sweep_locked(exclusive, doomed);
     }

@@ -25,7 +25,7 @@ pub const ROLAYER_VERSION_PATCH: ::core::ffi::c_int = 0;
 pub const ROLAYER_VERSION_NUMBER: ::core::ffi::c_int = 100;
 pub const ROLAYER_VERSION_STRING: &[u8; 6] = b"0.1.0\0";
 pub const ROLAYER_MAX_DEPTH: ::core::ffi::c_int = 125;
-pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
+pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 2;
 pub const ROLAYER_REGISTER_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
 pub const ROLAYER_DRIVER_CAP_EXACT_DIFFS: u32 = 1;
 pub const ROLAYER_DRIVER_OPS_VERSION: ::core::ffi::c_uint = 1;
@@ -139,8 +139,12 @@ pub struct rolayer_store_options {
     pub driver_ops: *const rolayer_driver_ops,
     /// passed last to every driver_ops callback
     pub driver_user_data: *mut ::core::ffi::c_void,
-    /// how long to wait for another process's lock; 0 = default (5000), <0 = fail at once
+    /** how long a call waits for another writer's short lock (a database transaction,
+another open's clean-up at open); 0 = default (5000), <0 = fail at once*/
     pub busy_timeout_ms: ::core::ffi::c_int,
+    /** non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
+and errno EROFS. A store on a read-only file system is opened this way anyway.*/
+    pub read_only: ::core::ffi::c_int,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -165,6 +169,9 @@ const _: () = {
     [
         "Offset of field: rolayer_store_options::busy_timeout_ms",
     ][::core::mem::offset_of!(rolayer_store_options, busy_timeout_ms) - 32usize];
+    [
+        "Offset of field: rolayer_store_options::read_only",
+    ][::core::mem::offset_of!(rolayer_store_options, read_only) - 36usize];
 };
 impl Default for rolayer_store_options {
     fn default() -> Self {
@@ -180,7 +187,12 @@ extern "C" {
  named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
  new store. A store created with one driver can only be reopened with the same driver
  (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
- by a crash are cleaned up. *out is NULL on failure.*/
+ by a crash are cleaned up. *out is NULL on failure.
+ Any number of processes, and any number of opens in one process, may use one root at once
+ (docs/store.md, "Several processes"). The store's own files must be what it made: a symbolic
+ link, FIFO or other unexpected entry in their place is ROLAYER_ECORRUPT naming the path. An
+ existing root that other users can reach is made private (0700) when it is the caller's,
+ refused (ROLAYER_EIO, errno EACCES) when it is another user's.*/
     pub fn rolayer_store_open(
         out: *mut *mut rolayer_store,
         root: *const ::core::ffi::c_char,
@@ -409,6 +421,22 @@ extern "C" {
         store: *mut rolayer_store,
         chain_id: *const ::core::ffi::c_char,
         out: *mut i64,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Collect what nothing keeps: the holds, temporary files and intent marks of processes that
+ died with the store open (their layers that had no persistent reference are released), and
+ every layer without a persistent reference, a child, or a handle or stream open in any live
+ process (for instance a layer registered by a process killed before it retained it). Layers
+ held by live processes are never touched. Reports what was deleted, child first, in
+ *out_removed (may be NULL; an empty list when nothing was deleted).
+ Errors: ROLAYER_EIO with errno EROFS on a read-only store; ROLAYER_EBUSY when another writer
+ kept the database locked longer than busy_timeout_ms; ROLAYER_EIO otherwise.
+ Threads: as every call on a store. Several processes may run it at once.*/
+    pub fn rolayer_store_gc(
+        store: *mut rolayer_store,
+        out_removed: *mut *mut rolayer_removed,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
