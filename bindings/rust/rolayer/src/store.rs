@@ -35,6 +35,7 @@ pub struct StoreOptions {
     driver: Option<String>,
     custom_driver: Option<Arc<dyn Driver>>,
     busy_timeout_ms: c_int,
+    read_only: bool,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -46,6 +47,7 @@ impl fmt::Debug for StoreOptions {
                 &self.custom_driver.as_ref().map(|d| d.name().to_owned()),
             )
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -79,6 +81,14 @@ impl StoreOptions {
     /// ```
     pub fn custom_driver<D: Driver>(&mut self, driver: Arc<D>) -> &mut StoreOptions {
         self.custom_driver = Some(driver);
+        self
+    }
+
+    /// Opens the store read-only: list, open, export and verify work; every write fails with
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) and errno `EROFS`, and nothing in the store is
+    /// changed. A store on a read-only file system is opened this way anyway.
+    pub fn read_only(&mut self, yes: bool) -> &mut StoreOptions {
+        self.read_only = yes;
         self
     }
 
@@ -119,6 +129,7 @@ impl StoreOptions {
             driver_ops: prepared.as_ref().map_or(ptr::null(), |p| p.ops.as_ptr()),
             driver_user_data: prepared.as_ref().map_or(ptr::null_mut(), |p| p.user_data),
             busy_timeout_ms: self.busy_timeout_ms,
+            read_only: c_int::from(self.read_only),
             ..sys::rolayer_store_options::INIT
         };
         let mut out = ptr::null_mut();

@@ -620,4 +620,13 @@ fn a_second_open_shares_the_store() {
     drop(layer);
     drop(first);
     assert_eq!(second.list().unwrap().len(), 1);
+    // Read-only: reads work, writes fail with EROFS.
+    let ro = rolayer::StoreOptions::new()
+        .driver("exact")
+        .read_only(true)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(ro.list().unwrap().len(), 1);
+    let err = ro.register_bytes(None, &empty_tar()).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Io { errno: 30, .. }), "EROFS: {err:?}");
 }
