@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -388,6 +389,9 @@ func TestErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := first.Retain(l1.ChainID()); err != nil {
+		t.Fatal(err)
+	}
 	second, err := Open(root, &Options{Driver: "exact", BusyTimeout: -1})
 	if err != nil {
 		t.Fatalf("second Open: %v", err)
@@ -399,6 +403,19 @@ func TestErrors(t *testing.T) {
 	}
 	first.Release(l1)
 	second.Close()
+	// Read-only: reads work, writes fail with ErrIO (EROFS).
+	ro, err := Open(root, &Options{Driver: "exact", ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	if len(ro.Map()) != 1 {
+		t.Errorf("read-only store lists %d layers", len(ro.Map()))
+	}
+	var roErr *Error
+	if _, err := ro.Register(bytes.NewReader(make([]byte, 2048)), ""); !errors.Is(err, ErrIO) || !errors.As(err, &roErr) || roErr.Errno != syscall.EROFS {
+		t.Errorf("Register on a read-only store: %v", err)
+	}
+	ro.Close()
 	// A store created with one driver is reopened with that driver only.
 	s.Close()
 	if _, err := Open(s.Root(), &Options{Driver: "dir"}); !errors.Is(err, ErrInvalid) {
