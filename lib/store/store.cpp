@@ -632,6 +632,9 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   for (const char* f : {"lock", "metadata.db", "metadata.db-wal", "metadata.db-shm", "metadata.db-journal"})
     check_entry(rootfd, root, f, false);
   for (const char* d : {"dir", "exact"}) check_entry(rootfd, root, d, true);
+  // Read-only creates nothing: not even the store's folders in a root that holds no store.
+  if (st->read_only && !check_entry(rootfd, root, "metadata.db", false))
+    throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
   st->tmp_dir = root + "/tmp";
   st->pending_dir = root + "/pending";
   st->tmp_fd = open_own_dir(rootfd, root, "tmp", !st->fs_read_only, !st->fs_read_only);

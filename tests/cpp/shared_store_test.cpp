@@ -545,6 +545,12 @@ TEST_P(SharedStoreTest, ReadOnlyOptionReadsAndRefusesWrites) {
   o.read_only = true;
   EXPECT_EQ(code_of([&] { Store::open(dir_.path() + "/nothing", std::move(o)); }), Code::NotFound);
   EXPECT_FALSE(fs::exists(dir_.path() + "/nothing/metadata.db"));
+  // Nor in an existing empty folder.
+  fs::mkdirs(dir_.path() + "/empty", 0700);
+  StoreOptions o2;
+  o2.read_only = true;
+  EXPECT_EQ(code_of([&] { Store::open(dir_.path() + "/empty", std::move(o2)); }), Code::NotFound);
+  EXPECT_TRUE(names(dir_.path() + "/empty").empty()) << "a read-only open created files";
 }
 
 // A store on a read-only bind mount: list, export and verify work; writes fail with EROFS.
