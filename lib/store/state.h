@@ -44,7 +44,7 @@ struct StoreState {
   void check_writable() const;  // throws Error(Io, EROFS) on a read-only store
   // With mu held: the layer from the database (nullptr when there is none, or its row or an
   // ancestor's cannot be read). Reuses a loaded node whose cache_id matches.
-  std::shared_ptr<LayerNode> load_locked(const std::string& chain_id);
+  std::shared_ptr<LayerNode> load_locked(const std::string& chain_id, int level = 0);
   // With mu held (inside a transaction when the node is not held yet): one more handle.
   void hold_locked(const std::shared_ptr<LayerNode>& node);
   std::unique_ptr<LayerRef> new_ref(const std::shared_ptr<StoreState>& self, const std::shared_ptr<LayerNode>& node);

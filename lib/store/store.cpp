@@ -293,7 +293,9 @@ void StoreState::check_writable() const {
   if (read_only) read_only_error(root, "change the store");
 }
 
-std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id) {
+std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id, int level) {
+  // A chain longer than the maximum depth (rows changed into a loop) cannot be served.
+  if (level > kMaxDepth) return nullptr;
   sql::Stmt q(*db,
               "SELECT diff_id, parent, depth, cache_id, diff_size, stream_size, desc_media_type, desc_digest, "
               "desc_size, has_record FROM layers WHERE chain_id = ?");
@@ -322,7 +324,7 @@ std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id) 
   q.reset();
   if (!parent.empty()) {
     if (parent == chain_id) return nullptr;
-    n->parent = load_locked(parent);
+    n->parent = load_locked(parent, level + 1);
     if (!n->parent) return nullptr;  // parent row unreadable: the child cannot be served
   }
   // A node still held under an old cache id cannot be: a held layer is never deleted. Replace

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <sqlite3.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -689,6 +690,33 @@ TEST_P(SharedStoreTest, PlantedLayerFolderLinkIsNotFollowed) {
   struct stat st;
   EXPECT_NE(::lstat(layer_dir.c_str(), &st), 0) << "the planted link stayed";
   EXPECT_EQ(names(outside), before) << "removing the layer went through the link";
+}
+
+// Rows changed into a loop (A's parent B, B's parent A): the store neither recurses forever nor
+// serves them; other layers still work.
+TEST_P(SharedStoreTest, ParentRowsInALoopAreNotServed) {
+  std::string a, b;
+  {
+    auto s = open();
+    auto ra = reg(*s, layer_tar(50));
+    auto rb = reg(*s, layer_tar(51), ra->node().chain_id.str());
+    s->retain(rb->node().chain_id.str());
+    a = ra->node().chain_id.str();
+    b = rb->node().chain_id.str();
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((root() + "/metadata.db").c_str(), &db), SQLITE_OK);
+    std::string sql = "PRAGMA foreign_keys=OFF; UPDATE layers SET parent = '" + b + "' WHERE chain_id = '" + a + "';";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto s = open();
+  EXPECT_EQ(code_of([&] { s->get(b); }), Code::NotFound);
+  EXPECT_EQ(code_of([&] { s->get(a); }), Code::NotFound);
+  EXPECT_TRUE(s->list().empty());
+  auto c = reg(*s, layer_tar(52));
+  EXPECT_EQ(export_of(*c), layer_tar(52));
 }
 
 // ---- permissions (issue 12, item 4) ------------------------------------------------------------
