@@ -96,11 +96,12 @@ static void rl_drv_ops_free(rolayer_driver_ops *o) {
 }
 
 static int rl_store_open_driver(rolayer_store **out, const char *root, const rolayer_driver_ops *ops,
-                                uintptr_t ud, int busy_ms, rolayer_error **err) {
+                                uintptr_t ud, int busy_ms, int read_only, rolayer_error **err) {
 	rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
 	o.driver_ops = ops;
 	o.driver_user_data = (void *)ud;
 	o.busy_timeout_ms = busy_ms;
+	o.read_only = read_only;
 	return rolayer_store_open_ext(out, root, &o, err);
 }
 
@@ -236,7 +237,7 @@ func closeDriver(d Driver) {
 
 // openCustom opens the store at croot with the Go driver d. On success the returned ops must be
 // freed with freeOps once the store is freed (the library keeps its own copy; this is cheap).
-func openCustom(croot *C.char, d Driver, busy C.int) (*C.rolayer_store, *C.rolayer_driver_ops, error) {
+func openCustom(croot *C.char, d Driver, busy C.int, ro C.int) (*C.rolayer_store, *C.rolayer_driver_ops, error) {
 	name := d.Name()
 	caps := d.Capabilities()
 	if strings.IndexByte(name, 0) >= 0 {
@@ -258,7 +259,7 @@ func openCustom(croot *C.char, d Driver, busy C.int) (*C.rolayer_store, *C.rolay
 	ds.handle = cgo.NewHandle(ds)
 	var out *C.rolayer_store
 	var cerr *C.rolayer_error
-	if rc := C.rl_store_open_driver(&out, croot, ops, C.uintptr_t(ds.handle), busy, &cerr); rc != 0 {
+	if rc := C.rl_store_open_driver(&out, croot, ops, C.uintptr_t(ds.handle), busy, ro, &cerr); rc != 0 {
 		// The library calls destroy when the store fails to open, except for failures it
 		// finds before it takes the driver: finish is idempotent.
 		ds.finish()

@@ -6,10 +6,11 @@ package rolayer
 #include <rolayer.h>
 
 static int rl_store_open(rolayer_store **out, const char *root, const char *driver, int busy_ms,
-                         rolayer_error **err) {
+                         int read_only, rolayer_error **err) {
 	rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
 	o.driver = driver;
 	o.busy_timeout_ms = busy_ms;
+	o.read_only = read_only;
 	return rolayer_store_open_ext(out, root, &o, err);
 }
 */
@@ -43,9 +44,14 @@ type Options struct {
 	// be empty). See Driver. The store calls it until Close; a store created with it can only
 	// be reopened with a driver of the same Name.
 	CustomDriver Driver
-	// BusyTimeout is how long Open waits while another process holds the store
-	// (0 = the library's default, 5 s; negative = fail at once with ErrBusy).
+	// BusyTimeout is how long a call waits for another writer's short lock on the store (a
+	// database transaction of another process or another Store on the same root; 0 = the
+	// library's default, 5 s; negative = fail at once with ErrBusy).
 	BusyTimeout time.Duration
+	// ReadOnly opens the store for listing, opening, exporting and verifying only: every write
+	// fails with ErrIO (Errno EROFS) and nothing in the store changes. A store on a read-only
+	// file system is opened this way anyway.
+	ReadOnly bool
 }
 
 // Store is an open layer store, shaped like the Docker engine's layer.Store.
@@ -80,8 +86,11 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-// Open opens (creating it if needed) the store rooted at directory root. It fails with ErrBusy
-// when another process holds the store, and with ErrInvalid when the store was created with
+// Open opens (creating it if needed) the store rooted at directory root. A root may be opened
+// any number of times, by this process and others, at once (docs/threading.md, "Processes"):
+// each Store sees the others' registers as soon as they commit, and a layer any of them holds
+// is not deleted under it. It fails with ErrBusy only when another writer keeps the store's
+// database locked longer than BusyTimeout, and with ErrInvalid when the store was created with
 // another driver or the driver name is unknown. With Options.CustomDriver, the driver's Close
 // (if it has one) is called when Open fails, else at the end of Store.Close.
 func Open(root string, opts *Options) (*Store, error) {
@@ -110,6 +119,10 @@ func Open(root string, opts *Options) (*Store, error) {
 		}
 		busy = C.int(ms)
 	}
+	ro := C.int(0)
+	if o.ReadOnly {
+		ro = 1
+	}
 	var out *C.rolayer_store
 	var ops *C.rolayer_driver_ops
 	if o.CustomDriver != nil {
@@ -118,12 +131,12 @@ func Open(root string, opts *Options) (*Store, error) {
 			return nil, &Error{Code: CodeInvalid, Message: "rolayer: Options.Driver and Options.CustomDriver are exclusive"}
 		}
 		var err error
-		if out, ops, err = openCustom(croot, o.CustomDriver, busy); err != nil {
+		if out, ops, err = openCustom(croot, o.CustomDriver, busy, ro); err != nil {
 			return nil, err
 		}
 	} else {
 		var cerr *C.rolayer_error
-		if rc := C.rl_store_open(&out, croot, cdriver, busy, &cerr); rc != 0 {
+		if rc := C.rl_store_open(&out, croot, cdriver, busy, ro, &cerr); rc != 0 {
 			return nil, fromC(rc, cerr)
 		}
 	}

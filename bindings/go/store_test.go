@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -382,16 +383,41 @@ func TestErrors(t *testing.T) {
 	if _, err := Open(t.TempDir(), &Options{Driver: "no-such-driver"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Open with an unknown driver: %v", err)
 	}
-	// A store is used by one process at a time; a second open waits, then is busy.
+	// A second Open of the same root shares the store (the Docker engine's TestStoreRestore
+	// shape): it does not wait, and it sees the first one's layers.
 	root := t.TempDir()
-	openAt(t, root, "exact")
-	start := time.Now()
-	if _, err := Open(root, &Options{Driver: "exact", BusyTimeout: -1}); !errors.Is(err, ErrBusy) {
-		t.Errorf("second Open: %v, want ErrBusy", err)
+	first := openAt(t, root, "exact")
+	l1, err := first.Register(bytes.NewReader(make([]byte, 1024)), "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := Open(root, &Options{Driver: "exact", BusyTimeout: 100 * time.Millisecond}); !errors.Is(err, ErrBusy) || time.Since(start) < 100*time.Millisecond {
-		t.Errorf("second Open with a timeout: %v", err)
+	if err := first.Retain(l1.ChainID()); err != nil {
+		t.Fatal(err)
 	}
+	second, err := Open(root, &Options{Driver: "exact", BusyTimeout: -1})
+	if err != nil {
+		t.Fatalf("second Open: %v", err)
+	}
+	if l2, err := second.Get(l1.ChainID()); err != nil {
+		t.Errorf("second Open does not see the first's layer: %v", err)
+	} else {
+		second.Release(l2)
+	}
+	first.Release(l1)
+	second.Close()
+	// Read-only: reads work, writes fail with ErrIO (EROFS).
+	ro, err := Open(root, &Options{Driver: "exact", ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open: %v", err)
+	}
+	if len(ro.Map()) != 1 {
+		t.Errorf("read-only store lists %d layers", len(ro.Map()))
+	}
+	var roErr *Error
+	if _, err := ro.Register(bytes.NewReader(make([]byte, 2048)), ""); !errors.Is(err, ErrIO) || !errors.As(err, &roErr) || roErr.Errno != syscall.EROFS {
+		t.Errorf("Register on a read-only store: %v", err)
+	}
+	ro.Close()
 	// A store created with one driver is reopened with that driver only.
 	s.Close()
 	if _, err := Open(s.Root(), &Options{Driver: "dir"}); !errors.Is(err, ErrInvalid) {

@@ -30,23 +30,34 @@ typedef struct rolayer_store_options {
   const char *driver;            /**< built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new */
   const struct rolayer_driver_ops *driver_ops; /**< a caller's driver instead of a built-in one, or NULL */
   void *driver_user_data;        /**< passed last to every driver_ops callback */
-  int busy_timeout_ms;           /**< how long to wait for another process's lock; 0 = default (5000), <0 = fail at once */
+  int busy_timeout_ms;           /**< how long a call waits for another writer's short lock (a database
+                                      transaction, another open's clean-up at open); 0 = default (5000), <0 = fail at once */
+  /* Version 2: */
+  int read_only;                 /**< non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
+                                      and errno EROFS. A store on a read-only file system is opened this way anyway. */
 } rolayer_store_options;
 /** The rolayer_store_options version this header describes. */
-#define ROLAYER_STORE_OPTIONS_VERSION 1
+#define ROLAYER_STORE_OPTIONS_VERSION 2
 /** Initialiser for rolayer_store_options: current version, defaults everywhere. */
-#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0}
+#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0}
 
 /**
  * Open (creating it if needed) the store rooted at directory root with the built-in driver
  * named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
- * new store. On open, half-registered or half-removed layers left by a crash are cleaned up.
+ * new store. A store created with one driver can only be reopened with the same driver. On open,
+ * half-registered or half-removed layers left by a crash are cleaned up.
+ * Any number of processes, and any number of opens in one process, may use one root at once
+ * (docs/store.md, "Several processes"). The store's own files must be what it made: a symbolic
+ * link, FIFO or other unexpected entry in their place is ROLAYER_ECORRUPT naming the path. An
+ * existing root that other users can reach is made private (0700) when it is the caller's,
+ * refused (ROLAYER_EIO, errno EACCES) when it is another user's.
  *
  * Errors: ROLAYER_EINVAL (NULL out or root, unknown driver, a store created with another
- * driver), ROLAYER_EBUSY (another process holds the store's lock past the timeout),
- * ROLAYER_ECORRUPT (a damaged database), ROLAYER_EIO, ROLAYER_ENOMEM.
+ * driver), ROLAYER_EBUSY (another writer kept the database locked past the timeout),
+ * ROLAYER_ECORRUPT (a damaged database, or store files that are not what the store made),
+ * ROLAYER_EIO, ROLAYER_ENOMEM.
  * Ownership: *out is a new store the caller frees with rolayer_store_free(); NULL on failure.
- * Threads: any thread; one open store per root and process.
+ * Threads: any thread; any number of opens of one root, in one process or many.
  */
 ROLAYER_API int rolayer_store_open(rolayer_store **out, const char *root, const char *driver,
                                    rolayer_error **err);
@@ -234,6 +245,20 @@ ROLAYER_API int rolayer_store_unretain(rolayer_removed **out_removed, rolayer_st
  */
 ROLAYER_API int rolayer_store_retained(int64_t *out, rolayer_store *store, const char *chain_id,
                                        rolayer_error **err);
+
+/**
+ * Collect what nothing keeps: the holds, temporary files and intent marks of processes that
+ * died with the store open (their layers that had no persistent reference are released), and
+ * every layer without a persistent reference, a child, or a handle or stream open in any live
+ * process (for instance a layer registered by a process killed before it retained it). Layers
+ * held by live processes are never touched.
+ * Errors: ROLAYER_EIO with errno EROFS on a read-only store; ROLAYER_EBUSY when another writer
+ * kept the database locked longer than busy_timeout_ms; ROLAYER_EINVAL (NULL store); ROLAYER_EIO.
+ * Ownership: *out_removed (out_removed may be NULL) is a new report of what was deleted, child
+ * first, empty when nothing was (rolayer_removed_free()); NULL on failure.
+ * Threads: as every call on a store. Several processes may run it at once.
+ */
+ROLAYER_API int rolayer_store_gc(rolayer_removed **out_removed, rolayer_store *store, rolayer_error **err);
 
 #ifdef __cplusplus
 }

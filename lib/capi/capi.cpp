@@ -256,6 +256,7 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store** out, const char* root, co
                                            std::to_string(ROLAYER_STORE_OPTIONS_VERSION) + ")");
       so.driver_name = opt_str(opts->driver);
       so.busy_timeout_ms = opts->busy_timeout_ms;
+      if (opts->version >= 2) so.read_only = opts->read_only != 0;
       if (ops) {
         so.driver = make_user_driver(ops, opts->driver_user_data);
         destroy_owed = false;  // the driver object calls destroy when it goes, open or not
@@ -376,6 +377,14 @@ ROLAYER_API int rolayer_store_unretain(rolayer_removed** out_removed, rolayer_st
   return guard(err, [&] {
     if (!chain_id) invalid("chain_id must not be NULL");
     auto removed = store_of(store).unretain(chain_id);
+    if (out_removed) *out_removed = new rolayer_removed{std::move(removed)};
+  });
+}
+
+ROLAYER_API int rolayer_store_gc(rolayer_removed** out_removed, rolayer_store* store, rolayer_error** err) {
+  if (out_removed) *out_removed = nullptr;
+  return guard(err, [&] {
+    auto removed = store_of(store).gc();
     if (out_removed) *out_removed = new rolayer_removed{std::move(removed)};
   });
 }

@@ -85,6 +85,7 @@ void remove_at(int dirfd, const char* name) {
 }  // namespace
 
 void remove_all(const std::string& path) { remove_at(AT_FDCWD, path.c_str()); }
+void remove_all_at(int dirfd, const std::string& name) { remove_at(dirfd, name.c_str()); }
 
 void fsync_dir(const std::string& dir) {
   ROLAYER_FAULT_POINT("fs.fsync");

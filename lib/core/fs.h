@@ -31,6 +31,8 @@ void mkdirs(const std::string& path, unsigned mode = 0755);  // like mkdir -p
 bool exists(const std::string& path);
 // Remove a tree without following symlinks; a missing path is fine.
 void remove_all(const std::string& path);
+// The same for the entry `name` of the directory dirfd (never following a link).
+void remove_all_at(int dirfd, const std::string& name);
 // Write a whole file atomically (temp + fsync + rename + fsync of the directory).
 void write_file_atomic(const std::string& path, const std::string& data);
 std::string read_file(const std::string& path, size_t max = 1 << 20);

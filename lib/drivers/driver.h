@@ -34,6 +34,10 @@ class Driver {
   // below <root>/<name>/). Returns the ids the driver holds, so that the store can remove
   // orphans left by a crash.
   virtual std::vector<std::string> init(const std::string& store_root) = 0;
+  // As init(), while other processes (or other opens in this one) may be using the store: what
+  // looks like the leftover of an interrupted create or remove may be another's work in
+  // progress and must be kept. The store calls init() only when it is the store's only user.
+  virtual std::vector<std::string> init_shared(const std::string& store_root) { return init(store_root); }
   // Create empty storage for layer id on top of parent ("" = base).
   virtual void create(const std::string& id, const std::string& parent) = 0;
   // Remove a layer's storage; no error if it does not exist.

@@ -2,13 +2,31 @@
 
 #include <sqlite3.h>
 
+#include <cstdio>
+
 #include "core/error.h"
 
 namespace rolayer::sql {
 
-Db::Db(const std::string& path) : path_(path) {
-  int rc = sqlite3_open_v2(path.c_str(), &db_,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+Db::Db(const std::string& path, const DbOptions& o) : path_(path), busy_ms_(o.busy_timeout_ms) {
+  // NOFOLLOW: the database file itself must not be a symbolic link (the store checks the
+  // directory and the -wal/-shm files before opening).
+  int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_URI;
+  flags |= o.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  // A URI, so that an immutable (read-only file system) database can be asked for; the path is
+  // percent-encoded where it has to be.
+  std::string uri = "file:";
+  for (unsigned char c : path) {
+    if (c == '%' || c == '?' || c == '#' || c < 0x21 || c >= 0x7f) {
+      char b[4];
+      std::snprintf(b, sizeof b, "%%%02X", c);
+      uri += b;
+    } else {
+      uri += static_cast<char>(c);
+    }
+  }
+  if (o.immutable) uri += "?immutable=1";
+  int rc = sqlite3_open_v2(uri.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close(db_);
@@ -17,6 +35,7 @@ Db::Db(const std::string& path) : path_(path) {
     throw Error(code, "cannot open the store database " + path + ": " + msg);
   }
   sqlite3_extended_result_codes(db_, 0);
+  if (busy_ms_ > 0) sqlite3_busy_timeout(db_, busy_ms_);
 }
 
 Db::~Db() {
@@ -62,7 +81,10 @@ void Db::fail(int rc, const std::string& what) const {
   int sys = db_ ? sqlite3_system_errno(db_) : 0;
   switch (rc & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: throw Error(Code::Busy, "store is busy: " + msg);
+    case SQLITE_LOCKED:
+      throw Error(Code::Busy, "store is busy: " + msg + " (another process, or another open of this store in this "
+                              "process, kept the database's write lock for longer than the busy timeout of " +
+                              std::to_string(busy_ms_) + " ms)");
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB: throw Error(Code::Corrupt, "store database is damaged: " + msg);
     case SQLITE_NOMEM: throw Error(Code::NoMem, msg);

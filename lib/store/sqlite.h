@@ -14,10 +14,16 @@ struct sqlite3_stmt;
 
 namespace rolayer::sql {
 
+struct DbOptions {
+  bool read_only = false;   // SQLITE_OPEN_READONLY
+  bool immutable = false;   // a read-only file system: no -wal/-shm can be made, nothing changes
+  int busy_timeout_ms = 0;  // how long a statement waits for another connection's lock
+};
+
 class Db {
  public:
   Db() = default;
-  explicit Db(const std::string& path);
+  Db(const std::string& path, const DbOptions& opts);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
@@ -35,6 +41,7 @@ class Db {
 
   sqlite3* db_ = nullptr;
   std::string path_;
+  int busy_ms_ = 0;
   std::unordered_map<std::string, std::vector<sqlite3_stmt*>> idle_;
 };
 

@@ -1,10 +1,16 @@
 // Private to lib/store: the shared state behind a Store, its references and its streams.
+//
+// Several stores (in one process or in many) use one root at once. The database is the truth
+// for the layers, their persistent references and every open store's holds; what a StoreState
+// keeps in memory is a cache of immutable identity rows and its own handle counts. See
+// docs/store.md ("Several processes").
 #pragma once
 
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/fs.h"
 #include "drivers/driver.h"
@@ -15,32 +21,49 @@ namespace rolayer {
 
 struct StoreState {
   std::string root;
-  std::string tmp_dir;
-  std::string pending_dir;  // intent marks: driver ids whose data may exist without a committed row
+  std::string tmp_dir;      // <root>/tmp: temporary files, named <session>-…
+  std::string pending_dir;  // <root>/pending: intent marks <session>-<driver id>
+  fs::Fd root_fd, tmp_fd, pending_fd, lock_fd;
+  // This open store's session: a row in `sessions` and an OFD lock on byte `slot` of <root>/lock,
+  // which the kernel drops when the process dies. "" = none (a read-only file system).
+  std::string session;
+  int64_t slot = 0;
+  bool read_only = false;   // no write to the store's layers (option, or a read-only file system)
+  bool fs_read_only = false;
+  int busy_ms = 5000;
   std::shared_ptr<Driver> driver;
   DriverCaps caps;
-  fs::Fd lock_fd;
 
   std::mutex mu;  // guards everything below, and every use of db
   std::unique_ptr<sql::Db> db;
-  std::unordered_map<std::string, std::shared_ptr<LayerNode>> layers;
+  // Nodes this store has loaded, by ChainID; a node with handles > 0 is held by this store.
+  std::unordered_map<std::string, std::shared_ptr<LayerNode>> nodes;
   bool closed = false;
 
-  void check_open() const;  // throws Error(Inval) once the store was closed
-  std::shared_ptr<LayerNode> find_locked(const std::string& chain_id) const;
+  void check_open() const;      // throws Error(Inval) once the store was closed
+  void check_writable() const;  // throws Error(Io, EROFS) on a read-only store
+  // With mu held: the layer from the database (nullptr when there is none, or its row or an
+  // ancestor's cannot be read). Reuses a loaded node whose cache_id matches.
+  std::shared_ptr<LayerNode> load_locked(const std::string& chain_id, int level = 0);
+  // With mu held (inside a transaction when the node is not held yet): one more handle.
+  void hold_locked(const std::shared_ptr<LayerNode>& node);
+  std::unique_ptr<LayerRef> new_ref(const std::shared_ptr<StoreState>& self, const std::shared_ptr<LayerNode>& node);
   // Drop one handle of node; returns what was removed. Only an explicit release (or a handle
-  // dropped after one was asked for) deletes: closing a handle or freeing a stream alone never does.
+  // dropped after one was asked for, by any process) deletes: closing a handle alone never does.
   std::vector<Removed> release_handle(const std::shared_ptr<LayerNode>& node, bool explicit_release);
-  // With mu held: delete every node that no longer has a reference, following parents.
-  // Database rows go here; driver data removal is appended to `doomed` to run unlocked.
-  std::vector<Removed> collect_locked(std::shared_ptr<LayerNode> node, std::vector<std::string>& doomed);
+  // With mu held: delete chain_id if nothing keeps it (no persistent reference, no child, no
+  // hold by a live session) and a release was asked for (or `asked`), then its parents the
+  // same way. Rows go here; driver data removal is appended to `doomed` to run unlocked.
+  std::vector<Removed> collect_locked(std::string chain_id, bool asked, std::vector<std::string>& doomed);
+  // With mu held: the holds, temporary files and intent marks of dead sessions; what only they
+  // held is collected. `exclusive`: no other session is open (leftovers without an owner too).
+  std::vector<Removed> sweep_locked(bool exclusive, std::vector<std::string>& doomed);
+  bool session_alive(const std::string& id);
   void remove_driver_data(const std::vector<std::string>& doomed);
   // Intent marks, so that a crash between driver work and the database commit leaves nothing
   // that the next open cannot find, whatever the driver (a caller's driver cannot list its ids).
   void mark_pending(const std::string& id);
   void clear_pending(const std::string& id);
-  // A new handle (handles + 1) on node.
-  std::unique_ptr<LayerRef> new_ref(const std::shared_ptr<StoreState>& self, const std::shared_ptr<LayerNode>& node);
   int64_t chain_size(const LayerNode& n) const;
   // Reads record chunk seq of layer chain_id into out; false when there is none.
   bool record_chunk(const std::string& chain_id, int64_t seq, std::string& out);

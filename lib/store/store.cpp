@@ -3,11 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <thread>
 #include <unordered_set>
 
@@ -54,19 +57,139 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 )SQL";
 
-// Takes the store's process lock: one process at a time uses a store (docs/threading.md).
-fs::Fd take_lock(const std::string& root, int timeout_ms) {
-  std::string path = root + "/lock";
-  fs::Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("open " + path);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms));
-  for (;;) {
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return fd;
-    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock " + path);
-    if (timeout_ms < 0 || std::chrono::steady_clock::now() >= deadline)
-      throw Error(Code::Busy, "store is busy: " + root + " is in use by another process");
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+const char* kSchemaShared = R"SQL(
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY,
+  slot INTEGER NOT NULL,
+  pid INTEGER NOT NULL,
+  started INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS holds (
+  session TEXT NOT NULL,
+  chain_id TEXT NOT NULL,
+  PRIMARY KEY (session, chain_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_chain ON holds(chain_id);
+CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
+)SQL";
+
+// Byte 0 of <root>/lock: every open store holds a shared (read) OFD lock on it for its life;
+// an open that finds no other store takes it exclusively for a moment, to clean up what no
+// live process can own (a driver's temporary folders). Bytes 1… are the sessions' slots.
+constexpr off_t kSharedByte = 0;
+constexpr int64_t kMaxSlots = 1 << 20;
+
+[[noreturn]] void not_ours(const std::string& path, const std::string& what) {
+  throw Error(Code::Corrupt, "the store's own " + path + " is " + what +
+                                 ", not what the store made: refusing to use the store (nothing was changed)")
+      .with_path(path);
+}
+
+// An entry of the store's root: false when absent, true when of the expected kind; anything
+// else (a symbolic link, a FIFO, a device) is refused.
+bool check_entry(int rootfd, const std::string& root, const std::string& name, bool dir) {
+  struct stat st;
+  std::string p = root + "/" + name;
+  if (::fstatat(rootfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    throw_errno("stat " + p);
   }
+  if (S_ISLNK(st.st_mode)) not_ours(p, "a symbolic link");
+  if (dir && !S_ISDIR(st.st_mode)) not_ours(p, "not a directory");
+  if (!dir && !S_ISREG(st.st_mode)) not_ours(p, "not a regular file");
+  return true;
+}
+
+// Private to the owner: tightens a store file or folder that group/other can reach.
+void tighten(int fd, const std::string& path, bool dir) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw_errno("stat " + path);
+  if ((st.st_mode & 077) == 0 || st.st_uid != ::geteuid()) return;
+  if (::fchmod(fd, dir ? 0700 : 0600) != 0) throw_errno("chmod " + path);
+}
+
+// A folder of the store's root, created (0700) when missing and `create`; an invalid Fd when
+// it is missing and not created.
+fs::Fd open_own_dir(int rootfd, const std::string& root, const std::string& name, bool create, bool writable) {
+  std::string p = root + "/" + name;
+  if (!check_entry(rootfd, root, name, true)) {
+    if (!create) return fs::Fd();
+    ROLAYER_FAULT_POINT("fs.mkdir");
+    if (::mkdirat(rootfd, name.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir " + p);
+    check_entry(rootfd, root, name, true);
+  }
+  fs::Fd fd(::openat(rootfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ELOOP || errno == ENOTDIR) not_ours(p, "not a directory");
+    throw_errno("open " + p);
+  }
+  if (writable) tighten(fd.get(), p, true);
+  return fd;
+}
+
+std::vector<std::string> list_names(int dirfd, const std::string& path) {
+  std::vector<std::string> out;
+  int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open " + path);
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    ::close(fd);
+    throw_errno("opendir " + path, e);
+  }
+  while (struct dirent* de = ::readdir(d))
+    if (de->d_name[0] != '.') out.emplace_back(de->d_name);
+  ::closedir(d);
+  return out;
+}
+
+// Non-blocking OFD lock of one byte: true when taken, false when another open file
+// description holds a conflicting lock.
+bool ofd_lock(int fd, short type, off_t byte) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  for (;;) {
+    if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return true;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EACCES) return false;
+    throw_errno("lock the store's lock file");
+  }
+}
+
+// Whether another open file description holds a lock on the byte.
+bool ofd_locked_elsewhere(int fd, off_t byte) {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: alive
+  return fl.l_type != F_UNLCK;
+}
+
+// A transaction whose commit need not survive a power loss (holds die with the processes):
+// no fsync of the log for it.
+class Relaxed {
+ public:
+  explicit Relaxed(sql::Db& db) : db_(db) { db_.exec("PRAGMA synchronous=NORMAL"); }
+  ~Relaxed() {
+    try {
+      db_.exec("PRAGMA synchronous=FULL");
+    } catch (...) {
+    }
+  }
+
+ private:
+  sql::Db& db_;
+};
+
+[[noreturn]] void read_only_error(const std::string& root, const std::string& what) {
+  throw Error(Code::Io, "cannot " + what + ": the store at " + root +
+                            " is read-only (opened read-only, or on a read-only file system)")
+      .with_errno(EROFS);
 }
 
 // The tee between the caller's input and the driver: hashes every byte (DiffID), scans and
@@ -166,14 +289,69 @@ void StoreState::check_open() const {
   if (closed) throw Error(Code::Inval, "the store was closed");
 }
 
-std::shared_ptr<LayerNode> StoreState::find_locked(const std::string& chain_id) const {
-  auto it = layers.find(chain_id);
-  return it == layers.end() ? nullptr : it->second;
+void StoreState::check_writable() const {
+  if (read_only) read_only_error(root, "change the store");
+}
+
+std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id, int level) {
+  // A chain longer than the maximum depth (rows changed into a loop) cannot be served.
+  if (level > kMaxDepth) return nullptr;
+  sql::Stmt q(*db,
+              "SELECT diff_id, parent, depth, cache_id, diff_size, stream_size, desc_media_type, desc_digest, "
+              "desc_size, has_record FROM layers WHERE chain_id = ?");
+  q.bind(1, chain_id);
+  if (!q.step()) return nullptr;
+  std::string cache_id = q.text(3);
+  auto it = nodes.find(chain_id);
+  if (it != nodes.end() && it->second->cache_id == cache_id) return it->second;
+  auto n = std::make_shared<LayerNode>();
+  std::string parent;
+  try {
+    n->chain_id = Digest::parse(chain_id);
+    n->diff_id = Digest::parse(q.text(0));
+  } catch (const Error&) {
+    return nullptr;  // an unreadable row: the layer is reported missing
+  }
+  if (!q.is_null(1)) parent = q.text(1);
+  n->depth = static_cast<int>(q.int64(2));
+  n->cache_id = cache_id;
+  n->diff_size = q.int64(4);
+  n->stream_size = q.int64(5);
+  if (!q.is_null(6)) n->descriptor.media_type = q.text(6);
+  if (!q.is_null(7)) n->descriptor.digest = q.text(7);
+  n->descriptor.size = q.is_null(8) ? -1 : q.int64(8);
+  n->has_record = q.int64(9) != 0;
+  q.reset();
+  if (!parent.empty()) {
+    if (parent == chain_id) return nullptr;
+    n->parent = load_locked(parent, level + 1);
+    if (!n->parent) return nullptr;  // parent row unreadable: the child cannot be served
+  }
+  // A node still held under an old cache id cannot be: a held layer is never deleted. Replace
+  // only what nobody holds here.
+  if (it != nodes.end() && it->second->handles > 0) return it->second;
+  nodes[chain_id] = n;
+  return n;
+}
+
+void StoreState::hold_locked(const std::shared_ptr<LayerNode>& node) {
+  if (node->handles == 0 && !session.empty())
+    sql::Stmt(*db, "INSERT OR IGNORE INTO holds (session, chain_id) VALUES (?, ?)")
+        .bind(1, session).bind(2, node->chain_id.str()).run();
+  node->handles++;
+  nodes[node->chain_id.str()] = node;
 }
 
 std::unique_ptr<LayerRef> StoreState::new_ref(const std::shared_ptr<StoreState>& self,
                                               const std::shared_ptr<LayerNode>& node) {
-  node->handles++;
+  if (node->handles == 0 && !session.empty()) {
+    Relaxed r(*db);
+    sql::Transaction tx(*db);
+    hold_locked(node);
+    tx.commit();
+  } else {
+    hold_locked(node);
+  }
   return std::unique_ptr<LayerRef>(new LayerRef(self, node));
 }
 
@@ -183,39 +361,162 @@ int64_t StoreState::chain_size(const LayerNode& n) const {
   return s;
 }
 
-std::vector<Removed> StoreState::collect_locked(std::shared_ptr<LayerNode> node,
-                                                std::vector<std::string>& doomed) {
+bool StoreState::session_alive(const std::string& id) {
+  if (id == session) return !closed;
+  if (!lock_fd) return true;  // cannot tell
+  sql::Stmt q(*db, "SELECT slot FROM sessions WHERE id = ?");
+  q.bind(1, id);
+  if (!q.step()) return false;
+  return ofd_locked_elsewhere(lock_fd.get(), static_cast<off_t>(q.int64(0)));
+}
+
+std::vector<Removed> StoreState::collect_locked(std::string chain, bool asked, std::vector<std::string>& doomed) {
   std::vector<Removed> out;
-  while (node && !node->removed && node->handles == 0 && node->children == 0 && node->persistent == 0) {
-    mark_pending(node->cache_id);
-    ROLAYER_FAULT_POINT("release.marked");
+  if (read_only) return out;
+  while (!chain.empty()) {
+    auto it = nodes.find(chain);
+    if (it != nodes.end() && it->second->handles > 0) break;  // held here
     {
-      sql::Transaction tx(*db);
-      sql::Stmt(*db, "DELETE FROM records WHERE chain_id = ?").bind(1, node->chain_id.str()).run();
-      sql::Stmt(*db, "DELETE FROM layers WHERE chain_id = ?").bind(1, node->chain_id.str()).run();
-      ROLAYER_FAULT_POINT("release.before_commit");
-      tx.commit();
+      // A cheap look first: most handles dropped have nothing to collect.
+      sql::Stmt q(*db, "SELECT persistent, release_requested FROM layers WHERE chain_id = ?");
+      q.bind(1, chain);
+      if (!q.step() || q.int64(0) > 0 || !(asked || q.int64(1) != 0)) break;
     }
+    sql::Transaction tx(*db);
+    std::string cache_id, parent, diff_id;
+    int64_t diff_size = 0, size = 0;
+    {
+      sql::Stmt q(*db,
+                  "SELECT cache_id, parent, diff_id, diff_size, persistent, release_requested FROM layers "
+                  "WHERE chain_id = ?");
+      q.bind(1, chain);
+      if (!q.step() || q.int64(4) > 0 || !(asked || q.int64(5) != 0)) break;
+      cache_id = q.text(0);
+      if (!q.is_null(1)) parent = q.text(1);
+      diff_id = q.text(2);
+      diff_size = q.int64(3);
+    }
+    {
+      sql::Stmt q(*db, "SELECT 1 FROM layers WHERE parent = ? LIMIT 1");
+      q.bind(1, chain);
+      if (q.step()) break;  // a child keeps it
+    }
+    bool held = false;
+    {
+      std::vector<std::string> holders;
+      sql::Stmt q(*db, "SELECT session FROM holds WHERE chain_id = ?");
+      q.bind(1, chain);
+      while (q.step()) holders.push_back(q.text(0));
+      q.reset();
+      for (const auto& h : holders)
+        if (session_alive(h)) held = true;
+    }
+    if (held) break;  // it goes when the last live holder lets go
+    {
+      sql::Stmt q(*db,
+                  "WITH RECURSIVE c(id, p, s) AS (SELECT chain_id, parent, diff_size FROM layers WHERE chain_id = ? "
+                  "UNION ALL SELECT l.chain_id, l.parent, l.diff_size FROM layers l JOIN c ON l.chain_id = c.p) "
+                  "SELECT sum(s) FROM c");
+      q.bind(1, chain);
+      if (q.step()) size = q.int64(0);
+    }
+    mark_pending(cache_id);
+    ROLAYER_FAULT_POINT("release.marked");
+    sql::Stmt(*db, "DELETE FROM holds WHERE chain_id = ?").bind(1, chain).run();
+    sql::Stmt(*db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain).run();
+    sql::Stmt(*db, "DELETE FROM layers WHERE chain_id = ?").bind(1, chain).run();
+    // The cascade asks for the parent's release: if a stream or a handle (of any process)
+    // still holds it, the parent goes when that last reference does.
+    if (!parent.empty())
+      sql::Stmt(*db, "UPDATE layers SET release_requested = 1 WHERE chain_id = ?").bind(1, parent).run();
+    ROLAYER_FAULT_POINT("release.before_commit");
+    tx.commit();
     ROLAYER_FAULT_POINT("release.row_deleted");
-    node->removed = true;
-    layers.erase(node->chain_id.str());
-    doomed.push_back(node->cache_id);
-    out.push_back({node->chain_id.str(), node->diff_id.str(), chain_size(*node), node->diff_size});
-    auto parent = node->parent;
-    if (parent) {
-      parent->children--;
-      // The cascade asks for the parent's release: if a stream or a handle still holds it, the
-      // parent goes when that last reference does.
-      parent->release_pending = true;
+    if (it != nodes.end()) nodes.erase(it);
+    doomed.push_back(cache_id);
+    out.push_back({chain, diff_id, size, diff_size});
+    chain = parent;
+    asked = false;
+  }
+  return out;
+}
+
+std::vector<Removed> StoreState::sweep_locked(bool exclusive, std::vector<std::string>& doomed) {
+  std::vector<Removed> out;
+  if (read_only || session.empty()) return out;
+  // Sessions that the database knows, and owners of holds, temporary files and marks.
+  std::vector<std::string> ids;
+  {
+    sql::Stmt q(*db, "SELECT id FROM sessions UNION SELECT DISTINCT session FROM holds");
+    while (q.step()) ids.push_back(q.text(0));
+  }
+  auto owner = [](const std::string& name) {
+    auto dash = name.find('-');
+    return dash == std::string::npos ? std::string() : name.substr(0, dash);
+  };
+  auto tmp_names = list_names(tmp_fd.get(), tmp_dir);
+  auto marks = list_names(pending_fd.get(), pending_dir);
+  for (const auto* v : {&tmp_names, &marks})
+    for (const auto& n : *v) ids.push_back(owner(n));
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::unordered_set<std::string> dead;
+  for (const auto& id : ids)
+    if (id.empty() ? exclusive : !session_alive(id)) dead.insert(id);
+  if (dead.empty()) return out;
+  // Their holds go; what they held with no persistent reference is released (a layer a
+  // killed process registered and had not retained yet, for instance).
+  std::vector<std::string> released;
+  for (const auto& id : dead) {
+    if (id.empty()) continue;
+    sql::Transaction tx(*db);
+    {
+      sql::Stmt q(*db, "SELECT h.chain_id FROM holds h JOIN layers l ON l.chain_id = h.chain_id "
+                       "WHERE h.session = ? AND l.persistent = 0");
+      q.bind(1, id);
+      while (q.step()) released.push_back(q.text(0));
     }
-    node = parent;
+    sql::Stmt(*db, "UPDATE layers SET release_requested = 1 WHERE persistent = 0 AND chain_id IN "
+                   "(SELECT chain_id FROM holds WHERE session = ?)")
+        .bind(1, id).run();
+    sql::Stmt(*db, "DELETE FROM holds WHERE session = ?").bind(1, id).run();
+    sql::Stmt(*db, "DELETE FROM sessions WHERE id = ?").bind(1, id).run();
+    tx.commit();
+  }
+  for (const auto& c : released) {
+    auto r = collect_locked(c, false, doomed);
+    out.insert(out.end(), r.begin(), r.end());
+  }
+  // Their temporary files, and the driver data their intent marks name that no row owns.
+  for (const auto& n : tmp_names)
+    if (dead.count(owner(n))) {
+      try {
+        fs::remove_all_at(tmp_fd.get(), n);
+      } catch (...) {
+      }
+    }
+  std::unordered_set<std::string> owned;
+  bool loaded = false;
+  for (const auto& n : marks) {
+    if (!dead.count(owner(n))) continue;
+    if (!loaded) {
+      sql::Stmt all(*db, "SELECT cache_id FROM layers");
+      while (all.step()) owned.insert(all.text(0));
+      loaded = true;
+    }
+    std::string id = owner(n).empty() ? n : n.substr(n.find('-') + 1);
+    try {
+      if (!owned.count(id)) driver->remove(id);
+      ::unlinkat(pending_fd.get(), n.c_str(), 0);
+    } catch (...) {
+    }
   }
   return out;
 }
 
 void StoreState::remove_driver_data(const std::vector<std::string>& doomed) {
   // The metadata is gone already; driver data left by a failure here is an orphan that the
-  // next open removes.
+  // intent mark names: collected once this session ends.
   for (const auto& id : doomed) {
     try {
       ROLAYER_FAULT_POINT("release.removing_data");
@@ -228,24 +529,40 @@ void StoreState::remove_driver_data(const std::vector<std::string>& doomed) {
 }
 
 void StoreState::mark_pending(const std::string& id) {
-  std::string p = pending_dir + "/" + id;
-  fs::Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) throw_errno("create " + p);
-  fs::fsync_dir(pending_dir);
+  std::string name = session + "-" + id;
+  fs::Fd fd(::openat(pending_fd.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("create " + pending_dir + "/" + name);
+  ROLAYER_FAULT_POINT("fs.fsync");
+  if (::fsync(pending_fd.get()) != 0) throw_errno("fsync " + pending_dir);
 }
 
-void StoreState::clear_pending(const std::string& id) { ::unlink((pending_dir + "/" + id).c_str()); }
+void StoreState::clear_pending(const std::string& id) {
+  ::unlinkat(pending_fd.get(), (session + "-" + id).c_str(), 0);
+}
 
 std::vector<Removed> StoreState::release_handle(const std::shared_ptr<LayerNode>& node, bool explicit_release) {
   std::vector<std::string> doomed;
   std::vector<Removed> out;
   {
     std::lock_guard<std::mutex> g(mu);
-    node->handles--;
-    if (closed) return out;
-    if (explicit_release) node->release_pending = true;
-    if (!node->release_pending) return out;
-    out = collect_locked(node, doomed);
+    if (closed) {
+      node->handles--;
+      return out;
+    }
+    const std::string chain = node->chain_id.str();
+    const bool last = --node->handles == 0;
+    if (!session.empty() && (last || (explicit_release && !read_only))) {
+      std::unique_ptr<Relaxed> relaxed;
+      if (!explicit_release) relaxed = std::make_unique<Relaxed>(*db);
+      sql::Transaction tx(*db);
+      if (last)
+        sql::Stmt(*db, "DELETE FROM holds WHERE session = ? AND chain_id = ?").bind(1, session).bind(2, chain).run();
+      if (explicit_release && !read_only)
+        sql::Stmt(*db, "UPDATE layers SET release_requested = 1 WHERE chain_id = ?").bind(1, chain).run();
+      tx.commit();
+    }
+    if (!last) return out;
+    out = collect_locked(chain, false, doomed);
   }
   remove_driver_data(doomed);
   return out;
@@ -279,41 +596,165 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   auto st = std::make_shared<StoreState>();
   st->root = root_in;
   while (st->root.size() > 1 && st->root.back() == '/') st->root.pop_back();
-  fs::mkdirs(st->root, 0700);
-  st->lock_fd = take_lock(st->root, opts.busy_timeout_ms == 0 ? 5000 : opts.busy_timeout_ms);
-  st->tmp_dir = st->root + "/tmp";
-  if (fs::exists(st->tmp_dir)) fs::remove_all(st->tmp_dir);  // leftovers of a crash
-  fs::mkdirs(st->tmp_dir, 0700);
-  st->pending_dir = st->root + "/pending";
-  fs::mkdirs(st->pending_dir, 0700);
+  const std::string& root = st->root;
+  st->busy_ms = opts.busy_timeout_ms == 0 ? 5000 : opts.busy_timeout_ms;
+  if (!opts.read_only) fs::mkdirs(root, 0700);
+  // Everything the store owns is reached from this descriptor, without following links.
+  st->root_fd = fs::Fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!st->root_fd) {
+    if (errno == ENOENT && opts.read_only)
+      throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
+    throw_errno("open " + root);
+  }
+  {
+    struct statvfs vfs;
+    st->fs_read_only = ::fstatvfs(st->root_fd.get(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
+  }
+  st->read_only = opts.read_only || st->fs_read_only;
+  const bool writable = !st->read_only;
+  const int rootfd = st->root_fd.get();
+  {
+    // The root is private to its owner (docs/security.md): tightened when it is ours,
+    // refused when another user's root lets others in.
+    struct stat rs;
+    if (::fstat(rootfd, &rs) != 0) throw_errno("stat " + root);
+    if ((rs.st_mode & 077) != 0 && writable) {
+      if (rs.st_uid == ::geteuid()) {
+        if (::fchmod(rootfd, 0700) != 0) throw_errno("chmod " + root);
+      } else {
+        throw Error(Code::Io, "the store root " + root + " belongs to uid " + std::to_string(rs.st_uid) +
+                                  " and other users can reach it (mode " +
+                                  [&] { char b[8]; std::snprintf(b, sizeof b, "%04o", rs.st_mode & 07777); return std::string(b); }() +
+                                  "): refusing to use it; make it private (chmod 0700) first")
+            .with_errno(EACCES);
+      }
+    }
+  }
+  // The store's own entries must be what it made.
+  for (const char* f : {"lock", "metadata.db", "metadata.db-wal", "metadata.db-shm", "metadata.db-journal"})
+    check_entry(rootfd, root, f, false);
+  for (const char* d : {"dir", "exact"}) check_entry(rootfd, root, d, true);
+  // Read-only creates nothing: not even the store's folders in a root that holds no store.
+  if (st->read_only && !check_entry(rootfd, root, "metadata.db", false))
+    throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
+  st->tmp_dir = root + "/tmp";
+  st->pending_dir = root + "/pending";
+  st->tmp_fd = open_own_dir(rootfd, root, "tmp", !st->fs_read_only, !st->fs_read_only);
+  st->pending_fd = open_own_dir(rootfd, root, "pending", !st->fs_read_only, !st->fs_read_only);
 
-  st->db = std::make_unique<sql::Db>(st->root + "/metadata.db");
+  // The lock file: a shared lock on byte 0 for the store's life, and this session's slot.
+  bool exclusive = false;
+  {
+    int flags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (st->fs_read_only ? O_RDONLY : (O_RDWR | O_CREAT));
+    st->lock_fd = fs::Fd(::openat(rootfd, "lock", flags, 0600));
+    if (!st->lock_fd) {
+      if (errno == ELOOP) not_ours(root + "/lock", "a symbolic link");
+      if (!(st->fs_read_only && errno == ENOENT)) throw_errno("open " + root + "/lock");
+    }
+  }
+  if (st->lock_fd) {
+    struct stat ls;
+    if (::fstat(st->lock_fd.get(), &ls) != 0) throw_errno("stat " + root + "/lock");
+    if (!S_ISREG(ls.st_mode)) not_ours(root + "/lock", "not a regular file");
+    if (!st->fs_read_only) tighten(st->lock_fd.get(), root + "/lock", false);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(0, st->busy_ms));
+    for (;;) {
+      if (!st->fs_read_only && ofd_lock(st->lock_fd.get(), F_WRLCK, kSharedByte)) {
+        exclusive = true;
+        break;
+      }
+      if (ofd_lock(st->lock_fd.get(), F_RDLCK, kSharedByte)) break;
+      if (st->busy_ms < 0 || std::chrono::steady_clock::now() >= deadline)
+        throw Error(Code::Busy, "store is busy: another open of " + root +
+                                    " (in this or another process) is cleaning up the store and kept its lock for "
+                                    "longer than the busy timeout of " + std::to_string(std::max(0, st->busy_ms)) +
+                                    " ms");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!st->fs_read_only) {
+      for (int64_t slot = 1;; slot++) {
+        if (slot >= kMaxSlots) throw Error(Code::Busy, "store is busy: " + root + " has too many open stores");
+        if (ofd_lock(st->lock_fd.get(), F_WRLCK, static_cast<off_t>(slot))) {
+          st->slot = slot;
+          break;
+        }
+      }
+    }
+  }
+  // Leave the exclusive lock (for a shared one) however the open ends.
+  struct Downgrade {
+    StoreState& st;
+    bool& excl;
+    ~Downgrade() {
+      if (excl) ofd_lock(st.lock_fd.get(), F_RDLCK, kSharedByte);
+    }
+  } downgrade{*st, exclusive};
+
+  {
+    // The database file is made here, private, so that SQLite never creates it (with the
+    // process's umask) and its -wal/-shm (which take its mode) are private too.
+    if (!st->fs_read_only && !check_entry(rootfd, root, "metadata.db", false)) {
+      fs::Fd f(::openat(rootfd, "metadata.db", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!f && errno != EEXIST) throw_errno("create " + root + "/metadata.db");
+    }
+    if (!st->fs_read_only)
+      for (const char* f : {"metadata.db", "metadata.db-wal", "metadata.db-shm"}) {
+        fs::Fd fd(::openat(rootfd, f, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+        if (fd) tighten(fd.get(), root + "/" + f, false);
+      }
+  }
+  if (st->read_only && !check_entry(rootfd, root, "metadata.db", false))
+    throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
+  sql::DbOptions dbo;
+  dbo.busy_timeout_ms = std::max(0, st->busy_ms);
+  dbo.read_only = st->fs_read_only;
+  if (st->fs_read_only) {
+    // SQLite cannot make a -shm on a read-only file system: a database without a log to
+    // replay is opened as immutable.
+    struct stat ws;
+    dbo.immutable = !(::fstatat(rootfd, "metadata.db-wal", &ws, AT_SYMLINK_NOFOLLOW) == 0 && ws.st_size > 0);
+  }
+  st->db = std::make_unique<sql::Db>(root + "/metadata.db", dbo);
   auto& db = *st->db;
-  db.exec("PRAGMA journal_mode=WAL");
-  db.exec("PRAGMA synchronous=FULL");
+  if (!st->fs_read_only) {
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec("PRAGMA synchronous=FULL");
+  }
   db.exec("PRAGMA foreign_keys=ON");
   {
     // A store that holds layer data but whose database is empty (lost, truncated) is not a new
     // store: refuse rather than treat every layer as gone.
     sql::Stmt q(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'layers'");
     bool fresh = q.step() && q.int64(0) == 0;
+    q.reset();
     if (fresh) {
       for (const char* d : {"dir", "exact"}) {
-        std::string p = st->root + "/" + d;
-        if (DIR* dd = ::opendir(p.c_str())) {
-          bool any = false;
-          while (struct dirent* de = ::readdir(dd))
-            if (de->d_name[0] != '.') any = true;
-          ::closedir(dd);
-          if (any)
-            throw Error(Code::Corrupt, "the store database " + db.path() + " is empty, but " + p +
-                                           " holds layer data: the database was lost or truncated; refusing to "
-                                           "open it as a new store");
-        }
+        fs::Fd dfd = open_own_dir(rootfd, root, d, false, false);
+        if (dfd && !list_names(dfd.get(), root + "/" + d).empty())
+          throw Error(Code::Corrupt, "the store database " + db.path() + " is empty, but " + root + "/" + d +
+                                         " holds layer data: the database was lost or truncated; refusing to "
+                                         "open it as a new store");
       }
+      if (st->read_only)
+        throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
     }
   }
-  db.exec(kSchema);
+  if (!st->fs_read_only) {
+    db.exec(kSchema);
+    db.exec(kSchemaShared);
+    bool has_flag = false;
+    {
+      sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'release_requested'");
+      has_flag = q.step();
+    }
+    if (!has_flag) {
+      sql::Transaction tx(db);
+      sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'release_requested'");
+      if (!q.step()) db.exec("ALTER TABLE layers ADD COLUMN release_requested INTEGER NOT NULL DEFAULT 0");
+      q.reset();
+      tx.commit();
+    }
+  }
 
   // No driver named: the one the store was created with, else "dir".
   std::string driver_name = opts.driver_name;
@@ -325,94 +766,94 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
                            : std::shared_ptr<Driver>(make_builtin_driver(driver_name));
   st->caps = st->driver->caps();
   {
-    sql::Transaction tx(db);
-    sql::Stmt get(db, "SELECT value FROM meta WHERE key = ?");
-    get.bind(1, "driver");
-    if (get.step()) {
-      std::string have = get.text(0);
-      if (have != st->driver->name())
-        throw Error(Code::Inval, "the store at " + st->root + " uses the \"" + have +
-                                     "\" driver, not \"" + st->driver->name() + "\"");
-    } else {
-      sql::Stmt(db, "INSERT INTO meta (key, value) VALUES ('driver', ?)").bind(1, st->driver->name()).run();
-      sql::Stmt(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)")
-          .bind(1, std::to_string(kSchemaVersion)).run();
+    std::string have;
+    {
+      sql::Stmt get(db, "SELECT value FROM meta WHERE key = 'driver'");
+      if (get.step()) have = get.text(0);
     }
-    tx.commit();
+    if (have.empty() && st->read_only)
+      throw Error(Code::NotFound, "there is no store at " + root + " (opened read-only: nothing is created)");
+    if (have.empty()) {
+      sql::Transaction tx(db);
+      sql::Stmt get(db, "SELECT value FROM meta WHERE key = 'driver'");
+      if (get.step()) {
+        have = get.text(0);
+      } else {
+        sql::Stmt(db, "INSERT INTO meta (key, value) VALUES ('driver', ?)").bind(1, st->driver->name()).run();
+        sql::Stmt(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)")
+            .bind(1, std::to_string(kSchemaVersion)).run();
+      }
+      get.reset();
+      tx.commit();
+    }
+    if (!have.empty() && have != st->driver->name())
+      throw Error(Code::Inval, "the store at " + root + " uses the \"" + have + "\" driver, not \"" +
+                                   st->driver->name() + "\"");
   }
   {
     sql::Stmt get(db, "SELECT value FROM meta WHERE key = 'schema'");
     if (get.step() && get.text(0) != std::to_string(kSchemaVersion))
-      throw Error(Code::Unsupported, "the store at " + st->root + " has schema version " + get.text(0) +
+      throw Error(Code::Unsupported, "the store at " + root + " has schema version " + get.text(0) +
                                          "; this library reads version " + std::to_string(kSchemaVersion));
   }
+  if (st->read_only) {
+    sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'release_requested'");
+    if (!q.step())
+      throw Error(Code::Unsupported, "the store at " + root +
+                                         " was last written by an older library; open it writable once to upgrade it");
+  }
 
-  // Load every layer, parents first.
-  size_t rows = 0;
-  {
-    sql::Stmt c(db, "SELECT count(*) FROM layers");
-    if (c.step()) rows = static_cast<size_t>(std::max<int64_t>(0, c.int64(0)));
+  // This open's session: a row naming its lock slot. Rows of sessions that had this slot
+  // before are dead (the slot's lock was free): they are forgotten by the sweep below.
+  if (!st->fs_read_only) {
+    st->session = fs::random_hex().substr(0, 16);
+    Relaxed r(db);
+    sql::Transaction tx(db);
+    sql::Stmt(db, "INSERT INTO sessions (id, slot, pid, started) VALUES (?, ?, ?, strftime('%s','now'))")
+        .bind(1, st->session).bind(2, st->slot).bind(3, static_cast<int64_t>(::getpid())).run();
+    tx.commit();
   }
-  st->layers.reserve(rows);
-  sql::Stmt q(db,
-              "SELECT chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, desc_media_type, "
-              "desc_digest, desc_size, has_record, persistent FROM layers ORDER BY depth");
-  std::unordered_set<std::string> cache_ids;
-  cache_ids.reserve(rows);
-  while (q.step()) {
-    auto n = std::make_shared<LayerNode>();
-    try {
-      n->chain_id = Digest::parse(q.text(0));
-      n->diff_id = Digest::parse(q.text(1));
-    } catch (const Error&) {
-      continue;  // an unreadable row: skip it, the layer is reported missing
+  if (exclusive && !st->read_only)
+    st->driver->init(root);  // alone: the driver may clean up its own leftovers
+  else
+    st->driver->init_shared(root);
+  if (!st->read_only) {
+    std::vector<std::string> doomed;
+    {
+      std::lock_guard<std::mutex> g(st->mu);
+      if (exclusive) {
+        // Alone: temporary files that no session owns (an older library's) go too.
+        for (const auto& n : list_names(st->tmp_fd.get(), st->tmp_dir))
+          if (n.find('-') == std::string::npos || n.rfind("record-", 0) == 0) fs::remove_all_at(st->tmp_fd.get(), n);
+        // What follows (dead sessions' leftovers) needs no exclusivity: let other opens in.
+        ofd_lock(st->lock_fd.get(), F_RDLCK, kSharedByte);
+      }
+      st->sweep_locked(exclusive, doomed);
     }
-    if (!q.is_null(2)) {
-      n->parent = st->find_locked(q.text(2));
-      if (!n->parent) continue;  // parent row unreadable: the child cannot be served
-      n->parent->children++;
-    }
-    n->depth = static_cast<int>(q.int64(3));
-    n->cache_id = q.text(4);
-    n->diff_size = q.int64(5);
-    n->stream_size = q.int64(6);
-    if (!q.is_null(7)) n->descriptor.media_type = q.text(7);
-    if (!q.is_null(8)) n->descriptor.digest = q.text(8);
-    n->descriptor.size = q.is_null(9) ? -1 : q.int64(9);
-    n->has_record = q.int64(10) != 0;
-    n->persistent = q.int64(11);
-    cache_ids.insert(n->cache_id);
-    std::string key = n->chain_id.str();
-    st->layers.emplace(std::move(key), std::move(n));
-  }
-  st->driver->init(st->root);
-  // Remove driver data that no committed layer owns, left by a crash during register or
-  // release: exactly the ids that intent marks name and no row holds (a row that cannot be
-  // loaded still holds its data: the open cannot tell that such a layer is gone). Only the
-  // marks listed in pending/ are looked at and cleared.
-  std::vector<std::string> pending;
-  if (DIR* d = ::opendir(st->pending_dir.c_str())) {
-    while (struct dirent* de = ::readdir(d))
-      if (de->d_name[0] != '.') pending.emplace_back(de->d_name);
-    ::closedir(d);
-  }
-  if (!pending.empty()) {
-    // Rows that could not be loaded above still own their data.
-    sql::Stmt all(db, "SELECT cache_id FROM layers");
-    while (all.step()) cache_ids.insert(all.text(0));
-  }
-  for (const auto& id : pending) {
-    try {
-      if (!cache_ids.count(id)) st->driver->remove(id);
-      st->clear_pending(id);
-    } catch (...) {
-    }
+    st->remove_driver_data(doomed);
   }
   return std::unique_ptr<Store>(new Store(std::move(st)));
 }
 
 Store::~Store() {
   std::lock_guard<std::mutex> g(st_->mu);
+  if (!st_->session.empty()) {
+    // This session's holds end (nothing is deleted: closing never deletes); its intent
+    // marks, if any are left, are collected by the next open that sees the session dead.
+    try {
+      Relaxed r(*st_->db);
+      sql::Transaction tx(*st_->db);
+      sql::Stmt(*st_->db, "DELETE FROM holds WHERE session = ?").bind(1, st_->session).run();
+      sql::Stmt(*st_->db, "DELETE FROM sessions WHERE id = ?").bind(1, st_->session).run();
+      tx.commit();
+    } catch (...) {
+    }
+    try {
+      for (const auto& n : list_names(st_->tmp_fd.get(), st_->tmp_dir))
+        if (n.rfind(st_->session + "-", 0) == 0) fs::remove_all_at(st_->tmp_fd.get(), n);
+    } catch (...) {
+    }
+  }
   st_->closed = true;
   st_->db.reset();
   st_->lock_fd.reset();
@@ -420,49 +861,49 @@ Store::~Store() {
 
 const std::string& Store::root() const { return st_->root; }
 std::string Store::driver_name() const { return st_->driver->name(); }
+bool Store::read_only() const { return st_->read_only; }
 
 std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, ByteSource& tar,
                                                 const Descriptor& descriptor) {
   if (!descriptor.digest.empty()) Digest::parse(descriptor.digest);
   if (!descriptor.media_type.empty() && descriptor.media_type.size() > 255)
     throw Error(Code::Inval, "descriptor media type is too long");
+  st_->check_writable();
 
   // Hold the parent for the duration (a temporary handle, dropped without deletion).
+  std::unique_ptr<LayerRef> parent_ref;
   std::shared_ptr<LayerNode> parent;
   if (!parent_id.empty()) {
     Digest::parse(parent_id);
-    std::lock_guard<std::mutex> g(st_->mu);
-    st_->check_open();
-    parent = st_->find_locked(parent_id);
-    if (!parent) throw Error(Code::NotFound, "layer does not exist: " + parent_id);
+    parent_ref = get(parent_id);
+    parent = parent_ref->node_;
     if (parent->depth >= kMaxDepth)
       throw Error(Code::MaxDepth, "max depth exceeded: layer " + parent_id + " has depth " +
                                       std::to_string(parent->depth) + " (the maximum is " +
                                       std::to_string(kMaxDepth) + ")");
-    parent->handles++;
   }
   struct ParentHold {
-    StoreState& st;
-    std::shared_ptr<LayerNode> p;
+    std::unique_ptr<LayerRef>& ref;
     ~ParentHold() {
-      if (!p) return;
-      std::lock_guard<std::mutex> g(st.mu);
-      p->handles--;
+      try {
+        if (ref) Store::close_ref(*ref);
+      } catch (...) {
+      }
     }
-  } hold{*st_, parent};
+  } hold{parent_ref};
 
   std::string cache_id = fs::random_hex();
   const std::string parent_cache = parent ? parent->cache_id : std::string();
   bool committed = false;
-  std::string rec_path;
+  std::string rec_name;
   auto cleanup = [&]() {
     try {
       // Even when create itself failed: it may have made part of the layer's storage.
       if (!committed) st_->driver->remove(cache_id);
-      st_->clear_pending(cache_id);  // kept if the removal failed: the next open retries it
+      st_->clear_pending(cache_id);  // kept if the removal failed: collected once the session ends
     } catch (...) {
     }
-    if (!rec_path.empty()) ::unlink(rec_path.c_str());
+    if (!rec_name.empty()) ::unlinkat(st_->tmp_fd.get(), rec_name.c_str(), 0);
   };
 
   Digest diff_id, chain;
@@ -472,9 +913,9 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     std::unique_ptr<fs::FdSink> rec_sink;
     std::unique_ptr<record::Writer> rec;
     if (!st_->caps.exact_diffs) {
-      rec_path = st_->tmp_dir + "/record-" + cache_id;
-      fs::Fd fd(::open(rec_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-      if (!fd) throw_errno("create " + rec_path);
+      rec_name = st_->session + "-record-" + cache_id;
+      fs::Fd fd(::openat(st_->tmp_fd.get(), rec_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd) throw_errno("create " + st_->tmp_dir + "/" + rec_name);
       rec_sink = std::make_unique<fs::FdSink>(std::move(fd));
       rec = std::make_unique<record::Writer>(*rec_sink);
     }
@@ -504,11 +945,16 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
 
     std::unique_lock<std::mutex> g(st_->mu);
     st_->check_open();
-    if (auto existing = st_->find_locked(chain.str())) {
-      auto ref = st_->new_ref(st_, existing);
-      g.unlock();
-      cleanup();
-      return ref;
+    auto& db = *st_->db;
+    // Held here already: the same layer, registered again.
+    {
+      auto it = st_->nodes.find(chain.str());
+      if (it != st_->nodes.end() && it->second->handles > 0) {
+        auto ref = st_->new_ref(st_, it->second);
+        g.unlock();
+        cleanup();
+        return ref;
+      }
     }
     auto node = std::make_shared<LayerNode>();
     node->chain_id = chain;
@@ -522,8 +968,16 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     node->has_record = rec != nullptr;
     std::string stale_cache;  // the driver data of a damaged row this register replaces
     {
-      auto& db = *st_->db;
       sql::Transaction tx(db);
+      // Another register (in any process) committed this ChainID first: converge on its layer.
+      if (auto existing = st_->load_locked(chain.str())) {
+        st_->hold_locked(existing);
+        tx.commit();
+        auto ref = std::unique_ptr<LayerRef>(new LayerRef(st_, existing));
+        g.unlock();
+        cleanup();
+        return ref;
+      }
       {
         sql::Stmt q(db, "SELECT cache_id FROM layers WHERE chain_id = ?");
         q.bind(1, chain.str());
@@ -532,8 +986,8 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       if (!stale_cache.empty()) st_->mark_pending(stale_cache);
       sql::Stmt ins(db,
                     "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
-                    "desc_media_type, desc_digest, desc_size, has_record, persistent, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'))");
+                    "desc_media_type, desc_digest, desc_size, has_record, persistent, created, release_requested) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'), 0)");
       ins.bind(1, chain.str()).bind(2, diff_id.str());
       if (parent) ins.bind(3, parent->chain_id.str()); else ins.bind_null(3);
       ins.bind(4, static_cast<int64_t>(node->depth)).bind(5, cache_id).bind(6, diff_size)
@@ -543,11 +997,19 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       if (descriptor.size < 0) ins.bind_null(10); else ins.bind(10, descriptor.size);
       ins.bind(11, static_cast<int64_t>(node->has_record ? 1 : 0));
       ins.run();
-      // A row with this ChainID that is not loaded is a damaged leftover: it is replaced.
+      // Rows on top of this ChainID that exist already were made on a parent that is gone (a
+      // damaged store: a parent row deleted or replaced): their driver data names the old
+      // parent's, so they cannot be served; they are marked damaged, to be registered again.
+      sql::Stmt(db,
+                "WITH RECURSIVE d(id) AS (SELECT chain_id FROM layers WHERE parent = ?1 AND chain_id <> ?1 "
+                "UNION SELECT l.chain_id FROM layers l JOIN d ON l.parent = d.id) "
+                "UPDATE layers SET diff_id = 'damaged:' || diff_id WHERE chain_id IN d AND diff_id NOT LIKE 'damaged:%'")
+          .bind(1, chain.str()).run();
+      // A row with this ChainID that cannot be loaded is a damaged leftover: it is replaced.
       sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain.str()).run();
       if (rec) {
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
-        if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
+        if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + st_->tmp_dir + "/" + rec_name);
         std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
         for (int64_t seq = 0;; seq++) {
           size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
@@ -557,19 +1019,27 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
           chunk.run();
         }
       }
+      // The new layer is held by this session from its first moment: a crash before the
+      // caller retains it leaves a layer that only a dead session held (collected).
+      st_->nodes.erase(chain.str());
+      st_->hold_locked(node);
       ROLAYER_FAULT_POINT("register.before_commit");
-      tx.commit();
+      try {
+        tx.commit();
+      } catch (...) {
+        node->handles--;
+        st_->nodes.erase(chain.str());
+        throw;
+      }
     }
     // Committed: from here on nothing undoes the layer.
     committed = true;
-    st_->layers[chain.str()] = node;
-    if (parent) parent->children++;
-    auto ref = st_->new_ref(st_, node);
+    auto ref = std::unique_ptr<LayerRef>(new LayerRef(st_, node));
     g.unlock();
     if (!stale_cache.empty() && stale_cache != cache_id) st_->remove_driver_data({stale_cache});
     ROLAYER_FAULT_POINT("register.committed");
     st_->clear_pending(cache_id);
-    if (!rec_path.empty()) ::unlink(rec_path.c_str());
+    if (!rec_name.empty()) ::unlinkat(st_->tmp_fd.get(), rec_name.c_str(), 0);
     return ref;
   } catch (...) {
     cleanup();
@@ -581,9 +1051,27 @@ std::unique_ptr<LayerRef> Store::get(const std::string& chain_id) {
   Digest::parse(chain_id);
   std::lock_guard<std::mutex> g(st_->mu);
   st_->check_open();
-  auto n = st_->find_locked(chain_id);
+  auto it = st_->nodes.find(chain_id);
+  if (it != st_->nodes.end() && it->second->handles > 0) return st_->new_ref(st_, it->second);
+  auto& db = *st_->db;
+  if (st_->session.empty()) {
+    auto n = st_->load_locked(chain_id);
+    if (!n) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
+    return st_->new_ref(st_, n);
+  }
+  // The look-up and the hold in one transaction: nobody deletes the layer in between.
+  Relaxed r(db);
+  sql::Transaction tx(db);
+  auto n = st_->load_locked(chain_id);
   if (!n) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
-  return st_->new_ref(st_, n);
+  st_->hold_locked(n);
+  try {
+    tx.commit();
+  } catch (...) {
+    n->handles--;
+    throw;
+  }
+  return std::unique_ptr<LayerRef>(new LayerRef(st_, n));
 }
 
 std::vector<Removed> Store::release(LayerRef& ref) {
@@ -605,9 +1093,35 @@ void Store::close_ref(LayerRef& ref) {
 std::vector<std::string> Store::list() {
   std::lock_guard<std::mutex> g(st_->mu);
   st_->check_open();
+  // Every layer whose row and ancestors' rows can be read (as the old loader did).
+  std::unordered_map<std::string, std::string> parent_of;
+  {
+    sql::Stmt q(*st_->db, "SELECT chain_id, diff_id, parent FROM layers");
+    while (q.step()) {
+      std::string c = q.text(0);
+      try {
+        Digest::parse(c);
+        Digest::parse(q.text(1));
+      } catch (const Error&) {
+        continue;
+      }
+      parent_of.emplace(std::move(c), q.is_null(2) ? std::string() : q.text(2));
+    }
+  }
+  std::unordered_map<std::string, bool> ok;
+  std::function<bool(const std::string&, int)> good = [&](const std::string& c, int depth) -> bool {
+    auto k = ok.find(c);
+    if (k != ok.end()) return k->second;
+    auto it = parent_of.find(c);
+    bool r = it != parent_of.end() && depth <= kMaxDepth + 1 &&
+             (it->second.empty() || (it->second != c && good(it->second, depth + 1)));
+    ok[c] = r;
+    return r;
+  };
   std::vector<std::string> out;
-  out.reserve(st_->layers.size());
-  for (const auto& kv : st_->layers) out.push_back(kv.first);
+  out.reserve(parent_of.size());
+  for (const auto& kv : parent_of)
+    if (good(kv.first, 0)) out.push_back(kv.first);
   return out;
 }
 
@@ -615,10 +1129,11 @@ void Store::retain(const std::string& chain_id) {
   Digest::parse(chain_id);
   std::lock_guard<std::mutex> g(st_->mu);
   st_->check_open();
-  auto n = st_->find_locked(chain_id);
-  if (!n) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
+  st_->check_writable();
+  sql::Transaction tx(*st_->db);
+  if (!st_->load_locked(chain_id)) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
   sql::Stmt(*st_->db, "UPDATE layers SET persistent = persistent + 1 WHERE chain_id = ?").bind(1, chain_id).run();
-  n->persistent++;
+  tx.commit();
 }
 
 std::vector<Removed> Store::unretain(const std::string& chain_id) {
@@ -628,12 +1143,21 @@ std::vector<Removed> Store::unretain(const std::string& chain_id) {
   {
     std::lock_guard<std::mutex> g(st_->mu);
     st_->check_open();
-    auto n = st_->find_locked(chain_id);
-    if (!n) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
-    if (n->persistent <= 0) throw Error(Code::NotRetained, "layer not retained: " + chain_id);
-    sql::Stmt(*st_->db, "UPDATE layers SET persistent = persistent - 1 WHERE chain_id = ?").bind(1, chain_id).run();
-    n->persistent--;
-    out = st_->collect_locked(n, doomed);
+    st_->check_writable();
+    {
+      sql::Transaction tx(*st_->db);
+      if (!st_->load_locked(chain_id)) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
+      int64_t have = 0;
+      {
+        sql::Stmt q(*st_->db, "SELECT persistent FROM layers WHERE chain_id = ?");
+        q.bind(1, chain_id);
+        if (q.step()) have = q.int64(0);
+      }
+      if (have <= 0) throw Error(Code::NotRetained, "layer not retained: " + chain_id);
+      sql::Stmt(*st_->db, "UPDATE layers SET persistent = persistent - 1 WHERE chain_id = ?").bind(1, chain_id).run();
+      tx.commit();
+    }
+    out = st_->collect_locked(chain_id, true, doomed);
   }
   st_->remove_driver_data(doomed);
   return out;
@@ -643,9 +1167,50 @@ int64_t Store::retained(const std::string& chain_id) {
   Digest::parse(chain_id);
   std::lock_guard<std::mutex> g(st_->mu);
   st_->check_open();
-  auto n = st_->find_locked(chain_id);
-  if (!n) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
-  return n->persistent;
+  if (!st_->load_locked(chain_id)) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
+  sql::Stmt q(*st_->db, "SELECT persistent FROM layers WHERE chain_id = ?");
+  q.bind(1, chain_id);
+  return q.step() ? q.int64(0) : 0;
+}
+
+std::vector<Removed> Store::gc() {
+  std::vector<std::string> doomed;
+  std::vector<Removed> out;
+  {
+    std::lock_guard<std::mutex> g(st_->mu);
+    st_->check_open();
+    st_->check_writable();
+    // Alone (no other open store anywhere): leftovers without an owner go too.
+    bool alone = st_->lock_fd && ofd_lock(st_->lock_fd.get(), F_WRLCK, kSharedByte);
+    struct Back {
+      StoreState& st;
+      bool alone;
+      ~Back() {
+        if (alone) ofd_lock(st.lock_fd.get(), F_RDLCK, kSharedByte);
+      }
+    } back{*st_, alone};
+    if (alone) st_->driver->init(st_->root);
+    out = st_->sweep_locked(alone, doomed);
+    // Every layer without a persistent reference, a child or a live hold (leaves first; the
+    // cascade reaches their parents).
+    for (;;) {
+      std::vector<std::string> leaves;
+      {
+        sql::Stmt q(*st_->db,
+                    "SELECT chain_id FROM layers l WHERE persistent = 0 AND NOT EXISTS "
+                    "(SELECT 1 FROM layers c WHERE c.parent = l.chain_id)");
+        while (q.step()) leaves.push_back(q.text(0));
+      }
+      size_t before = out.size();
+      for (const auto& c : leaves) {
+        auto r = st_->collect_locked(c, true, doomed);
+        out.insert(out.end(), r.begin(), r.end());
+      }
+      if (out.size() == before) break;
+    }
+  }
+  st_->remove_driver_data(doomed);
+  return out;
 }
 
 int64_t Store::size(const LayerRef& ref) { return ref.st_->chain_size(ref.node()); }

@@ -25,8 +25,10 @@ struct Descriptor {
   int64_t size = -1;
 };
 
-// One layer of the store. Identity fields are immutable once registered; the reference
-// counts are guarded by the store's mutex.
+// One layer of the store, as one open store sees it. Identity fields are immutable once
+// registered (a row of the database is the truth; this is a cache of it, checked by cache_id).
+// The reference counts of the store live in the database (persistent references, children,
+// every open store's holds): see docs/store.md.
 struct LayerNode {
   Digest chain_id, diff_id;
   std::shared_ptr<LayerNode> parent;  // null for a base layer
@@ -36,14 +38,10 @@ struct LayerNode {
   int64_t stream_size = 0;            // bytes of the registered tar
   Descriptor descriptor;
   bool has_record = false;            // a fidelity record is stored (driver without exact diffs)
-  // Guarded by the store mutex:
-  int64_t handles = 0;                // open references (handles and streams) in this process
-  int64_t children = 0;               // layers whose parent this is
-  int64_t persistent = 0;             // references kept in the database
-  bool removed = false;
-  // A release was asked for while other references remained: when the last of them goes
-  // (a stream freed, a handle closed), the layer goes too.
-  bool release_pending = false;
+  // Guarded by the store mutex: open references (handles and streams) through this open
+  // store. While it is above 0 the database holds a row (session, chain_id) that keeps the
+  // layer from being deleted by anyone.
+  int64_t handles = 0;
 };
 
 struct Removed {
@@ -76,6 +74,7 @@ struct StoreOptions {
   std::string driver_name;          // built-in driver, "" = "dir"; ignored when driver is set
   std::unique_ptr<Driver> driver;   // a driver instance (e.g. a caller's C driver)
   int busy_timeout_ms = 5000;       // wait for another process's lock; < 0: fail at once
+  bool read_only = false;           // list/inspect/export/verify only; writes fail (EIO, errno EROFS)
 };
 
 class Store {
@@ -98,6 +97,10 @@ class Store {
   void retain(const std::string& chain_id);
   std::vector<Removed> unretain(const std::string& chain_id);
   int64_t retained(const std::string& chain_id);
+  // Collects what no live holder keeps: the holds and leftovers of dead processes, and every
+  // layer without a persistent reference, a child or a live hold. Returns what was removed.
+  std::vector<Removed> gc();
+  bool read_only() const;
 
   // These work through the reference's own store (they fail cleanly once it is closed).
   static int64_t size(const LayerRef& ref);  // DiffSize over the chain

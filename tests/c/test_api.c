@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "c_util.h"
@@ -193,17 +194,49 @@ static void test_descriptor(void **state) {
   rolayer_error_free(err);
 }
 
-static void test_second_open_is_busy(void **state) {
+/* Issue 14: a second open of the same root shares the store; gc; the read-only option. */
+static void test_second_open_shares_the_store(void **state) {
   fixture *f = *state;
   rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
   o.driver = rolayer_store_driver(f->store);
   o.busy_timeout_ms = 30;
   rolayer_store *s2 = NULL;
   rolayer_error *err = NULL;
-  assert_int_equal(rolayer_store_open_ext(&s2, f->dir, &o, &err), ROLAYER_EBUSY);
-  assert_non_null(strstr(rolayer_error_message(err), "store is busy"));
-  assert_null(s2);
+  assert_int_equal(rolayer_store_open_ext(&s2, f->dir, &o, &err), ROLAYER_OK);
+  /* Registered through the second open, closed without a release: seen by the first at once. */
+  rolayer_layer *l = reg_mem(s2, NULL, zeros, sizeof zeros, NULL, NULL);
+  rolayer_layer *seen = NULL;
+  assert_int_equal(rolayer_open(&seen, f->store, kEmpty, NULL), 0);
+  rolayer_layer_close(seen);
+  rolayer_removed *rm = NULL;
+  /* gc spares what a live open holds ... */
+  assert_int_equal(rolayer_store_gc(&rm, f->store, NULL), 0);
+  assert_int_equal(rolayer_removed_count(rm), 0);
+  rolayer_removed_free(rm);
+  /* ... and removes it once nothing keeps it. */
+  rolayer_layer_close(l);
+  assert_int_equal(rolayer_store_gc(&rm, f->store, NULL), 0);
+  assert_int_equal(rolayer_removed_count(rm), 1);
+  assert_string_equal(rolayer_removed_chain_id(rm, 0), kEmpty);
+  rolayer_removed_free(rm);
+  rolayer_store_free(s2);
+
+  /* Read-only: reads work, writes fail with ROLAYER_EIO / EROFS. */
+  rolayer_layer *kept = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
+  o.read_only = 1;
+  assert_int_equal(rolayer_store_open_ext(&s2, f->dir, &o, NULL), ROLAYER_OK);
+  rolayer_layer *r = NULL;
+  assert_int_equal(rolayer_open(&r, s2, kEmpty, NULL), 0);
+  rolayer_layer_close(r);
+  assert_int_equal(rolayer_store_retain(s2, kEmpty, &err), ROLAYER_EIO);
+  assert_int_equal(rolayer_error_errno(err), EROFS);
   rolayer_error_free(err);
+  err = NULL;
+  assert_int_equal(rolayer_store_gc(NULL, s2, &err), ROLAYER_EIO);
+  rolayer_error_free(err);
+  rolayer_store_free(s2);
+  rolayer_layer_close(kept);
 }
 
 static void test_handles_outlive_store(void **state) {
@@ -297,7 +330,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_exact, teardown),
     cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_descriptor, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_second_open_is_busy, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_second_open_shares_the_store, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_handles_outlive_store, setup_exact, teardown),
     cmocka_unit_test_setup_teardown(test_close_deletes_nothing, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, setup_exact, teardown),

@@ -396,6 +396,24 @@ int cmd_inspect(Globals& g, const Args& args) {
   return kOk;
 }
 
+// --- gc ---------------------------------------------------------------------------------------
+
+int cmd_gc(Globals& g, const Args& args) {
+  auto p = parse_args("gc", args, {}, g);
+  if (p.help) return print_command_help(*find_command("gc")), 0;
+  if (!p.positionals.empty()) usage_error("gc: takes no arguments");
+  StorePtr store = open_store(g);
+  rolayer_removed* removed = nullptr;
+  Err err;
+  int rc = rolayer_store_gc(&removed, store.get(), err.out());
+  if (rc != ROLAYER_OK) lib_fail(rc, err, "gc");
+  size_t n = rolayer_removed_count(removed);
+  for (size_t k = 0; k < n; k++) print_line("removed " + std::string(rolayer_removed_chain_id(removed, k)));
+  rolayer_removed_free(removed);
+  flush_stdout();
+  return kOk;
+}
+
 // --- rm ---------------------------------------------------------------------------------------
 
 int cmd_rm(Globals& g, const Args& args) {
@@ -413,10 +431,27 @@ int cmd_rm(Globals& g, const Args& args) {
       if (rc == ROLAYER_ENOTFOUND) throw CliError(kNotFound, "no such layer: " + id);
       if (rc == ROLAYER_ENOTRETAINED) {
         size_t kids = count_children(store.get(), id);
-        throw CliError(kFailure, id + " is not retained" +
-                                     (kids ? ": it stays while the " + std::to_string(kids) +
-                                                 " layer(s) on top of it exist; remove those instead"
-                                           : std::string()));
+        if (kids)
+          throw CliError(kFailure, id + " is not retained: it stays while the " + std::to_string(kids) +
+                                       " layer(s) on top of it exist; remove those instead");
+        // No reference of its own (a register killed before it retained the layer, a handle
+        // closed without a release): ask for its release. It goes now, or when the last live
+        // process that holds it lets go.
+        rolayer_layer* l = nullptr;
+        Err oerr;
+        int orc = rolayer_open(&l, store.get(), id.c_str(), oerr.out());
+        if (orc == ROLAYER_ENOTFOUND) throw CliError(kNotFound, "no such layer: " + id);
+        if (orc != ROLAYER_OK) lib_fail(orc, oerr, "rm " + id);
+        Err rerr;
+        rc = rolayer_release_ext(&removed, l, rerr.out());
+        if (rc != ROLAYER_OK) lib_fail(rc, rerr, "rm " + id);
+        size_t gone = rolayer_removed_count(removed);
+        for (size_t k = 0; k < gone; k++) print_line("removed " + std::string(rolayer_removed_chain_id(removed, k)));
+        rolayer_removed_free(removed);
+        if (gone == 0)
+          std::fprintf(stderr, "rolayer: released %s; kept: another process has it open (it goes when that "
+                               "process lets go)\n", id.c_str());
+        continue;
       }
       if (rc != ROLAYER_OK) lib_fail(rc, err, "rm " + id);
       size_t n = rolayer_removed_count(removed);

@@ -28,6 +28,7 @@ int cmd_diff(Globals& g, const Args& args);
 int cmd_ls(Globals& g, const Args& args);
 int cmd_inspect(Globals& g, const Args& args);
 int cmd_rm(Globals& g, const Args& args);
+int cmd_gc(Globals& g, const Args& args);
 int cmd_verify(Globals& g, const Args& args);
 int cmd_import(Globals& g, const Args& args);
 int cmd_export_image(Globals& g, const Args& args);

@@ -131,7 +131,7 @@ StorePtr open_store(const Globals& g) {
       std::snprintf(waited, sizeof waited, "did not wait");
     else
       std::snprintf(waited, sizeof waited, "waited %g s", (g.busy_timeout_ms == 0 ? 5000 : g.busy_timeout_ms) / 1000.0);
-    throw CliError(kBusy, "store is busy: " + root + " is in use by another process (" + std::string(waited) +
+    throw CliError(kBusy, "cannot open the store at " + root + ": " + err.message(rc) + " (" + std::string(waited) +
                               "; use --wait SECONDS to wait longer)");
   }
   if (rc != ROLAYER_OK) {

@@ -46,7 +46,7 @@ const char* kGlobalHelp =
     "  2    usage error: bad arguments, ambiguous ChainID prefix, wrong --driver\n"
     "  3    not found: no such layer, image reference, file or blob\n"
     "  4    verification failed: digest, size or DiffID mismatch, damaged store data\n"
-    "  5    store is busy: another process holds it (see --wait)\n"
+    "  5    store is busy: another writer kept the store locked longer than --wait\n"
     "  6    invalid input: malformed or unsafe tar, unknown compression, bad image layout\n"
     "  7    registry authentication required or refused (pull, push, login)\n"
     "  8    registry unreachable, or a transfer failed after its retries\n"
@@ -121,7 +121,9 @@ const std::vector<Command> kCommands = {
      "Drops the reference that register/import keep on each layer. A layer goes when\n"
      "nothing holds it any more, and then its parents that nothing else holds go too (the\n"
      "cascade): one `removed CHAINID` line each, child first. A layer with children stays\n"
-     "until its children go.\n",
+     "until its children go. A layer without a reference of its own (left by a register\n"
+     "killed before it kept one) is released: it goes now, or when the last process that\n"
+     "has it open lets go.\n",
      cmd_rm},
     {"verify", "check stored layers against their DiffIDs",
      "usage: rolayer verify [--json] [CHAINID...]\n"
@@ -167,6 +169,16 @@ const std::vector<Command> kCommands = {
     {"login", "save credentials for a registry", kLoginHelp, cmd_login},
     {"images", "list the images kept in the store (pulled)", kImagesHelp, cmd_images},
     {"rmi", "remove images (and their layers when nothing else holds them)", kRmiHelp, cmd_rmi},
+
+    {"gc", "remove what nothing keeps: layers without a reference, dead processes' leftovers",
+     "usage: rolayer gc\n"
+     "\n"
+     "Removes every layer that has no reference (`rm`'s), no child and is not open in a\n"
+     "running process (for instance one registered by a process killed before it kept a\n"
+     "reference), and what processes that died with the store open left: their holds,\n"
+     "temporary files and half-written layer data. One `removed CHAINID` line each. Layers\n"
+     "other processes have open are never touched; gc may run while they work.\n",
+     cmd_gc},
 };
 
 void print_global_help(FILE* f) {

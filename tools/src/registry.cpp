@@ -20,9 +20,8 @@ namespace cli {
 
 using nlohmann::json;
 
-const char* const kMtOciIndex = "application/vnd.oci.image.index.v1+json";
-const char* const kMtOciManifest = "application/vnd.oci.image.manifest.v1+json";
-const char* const kMtOciConfig = "application/vnd.oci.image.config.v1+json";
+// kMtOciIndex, kMtOciManifest and kMtOciConfig are defined once, with the image readers
+// (image_plan.cpp).
 const char* const kMtDockerList = "application/vnd.docker.distribution.manifest.list.v2+json";
 const char* const kMtDockerManifest = "application/vnd.docker.distribution.manifest.v2+json";
 const char* const kMtDockerConfig = "application/vnd.docker.container.image.v1+json";

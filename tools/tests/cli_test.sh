@@ -85,6 +85,12 @@ make_tree() {
   ln -s ../etc/hello.txt "$d/usr/bin/hello-link"
 }
 
+# mk_small_tar N: a small tar with one file saying N; prints its path.
+mk_small_tar() {
+  mkdir -p "$WORK/small$1" && echo "layer $1" >"$WORK/small$1/f$1" && make_tar "$WORK/small$1" "$WORK/small$1.tar"
+  echo "$WORK/small$1.tar"
+}
+
 # make_tar DIR OUT: a tar of DIR's contents (GNU tar, sorted, fixed owner and mtime).
 make_tar() { tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .; }
 
@@ -405,17 +411,36 @@ t_export_atomic() {
 
 t_busy_store() {
   mkdir -p "$STORE"
+  expect_code 0 R register "$(mk_small_tar 1)"
+  local first; first=$(cat "$WORK/out")
+  # Another process with the store open does not block anyone (issue 14): ls, register, rm
+  # and verify run at once while it holds the store.
   mkfifo "$WORK/hold.in"
   "$HOLD" "$STORE" "$DRIVER" 60 <"$WORK/hold.in" >"$WORK/hold.out" &
   local hold=$!
   exec 3>"$WORK/hold.in"
   for _ in $(seq 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.1; done
   grep -q ready "$WORK/hold.out" || fail "hold_store did not open the store"
-  expect_code 5 R --wait 0 ls
+  expect_code 0 R --wait 0 ls
+  expect_code 0 R --wait 0 register "$(mk_small_tar 2)"
+  expect_code 0 R --wait 0 verify
+  expect_code 0 R --wait 0 rm "$first"
+  exec 3>&-
+  wait "$hold"
+  # The conflict that remains: another writer keeps the database's write lock longer than
+  # --wait. The command says the store is busy and what holds it.
+  rm -f "$WORK/hold.in"; mkfifo "$WORK/hold.in"
+  "$HOLD" "$STORE" "$DRIVER" 60 write <"$WORK/hold.in" >"$WORK/hold.out" &
+  hold=$!
+  exec 3>"$WORK/hold.in"
+  for _ in $(seq 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$WORK/hold.out" || fail "hold_store did not take the write lock"
+  expect_code 5 R --wait 0 register "$(mk_small_tar 3)"
   grep -q "store is busy" "$WORK/err" || fail "busy message: $(cat "$WORK/err")"
+  grep -q "write lock" "$WORK/err" || fail "the busy message does not say what holds the store: $(cat "$WORK/err")"
   local t0 t1
   t0=$(date +%s%N)
-  expect_code 5 "$ROLAYER" --store "$STORE" --driver "$DRIVER" --wait 0.5 ls
+  expect_code 5 "$ROLAYER" --store "$STORE" --driver "$DRIVER" --wait 0.5 register "$(mk_small_tar 3)"
   t1=$(date +%s%N)
   [ $(( (t1 - t0) / 1000000 )) -ge 400 ] || fail "--wait 0.5 did not wait"
   # A waiting command gets the store once the holder lets go.
@@ -427,7 +452,38 @@ t_busy_store() {
   local rc=0
   wait "$waiter" || rc=$?
   [ "$rc" = 0 ] || fail "the waiting command failed ($rc): $(cat "$WORK/waited.err")"
-  [ "$(json 'len(j)' "$WORK/waited.out")" = 0 ] || fail "waited ls output"
+  [ "$(json 'len(j)' "$WORK/waited.out")" = 1 ] || fail "waited ls output: $(cat "$WORK/waited.out")"
+}
+
+# Issue 12, crash leftovers: a register killed between its commit and its retain leaves a layer
+# only the dead process held; the next command (while another process has the store open all
+# along) collects it, nothing of it stays on disk, and `gc` spares what is kept.
+t_crash_leftovers() {
+  mkdir -p "$STORE"
+  expect_code 0 R register "$(mk_small_tar 1)"
+  local kept; kept=$(cat "$WORK/out")
+  mkfifo "$WORK/hold.in"
+  "$HOLD" "$STORE" "$DRIVER" 60 <"$WORK/hold.in" >"$WORK/hold.out" &
+  local hold=$!
+  exec 3>"$WORK/hold.in"
+  for _ in $(seq 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$WORK/hold.out" || fail "hold_store did not open the store"
+  local rc=0
+  ROLAYER_FAULT_KILL=register.committed:1 R register "$(mk_small_tar 2)" >/dev/null 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
+    exec 3>&-; wait "$hold"
+    skip "the library was built without -DROLAYER_FAULT_HOOKS=ON: cannot kill a register after its commit"
+  fi
+  [ "$rc" = 137 ] || fail "the register was not killed (exit $rc)"
+  expect_code 0 R ls --json
+  [ "$(json 'len(j)' "$WORK/out")" = 1 ] || fail "the killed register's layer stayed: $(cat "$WORK/out")"
+  [ "$(find "$STORE/$DRIVER" -mindepth 1 -maxdepth 1 | wc -l)" = 1 ] || fail "driver data left: $(ls -a "$STORE/$DRIVER")"
+  [ -z "$(ls "$STORE/pending")" ] || fail "intent marks left: $(ls "$STORE/pending")"
+  expect_code 0 R gc
+  [ ! -s "$WORK/out" ] || fail "gc removed a kept layer: $(cat "$WORK/out")"
+  expect_code 0 R verify "$kept"
+  exec 3>&-
+  wait "$hold"
 }
 
 # The demo image: import, check the chain and descriptors, export every layer.

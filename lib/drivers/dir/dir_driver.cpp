@@ -304,7 +304,7 @@ void DirDriver::require_init() const {
 
 std::string DirDriver::layer_dir(const std::string& id) const { return root_ + "/" + id; }
 
-std::vector<std::string> DirDriver::init(const std::string& store_root) {
+std::vector<std::string> DirDriver::init_impl(const std::string& store_root, bool cleanup) {
   if (store_root.empty()) throw Error(Code::Inval, "empty store root");
   if (::mkdir(store_root.c_str(), 0711) != 0 && errno != EEXIST)
     throw sys_error("cannot create store root", store_root, errno);
@@ -324,7 +324,9 @@ std::vector<std::string> DirDriver::init(const std::string& store_root) {
   ids.reserve(entries.size());
   for (auto& [name, type] : entries) {
     if (name.rfind(".tmp-", 0) == 0 || name.rfind(".removing-", 0) == 0) {
-      // Left by a crash during create or remove: never a complete layer.
+      // Left by a crash during create or remove: never a complete layer. With other users of
+      // the store, maybe their work in progress: kept for an init() that runs alone.
+      if (!cleanup) continue;
       dirfs::remove_tree(rootfd.get(), name, root + "/" + name);
       continue;
     }

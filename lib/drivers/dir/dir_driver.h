@@ -19,7 +19,10 @@ class DirDriver : public Driver {
   DirDriver() = default;
   std::string name() const override { return "dir"; }
   DriverCaps caps() const override { return DriverCaps{}; }
-  std::vector<std::string> init(const std::string& store_root) override;
+  std::vector<std::string> init(const std::string& store_root) override { return init_impl(store_root, true); }
+  std::vector<std::string> init_shared(const std::string& store_root) override {
+    return init_impl(store_root, false);
+  }
   void create(const std::string& id, const std::string& parent) override;
   void remove(const std::string& id) override;
   int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override;
@@ -33,6 +36,8 @@ class DirDriver : public Driver {
   // id, its parent, ..., the base layer. Throws Corrupt if a layer of the chain is missing.
   std::vector<std::string> chain(const std::string& id) const;
   void require_init() const;
+  // cleanup: remove the .tmp-*/.removing-* leftovers (only when no one else uses the store).
+  std::vector<std::string> init_impl(const std::string& store_root, bool cleanup);
 
   std::string root_;  // canonical <store_root>/dir
 };

@@ -29,7 +29,18 @@ class ExactDriver : public Driver {
 
   std::vector<std::string> init(const std::string& store_root) override {
     base_ = store_root + "/exact";
-    fs::mkdirs(base_, 0700);
+    // The driver's folder: made private, its entry in the root made durable, never a link.
+    if (::mkdir(base_.c_str(), 0700) == 0) {
+      fs::fsync_dir(store_root);
+    } else if (errno != EEXIST) {
+      throw_errno("mkdir " + base_);
+    }
+    struct stat st;
+    if (::lstat(base_.c_str(), &st) != 0) throw_errno("stat " + base_);
+    if (!S_ISDIR(st.st_mode))
+      throw Error(Code::Corrupt, "the store's own " + base_ + " is not a directory (" +
+                                     (S_ISLNK(st.st_mode) ? "a symbolic link" : "another kind of file") + ")")
+          .with_path(base_);
     std::vector<std::string> ids;
     DIR* d = ::opendir(base_.c_str());
     if (!d) throw_errno("opendir " + base_);
@@ -48,7 +59,11 @@ class ExactDriver : public Driver {
     fs::fsync_dir(base_);  // the new layer directory's entry survives a power loss
   }
 
-  void remove(const std::string& id) override { fs::remove_all(path(id)); }
+  void remove(const std::string& id) override {
+    if (!valid_id(id)) throw Error(Code::Inval, "invalid driver id \"" + id + "\"");
+    fs::remove_all(base_ + "/" + id);  // a planted link is unlinked, never followed
+    fs::fsync_dir(base_);
+  }
 
   int64_t apply_diff(const std::string& id, const std::string&, ByteSource& tar) override {
     std::string file = path(id) + "/layer.tar";
@@ -122,7 +137,15 @@ class ExactDriver : public Driver {
   }
   std::string path(const std::string& id) const {
     if (!valid_id(id)) throw Error(Code::Inval, "invalid driver id \"" + id + "\"");
-    return base_ + "/" + id;
+    std::string p = base_ + "/" + id;
+    // A layer's folder is what the driver made: a link planted in its place is not followed.
+    struct stat st;
+    if (::lstat(p.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+      throw Error(Code::Corrupt, "the exact driver's " + p + " is not a directory (" +
+                                     (S_ISLNK(st.st_mode) ? "a symbolic link" : "another kind of file") +
+                                     "): the layer store was modified")
+          .with_path(p);
+    return p;
   }
   std::string base_;
 };

@@ -27,6 +27,7 @@ impl rolayer_store_options {
         driver_ops: core::ptr::null(),
         driver_user_data: core::ptr::null_mut(),
         busy_timeout_ms: 0,
+        read_only: 0,
     };
 }
 

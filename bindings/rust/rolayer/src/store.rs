@@ -35,6 +35,7 @@ pub struct StoreOptions {
     driver: Option<String>,
     custom_driver: Option<Arc<dyn Driver>>,
     busy_timeout_ms: c_int,
+    read_only: bool,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -46,6 +47,7 @@ impl fmt::Debug for StoreOptions {
                 &self.custom_driver.as_ref().map(|d| d.name().to_owned()),
             )
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -82,7 +84,16 @@ impl StoreOptions {
         self
     }
 
-    /// How long to wait for another process's lock on the store before failing with
+    /// Opens the store read-only: list, open, export and verify work; every write fails with
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) and errno `EROFS`, and nothing in the store is
+    /// changed. A store on a read-only file system is opened this way anyway.
+    pub fn read_only(&mut self, yes: bool) -> &mut StoreOptions {
+        self.read_only = yes;
+        self
+    }
+
+    /// How long a call waits for another writer's short lock on the store (a database
+    /// transaction of another process or another `Store` on the same root) before failing with
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy). `Duration::ZERO` fails at once.
     /// Millisecond resolution (rounded up), at most `i32::MAX` ms.
     pub fn busy_timeout(&mut self, timeout: Duration) -> &mut StoreOptions {
@@ -118,6 +129,7 @@ impl StoreOptions {
             driver_ops: prepared.as_ref().map_or(ptr::null(), |p| p.ops.as_ptr()),
             driver_user_data: prepared.as_ref().map_or(ptr::null_mut(), |p| p.user_data),
             busy_timeout_ms: self.busy_timeout_ms,
+            read_only: c_int::from(self.read_only),
             ..sys::rolayer_store_options::INIT
         };
         let mut out = ptr::null_mut();
@@ -144,8 +156,11 @@ impl StoreOptions {
 /// `Store` is `Send + Sync` (the C store is safe to use from many threads at once) and its
 /// methods take `&self`: share it by reference, e.g. with `std::thread::scope`, or in an `Arc`.
 /// [`Layer`]s and [`TarStream`](crate::TarStream)s borrow it (`Layer<'s>`), because the
-/// C library invalidates them when the store is freed; dropping the `Store` closes it and
-/// releases its lock.
+/// C library invalidates them when the store is freed; dropping the `Store` closes it.
+///
+/// A root may be opened any number of times at once, by this process and by others: each
+/// `Store` sees the others' registers as soon as they commit, and a layer any live process
+/// holds is never deleted under it (docs/threading.md, "Processes").
 pub struct Store {
     raw: NonNull<sys::rolayer_store>,
     root: PathBuf,

@@ -603,22 +603,34 @@ fn dir_flattened_and_partial_diffs() {
 }
 
 #[test]
-fn a_second_open_is_busy_until_the_first_store_is_dropped() {
+fn a_second_open_shares_the_store() {
+    // The Docker engine's TestStoreRestore shape: a second Store on the same root while the
+    // first is open (in this process, or in another) sees and reads its layers at once.
     let dir = tempdir();
     let first = open(dir.path(), "exact");
     let layer = first.register_bytes(None, &empty_tar()).unwrap();
     first.retain(layer.chain_id()).unwrap();
-    let no_wait = || {
-        rolayer::StoreOptions::new()
-            .driver("exact")
-            .busy_timeout(std::time::Duration::ZERO)
-            .open(dir.path())
-    };
-    let err = no_wait().unwrap_err();
-    assert_eq!(*err.kind(), ErrorKind::Busy, "{err:?}");
-    assert_eq!(io::Error::from(err).kind(), io::ErrorKind::ResourceBusy);
-    drop(layer); // a Layer cannot outlive its Store: it must go first
-    drop(first);
-    let second = no_wait().unwrap();
+    let second = rolayer::StoreOptions::new()
+        .driver("exact")
+        .busy_timeout(std::time::Duration::ZERO)
+        .open(dir.path())
+        .unwrap();
     assert_eq!(second.list().unwrap().len(), 1);
+    let again = second.get(layer.chain_id()).unwrap();
+    let mut tar = Vec::new();
+    again.tar_stream().unwrap().read_to_end(&mut tar).unwrap();
+    assert_eq!(tar, empty_tar());
+    drop(again);
+    drop(layer);
+    drop(first);
+    assert_eq!(second.list().unwrap().len(), 1);
+    // Read-only: reads work, writes fail with EROFS.
+    let ro = rolayer::StoreOptions::new()
+        .driver("exact")
+        .read_only(true)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(ro.list().unwrap().len(), 1);
+    let err = ro.register_bytes(None, &empty_tar()).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Io { errno: 30, .. }), "EROFS: {err:?}");
 }
