@@ -27,6 +27,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -35,6 +36,7 @@
 #include "core/error.h"
 #include "digest/digest.h"
 #include "store/store.h"
+#include "tar/scanner.h"
 #include "test_util.h"
 
 using namespace rolayer;
@@ -677,6 +679,191 @@ TEST_P(HostileTest, DevicesAndSetuidFilesAsAnUnprivilegedUser) {
     // naming the entry; nothing is skipped silently (docs/security.md).
     EXPECT_EQ(std::string(r.detail), "refused -11 errno 1 su=0755 uid=65534") << r.message;
     EXPECT_NE(std::string(r.message).find("null"), std::string::npos) << r.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unusual modes in an unprivileged store (issue 12, item 1)
+
+// Collects name -> mode of the entries of a tar stream (names as the stream spells them).
+class ModeCollector : public tar::ScanHandler {
+ public:
+  std::map<std::string, uint32_t> modes;
+  std::set<std::string> xattr_names;
+  void on_raw(const uint8_t*, size_t) override {}
+  void on_entry(const tar::Entry& e) override {
+    std::string n = e.name;
+    if (n.rfind("./", 0) == 0) n = n.substr(2);
+    while (!n.empty() && n.back() == '/') n.pop_back();
+    modes[n] = e.mode;
+    for (auto& x : e.xattrs) xattr_names.insert(x.first);
+  }
+  void on_payload(const uint8_t*, size_t) override {}
+  void on_entry_end() override {}
+};
+
+// Runs work() in a forked child as a throwaway unprivileged user: a fresh uid/gid without a
+// passwd entry and no supplementary groups (the kernel drops every capability with the switch
+// from root). Where the tests do not run as root, the child simply runs as the caller, who is
+// unprivileged already. `base` is a new directory that user owns. Returns false (with why)
+// when no unprivileged identity can be had.
+bool as_throwaway_user(const std::function<void(ChildResult&, const std::string& base)>& work, ChildResult& out,
+                       std::string& why) {
+  const char* t = getenv("TMPDIR");
+  std::string tmpl = std::string(t && *t ? t : "/tmp") + "/rolayer-modes-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) {
+    why = "mkdtemp failed";
+    return false;
+  }
+  const std::string base = buf.data();
+  const bool root = geteuid() == 0;
+  const uid_t uid = root ? static_cast<uid_t>(61000 + getpid() % 4000) : geteuid();
+  const gid_t gid = root ? static_cast<gid_t>(uid) : getegid();
+  if (root && chown(base.c_str(), uid, gid) != 0) {
+    why = std::string("cannot chown the test directory: ") + std::strerror(errno);
+    rmdir(base.c_str());
+    return false;
+  }
+  out = in_child([&](ChildResult& r) {
+    if (root && (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)) {
+      std::snprintf(r.detail, sizeof r.detail, "skip: cannot switch to uid %u: %s", uid, std::strerror(errno));
+      return;
+    }
+    if (geteuid() == 0) {
+      std::snprintf(r.detail, sizeof r.detail, "skip: still root after the switch");
+      return;
+    }
+    work(r, base);
+  }, 120);
+  // Clean up as root (or as the caller): whatever the child left, modes included.
+  std::string cmd = "chmod -R u+rwx '" + base + "' 2>/dev/null; rm -rf '" + base + "'";
+  if (system(cmd.c_str()) != 0) why = "cleanup failed";
+  if (std::string(out.detail).rfind("skip", 0) == 0) {
+    why = out.detail;
+    return false;
+  }
+  return true;
+}
+
+TEST_P(HostileTest, UnusualModesAsAnUnprivilegedUser) {
+  // Directories of mode 0000 and 0300, files of mode 0000 and 0200 (an /etc/shadow as Fedora
+  // ships it), nested: registered, exported byte for byte (several times), diffed with their
+  // real modes, removed completely, and the store stays usable (docs/security.md).
+  const std::string driver = GetParam();
+  const std::string tar = dir("etc/", 0755) + file("etc/shadow", "root:*:19000::::::\n", 0000) +
+                          file("etc/gshadow", "root:::\n", 0200) + dir("locked/", 0000) +
+                          file("locked/secret", "s\n", 0400) + dir("locked/inner/", 0000) +
+                          file("locked/inner/f", "f\n", 0000) + dir("wx/", 0300) + file("wx/x", "x\n", 0644) +
+                          dir("ro/", 0500) + file("ro/r", "r\n", 0444) + eoa();
+  ChildResult r;
+  std::string why;
+  bool ran = as_throwaway_user([&](ChildResult& out, const std::string& base) {
+    std::string what;
+    auto open = [&] {
+      StoreOptions o;
+      o.driver_name = driver;
+      return Store::open(base + "/store", std::move(o));
+    };
+    auto s = open();
+    MemSource src(tar, 4096 + 7);
+    auto l = s->register_layer("", src);
+    for (int i = 0; i < 2; ++i) {
+      auto st = Store::tar_stream(*l);
+      if (read_all(*st) != tar) what += " EXPORT-DIFFERS";
+    }
+    // The driver's own diff of the layer (the dir driver reads the tree) keeps the modes.
+    {
+      auto d = Store::tar_stream_from(*l, "");
+      std::string diff = read_all(*d);
+      ModeCollector mc;
+      tar::Scanner sc(mc);
+      sc.feed(reinterpret_cast<const uint8_t*>(diff.data()), diff.size());
+      sc.finish();
+      const std::map<std::string, uint32_t> want = {
+          {"etc", 0755},   {"etc/shadow", 0},       {"etc/gshadow", 0200}, {"locked", 0},
+          {"locked/secret", 0400}, {"locked/inner", 0}, {"locked/inner/f", 0}, {"wx", 0300},
+          {"wx/x", 0644},  {"ro", 0500},           {"ro/r", 0444}};
+      for (auto& [n, m] : want) {
+        auto it = mc.modes.find(n);
+        if (it == mc.modes.end()) {
+          what += " DIFF-MISSING:" + n;
+        } else if (it->second != m) {
+          char b[64];
+          std::snprintf(b, sizeof b, " DIFF-MODE:%s=%04o", n.c_str(), it->second);
+          what += b;
+        }
+      }
+      if (mc.xattr_names.count("user.containers.override_stat")) what += " DIFF-LEAKS-OVERRIDE";
+    }
+    // A child layer (copy-up of a lower file of mode 0000 through a hard link) keeps the mode.
+    {
+      MemSource src2(hardlink("etc/shadow-link", "etc/shadow") + eoa());
+      auto c = s->register_layer(l->node().chain_id.str(), src2);
+      auto d = Store::tar_stream_from(*c, l->node().chain_id.str());
+      std::string diff = read_all(*d);
+      ModeCollector mc;
+      tar::Scanner sc(mc);
+      sc.feed(reinterpret_cast<const uint8_t*>(diff.data()), diff.size());
+      sc.finish();
+      if (mc.modes.count("etc/shadow") && mc.modes["etc/shadow"] != 0) what += " COPYUP-MODE";
+      if (mc.modes.count("etc") && mc.modes["etc"] != 0755) what += " COPYUP-DIR-MODE";
+      s->release(*c);
+    }
+    s->release(*l);
+    if (!s->list().empty()) what += " LAYER-LEFT";
+    auto left = list_dir(base + "/store/" + driver);
+    for (auto& n : left) what += " LEFT:" + n;
+    s.reset();
+    // The store opens again (init deletes leftovers) and takes the layer again.
+    auto s2 = open();
+    MemSource src3(tar, 4096 + 7);
+    auto l2 = s2->register_layer("", src3);
+    s2->release(*l2);
+    if (!list_dir(base + "/store/" + driver).empty()) what += " LEFT-AFTER-REOPEN";
+    std::snprintf(out.detail, sizeof out.detail, "%s", what.empty() ? "ok" : what.c_str());
+  }, r, why);
+  if (!ran) GTEST_SKIP() << "no unprivileged user: " << why;
+  ASSERT_TRUE(r.ran) << "the child did not report (crash or hang)";
+  EXPECT_EQ(r.code, 0) << r.message;
+  EXPECT_EQ(std::string(r.detail), "ok") << r.message;
+}
+
+TEST_P(HostileTest, LayerCannotForgeTheOverrideAttributeOfAnUnprivilegedStore) {
+  // An unprivileged dir store keeps real modes in user.containers.override_stat: a layer that
+  // sets that attribute itself is refused there (it would lie about its own modes); the exact
+  // driver stores it.
+  const std::string driver = GetParam();
+  const std::string tar = pax(rec("SCHILY.xattr.user.containers.override_stat", "0:0:4755:file")) +
+                          file("bin", "x", 0755) + eoa();
+  ChildResult r;
+  std::string why;
+  bool ran = as_throwaway_user([&](ChildResult& out, const std::string& base) {
+    StoreOptions o;
+    o.driver_name = driver;
+    auto s = Store::open(base + "/store", std::move(o));
+    MemSource src(tar);
+    std::string what;
+    try {
+      auto l = s->register_layer("", src);
+      what = "registered";
+      s->release(*l);
+    } catch (const Error& e) {
+      what = "refused " + std::to_string(static_cast<int>(e.code()));
+      std::snprintf(out.message, sizeof out.message, "%s", e.what());
+    }
+    if (!s->list().empty() || !list_dir(base + "/store/" + driver).empty()) what += " LEFT-BEHIND";
+    std::snprintf(out.detail, sizeof out.detail, "%s", what.c_str());
+  }, r, why);
+  if (!ran) GTEST_SKIP() << "no unprivileged user: " << why;
+  ASSERT_TRUE(r.ran);
+  ASSERT_EQ(r.code, 0) << r.message;
+  if (driver == "exact") {
+    EXPECT_EQ(std::string(r.detail), "registered");
+  } else {
+    EXPECT_EQ(std::string(r.detail), "refused " + std::to_string(static_cast<int>(Code::Unsafe))) << r.message;
+    EXPECT_NE(std::string(r.message).find("user.containers.override_stat"), std::string::npos) << r.message;
   }
 }
 
