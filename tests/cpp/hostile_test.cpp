@@ -16,6 +16,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -1145,6 +1147,145 @@ TEST_P(HostileTest, TooManySparseFragments) {
   std::string recs10 = rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") +
                        rec("GNU.sparse.realsize", "1000000");
   refused(pax(recs10) + file("s", pad("1000000000000\n")) + eoa(), Code::Archive, "too many sparse fragments");
+}
+
+TEST_P(HostileTest, SparseFileWithManyFragmentsStaysSparseInTheDiff) {
+  // 70,000 one-byte fragments 64 KiB apart (4.6 GB logical): more than the dir driver's diff
+  // writer used to describe (65,536, beyond which it wrote the file densely), within the
+  // scanner's limit (tar::kMaxSparseFragments). The diff must stay sparse (docs/security.md).
+  if (!dir_driver()) GTEST_SKIP() << "the dir driver's diff writer (the exact driver's diff is its stream)";
+  // On a disk file system, freeing 70,000 extents takes minutes on a busy machine: the store
+  // for this case lives on tmpfs (about 290 MB of memory for a few seconds).
+  struct statfs sfs {};
+  if (statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC ||
+      static_cast<uint64_t>(sfs.f_bavail) * sfs.f_bsize < (uint64_t(1) << 30))
+    GTEST_SKIP() << "needs a tmpfs /dev/shm with 1 GiB free";
+  char tmpl[] = "/dev/shm/rolayer-sparse-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl;
+  const uint64_t n = 70000, step = 64 * 1024;
+  static_assert(70000 <= tar::kMaxSparseFragments);
+  const uint64_t real = n * step;
+  std::string map = std::to_string(n) + "\n";
+  std::string data;
+  for (uint64_t i = 0; i < n; ++i) {
+    map += std::to_string(i * step) + "\n1\n";
+    data.push_back(static_cast<char>('a' + i % 26));
+  }
+  std::string recs = rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") + rec("GNU.sparse.name", "many") +
+                     rec("GNU.sparse.realsize", std::to_string(real));
+  const std::string tar = pax(recs) + file("GNUSparseFile.0/many", pad(map) + data) + eoa();
+  struct Check : tar::ScanHandler {
+    uint64_t real = 0, payload = 0, nonzero = 0;
+    size_t frags = 0;
+    void on_raw(const uint8_t*, size_t) override {}
+    void on_entry(const tar::Entry& e) override {
+      if (e.name.find("many") == std::string::npos) return;
+      real = e.real_size;
+      frags = e.sparse.size();
+      payload = e.payload_size;
+    }
+    void on_payload(const uint8_t* p, size_t k) override {
+      for (size_t i = 0; i < k; ++i) nonzero += p[i] != 0;
+    }
+    void on_entry_end() override {}
+  } c;
+  uint64_t diff_bytes = 0;
+  const uint64_t bound = uint64_t(1) << 30;  // dense: 4.6 GB; one 4 KiB block per fragment: 290 MB
+  {
+    StoreOptions o;
+    o.driver_name = "dir";
+    auto st = Store::open(base + "/store", std::move(o));
+    MemSource src(tar, 4096 + 7);
+    auto l = st->register_layer("", src);
+    EXPECT_TRUE(read_all(*Store::tar_stream(*l)) == tar) << "the export differs from the registered stream";
+    auto d = Store::tar_stream_from(*l, "");
+    tar::Scanner sc(c);
+    std::vector<uint8_t> buf(1 << 20);
+    while (diff_bytes <= bound) {
+      size_t got = d->read(buf.data(), buf.size());
+      if (got == 0) break;
+      diff_bytes += got;
+      sc.feed(buf.data(), got);
+    }
+    if (diff_bytes <= bound) sc.finish();
+    d.reset();
+    st->release(*l);
+  }
+  std::string cmd = "rm -rf '" + base + "'";
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  std::printf("diff of a file with %llu fragments: %llu bytes\n", static_cast<unsigned long long>(n),
+              static_cast<unsigned long long>(diff_bytes));
+  ASSERT_LE(diff_bytes, bound) << "the diff writes the holes as zeros";
+  EXPECT_EQ(c.real, real);
+  EXPECT_GE(c.frags, 1u);
+  EXPECT_LE(c.frags, tar::kMaxSparseFragments);
+  EXPECT_LT(c.payload, bound);
+  EXPECT_EQ(c.nonzero, n) << "the file's bytes";
+}
+
+TEST_P(HostileTest, DeviceNumbersTheKernelCannotHoldAreArchiveErrors) {
+  // Linux device numbers: 12-bit major, 20-bit minor. Beyond them: the same archive error on
+  // every driver (the dir driver used to fail in mknod with EINVAL, the exact one to store it).
+  refused(device("bigmajor", '3', 4096, 0, 0644) + eoa(), Code::Archive, "device number 4096:0 of 'bigmajor' cannot be represented");
+  refused(device("bigminor", '4', 1, 1 << 20, 0644) + eoa(), Code::Archive, "cannot be represented by the kernel");
+  // The largest representable numbers are fine (as root on dir; the exact driver stores them).
+  if (!dir_driver() || geteuid() == 0) {
+    auto l = accepted(device("edge", '3', 4095, (1 << 20) - 1, 0644) + eoa());
+    ASSERT_TRUE(l);
+    if (dir_driver()) {
+      struct stat st {};
+      ASSERT_EQ(lstat((diff_dir(*l) + "/edge").c_str(), &st), 0);
+      EXPECT_EQ(major(st.st_rdev), 4095u);
+      EXPECT_EQ(minor(st.st_rdev), (1u << 20) - 1);
+    }
+    release(l);
+  }
+}
+
+TEST_P(HostileTest, LongNamesAndLinkTargetsAreCapped) {
+  // Names and link targets longer than tar::kMaxNameBytes (64 KiB) are archive errors on every
+  // driver; a GNU long name header declaring more is refused at its header, before its data.
+  const std::string target(70000, 't');
+  refused(pax(rec("linkpath", target)) + symlink("l", "x") + eoa(), Code::Archive,
+          "link target is longer than 65536 bytes");
+  refused(pax(rec("linkpath", target)) + hardlink("h", "x") + eoa(), Code::Archive,
+          "link target is longer than 65536 bytes");
+  Hdr h;
+  h.name = "././@LongLink";
+  h.type = 'L';
+  h.size = 100000;
+  h.gnu = true;
+  refused(header(h) + std::string(512, 'n'), Code::Archive, "GNU long name too long (100000 bytes, limit 65536)");
+  h.type = 'K';
+  refused(header(h), Code::Archive, "GNU long link too long (100000 bytes, limit 65536)");
+  // At the limit: a symlink target of 65,536 bytes is a valid archive (the dir driver cannot
+  // create it on Linux, whose limit is 4,095: an I/O error ENAMETOOLONG there).
+  const std::string at_limit(65536, 'a');
+  std::string ok = pax(rec("linkpath", at_limit)) + symlink("l", "x") + eoa();
+  if (dir_driver()) {
+    Error e = refused(ok, Code::Io, "symlink");
+    EXPECT_EQ(e.sys_errno(), ENAMETOOLONG) << e.what();
+  } else {
+    auto l = accepted(ok);
+    release(l);
+  }
+}
+
+TEST_P(HostileTest, EndInsideTheLastPaddingIsAcceptedOnEveryDriver) {
+  // Go's archive/tar (1.26) and tar-split's reader (the Docker engine's) both read an archive
+  // that ends inside the padding after the last file's data as complete (measured: io.EOF
+  // from Next(), no error, for inputs cut 0, 95 and 507 bytes into the padding); so does the
+  // scanner, on every driver. Ending inside the data is malformed everywhere.
+  const std::string t = file("f", "hello");
+  for (size_t cut : {size_t(512 + 5), size_t(512 + 100), size_t(1023)}) {
+    MemSource src(t.substr(0, cut));
+    auto l = store_->register_layer("", src);
+    auto st = Store::tar_stream(*l);
+    EXPECT_EQ(read_all(*st), t.substr(0, cut)) << cut;
+    store_->release(*l);
+  }
+  refused(t.substr(0, 512 + 4), Code::Archive, "input ends inside the data of the entry");
 }
 
 TEST_P(HostileTest, TruncatedArchiveDeclaringHugeSizes) {
