@@ -129,6 +129,8 @@ SafetyChecker::SafetyChecker() {
   r ^= reinterpret_cast<uintptr_t>(this);
   r = splitmix64(r);
   hash_base_ = (r % (kMod - (uint64_t{1} << 20))) + (uint64_t{1} << 20);
+  r = splitmix64(r ^ 0x6a09e667f3bcc909ull);
+  hash_base2_ = (r % (kMod - (uint64_t{1} << 20))) + (uint64_t{1} << 20);
 }
 
 namespace {
@@ -145,23 +147,28 @@ uint64_t mul_mod61(uint64_t a, uint64_t b) {
 
 }  // namespace
 
-uint64_t SafetyChecker::prefix_hash_step(uint64_t h, unsigned char c) const {
-  uint64_t r = mul_mod61(h, hash_base_) + c + 1;
-  return r >= kMod ? r - kMod : r;
+SafetyChecker::Key SafetyChecker::step(Key h, unsigned char c) const {
+  uint64_t a = mul_mod61(h.a, hash_base_) + c + 1;
+  uint64_t b = mul_mod61(h.b, hash_base2_) + c + 1;
+  return Key{a >= kMod ? a - kMod : a, b >= kMod ? b - kMod : b};
+}
+
+SafetyChecker::Key SafetyChecker::key_of(const std::string& cleaned) const {
+  Key h;
+  for (unsigned char c : cleaned) h = step(h, c);
+  return h;
 }
 
 // True when a proper ancestor of cleaned (or cleaned itself, with include_self) is a
 // symlink created earlier in this layer.
 bool SafetyChecker::through_symlink(const std::string& cleaned, bool include_self) const {
   if (symlinks_.empty()) return false;
-  uint64_t h = 0;
+  Key h;
   for (size_t i = 0; i < cleaned.size(); ++i) {
-    if (cleaned[i] == '/' && i > 0 && symlink_hashes_.count(h) &&
-        symlinks_.count(cleaned.substr(0, i)))
-      return true;
-    h = prefix_hash_step(h, static_cast<unsigned char>(cleaned[i]));
+    if (cleaned[i] == '/' && i > 0 && symlinks_.count(h)) return true;
+    h = step(h, static_cast<unsigned char>(cleaned[i]));
   }
-  return include_self && symlink_hashes_.count(h) && symlinks_.count(cleaned);
+  return include_self && symlinks_.count(h);
 }
 
 SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
@@ -199,13 +206,10 @@ SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
   }
 
   if (becomes_symlink) {
-    uint64_t h = 0;
-    for (unsigned char c : r.path) h = prefix_hash_step(h, c);
-    symlink_hashes_.insert(h);
-    symlinks_.insert(r.path);
+    symlinks_.insert(key_of(r.path));
   } else if (!symlinks_.empty()) {
     // A later entry at a symlink's path replaces it.
-    symlinks_.erase(r.path);
+    symlinks_.erase(key_of(r.path));
   }
   return r;
 }

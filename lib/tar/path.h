@@ -29,7 +29,11 @@ std::string whiteout_target(std::string_view cleaned);
 // Tracks a layer's entries and refuses those that would leave the layer's root: a name
 // with "..", an entry written through a symlink created earlier in this layer, a hard link
 // whose target climbs out. Symlink targets themselves may point anywhere (they are resolved
-// inside the container's root at run time). Memory: one string per symlink in the layer.
+// inside the container's root at run time). Memory: a constant (about 48 bytes) per symlink
+// in the layer, whatever the length of its name: a symlink is kept as two independent
+// polynomial hashes of its cleaned path (mod 2^61-1, random bases chosen per checker), so two
+// different paths are mistaken for each other with probability below (L/2^61)^2 for names of
+// L bytes (L <= kMaxNameBytes: below 2^-90).
 class SafetyChecker {
  public:
   SafetyChecker();
@@ -46,14 +50,21 @@ class SafetyChecker {
   Checked check_entry(const Entry& e);
 
  private:
+  struct Key {
+    uint64_t a = 0, b = 0;
+    bool operator==(const Key& o) const { return a == o.a && b == o.b; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 0x9e3779b97f4a7c15ull)); }
+  };
   bool through_symlink(const std::string& cleaned, bool include_self) const;
-  uint64_t prefix_hash_step(uint64_t h, unsigned char c) const;
+  Key step(Key h, unsigned char c) const;
+  Key key_of(const std::string& cleaned) const;
 
-  std::unordered_set<std::string> symlinks_;
-  // Hashes (mod 2^61-1, random base) of the paths in symlinks_, so that every prefix of a
-  // name can be tested in time linear in the name's length.
-  std::unordered_set<uint64_t> symlink_hashes_;
-  uint64_t hash_base_ = 0;
+  // The symlinks of the layer so far, as hashes of their cleaned paths (so that every prefix
+  // of a name is tested in time linear in the name's length, in constant memory per symlink).
+  std::unordered_set<Key, KeyHash> symlinks_;
+  uint64_t hash_base_ = 0, hash_base2_ = 0;
 };
 
 }  // namespace rolayer::tar

@@ -10,7 +10,9 @@
 //   "ustar " + " \0" is GNU, anything else V7. Every numeric field of every header is parsed
 //   (octal with NUL/space padding trimmed, or base-256); a malformed one is an error.
 // * Size of the data area that follows a header:
-//     - 'x', 'g', 'L', 'K': the size field, capped by Limits::max_extension_size.
+//     - 'x', 'g', 'L', 'K': the size field, capped by Limits::max_extension_size ('L' and
+//       'K' also by Limits::max_name_size + 1; names and link targets longer than
+//       max_name_size are refused however they are spelled).
 //     - '1' '2' '3' '4' '5' '6' and regular typeflags whose final name ends in '/'
 //       (directories): no data; the size field is ignored, as Go always does and as
 //       libarchive does for all of them but pax hard links (hdr-only.tar,
@@ -489,6 +491,9 @@ struct Scanner::Impl {
                     std::to_string(size) + " bytes, limit " +
                     std::to_string(lim.max_extension_size) + ")");
     }
+    if ((hd.tf == 'L' || hd.tf == 'K') && size > lim.max_name_size + 1)  // + its final NUL
+      fail(off, std::string("GNU long ") + (hd.tf == 'L' ? "name" : "link") + " too long (" +
+                    std::to_string(size) + " bytes, limit " + std::to_string(lim.max_name_size) + ")");
     if (hd.tf == 'g' && pend_any)
       fail(off, "pax global header between an extension header at offset " +
                     std::to_string(pend_off) + " and its entry");
@@ -674,6 +679,16 @@ struct Scanner::Impl {
     dedupe_xattrs(e);
     if (have_L && !long_name.empty()) e.name = long_name;
     if (have_K && !long_link.empty()) e.linkname = long_link;
+    if ((hd.tf == '3' || hd.tf == '4') && (hd.devmajor > kMaxDevMajor || hd.devminor > kMaxDevMinor)) {
+      // Linux's device numbers have a 12-bit major and a 20-bit minor (mknod(2) takes a
+      // 32-bit dev_t; glibc refuses a larger one with EINVAL): such a node can exist on no
+      // Linux host, so it is an archive error on every driver, not an EINVAL from mknod on
+      // the one driver that extracts.
+      const std::string shown = e.name.size() > 256 ? e.name.substr(0, 256) + "..." : e.name;
+      fail(off + 329, "device number " + std::to_string(hd.devmajor) + ":" + std::to_string(hd.devminor) +
+                          " of '" + shown + "' cannot be represented by the kernel (major at most " +
+                          std::to_string(kMaxDevMajor) + ", minor at most " + std::to_string(kMaxDevMinor) + ")");
+    }
     const bool dir_by_slash = regular_tf(hd.tf) && !e.name.empty() && e.name.back() == '/';
 
     // Which pax sparse format, if any (same decision as Go).
@@ -843,6 +858,12 @@ struct Scanner::Impl {
   }
 
   void emit_entry(uint64_t payload, uint64_t raw_data, uint64_t pad) {
+    if (cur.name.size() > lim.max_name_size)
+      fail(cur_off, "tar entry name is longer than " + std::to_string(lim.max_name_size) + " bytes (" +
+                        std::to_string(cur.name.size()) + ")");
+    if (cur.linkname.size() > lim.max_name_size)
+      fail(cur_off, "tar entry link target is longer than " + std::to_string(lim.max_name_size) + " bytes (" +
+                        std::to_string(cur.linkname.size()) + ")");
     clear_pending();
     ++n_entries;
     h.on_entry(cur);

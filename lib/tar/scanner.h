@@ -73,9 +73,28 @@ class ScanHandler {
   virtual void on_entry_end() = 0;
 };
 
+// The one limit on the fragments of a sparse file, shared by every reader and writer of the
+// project: the scanner refuses an entry with more (Code::Archive "too many sparse fragments"),
+// and every writer of sparse files (the dir driver's diff, the export) describes a file with at
+// most this many fragments, merging neighbouring fragments across the smallest holes when the
+// file on disk has more, so that a sparse file never turns into its logical size of zeros.
+inline constexpr uint64_t kMaxSparseFragments = uint64_t(1) << 18;
+
+// Largest device numbers a Linux host can hold (12-bit major, 20-bit minor): a character or
+// block device entry beyond them is refused (Code::Archive) by the scanner, on every driver.
+inline constexpr int64_t kMaxDevMajor = (int64_t(1) << 12) - 1;
+inline constexpr int64_t kMaxDevMinor = (int64_t(1) << 20) - 1;
+
+// Longest entry name and link target accepted (bytes, after pax 'path'/'linkpath', GNU
+// 'L'/'K' and GNU.sparse.name are applied): Linux paths are at most 4096 bytes, and the
+// fidelity record keeps paths of at most 64 KiB. A GNU 'L'/'K' header declaring more is
+// refused at its header, before its data is read.
+inline constexpr uint64_t kMaxNameBytes = 64 * 1024;
+
 struct Limits {
   uint64_t max_extension_size = 1 << 20;  // PAX 'x'/'g' and GNU 'L'/'K' data, each
-  uint64_t max_sparse_fragments = 1 << 18;
+  uint64_t max_sparse_fragments = kMaxSparseFragments;
+  uint64_t max_name_size = kMaxNameBytes;  // Entry::name and Entry::linkname
 };
 
 // Push parser. Errors are thrown as rolayer::Error (Code::Archive for a malformed stream).

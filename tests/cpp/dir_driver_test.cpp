@@ -16,12 +16,14 @@
 #include <iterator>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "drivers/dir/dir_driver.h"
+#include "drivers/dir/dir_fs.h"
 
 namespace fs = std::filesystem;
 using rolayer::ByteSource;
@@ -1155,3 +1157,92 @@ TEST_F(DiffChainTest, NotAncestor) {
 }
 
 }  // namespace
+
+// ---------- resource bounds (issue 12) ----------
+
+namespace {
+double cpu_seconds() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+}  // namespace
+
+TEST_F(DirDriverTest, DeepDirectoryChainCostsLinearTime) {
+  // A chain of n nested directories, one entry per level ("d/", "d/d/", ...). Each level used
+  // to be reached by walking from the 64th cached component (O(n^2) openat calls), and its mode
+  // set by a walk from the root. The CPU time (user + system, so other processes on the machine
+  // do not count) for 4n levels must stay well below 16 times that for n levels (quadratic);
+  // linear gives 4 plus the fixed costs. Best of two runs each.
+  auto tar_of = [](int n) {
+    TarBuilder b;
+    std::string p;
+    for (int i = 0; i < n; ++i) {
+      p += i ? "/d" : "d";
+      b.dir(p);
+    }
+    b.file(p + "/leaf", "deep");
+    return b.finish();
+  };
+  const int small = 450, large = 1800;  // 3,600-byte paths: within PATH_MAX below the store
+  const std::string ts = tar_of(small), tl = tar_of(large);
+  int run = 0;
+  auto best = [&](const std::string& tar) {
+    double b = 1e9;
+    for (int i = 0; i < 2; ++i) {
+      const std::string id = "chain" + std::to_string(++run);
+      double t0 = cpu_seconds();
+      apply(id, "", tar);
+      b = std::min(b, cpu_seconds() - t0);
+      if (&tar != &tl || i == 0) drv_.remove(id);
+    }
+    return b;
+  };
+  const double t_small = best(ts), t_large = best(tl);
+  std::printf("deep chain: %d levels %.4f s CPU, %d levels %.4f s CPU, ratio %.1f\n", small, t_small, large,
+              t_large, t_large / std::max(t_small, 1e-6));
+  // Below a few milliseconds the ratio is noise; the absolute bound then decides.
+  EXPECT_LT(t_large, std::max(9.0 * t_small, 0.05)) << "deep nesting is not linear";
+  // The tree is right: every level a directory, the leaf at the bottom.
+  const std::string id = "chain" + std::to_string(run);
+  std::string p;
+  for (int i = 0; i < large; ++i) p += i ? "/d" : "d";
+  EXPECT_EQ(slurp(diff_dir(id) + "/" + p + "/leaf"), "deep");
+}
+
+TEST(DirFsTest, CoalesceSegmentsKeepsTheLargestHoles) {
+  // 10 data segments of 1 byte; holes of sizes 100, 1, 50, 2, 200, 3, 7, 9, 1000.
+  std::vector<std::pair<uint64_t, uint64_t>> segs;
+  const uint64_t holes[] = {100, 1, 50, 2, 200, 3, 7, 9, 1000};
+  uint64_t pos = 0;
+  for (int i = 0; i < 10; ++i) {
+    segs.emplace_back(pos, 1);
+    pos += 1;
+    if (i < 9) pos += holes[i];
+  }
+  const uint64_t end = pos;
+  auto check = [&](std::vector<std::pair<uint64_t, uint64_t>> s, size_t max, std::set<uint64_t> kept) {
+    rolayer::dirfs::coalesce_segments(s, max);
+    ASSERT_LE(s.size(), max);
+    ASSERT_EQ(s.size(), kept.size() + 1);
+    EXPECT_EQ(s.front().first, 0u);
+    EXPECT_EQ(s.back().first + s.back().second, end);
+    std::set<uint64_t> got;
+    for (size_t i = 1; i < s.size(); ++i) {
+      ASSERT_GT(s[i].first, s[i - 1].first + s[i - 1].second);
+      got.insert(s[i].first - (s[i - 1].first + s[i - 1].second));
+    }
+    EXPECT_EQ(got, kept);
+  };
+  check(segs, 4, {1000, 200, 100});
+  check(segs, 1, {});
+  check(segs, 10, {100, 1, 50, 2, 200, 3, 7, 9, 1000});
+  check(segs, 100, {100, 1, 50, 2, 200, 3, 7, 9, 1000});
+  // Ties: equal holes fill the remaining places in order.
+  std::vector<std::pair<uint64_t, uint64_t>> eq = {{0, 1}, {6, 1}, {12, 1}, {18, 1}};
+  rolayer::dirfs::coalesce_segments(eq, 2);
+  ASSERT_EQ(eq.size(), 2u);
+  EXPECT_EQ(eq[0], (std::pair<uint64_t, uint64_t>{0, 1}));
+  EXPECT_EQ(eq[1], (std::pair<uint64_t, uint64_t>{6, 13}));
+}

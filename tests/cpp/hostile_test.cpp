@@ -16,6 +16,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <grp.h>
@@ -27,6 +29,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -35,6 +38,7 @@
 #include "core/error.h"
 #include "digest/digest.h"
 #include "store/store.h"
+#include "tar/scanner.h"
 #include "test_util.h"
 
 using namespace rolayer;
@@ -680,6 +684,191 @@ TEST_P(HostileTest, DevicesAndSetuidFilesAsAnUnprivilegedUser) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Unusual modes in an unprivileged store (issue 12, item 1)
+
+// Collects name -> mode of the entries of a tar stream (names as the stream spells them).
+class ModeCollector : public tar::ScanHandler {
+ public:
+  std::map<std::string, uint32_t> modes;
+  std::set<std::string> xattr_names;
+  void on_raw(const uint8_t*, size_t) override {}
+  void on_entry(const tar::Entry& e) override {
+    std::string n = e.name;
+    if (n.rfind("./", 0) == 0) n = n.substr(2);
+    while (!n.empty() && n.back() == '/') n.pop_back();
+    modes[n] = e.mode;
+    for (auto& x : e.xattrs) xattr_names.insert(x.first);
+  }
+  void on_payload(const uint8_t*, size_t) override {}
+  void on_entry_end() override {}
+};
+
+// Runs work() in a forked child as a throwaway unprivileged user: a fresh uid/gid without a
+// passwd entry and no supplementary groups (the kernel drops every capability with the switch
+// from root). Where the tests do not run as root, the child simply runs as the caller, who is
+// unprivileged already. `base` is a new directory that user owns. Returns false (with why)
+// when no unprivileged identity can be had.
+bool as_throwaway_user(const std::function<void(ChildResult&, const std::string& base)>& work, ChildResult& out,
+                       std::string& why) {
+  const char* t = getenv("TMPDIR");
+  std::string tmpl = std::string(t && *t ? t : "/tmp") + "/rolayer-modes-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) {
+    why = "mkdtemp failed";
+    return false;
+  }
+  const std::string base = buf.data();
+  const bool root = geteuid() == 0;
+  const uid_t uid = root ? static_cast<uid_t>(61000 + getpid() % 4000) : geteuid();
+  const gid_t gid = root ? static_cast<gid_t>(uid) : getegid();
+  if (root && chown(base.c_str(), uid, gid) != 0) {
+    why = std::string("cannot chown the test directory: ") + std::strerror(errno);
+    rmdir(base.c_str());
+    return false;
+  }
+  out = in_child([&](ChildResult& r) {
+    if (root && (setgroups(0, nullptr) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)) {
+      std::snprintf(r.detail, sizeof r.detail, "skip: cannot switch to uid %u: %s", uid, std::strerror(errno));
+      return;
+    }
+    if (geteuid() == 0) {
+      std::snprintf(r.detail, sizeof r.detail, "skip: still root after the switch");
+      return;
+    }
+    work(r, base);
+  }, 120);
+  // Clean up as root (or as the caller): whatever the child left, modes included.
+  std::string cmd = "chmod -R u+rwx '" + base + "' 2>/dev/null; rm -rf '" + base + "'";
+  if (system(cmd.c_str()) != 0) why = "cleanup failed";
+  if (std::string(out.detail).rfind("skip", 0) == 0) {
+    why = out.detail;
+    return false;
+  }
+  return true;
+}
+
+TEST_P(HostileTest, UnusualModesAsAnUnprivilegedUser) {
+  // Directories of mode 0000 and 0300, files of mode 0000 and 0200 (an /etc/shadow as Fedora
+  // ships it), nested: registered, exported byte for byte (several times), diffed with their
+  // real modes, removed completely, and the store stays usable (docs/security.md).
+  const std::string driver = GetParam();
+  const std::string tar = dir("etc/", 0755) + file("etc/shadow", "root:*:19000::::::\n", 0000) +
+                          file("etc/gshadow", "root:::\n", 0200) + dir("locked/", 0000) +
+                          file("locked/secret", "s\n", 0400) + dir("locked/inner/", 0000) +
+                          file("locked/inner/f", "f\n", 0000) + dir("wx/", 0300) + file("wx/x", "x\n", 0644) +
+                          dir("ro/", 0500) + file("ro/r", "r\n", 0444) + eoa();
+  ChildResult r;
+  std::string why;
+  bool ran = as_throwaway_user([&](ChildResult& out, const std::string& base) {
+    std::string what;
+    auto open = [&] {
+      StoreOptions o;
+      o.driver_name = driver;
+      return Store::open(base + "/store", std::move(o));
+    };
+    auto s = open();
+    MemSource src(tar, 4096 + 7);
+    auto l = s->register_layer("", src);
+    for (int i = 0; i < 2; ++i) {
+      auto st = Store::tar_stream(*l);
+      if (read_all(*st) != tar) what += " EXPORT-DIFFERS";
+    }
+    // The driver's own diff of the layer (the dir driver reads the tree) keeps the modes.
+    {
+      auto d = Store::tar_stream_from(*l, "");
+      std::string diff = read_all(*d);
+      ModeCollector mc;
+      tar::Scanner sc(mc);
+      sc.feed(reinterpret_cast<const uint8_t*>(diff.data()), diff.size());
+      sc.finish();
+      const std::map<std::string, uint32_t> want = {
+          {"etc", 0755},   {"etc/shadow", 0},       {"etc/gshadow", 0200}, {"locked", 0},
+          {"locked/secret", 0400}, {"locked/inner", 0}, {"locked/inner/f", 0}, {"wx", 0300},
+          {"wx/x", 0644},  {"ro", 0500},           {"ro/r", 0444}};
+      for (auto& [n, m] : want) {
+        auto it = mc.modes.find(n);
+        if (it == mc.modes.end()) {
+          what += " DIFF-MISSING:" + n;
+        } else if (it->second != m) {
+          char b[64];
+          std::snprintf(b, sizeof b, " DIFF-MODE:%s=%04o", n.c_str(), it->second);
+          what += b;
+        }
+      }
+      if (mc.xattr_names.count("user.containers.override_stat")) what += " DIFF-LEAKS-OVERRIDE";
+    }
+    // A child layer (copy-up of a lower file of mode 0000 through a hard link) keeps the mode.
+    {
+      MemSource src2(hardlink("etc/shadow-link", "etc/shadow") + eoa());
+      auto c = s->register_layer(l->node().chain_id.str(), src2);
+      auto d = Store::tar_stream_from(*c, l->node().chain_id.str());
+      std::string diff = read_all(*d);
+      ModeCollector mc;
+      tar::Scanner sc(mc);
+      sc.feed(reinterpret_cast<const uint8_t*>(diff.data()), diff.size());
+      sc.finish();
+      if (mc.modes.count("etc/shadow") && mc.modes["etc/shadow"] != 0) what += " COPYUP-MODE";
+      if (mc.modes.count("etc") && mc.modes["etc"] != 0755) what += " COPYUP-DIR-MODE";
+      s->release(*c);
+    }
+    s->release(*l);
+    if (!s->list().empty()) what += " LAYER-LEFT";
+    auto left = list_dir(base + "/store/" + driver);
+    for (auto& n : left) what += " LEFT:" + n;
+    s.reset();
+    // The store opens again (init deletes leftovers) and takes the layer again.
+    auto s2 = open();
+    MemSource src3(tar, 4096 + 7);
+    auto l2 = s2->register_layer("", src3);
+    s2->release(*l2);
+    if (!list_dir(base + "/store/" + driver).empty()) what += " LEFT-AFTER-REOPEN";
+    std::snprintf(out.detail, sizeof out.detail, "%s", what.empty() ? "ok" : what.c_str());
+  }, r, why);
+  if (!ran) GTEST_SKIP() << "no unprivileged user: " << why;
+  ASSERT_TRUE(r.ran) << "the child did not report (crash or hang)";
+  EXPECT_EQ(r.code, 0) << r.message;
+  EXPECT_EQ(std::string(r.detail), "ok") << r.message;
+}
+
+TEST_P(HostileTest, LayerCannotForgeTheOverrideAttributeOfAnUnprivilegedStore) {
+  // An unprivileged dir store keeps real modes in user.containers.override_stat: a layer that
+  // sets that attribute itself is refused there (it would lie about its own modes); the exact
+  // driver stores it.
+  const std::string driver = GetParam();
+  const std::string tar = pax(rec("SCHILY.xattr.user.containers.override_stat", "0:0:4755:file")) +
+                          file("bin", "x", 0755) + eoa();
+  ChildResult r;
+  std::string why;
+  bool ran = as_throwaway_user([&](ChildResult& out, const std::string& base) {
+    StoreOptions o;
+    o.driver_name = driver;
+    auto s = Store::open(base + "/store", std::move(o));
+    MemSource src(tar);
+    std::string what;
+    try {
+      auto l = s->register_layer("", src);
+      what = "registered";
+      s->release(*l);
+    } catch (const Error& e) {
+      what = "refused " + std::to_string(static_cast<int>(e.code()));
+      std::snprintf(out.message, sizeof out.message, "%s", e.what());
+    }
+    if (!s->list().empty() || !list_dir(base + "/store/" + driver).empty()) what += " LEFT-BEHIND";
+    std::snprintf(out.detail, sizeof out.detail, "%s", what.c_str());
+  }, r, why);
+  if (!ran) GTEST_SKIP() << "no unprivileged user: " << why;
+  ASSERT_TRUE(r.ran);
+  ASSERT_EQ(r.code, 0) << r.message;
+  if (driver == "exact") {
+    EXPECT_EQ(std::string(r.detail), "registered");
+  } else {
+    EXPECT_EQ(std::string(r.detail), "refused " + std::to_string(static_cast<int>(Code::Unsafe))) << r.message;
+    EXPECT_NE(std::string(r.message).find("user.containers.override_stat"), std::string::npos) << r.message;
+  }
+}
+
 TEST_P(HostileTest, ExtendedAttributesAreKeptAsGiven) {
   std::string caps("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
   std::string tar = pax(rec("SCHILY.xattr.user.note", "hello") + rec("SCHILY.xattr.security.capability", caps) +
@@ -958,6 +1147,145 @@ TEST_P(HostileTest, TooManySparseFragments) {
   std::string recs10 = rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") +
                        rec("GNU.sparse.realsize", "1000000");
   refused(pax(recs10) + file("s", pad("1000000000000\n")) + eoa(), Code::Archive, "too many sparse fragments");
+}
+
+TEST_P(HostileTest, SparseFileWithManyFragmentsStaysSparseInTheDiff) {
+  // 70,000 one-byte fragments 64 KiB apart (4.6 GB logical): more than the dir driver's diff
+  // writer used to describe (65,536, beyond which it wrote the file densely), within the
+  // scanner's limit (tar::kMaxSparseFragments). The diff must stay sparse (docs/security.md).
+  if (!dir_driver()) GTEST_SKIP() << "the dir driver's diff writer (the exact driver's diff is its stream)";
+  // On a disk file system, freeing 70,000 extents takes minutes on a busy machine: the store
+  // for this case lives on tmpfs (about 290 MB of memory for a few seconds).
+  struct statfs sfs {};
+  if (statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC ||
+      static_cast<uint64_t>(sfs.f_bavail) * sfs.f_bsize < (uint64_t(1) << 30))
+    GTEST_SKIP() << "needs a tmpfs /dev/shm with 1 GiB free";
+  char tmpl[] = "/dev/shm/rolayer-sparse-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl;
+  const uint64_t n = 70000, step = 64 * 1024;
+  static_assert(70000 <= tar::kMaxSparseFragments);
+  const uint64_t real = n * step;
+  std::string map = std::to_string(n) + "\n";
+  std::string data;
+  for (uint64_t i = 0; i < n; ++i) {
+    map += std::to_string(i * step) + "\n1\n";
+    data.push_back(static_cast<char>('a' + i % 26));
+  }
+  std::string recs = rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") + rec("GNU.sparse.name", "many") +
+                     rec("GNU.sparse.realsize", std::to_string(real));
+  const std::string tar = pax(recs) + file("GNUSparseFile.0/many", pad(map) + data) + eoa();
+  struct Check : tar::ScanHandler {
+    uint64_t real = 0, payload = 0, nonzero = 0;
+    size_t frags = 0;
+    void on_raw(const uint8_t*, size_t) override {}
+    void on_entry(const tar::Entry& e) override {
+      if (e.name.find("many") == std::string::npos) return;
+      real = e.real_size;
+      frags = e.sparse.size();
+      payload = e.payload_size;
+    }
+    void on_payload(const uint8_t* p, size_t k) override {
+      for (size_t i = 0; i < k; ++i) nonzero += p[i] != 0;
+    }
+    void on_entry_end() override {}
+  } c;
+  uint64_t diff_bytes = 0;
+  const uint64_t bound = uint64_t(1) << 30;  // dense: 4.6 GB; one 4 KiB block per fragment: 290 MB
+  {
+    StoreOptions o;
+    o.driver_name = "dir";
+    auto st = Store::open(base + "/store", std::move(o));
+    MemSource src(tar, 4096 + 7);
+    auto l = st->register_layer("", src);
+    EXPECT_TRUE(read_all(*Store::tar_stream(*l)) == tar) << "the export differs from the registered stream";
+    auto d = Store::tar_stream_from(*l, "");
+    tar::Scanner sc(c);
+    std::vector<uint8_t> buf(1 << 20);
+    while (diff_bytes <= bound) {
+      size_t got = d->read(buf.data(), buf.size());
+      if (got == 0) break;
+      diff_bytes += got;
+      sc.feed(buf.data(), got);
+    }
+    if (diff_bytes <= bound) sc.finish();
+    d.reset();
+    st->release(*l);
+  }
+  std::string cmd = "rm -rf '" + base + "'";
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  std::printf("diff of a file with %llu fragments: %llu bytes\n", static_cast<unsigned long long>(n),
+              static_cast<unsigned long long>(diff_bytes));
+  ASSERT_LE(diff_bytes, bound) << "the diff writes the holes as zeros";
+  EXPECT_EQ(c.real, real);
+  EXPECT_GE(c.frags, 1u);
+  EXPECT_LE(c.frags, tar::kMaxSparseFragments);
+  EXPECT_LT(c.payload, bound);
+  EXPECT_EQ(c.nonzero, n) << "the file's bytes";
+}
+
+TEST_P(HostileTest, DeviceNumbersTheKernelCannotHoldAreArchiveErrors) {
+  // Linux device numbers: 12-bit major, 20-bit minor. Beyond them: the same archive error on
+  // every driver (the dir driver used to fail in mknod with EINVAL, the exact one to store it).
+  refused(device("bigmajor", '3', 4096, 0, 0644) + eoa(), Code::Archive, "device number 4096:0 of 'bigmajor' cannot be represented");
+  refused(device("bigminor", '4', 1, 1 << 20, 0644) + eoa(), Code::Archive, "cannot be represented by the kernel");
+  // The largest representable numbers are fine (as root on dir; the exact driver stores them).
+  if (!dir_driver() || geteuid() == 0) {
+    auto l = accepted(device("edge", '3', 4095, (1 << 20) - 1, 0644) + eoa());
+    ASSERT_TRUE(l);
+    if (dir_driver()) {
+      struct stat st {};
+      ASSERT_EQ(lstat((diff_dir(*l) + "/edge").c_str(), &st), 0);
+      EXPECT_EQ(major(st.st_rdev), 4095u);
+      EXPECT_EQ(minor(st.st_rdev), (1u << 20) - 1);
+    }
+    release(l);
+  }
+}
+
+TEST_P(HostileTest, LongNamesAndLinkTargetsAreCapped) {
+  // Names and link targets longer than tar::kMaxNameBytes (64 KiB) are archive errors on every
+  // driver; a GNU long name header declaring more is refused at its header, before its data.
+  const std::string target(70000, 't');
+  refused(pax(rec("linkpath", target)) + symlink("l", "x") + eoa(), Code::Archive,
+          "link target is longer than 65536 bytes");
+  refused(pax(rec("linkpath", target)) + hardlink("h", "x") + eoa(), Code::Archive,
+          "link target is longer than 65536 bytes");
+  Hdr h;
+  h.name = "././@LongLink";
+  h.type = 'L';
+  h.size = 100000;
+  h.gnu = true;
+  refused(header(h) + std::string(512, 'n'), Code::Archive, "GNU long name too long (100000 bytes, limit 65536)");
+  h.type = 'K';
+  refused(header(h), Code::Archive, "GNU long link too long (100000 bytes, limit 65536)");
+  // At the limit: a symlink target of 65,536 bytes is a valid archive (the dir driver cannot
+  // create it on Linux, whose limit is 4,095: an I/O error ENAMETOOLONG there).
+  const std::string at_limit(65536, 'a');
+  std::string ok = pax(rec("linkpath", at_limit)) + symlink("l", "x") + eoa();
+  if (dir_driver()) {
+    Error e = refused(ok, Code::Io, "symlink");
+    EXPECT_EQ(e.sys_errno(), ENAMETOOLONG) << e.what();
+  } else {
+    auto l = accepted(ok);
+    release(l);
+  }
+}
+
+TEST_P(HostileTest, EndInsideTheLastPaddingIsAcceptedOnEveryDriver) {
+  // Go's archive/tar (1.26) and tar-split's reader (the Docker engine's) both read an archive
+  // that ends inside the padding after the last file's data as complete (measured: io.EOF
+  // from Next(), no error, for inputs cut 0, 95 and 507 bytes into the padding); so does the
+  // scanner, on every driver. Ending inside the data is malformed everywhere.
+  const std::string t = file("f", "hello");
+  for (size_t cut : {size_t(512 + 5), size_t(512 + 100), size_t(1023)}) {
+    MemSource src(t.substr(0, cut));
+    auto l = store_->register_layer("", src);
+    auto st = Store::tar_stream(*l);
+    EXPECT_EQ(read_all(*st), t.substr(0, cut)) << cut;
+    store_->release(*l);
+  }
+  refused(t.substr(0, 512 + 4), Code::Archive, "input ends inside the data of the entry");
 }
 
 TEST_P(HostileTest, TruncatedArchiveDeclaringHugeSizes) {

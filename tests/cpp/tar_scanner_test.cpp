@@ -1253,3 +1253,34 @@ TEST_F(Corpus, MutationFuzz) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Scanner, NamesAndLinkTargetsAreCappedAtMaxNameBytes) {
+  static_assert(kMaxNameBytes == 65536);
+  const std::string at(kMaxNameBytes, 'a'), over(kMaxNameBytes + 1, 'a');
+  ScanResult r = scan(pax({{"path", at}}) + entry({.name = "x"}, "") + eoa());
+  EXPECT_TRUE(r.ok) << r.message;
+  r = scan(pax({{"path", over}}) + entry({.name = "x"}, "") + eoa());
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("tar entry name is longer than 65536 bytes"), std::string::npos) << r.message;
+  r = scan(pax({{"linkpath", over}}) + entry({.name = "l", .type = '2'}, "") + eoa());
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.message.find("link target is longer than 65536 bytes"), std::string::npos) << r.message;
+  // GNU long name: the data holds the name and its NUL. One byte more is refused at the header.
+  r = scan(entry({.name = "././@LongLink", .type = 'L', .gnu = true}, at + '\0') + entry({.name = "x"}, "") + eoa());
+  EXPECT_TRUE(r.ok) << r.message;
+  r = scan(entry({.name = "././@LongLink", .type = 'L', .gnu = true}, over + '\0').substr(0, 512));
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.message.find("GNU long name too long (65538 bytes, limit 65536)"), std::string::npos) << r.message;
+  // The limit is a Limits field like the others.
+  Limits lim;
+  lim.max_name_size = 10;
+  r = scan(entry({.name = "0123456789a"}, "") + eoa(), 0, lim);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.message.find("longer than 10 bytes"), std::string::npos) << r.message;
+  EXPECT_TRUE(scan(entry({.name = "0123456789"}, "") + eoa(), 0, lim).ok);
+}
+
+}  // namespace

@@ -116,6 +116,7 @@ NodeMeta stat_meta(const struct stat& st) {
 
 struct DirFix {
   uint32_t mode = 0755;
+  int64_t uid = 0, gid = 0;  // for the override_stat attribute (unprivileged)
   bool has_times = false;
   struct timespec atime {};
   struct timespec mtime {};
@@ -169,6 +170,20 @@ class Applier final : public tar::ScanHandler {
 
   // --- object creation (shared by entries, relocated payloads and copy-ups) ---
   uint32_t settable_mode(const NodeMeta& m, gid_t file_gid) const;
+  // The mode written on disk: the real one as root; with owner access added otherwise (a
+  // directory u+rwx, a file u+rw), so that the store can always read and remove what it wrote.
+  uint32_t disk_mode(uint32_t mode, bool dir) const {
+    if (owner_) return mode;
+    return mode | (dir ? S_IRWXU : (S_IRUSR | S_IWUSR));
+  }
+  // The real mode of a lower object (its override_stat when that layer was applied
+  // unprivileged); drops the store's attribute from xattrs.
+  uint32_t lower_mode(const LowerHit& hit, Xattrs& xattrs) const {
+    uint32_t mode = hit.st.st_mode & 07777;
+    if (hit.layer < lower_cuts_.size() && lower_cuts_[hit.layer].override_stat)
+      return dirfs::take_override_mode(xattrs, mode);
+    return mode;
+  }
   void set_meta_fd(int fd, const NodeMeta& m, const std::string& what);
   void set_meta_at(int parent, const std::string& base, const NodeMeta& m, bool symlink,
                    const std::string& rel, const std::string& what);
@@ -180,6 +195,7 @@ class Applier final : public tar::ScanHandler {
   // The parent directory of `path` in diff/ (created or fixed as needed), borrowed from the
   // parent-path cache: valid until the end of the current entry.
   int parent_of(const std::string& path);
+  int walk_from_deep(const std::string& path, std::string_view rest);
   // The same, as an owned duplicate (for code that walks to several parents).
   Fd ensure_parents(const std::string& path);
   // Tries make(); when the name exists, clears it (clear_target) and tries once more.
@@ -294,7 +310,10 @@ void Applier::set_meta_fd(int fd, const NodeMeta& m, const std::string& what) {
       if (::fstat(fd, &st) != 0) throw sys_error("cannot stat", what, errno);
       g = st.st_gid;
     }
-    if (::fchmod(fd, settable_mode(m, g)) != 0) throw sys_error("cannot chmod", what, errno);
+    const uint32_t real = settable_mode(m, g);
+    const uint32_t disk = disk_mode(real, false);
+    if (disk != real) dirfs::set_override_stat_fd(fd, m.uid, m.gid, real, false, what);
+    if (::fchmod(fd, disk) != 0) throw sys_error("cannot chmod", what, errno);
   }
   struct timespec ts[2] = {m.atime, m.mtime};
   if (::futimens(fd, ts) != 0) throw sys_error("cannot set times", what, errno);
@@ -448,6 +467,12 @@ int Applier::parent_of(const std::string& path) {
   size_t keep = 0;
   while (keep < comps.size() && keep < parents_.size() && parents_[keep].name == comps[keep]) ++keep;
   if (deep_.valid() && keep == parents_.size() && deep_path_ == pdir) return deep_.get();
+  // A parent below the deep directory (entries of a deep tree come in walk order): walk on
+  // from it, so that each level costs one openat and a deep chain stays linear.
+  if (deep_.valid() && keep == parents_.size() && dirfs::is_strict_ancestor(deep_path_, pdir)) {
+    std::string_view rest = pdir.substr(deep_path_.size() + 1);
+    return walk_from_deep(path, rest);
+  }
   retire_deep();
   while (parents_.size() > keep) {
     retired_.push_back(std::move(parents_.back().fd));
@@ -497,6 +522,44 @@ int Applier::parent_of(const std::string& path) {
   return parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
 }
 
+// Walks the components of `rest` (a clean relative path) down from deep_, creating missing
+// directories as parent_of does, and makes the result the new deep_ (retiring the old one).
+int Applier::walk_from_deep(const std::string& path, std::string_view rest) {
+  std::string prefix = deep_path_;
+  Fd walk;
+  for (std::string_view c : dirfs::split(rest)) {
+    std::string name(c);
+    prefix = dirfs::join(prefix, name);
+    int cur = walk.valid() ? walk.get() : deep_.get();
+    constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    Fd next(::openat(cur, name.c_str(), kDirFlags));
+    if (!next.valid()) {
+      if (errno == ENOENT) {
+        make_implicit_dir(cur, name, prefix);
+      } else if (errno == ENOTDIR || errno == ELOOP) {
+        struct stat st;
+        if (::fstatat(cur, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw sys_error("cannot stat", prefix, errno);
+        if (S_ISLNK(st.st_mode))
+          throw Error(Code::Unsafe, "entry '" + path + "' would be written through the symlink '" + prefix + "'")
+              .with_path(path);
+        if (S_ISDIR(st.st_mode)) throw sys_error("cannot open directory", prefix, ENOTDIR);
+        displace(cur, name, prefix, st);
+        own_.whiteouts.insert(prefix);
+        make_plain_dir(cur, name, prefix);
+      } else {
+        throw sys_error("cannot open directory", prefix, errno);
+      }
+      next = Fd(::openat(cur, name.c_str(), kDirFlags));
+      if (!next.valid()) throw sys_error("cannot open directory", prefix, errno);
+    }
+    walk = std::move(next);
+  }
+  retire_deep();
+  deep_ = std::move(walk);
+  deep_path_ = prefix;
+  return deep_.get();
+}
+
 Fd Applier::ensure_parents(const std::string& path) {
   int fd = ::fcntl(parent_of(path), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) throw sys_error("cannot duplicate descriptor", path, errno);
@@ -520,9 +583,13 @@ void Applier::make_implicit_dir(int parentfd, const std::string& name, const std
   if (owner_ && ::fchown(fd.get(), hit->st.st_uid, hit->st.st_gid) != 0)
     throw sys_error("cannot chown", prefix, errno);
   Fd src(::openat(hit->parent.get(), hit->base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (src.valid()) dirfs::set_xattrs_fd(fd.get(), dirfs::list_xattrs_fd(src.get()), prefix);
+  Xattrs lx;
+  if (src.valid()) lx = dirfs::list_xattrs_fd(src.get());
   DirFix fx;
-  fx.mode = hit->st.st_mode & 07777;
+  fx.mode = lower_mode(*hit, lx);
+  dirfs::set_xattrs_fd(fd.get(), lx, prefix);
+  fx.uid = hit->st.st_uid;
+  fx.gid = hit->st.st_gid;
   fx.has_times = true;
   fx.atime = hit->st.st_atim;
   fx.mtime = hit->st.st_mtim;
@@ -614,6 +681,7 @@ void Applier::copy_object(const LowerHit& src, int dparent, const std::string& d
     Fd out = create_file(dparent, dbase, what);
     dirfs::copy_data(in.get(), out.get(), static_cast<uint64_t>(st.st_size), what);
     Xattrs xattrs = dirfs::list_xattrs_fd(in.get());
+    m.mode = lower_mode(src, xattrs);
     m.xattrs = xattrs.empty() ? nullptr : &xattrs;
     set_meta_fd(out.get(), m, what);
     return;
@@ -710,6 +778,8 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   dirfs::set_xattrs_fd(fd.get(), e.xattrs, path);
   DirFix fx;
   fx.mode = e.mode & 07777;
+  fx.uid = e.uid;
+  fx.gid = e.gid;
   fx.has_times = true;
   fx.mtime.tv_sec = e.mtime_sec;
   fx.mtime.tv_nsec = e.mtime_nsec;
@@ -820,6 +890,12 @@ void Applier::on_entry(const tar::Entry& e) {
   retired_.clear();
   tar::SafetyChecker::Checked checked = checker_.check_entry(e);  // Code::Unsafe on escapes
   const std::string& path = checked.path;
+  if (!owner_)
+    for (const auto& x : e.xattrs)
+      if (x.first == dirfs::kOverrideStatXattr)
+        throw Error(Code::Unsafe, "tar entry '" + path + "' sets the extended attribute " + x.first +
+                                      ", which an unprivileged store keeps for the real modes of its files")
+            .with_path(path);
   const bool payload = e.has_payload();
   if (payload) {
     bytes_ += static_cast<int64_t>(e.real_size);
@@ -867,17 +943,32 @@ void Applier::on_entry(const tar::Entry& e) {
 }
 
 void Applier::apply_fixups() {
-  for (auto it = fixups_.rbegin(); it != fixups_.rend(); ++it) {  // children before parents
-    Fd fd = dirfs::open_beneath(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
+  // Children before parents. When a directory is the parent of the previous one (a deep
+  // chain), it is reached through the previous one's "..": that is its real parent, since the
+  // previous one was entered without following any symlink, and a chain stays linear.
+  Fd prev;
+  std::string_view prev_parent;
+  for (auto it = fixups_.rbegin(); it != fixups_.rend(); ++it) {
+    Fd fd;
+    if (prev.valid() && !it->first.empty() && prev_parent == it->first)
+      fd = Fd(::openat(prev.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    else
+      fd = dirfs::open_beneath(diff_fd_.get(), it->first, O_RDONLY | O_DIRECTORY);
+    prev.reset();
     if (!fd.valid()) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
       throw sys_error("cannot open directory", it->first, errno);
     }
-    if (::fchmod(fd.get(), it->second.mode) != 0) throw sys_error("cannot chmod", it->first, errno);
+    const uint32_t disk = disk_mode(it->second.mode, true);
+    if (disk != it->second.mode)
+      dirfs::set_override_stat_fd(fd.get(), it->second.uid, it->second.gid, it->second.mode, true, it->first);
+    if (::fchmod(fd.get(), disk) != 0) throw sys_error("cannot chmod", it->first, errno);
     if (it->second.has_times) {
       struct timespec ts[2] = {it->second.atime, it->second.mtime};
       if (::futimens(fd.get(), ts) != 0) throw sys_error("cannot set times", it->first, errno);
     }
+    prev = std::move(fd);
+    prev_parent = dirfs::dir_of(it->first);
   }
   fixups_.clear();
 }
@@ -890,6 +981,9 @@ void Applier::write_meta() {
   if (!own_.opaque.empty())
     dirfs::write_file_atomic(meta_fd_.get(), kOpaqueFile, encode_list(kOpaqueMagic, sorted(own_.opaque)),
                              layer_.meta + "/" + kOpaqueFile);
+  if (!owner_)
+    dirfs::write_file_atomic(meta_fd_.get(), kOverrideStatFile, encode_list(kOverrideStatMagic, {}),
+                             layer_.meta + "/" + kOverrideStatFile);
   if (!index_.empty()) {
     std::string data(kPayloadsMagic);
     data.push_back('\0');

@@ -118,6 +118,10 @@ void LayerCuts::load(const LayerPaths& layer) {
     for (auto& o : decode_list(kOpaqueMagic, data, true, layer.meta + "/" + kOpaqueFile))
       opaque.insert(std::move(o));
   }
+  if (dirfs::read_file(meta.get(), kOverrideStatFile, data, 4096, layer.meta + "/" + kOverrideStatFile)) {
+    decode_list(kOverrideStatMagic, data, false, layer.meta + "/" + kOverrideStatFile);
+    override_stat = true;
+  }
 }
 
 bool LayerCuts::hides(std::string_view rel) const {

@@ -40,6 +40,7 @@
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_internal.h"
 #include "tar/path.h"
+#include "tar/scanner.h"
 
 namespace rolayer::dirdrv {
 
@@ -343,6 +344,16 @@ class DiffStream final : public ByteSource {
     }
   }
 
+  // A layer applied unprivileged keeps owner access on disk and the real mode of an object in
+  // the store's override_stat attribute: the entry takes that mode, and the attribute (the
+  // store's, not the layer's) is not exported.
+  void add_meta_xattrs(archive_entry* ae, uint16_t layer, std::vector<std::pair<std::string, std::string>> xs,
+                       const struct stat& st) {
+    if (layers_[layer].cuts.override_stat)
+      archive_entry_set_perm(ae, dirfs::take_override_mode(xs, st.st_mode & 07777));
+    add_xattrs(ae, xs);
+  }
+
   // For a directory, returns it opened (O_RDONLY, offset 0) when it could be, for push_frame.
   Fd emit_node(uint16_t layer, const std::string& dir, const std::string& name, bool is_dir) {
     int dfd = dir_fd(layer);
@@ -369,7 +380,7 @@ class DiffStream final : public ByteSource {
     if (is_dir) {
       archive_entry_set_filetype(ae.get(), AE_IFDIR);
       Fd fd(::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (fd.valid()) add_xattrs(ae.get(), dirfs::list_xattrs_fd(fd.get()));
+      if (fd.valid()) add_meta_xattrs(ae.get(), layer, dirfs::list_xattrs_fd(fd.get()), st);
       write_header(ae.get(), path);
       if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
       return fd;
@@ -394,11 +405,11 @@ class DiffStream final : public ByteSource {
       struct stat st2;
       if (::fstat(fd.get(), &st2) != 0 || st2.st_ino != st.st_ino || !S_ISREG(st2.st_mode))
         throw Error(Code::Io, "layer file changed during export: " + path).with_path(path);
-      add_xattrs(ae.get(), dirfs::list_xattrs_fd(fd.get()));
+      add_meta_xattrs(ae.get(), layer, dirfs::list_xattrs_fd(fd.get()), st);
       uint64_t size = static_cast<uint64_t>(st.st_size);
       archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
       segs_.clear();
-      sparse_ = dirfs::data_segments(fd.get(), size, 1 << 16, segs_, &st2);
+      sparse_ = dirfs::data_segments(fd.get(), size, tar::kMaxSparseFragments, segs_, &st2);
       if (sparse_) {
         for (auto& [o, l] : segs_)
           archive_entry_sparse_add_entry(ae.get(), static_cast<la_int64_t>(o), static_cast<la_int64_t>(l));
@@ -428,7 +439,7 @@ class DiffStream final : public ByteSource {
       archive_entry_set_rdevmajor(ae.get(), major(st.st_rdev));
       archive_entry_set_rdevminor(ae.get(), minor(st.st_rdev));
     }
-    add_xattrs(ae.get(), dirfs::list_xattrs_at(dfd, name));
+    add_meta_xattrs(ae.get(), layer, dirfs::list_xattrs_at(dfd, name), st);
     write_header(ae.get(), path);
     if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
     return Fd();

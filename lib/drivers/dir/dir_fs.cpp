@@ -7,7 +7,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -368,6 +370,25 @@ std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
   return out;
 }
 
+bool give_owner_access(int dirfd, const char* name, mode_t bits) {
+  struct stat st;
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  if (S_ISLNK(st.st_mode) || st.st_uid != ::geteuid()) return false;
+  if ((st.st_mode & bits) == bits) return true;
+  const mode_t mode = (st.st_mode & 07777) | bits;
+  if (::fchmodat(dirfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOSYS) return false;
+  // A C library without fchmodat(AT_SYMLINK_NOFOLLOW): through an O_PATH descriptor of the
+  // very object just checked (never a symlink: O_NOFOLLOW on O_PATH opens the link itself).
+  Fd p(::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  struct stat pst;
+  if (!p.valid() || ::fstat(p.get(), &pst) != 0 || S_ISLNK(pst.st_mode) || pst.st_ino != st.st_ino ||
+      pst.st_dev != st.st_dev)
+    return false;
+  std::string proc = "/proc/self/fd/" + std::to_string(p.get());
+  return ::chmod(proc.c_str(), mode) == 0;
+}
+
 namespace detail {
 
 namespace {
@@ -375,6 +396,21 @@ struct Level {
   std::string name;                  // this directory's name in its parent
   std::vector<std::string> subdirs;  // sub-directories still to visit
 };
+
+// Opens directory `name` below `dirfd` for a removal walk (O_NOFOLLOW). As a non-root user,
+// a directory of ours that denies its owner reading or searching (mode 0000, 0300, 0100...)
+// is given u+rwx first, by name and without following a symlink: the store must be able to
+// remove everything it wrote, whatever the modes in the layer (and layers written before the
+// owner-access rule of dir_apply.cpp have such directories on disk).
+int open_dir_for_removal(int dirfd, const char* name) {
+  int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0 || errno != EACCES || ::geteuid() == 0) return fd;
+  if (!give_owner_access(dirfd, name, S_IRWXU)) {
+    errno = EACCES;
+    return -1;
+  }
+  return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
 
 void make_owner_writable(int fd) {
   if (::geteuid() == 0) return;
@@ -422,7 +458,7 @@ void prune_impl(int dirfd, const std::string& name, const std::string& what_path
   }
   // Descend with one open directory at a time; climb back through "..", which is the real
   // parent because every directory was entered with O_NOFOLLOW.
-  Fd cur(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Fd cur(open_dir_for_removal(dirfd, name.c_str()));
   if (!cur.valid()) throw sys_error("cannot open directory", what_path, errno);
   std::vector<Level> stack;
   std::string rel;  // path of `cur` relative to the walk's root
@@ -433,7 +469,7 @@ void prune_impl(int dirfd, const std::string& name, const std::string& what_path
     if (!top.subdirs.empty()) {
       std::string sub = std::move(top.subdirs.back());
       top.subdirs.pop_back();
-      Fd next(::openat(cur.get(), sub.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      Fd next(open_dir_for_removal(cur.get(), sub.c_str()));
       if (!next.valid()) {
         if (errno == ENOENT) continue;
         if (errno == ENOTDIR || errno == ELOOP) {  // replaced meanwhile: remove as a file
@@ -627,6 +663,46 @@ void copy_data(int src, int dst, uint64_t size, const std::string& what_path) {
   if (::ftruncate(dst, static_cast<off_t>(size)) != 0) throw sys_error("cannot resize", what_path, errno);
 }
 
+void coalesce_segments(std::vector<std::pair<uint64_t, uint64_t>>& segs, size_t max_segments) {
+  if (max_segments == 0) max_segments = 1;
+  if (segs.size() <= max_segments) return;
+  // Merge across the smallest holes: keep the (max_segments - 1) largest gaps as holes.
+  std::vector<uint64_t> gaps;
+  gaps.reserve(segs.size() - 1);
+  for (size_t i = 1; i < segs.size(); ++i) gaps.push_back(segs[i].first - (segs[i - 1].first + segs[i - 1].second));
+  const size_t keep = max_segments - 1;  // holes kept
+  uint64_t threshold = 0;                // gaps strictly larger stay holes, ties fill up `keep`
+  size_t ties_left = 0;
+  if (keep == 0) {
+    threshold = UINT64_MAX;
+  } else {
+    std::vector<uint64_t> sorted = gaps;
+    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(keep - 1), sorted.end(),
+                     std::greater<uint64_t>());
+    threshold = sorted[keep - 1];  // the keep-th largest gap
+    size_t larger = 0;
+    for (uint64_t g : gaps) larger += g > threshold;
+    ties_left = keep - larger;
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  out.reserve(max_segments);
+  out.push_back(segs[0]);
+  for (size_t i = 1; i < segs.size(); ++i) {
+    const uint64_t g = gaps[i - 1];
+    bool hole = g > threshold;
+    if (!hole && keep != 0 && g == threshold && ties_left > 0) {
+      hole = true;
+      --ties_left;
+    }
+    if (hole) {
+      out.push_back(segs[i]);
+    } else {
+      out.back().second = segs[i].first + segs[i].second - out.back().first;
+    }
+  }
+  segs.swap(out);
+}
+
 bool data_segments(int fd, uint64_t size, size_t max_segments,
                    std::vector<std::pair<uint64_t, uint64_t>>& out, const struct stat* known) {
   out.clear();
@@ -655,12 +731,10 @@ bool data_segments(int fd, uint64_t size, size_t max_segments,
     }
     uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(h), size);
     out.emplace_back(static_cast<uint64_t>(d), end - static_cast<uint64_t>(d));
-    if (out.size() > max_segments) {
-      out.clear();
-      return false;
-    }
+    if (out.size() >= 2 * max_segments) coalesce_segments(out, max_segments);
     pos = end;
   }
+  coalesce_segments(out, max_segments);
   uint64_t data = 0;
   for (auto& s : out) data += s.second;
   if (data >= size) {
@@ -668,6 +742,58 @@ bool data_segments(int fd, uint64_t size, size_t max_segments,
     return false;
   }
   return true;
+}
+
+std::string override_stat_value(int64_t uid, int64_t gid, uint32_t mode, bool is_dir) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%lld:%lld:%04o:%s", static_cast<long long>(uid), static_cast<long long>(gid),
+                static_cast<unsigned>(mode & 07777), is_dir ? "dir" : "file");
+  return buf;
+}
+
+void set_override_stat_fd(int fd, int64_t uid, int64_t gid, uint32_t mode, bool is_dir,
+                          const std::string& what_path) {
+  const std::string v = override_stat_value(uid, gid, mode, is_dir);
+  if (::fsetxattr(fd, kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+    const int e = errno;
+    char oct[16];
+    std::snprintf(oct, sizeof oct, "%04o", static_cast<unsigned>(mode & 07777));
+    throw sys_error(std::string("cannot keep the real mode ") + oct + " of '" + what_path +
+                        "' in the extended attribute " + kOverrideStatXattr +
+                        " (an unprivileged store keeps owner access on disk and the real mode there;"
+                        " the file system must support user extended attributes)",
+                    what_path, e);
+  }
+}
+
+bool parse_override_mode(std::string_view v, uint32_t& mode) {
+  // uid:gid:mode[:type]
+  size_t c1 = v.find(':');
+  if (c1 == std::string_view::npos) return false;
+  size_t c2 = v.find(':', c1 + 1);
+  if (c2 == std::string_view::npos) return false;
+  size_t c3 = v.find(':', c2 + 1);
+  std::string_view m = v.substr(c2 + 1, c3 == std::string_view::npos ? std::string_view::npos : c3 - c2 - 1);
+  if (m.empty() || m.size() > 7) return false;
+  uint32_t r = 0;
+  for (char ch : m) {
+    if (ch < '0' || ch > '7') return false;
+    r = r * 8 + static_cast<uint32_t>(ch - '0');
+  }
+  mode = r & 07777;
+  return true;
+}
+
+uint32_t take_override_mode(std::vector<std::pair<std::string, std::string>>& xattrs, uint32_t disk_mode) {
+  uint32_t mode = disk_mode & 07777;
+  for (auto it = xattrs.begin(); it != xattrs.end(); ++it) {
+    if (it->first != kOverrideStatXattr) continue;
+    uint32_t m = 0;
+    if (parse_override_mode(it->second, m)) mode = m;
+    xattrs.erase(it);
+    break;
+  }
+  return mode;
 }
 
 std::string random_suffix() {

@@ -143,11 +143,35 @@ void set_xattrs_at(int dirfd, const std::string& name,
 void copy_data(int src, int dst, uint64_t size, const std::string& what_path);
 
 // Data segments (offset, length) of a regular file, via SEEK_DATA/SEEK_HOLE. Returns false when
-// the file has no hole worth describing or more than max_segments segments.
+// the file has no hole worth describing. A file with more than max_segments segments is
+// described with max_segments of them (coalesce_segments): it stays sparse, only its smallest
+// holes are written as zeros.
 // `known`: the file's fstat when the caller already has it (saves one fstat).
 bool data_segments(int fd, uint64_t size, size_t max_segments,
                    std::vector<std::pair<uint64_t, uint64_t>>& out,
                    const struct stat* known = nullptr);
+
+// Merges neighbouring segments (sorted, disjoint) across the smallest holes until at most
+// max_segments remain; the largest holes are kept. O(n) memory, O(n) expected time.
+void coalesce_segments(std::vector<std::pair<uint64_t, uint64_t>>& segs, size_t max_segments);
+
+// Gives the owner the permission `bits` (e.g. S_IRWXU) on `name` below dirfd, never following
+// a symlink; only for an object the caller owns. Returns false (errno set) when it could not.
+bool give_owner_access(int dirfd, const char* name, mode_t bits);
+
+// The extended attribute in which an unprivileged store keeps a file's real owner and mode when
+// the mode on disk had to differ (dir_apply.cpp): containers/storage's and fuse-overlayfs's
+// "uid:gid:mode:type" (mode in 4 octal digits, type "file" or "dir").
+inline constexpr const char* kOverrideStatXattr = "user.containers.override_stat";
+std::string override_stat_value(int64_t uid, int64_t gid, uint32_t mode, bool is_dir);
+// Sets it through fd; Error(Code::Io) naming the file when the file system refuses it.
+void set_override_stat_fd(int fd, int64_t uid, int64_t gid, uint32_t mode, bool is_dir,
+                          const std::string& what_path);
+// Parses the mode of an override_stat value; false when absent or malformed.
+bool parse_override_mode(std::string_view value, uint32_t& mode);
+// The real permission bits of an object of a layer applied unprivileged: the override's mode
+// when its xattrs hold one, else the mode on disk. The override itself is removed from xattrs.
+uint32_t take_override_mode(std::vector<std::pair<std::string, std::string>>& xattrs, uint32_t disk_mode);
 
 // 16 random hex digits, for temporary names.
 std::string random_suffix();

@@ -47,6 +47,11 @@ inline constexpr const char* kWhiteoutsFile = "whiteouts";
 inline constexpr const char* kOpaqueFile = "opaque";
 inline constexpr const char* kPayloadsFile = "payloads";
 inline constexpr const char* kAppliedFile = "applied";
+// Present (empty magic record) when the layer was applied by a non-root user: then the layer's
+// files and directories keep owner access on disk, and an object whose real mode differs holds
+// it in dirfs::kOverrideStatXattr (an attribute the store wrote, never one of the layer's).
+inline constexpr const char* kOverrideStatFile = "override-stat";
+inline constexpr std::string_view kOverrideStatMagic = "rolayer-dir-override-stat-1";
 inline constexpr std::string_view kWhiteoutsMagic = "rolayer-dir-whiteouts-1";
 inline constexpr std::string_view kOpaqueMagic = "rolayer-dir-opaque-1";
 inline constexpr std::string_view kPayloadsMagic = "rolayer-dir-payloads-1";
@@ -84,6 +89,8 @@ struct LayerCuts {
   std::unordered_set<std::string> opaque;
   // whiteout names grouped by parent directory (for emitting ".wh.<name>" entries)
   std::unordered_map<std::string, std::vector<std::string>> whiteout_children;
+  // meta/override-stat exists: dirfs::kOverrideStatXattr on its objects is the store's.
+  bool override_stat = false;
   void load(const LayerPaths& layer);  // missing files mean none
   // True when this layer hides `rel` of the layers below it: `rel` or an ancestor is whited
   // out, or a strict ancestor (or the root) is opaque.
