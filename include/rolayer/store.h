@@ -48,6 +48,9 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store **out, const char *root,
  * stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
  * work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
  * closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.
+ * Freeing the store from inside one of its callbacks (a rolayer_read_fn given to register, or
+ * a callback of the store's rolayer_driver_ops) is undefined behaviour: the call that runs the
+ * callback still uses the store when the callback returns.
  */
 ROLAYER_API void rolayer_store_free(rolayer_store *store);
 /* The root directory (borrowed) and the driver name (borrowed). */
@@ -58,9 +61,9 @@ ROLAYER_API const char *rolayer_store_driver(const rolayer_store *store);
 typedef struct rolayer_register_options {
   unsigned int version;          /* ROLAYER_REGISTER_OPTIONS_VERSION */
   /* Distribution descriptor of the blob the layer came from (all NULL/0 = none). */
-  const char *descriptor_media_type;
+  const char *descriptor_media_type; /* no control characters (< 0x20, 0x7f): else ROLAYER_EINVAL */
   const char *descriptor_digest; /* validated: algorithm:hex */
-  int64_t descriptor_size;
+  int64_t descriptor_size;       /* >= 0, or -1 = unknown; any other negative: ROLAYER_EINVAL */
 } rolayer_register_options;
 #define ROLAYER_REGISTER_OPTIONS_VERSION 1
 #define ROLAYER_REGISTER_OPTIONS_INIT {ROLAYER_REGISTER_OPTIONS_VERSION, NULL, NULL, 0}

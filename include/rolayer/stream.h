@@ -33,6 +33,8 @@ ROLAYER_API int rolayer_tar_stream_open_from(rolayer_tar_stream **out, rolayer_l
  * store were modified"; a payload whose size or checksum differs from the record fails at that
  * entry with ROLAYER_ECORRUPT naming the path. After an error, every later read returns the
  * same code.
+ * cap must be > 0: a read with cap == 0 returns ROLAYER_EINVAL (and *n_read == 0), so that
+ * "0 with *n_read == 0" always means the end of the stream. buf and n_read must not be NULL.
  */
 ROLAYER_API int rolayer_tar_stream_read(rolayer_tar_stream *s, void *buf, size_t cap,
                                         size_t *n_read, rolayer_error **err);

@@ -235,13 +235,23 @@ class VerifiedStream : public ByteSource {
     if (done_ || cap == 0) return 0;
     try {
       if (!inner_) open_inner();
+      const auto& node = keep_->node();
       size_t n = inner_->read(buf, cap);
+      if (n > cap) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
       if (n > 0) {
+        // A stream that runs past the registered size (a device or a caller's driver that
+        // never ends its diff) fails at once: none of those bytes count as output.
+        const uint64_t limit = static_cast<uint64_t>(std::max<int64_t>(0, node.stream_size));
+        if (n > limit - total_)
+          throw Error(Code::Corrupt, "the stored stream of layer " + node.diff_id.str() + " is longer than the " +
+                                         std::to_string(limit) +
+                                         " bytes registered. This may be because internal files in the layer "
+                                         "store were modified");
+        total_ += n;
         sha_.update(buf, n);
         return n;
       }
       Digest got = sha_.finish();
-      const auto& node = keep_->node();
       if (got != node.diff_id)
         throw Error(Code::Digest, "could not verify layer data for: " + node.diff_id.str() +
                                       ". This may be because internal files in the layer store were modified. "
@@ -272,6 +282,7 @@ class VerifiedStream : public ByteSource {
   std::unique_ptr<LayerRef> keep_;
   std::unique_ptr<ByteSource> inner_;
   PipelinedHasher sha_;  // SHA-256 of the output on a worker thread (our copy of the bytes only)
+  uint64_t total_ = 0;   // bytes returned so far
   bool done_ = false;
   std::exception_ptr failure_;
 };

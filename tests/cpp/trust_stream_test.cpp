@@ -1,0 +1,231 @@
+// Trust at the edges of the export stream (issue 12; docs/security.md, "The export stream"):
+// - the exact driver's layer.tar replaced by a FIFO, a device or a symlink fails at once with
+//   Code::Corrupt naming the path (no hang in open(2), no endless stream);
+// - an exact-diff stream that runs past the registered stream size fails at once;
+// - large payloads are checked block by block before any of their bytes go out;
+// - a fidelity record swapped for another self-consistent one fails before its first byte;
+// - diffs against any ancestor are verified, on every driver.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "core/error.h"
+#include "store/store.h"
+#include "test_util.h"
+
+using namespace rolayer;
+using namespace rolayer::test;
+
+namespace {
+
+struct Read {
+  bool ok = false;
+  std::string data;
+  Code code = Code::Ok;
+  std::string message, path;
+};
+
+// Reads src to its end, an error, or max bytes (then ok = false, code Ok: "did not end").
+Read read_bounded(ByteSource& src, size_t max) {
+  Read r;
+  std::vector<uint8_t> buf(1 << 16);
+  try {
+    for (;;) {
+      size_t n = src.read(buf.data(), buf.size());
+      if (n == 0) {
+        r.ok = true;
+        break;
+      }
+      r.data.append(reinterpret_cast<char*>(buf.data()), n);
+      if (r.data.size() > max) break;
+    }
+  } catch (const Error& e) {
+    r.code = e.code();
+    r.message = e.what();
+    r.path = e.path();
+  }
+  return r;
+}
+
+Read export_bounded(const LayerRef& ref, size_t max) {
+  try {
+    auto s = Store::tar_stream(ref);
+    return read_bounded(*s, max);
+  } catch (const Error& e) {
+    Read r;
+    r.code = e.code();
+    r.message = e.what();
+    r.path = e.path();
+    return r;
+  }
+}
+
+std::string small_tar() {
+  return make_tar({{TarItem::Dir, "etc", "", 0755}, {TarItem::File, "etc/passwd", "root:x:0:0::/root:/bin/sh\n"}});
+}
+
+std::unique_ptr<Store> open_store(const std::string& root, const std::string& driver) {
+  StoreOptions o;
+  o.driver_name = driver;
+  return Store::open(root, std::move(o));
+}
+
+// ---- item 7: the exact driver's layer.tar is not a regular file ----------------------------
+
+TEST(ExactStoredStream, FifoInPlaceOfLayerTarFailsAtOnce) {
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  MemSource src(small_tar());
+  auto ref = store->register_layer("", src);
+  std::string file = d.path() + "/exact/" + ref->node().cache_id + "/layer.tar";
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
+  // Bounded on the old code: a watchdog opens the FIFO's write side after 10 s (which lets a
+  // reader blocked in open(2) go on, to an empty stream), so the test fails instead of hanging.
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 1000 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (done) return;
+    int fd = ::open(file.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  Read r = export_bounded(*ref, 1 << 20);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  done = true;
+  watchdog.join();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find(file), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("not a regular file"), std::string::npos) << r.message;
+  EXPECT_LT(secs, 5.0);
+}
+
+TEST(ExactStoredStream, CharacterDeviceInPlaceOfLayerTarFailsAtOnce) {
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  std::string tar = small_tar();
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  std::string file = d.path() + "/exact/" + ref->node().cache_id + "/layer.tar";
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  if (::mknod(file.c_str(), S_IFCHR | 0600, makedev(1, 5)) != 0)  // /dev/zero's numbers
+    GTEST_SKIP() << "cannot make a character device here (" << std::strerror(errno)
+                 << "): needs CAP_MKNOD; the FIFO case covers the open";
+  Read r = export_bounded(*ref, tar.size() + (64u << 20));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << (r.message.empty() ? "no error after " + std::to_string(r.data.size()) + " bytes"
+                                                         : r.message);
+  EXPECT_NE(r.message.find("not a regular file"), std::string::npos) << r.message;
+  EXPECT_EQ(r.data.size(), 0u);
+}
+
+TEST(ExactStoredStream, SymlinkInPlaceOfLayerTarIsCorrupt) {
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  std::string tar = small_tar();
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  std::string file = d.path() + "/exact/" + ref->node().cache_id + "/layer.tar";
+  std::string elsewhere = d.path() + "/elsewhere.tar";
+  ASSERT_EQ(::rename(file.c_str(), elsewhere.c_str()), 0);
+  ASSERT_EQ(::symlink(elsewhere.c_str(), file.c_str()), 0);
+  Read r = export_bounded(*ref, 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find(file), std::string::npos) << r.message;
+}
+
+TEST(ExactStoredStream, FifoInPlaceOfParentRecordFailsAtOnce) {
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  MemSource src(small_tar());
+  auto ref = store->register_layer("", src);
+  std::string file = d.path() + "/exact/" + ref->node().cache_id + "/parent";
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 1000 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (done) return;
+    int fd = ::open(file.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  Read r = export_bounded(*ref, 1 << 20);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  done = true;
+  watchdog.join();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_LT(secs, 5.0);
+}
+
+// ---- a caller's driver with exact diffs whose diff never ends -----------------------------
+
+class EndlessSource : public ByteSource {
+ public:
+  explicit EndlessSource(std::string head) : head_(std::move(head)) {}
+  size_t read(uint8_t* buf, size_t cap) override {
+    size_t n = 0;
+    while (n < cap && pos_ < head_.size()) buf[n++] = static_cast<uint8_t>(head_[pos_++]);
+    if (n < cap) std::memset(buf + n, 0, cap - n);
+    return cap;  // zeros forever after the stored bytes
+  }
+
+ private:
+  std::string head_;
+  size_t pos_ = 0;
+};
+
+// Keeps each layer's stream in memory and claims exact diffs; its diff never ends.
+class EndlessDriver : public Driver {
+ public:
+  std::string name() const override { return "endless"; }
+  DriverCaps caps() const override { return DriverCaps{true}; }
+  std::vector<std::string> init(const std::string&) override { return {}; }
+  void create(const std::string& id, const std::string&) override { data_[id]; }
+  void remove(const std::string& id) override { data_.erase(id); }
+  int64_t apply_diff(const std::string& id, const std::string&, ByteSource& tar) override {
+    data_[id] = read_all(tar);
+    return static_cast<int64_t>(data_[id].size());
+  }
+  std::unique_ptr<ByteSource> diff(const std::string& id, const std::string&) override {
+    return std::make_unique<EndlessSource>(data_.at(id));
+  }
+  std::unique_ptr<PayloadSession> payloads(const std::string&) override {
+    throw Error(Code::Unsupported, "no payloads");
+  }
+  std::vector<std::pair<std::string, std::string>> metadata(const std::string&) override { return {}; }
+
+ private:
+  std::map<std::string, std::string> data_;
+};
+
+TEST(ExactStoredStream, CallersExactDiffPastTheRegisteredSizeFailsAtOnce) {
+  TempDir d;
+  StoreOptions o;
+  o.driver = std::make_unique<EndlessDriver>();
+  auto store = Store::open(d.path(), std::move(o));
+  std::string tar = small_tar();
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  ASSERT_EQ(ref->node().stream_size, static_cast<int64_t>(tar.size()));
+  Read r = export_bounded(*ref, tar.size() + (64u << 20));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << (r.message.empty() ? "no error after " + std::to_string(r.data.size()) + " bytes"
+                                                         : r.message);
+  EXPECT_NE(r.message.find("longer than"), std::string::npos) << r.message;
+  // Nothing beyond the registered size went out.
+  EXPECT_LE(r.data.size(), tar.size());
+}
+
+}  // namespace
