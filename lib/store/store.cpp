@@ -17,6 +17,7 @@
 #include "digest/pipelined.h"
 #include "record/record.h"
 #include "record/xxh3.h"
+#include "store/record_bind.h"
 #include "store/state.h"
 #include "tar/path.h"
 #include "tar/scanner.h"
@@ -314,6 +315,7 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
     }
   }
   db.exec(kSchema);
+  ensure_record_binding_column(db);  // lib/store/record_bind.cpp
 
   // No driver named: the one the store was created with, else "dir".
   std::string driver_name = opts.driver_name;
@@ -549,13 +551,16 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
         if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
         std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
+        std::string digests;  // binds the record to this layer (lib/store/record_bind.h)
         for (int64_t seq = 0;; seq++) {
           size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
           if (n == 0) break;
           chunk.reset();
           chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
           chunk.run();
+          digests += record_chunk_digest(chain.str(), seq, buf.get(), n);
         }
+        store_record_digests(db, chain.str(), digests);
       }
       ROLAYER_FAULT_POINT("register.before_commit");
       tx.commit();

@@ -2,11 +2,14 @@
 // driver's exact diff), hashed on the way out and checked against the DiffID.
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <string_view>
 
 #include "core/error.h"
 #include "record/record.h"
 #include "digest/pipelined.h"
 #include "record/xxh3.h"
+#include "store/record_bind.h"
 #include "store/state.h"
 
 namespace rolayer {
@@ -20,12 +23,28 @@ class ChunkSource : public ByteSource {
   ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
       : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
   size_t read(uint8_t* buf, size_t cap) override {
+    if (!loaded_) {
+      digests_ = load_record_digests(*st_, chain_id_);
+      loaded_ = true;
+    }
     if (pos_ == chunk_.size()) {
       if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
         if (seq_ == 0 && !done_)
           throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is missing");
+        if (!done_ && digests_ && digests_->size() != static_cast<size_t>(seq_) * kChunkDigest)
+          swapped("it has " + std::to_string(seq_) + " chunks, " + std::to_string(digests_->size() / kChunkDigest) +
+                  " were registered");
         done_ = true;
         return 0;
+      }
+      if (digests_) {
+        // Checked before any byte of the chunk is decoded, let alone streamed.
+        const size_t at = static_cast<size_t>(seq_) * kChunkDigest;
+        if (at + kChunkDigest > digests_->size())
+          swapped("it has more chunks than the " + std::to_string(digests_->size() / kChunkDigest) + " registered");
+        if (record_chunk_digest(chain_id_, seq_, reinterpret_cast<const uint8_t*>(chunk_.data()), chunk_.size()) !=
+            std::string_view(*digests_).substr(at, kChunkDigest))
+          swapped("chunk " + std::to_string(seq_) + " differs from what was registered");
       }
       seq_++;
       pos_ = 0;
@@ -38,8 +57,16 @@ class ChunkSource : public ByteSource {
   }
 
  private:
+  static constexpr size_t kChunkDigest = 64;  // hex SHA-256 per chunk
+  [[noreturn]] void swapped(const std::string& why) {
+    throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is not the one registered for it (" +
+                                   why + "). This may be because internal files in the layer store were modified");
+  }
+
   std::shared_ptr<StoreState> st_;
   std::string chain_id_;
+  std::optional<std::string> digests_;  // nullopt: a layer registered before records were bound
+  bool loaded_ = false;
   std::string chunk_;
   size_t pos_ = 0;
   int64_t seq_ = 0;

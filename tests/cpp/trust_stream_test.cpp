@@ -7,6 +7,7 @@
 // - diffs against any ancestor are verified, on every driver.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -226,6 +227,94 @@ TEST(ExactStoredStream, CallersExactDiffPastTheRegisteredSizeFailsAtOnce) {
   EXPECT_NE(r.message.find("longer than"), std::string::npos) << r.message;
   // Nothing beyond the registered size went out.
   EXPECT_LE(r.data.size(), tar.size());
+}
+
+// ---- the fidelity record is bound to its layer --------------------------------------------
+
+struct Db {
+  sqlite3* db = nullptr;
+  explicit Db(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+      throw std::runtime_error("sqlite open " + path);
+  }
+  ~Db() { sqlite3_close(db); }
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "?";
+      sqlite3_free(err);
+      throw std::runtime_error(sql + ": " + m);
+    }
+  }
+};
+
+// Two layers whose streams differ only in a header (the set-uid bit of bin/tool): the records
+// are both self-consistent and their payloads are the same, so the dir driver's files of one
+// satisfy the other's record.
+struct TwinLayers {
+  TempDir d;
+  std::string a_chain, b_chain, a_tar;
+  TwinLayers() {
+    std::string content(5000, 'x');
+    a_tar = make_tar({{TarItem::Dir, "bin", "", 0755}, {TarItem::File, "bin/tool", content, 0755}});
+    std::string b_tar = make_tar({{TarItem::Dir, "bin", "", 0755}, {TarItem::File, "bin/tool", content, 04755}});
+    auto store = open_store(d.path(), "dir");
+    MemSource sa(a_tar), sb(b_tar);
+    auto a = store->register_layer("", sa);
+    auto b = store->register_layer("", sb);
+    store->retain(a->node().chain_id.str());
+    store->retain(b->node().chain_id.str());
+    a_chain = a->node().chain_id.str();
+    b_chain = b->node().chain_id.str();
+  }
+};
+
+TEST(RecordBinding, SwappedRecordFailsBeforeTheFirstByte) {
+  TwinLayers t;
+  ASSERT_NE(t.a_chain, t.b_chain);
+  {
+    Db db(t.d.path() + "/metadata.db");
+    db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "'");
+    db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + t.a_chain + "', seq, data FROM records WHERE chain_id = '" +
+            t.b_chain + "'");
+  }
+  auto store = open_store(t.d.path(), "dir");
+  auto a = store->get(t.a_chain);
+  Read r = export_bounded(*a, 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find("not the one registered"), std::string::npos) << r.message;
+  EXPECT_EQ(r.data.size(), 0u) << "bytes of the swapped record went out before the error";
+  // The other layer is untouched.
+  auto b = store->get(t.b_chain);
+  EXPECT_TRUE(export_bounded(*b, 1 << 20).ok);
+}
+
+TEST(RecordBinding, ExtraOrMissingChunkIsRefused) {
+  TwinLayers t;
+  {
+    Db db(t.d.path() + "/metadata.db");
+    db.exec("INSERT INTO records (chain_id, seq, data) SELECT chain_id, seq + 1, data FROM records WHERE chain_id = '" +
+            t.a_chain + "'");
+  }
+  auto store = open_store(t.d.path(), "dir");
+  auto a = store->get(t.a_chain);
+  Read r = export_bounded(*a, 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+}
+
+TEST(RecordBinding, RowsWithoutDigestsReadAsBefore) {
+  TwinLayers t;
+  {
+    Db db(t.d.path() + "/metadata.db");
+    db.exec("UPDATE layers SET record_digests = NULL");
+  }
+  auto store = open_store(t.d.path(), "dir");
+  auto a = store->get(t.a_chain);
+  Read r = export_bounded(*a, 1 << 20);
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.data, t.a_tar);
 }
 
 }  // namespace
