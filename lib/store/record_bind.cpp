@@ -7,6 +7,26 @@
 #include "store/state.h"
 
 namespace rolayer {
+namespace {
+
+constexpr size_t kHex = 64;  // one SHA-256 in hex
+
+// SHA-256 over a domain string, the ChainID, the block number and the block's own SHA-256.
+std::string bind(const std::string& chain_id, uint64_t index, const std::string& block_sha) {
+  Hasher h;
+  static const char kDomain[] = "rolayer fidelity record body block v1";
+  h.update(kDomain, sizeof kDomain);  // with its NUL
+  h.update(chain_id.data(), chain_id.size());
+  uint8_t s[9] = {0};
+  for (int i = 0; i < 8; ++i) s[1 + i] = static_cast<uint8_t>(index >> (8 * i));
+  h.update(s, sizeof s);
+  h.update(block_sha.data(), block_sha.size());
+  return std::string(h.finish().hex());
+}
+
+std::string sha_hex(const uint8_t* data, size_t len) { return std::string(sha256_of(data, len).hex()); }
+
+}  // namespace
 
 void ensure_record_binding_column(sql::Db& db) {
   {
@@ -16,17 +36,13 @@ void ensure_record_binding_column(sql::Db& db) {
   db.exec("ALTER TABLE layers ADD COLUMN record_digests BLOB");
 }
 
-std::string record_chunk_digest(const std::string& chain_id, int64_t seq, const uint8_t* data, size_t len) {
-  Hasher h;
-  static const char kDomain[] = "rolayer fidelity record chunk v1";
-  h.update(kDomain, sizeof kDomain);  // with its NUL
-  h.update(chain_id.data(), chain_id.size());
-  uint8_t s[8];
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<uint8_t>(static_cast<uint64_t>(seq) >> (8 * i));
-  h.update("\0", 1);
-  h.update(s, sizeof s);
-  h.update(data, len);
-  return std::string(h.finish().hex());
+void RecordBodyHashes::block(uint64_t, const uint8_t* data, size_t len) { sha_.push_back(sha_hex(data, len)); }
+
+std::string RecordBodyHashes::bound(const std::string& chain_id) const {
+  std::string out;
+  out.reserve(sha_.size() * kHex);
+  for (size_t i = 0; i < sha_.size(); ++i) out += bind(chain_id, i, sha_[i]);
+  return out;
 }
 
 void store_record_digests(sql::Db& db, const std::string& chain_id, const std::string& digests) {
@@ -44,6 +60,26 @@ std::optional<std::string> load_record_digests(StoreState& st, const std::string
   if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
   if (q.is_null(0)) return std::nullopt;
   return q.blob(0);
+}
+
+void RecordBodyCheck::swapped(const std::string& why) const {
+  throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is not the one registered for it (" +
+                                 why + "). This may be because internal files in the layer store were modified");
+}
+
+void RecordBodyCheck::block(uint64_t index, const uint8_t* data, size_t len) {
+  const size_t registered = digests_.size() / kHex;
+  if (index >= registered)
+    swapped("it has more than the " + std::to_string(registered) + " body blocks registered");
+  if (bind(chain_id_, index, sha_hex(data, len)) != std::string_view(digests_).substr(index * kHex, kHex))
+    swapped("body block " + std::to_string(index) + " differs from what was registered");
+  seen_ = index + 1;
+}
+
+void RecordBodyCheck::finish() const {
+  if (seen_ * kHex != digests_.size())
+    swapped("it has " + std::to_string(seen_) + " body blocks, " + std::to_string(digests_.size() / kHex) +
+            " were registered");
 }
 
 }  // namespace rolayer

@@ -1,17 +1,20 @@
 // Private to lib/store: binding a layer's fidelity record to the layer (docs/record-format.md,
-// "Binding to the layer"). Every 256 KiB chunk of the record, as stored in the `records` table,
-// has a SHA-256 over the layer's ChainID, the chunk's number and its bytes; the list of those
-// digests is kept in the layer's own row (layers.record_digests). The export checks each chunk
-// before any byte decoded from it goes out, so a record swapped for another self-consistent one
-// (another layer's, an older copy, a forged one) fails before its first byte, not at the DiffID
-// check at the end. Rows written before the column existed (NULL) are read as before.
+// "Binding a record to its layer"). The record's decompressed body is cut in blocks of
+// record::format::kBodyBlock bytes; each block has a SHA-256 bound to the layer's ChainID and
+// the block's number, and the list of those digests is kept in the layer's own row
+// (layers.record_digests). The export checks each block before any item is decoded from it,
+// so a record swapped for another self-consistent one (another layer's, an older copy, a
+// forged one) fails before its first byte goes out, not at the DiffID check at the end.
+// Rows written before the column existed (NULL) are read as before.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "record/record.h"
 #include "store/sqlite.h"
 
 namespace rolayer {
@@ -22,14 +25,37 @@ struct StoreState;
 // version does not change: older libraries ignore the column and write NULL).
 void ensure_record_binding_column(sql::Db& db);
 
-// The digest of chunk `seq` of chain_id's record: 64 lowercase hex characters.
-std::string record_chunk_digest(const std::string& chain_id, int64_t seq, const uint8_t* data, size_t len);
+// At register: the SHA-256 of each body block as the record is written.
+class RecordBodyHashes : public record::BodyBlocks {
+ public:
+  void block(uint64_t index, const uint8_t* data, size_t len) override;
+  // The bound digests for the row of chain_id (64 hex characters per block).
+  std::string bound(const std::string& chain_id) const;
 
-// Stores the concatenated chunk digests in chain_id's row (inside the caller's transaction).
+ private:
+  std::vector<std::string> sha_;  // hex SHA-256 of each block
+};
+
+// Stores the bound digests in chain_id's row (inside the caller's transaction).
 void store_record_digests(sql::Db& db, const std::string& chain_id, const std::string& digests);
 
-// The concatenated chunk digests of chain_id's row; nullopt when the row has none (a layer
-// registered before records were bound).
+// The bound digests of chain_id's row; nullopt when the row has none (a layer registered
+// before records were bound).
 std::optional<std::string> load_record_digests(StoreState& st, const std::string& chain_id);
+
+// At export: checks each body block against the row's digests (Error(Code::Corrupt) when it
+// differs or when there are more blocks than registered); finish() checks the count.
+class RecordBodyCheck : public record::BodyBlocks {
+ public:
+  RecordBodyCheck(std::string chain_id, std::string digests)
+      : chain_id_(std::move(chain_id)), digests_(std::move(digests)) {}
+  void block(uint64_t index, const uint8_t* data, size_t len) override;
+  void finish() const;
+
+ private:
+  [[noreturn]] void swapped(const std::string& why) const;
+  std::string chain_id_, digests_;
+  uint64_t seen_ = 0;
+};
 
 }  // namespace rolayer

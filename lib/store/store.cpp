@@ -135,13 +135,17 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
       if (file_.fragments.empty()) file_.fragments.push_back({e.real_size, 0});
     }
     xxh_.reset();
+    blocks_.start(file_.size);
   }
   void on_payload(const uint8_t* data, size_t len) override {
-    if (rec_) xxh_.update(data, len);
+    if (!rec_) return;
+    xxh_.update(data, len);
+    blocks_.update(data, len);  // per-MiB sums: the export checks each block before it goes out
   }
   void on_entry_end() override {
     if (!rec_ || file_.type != record::Item::Type::File) return;
     file_.xxh3 = xxh_.digest();
+    file_.blocks = blocks_.finish();
     rec_->add_file(file_);
     file_.type = record::Item::Type::Raw;
   }
@@ -152,6 +156,7 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   tar::SafetyChecker safety_;
   PipelinedHasher sha_;  // the DiffID, hashed on a worker thread once the stream is long
   record::Xxh3 xxh_;
+  record::BlockSums blocks_;
   record::Item file_;
   uint64_t total_ = 0;
   int64_t diff_size_ = 0;
@@ -473,12 +478,13 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
   try {
     std::unique_ptr<fs::FdSink> rec_sink;
     std::unique_ptr<record::Writer> rec;
+    RecordBodyHashes body_hashes;
     if (!st_->caps.exact_diffs) {
       rec_path = st_->tmp_dir + "/record-" + cache_id;
       fs::Fd fd(::open(rec_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (!fd) throw_errno("create " + rec_path);
       rec_sink = std::make_unique<fs::FdSink>(std::move(fd));
-      rec = std::make_unique<record::Writer>(*rec_sink);
+      rec = std::make_unique<record::Writer>(*rec_sink, &body_hashes);
     }
     st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
@@ -551,16 +557,15 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
         sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
         if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + rec_path);
         std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
-        std::string digests;  // binds the record to this layer (lib/store/record_bind.h)
         for (int64_t seq = 0;; seq++) {
           size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
           if (n == 0) break;
           chunk.reset();
           chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
           chunk.run();
-          digests += record_chunk_digest(chain.str(), seq, buf.get(), n);
         }
-        store_record_digests(db, chain.str(), digests);
+        // Binds the record to this layer (lib/store/record_bind.h).
+        store_record_digests(db, chain.str(), body_hashes.bound(chain.str()));
       }
       ROLAYER_FAULT_POINT("register.before_commit");
       tx.commit();

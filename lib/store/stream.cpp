@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "record/format.h"
 #include "record/record.h"
 #include "digest/pipelined.h"
 #include "record/xxh3.h"
@@ -23,28 +24,12 @@ class ChunkSource : public ByteSource {
   ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
       : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
   size_t read(uint8_t* buf, size_t cap) override {
-    if (!loaded_) {
-      digests_ = load_record_digests(*st_, chain_id_);
-      loaded_ = true;
-    }
     if (pos_ == chunk_.size()) {
       if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
         if (seq_ == 0 && !done_)
           throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is missing");
-        if (!done_ && digests_ && digests_->size() != static_cast<size_t>(seq_) * kChunkDigest)
-          swapped("it has " + std::to_string(seq_) + " chunks, " + std::to_string(digests_->size() / kChunkDigest) +
-                  " were registered");
         done_ = true;
         return 0;
-      }
-      if (digests_) {
-        // Checked before any byte of the chunk is decoded, let alone streamed.
-        const size_t at = static_cast<size_t>(seq_) * kChunkDigest;
-        if (at + kChunkDigest > digests_->size())
-          swapped("it has more chunks than the " + std::to_string(digests_->size() / kChunkDigest) + " registered");
-        if (record_chunk_digest(chain_id_, seq_, reinterpret_cast<const uint8_t*>(chunk_.data()), chunk_.size()) !=
-            std::string_view(*digests_).substr(at, kChunkDigest))
-          swapped("chunk " + std::to_string(seq_) + " differs from what was registered");
       }
       seq_++;
       pos_ = 0;
@@ -57,16 +42,8 @@ class ChunkSource : public ByteSource {
   }
 
  private:
-  static constexpr size_t kChunkDigest = 64;  // hex SHA-256 per chunk
-  [[noreturn]] void swapped(const std::string& why) {
-    throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is not the one registered for it (" +
-                                   why + "). This may be because internal files in the layer store were modified");
-  }
-
   std::shared_ptr<StoreState> st_;
   std::string chain_id_;
-  std::optional<std::string> digests_;  // nullopt: a layer registered before records were bound
-  bool loaded_ = false;
   std::string chunk_;
   size_t pos_ = 0;
   int64_t seq_ = 0;
@@ -86,7 +63,10 @@ class ChunkSource : public ByteSource {
 class Assembler : public ByteSource {
  public:
   Assembler(std::shared_ptr<StoreState> st, const LayerNode& node)
-      : chunks_(st, node.chain_id.str()), reader_(chunks_), session_(st->driver->payloads(node.cache_id)) {}
+      : chunks_(st, node.chain_id.str()),
+        check_(bound_check(*st, node.chain_id.str())),
+        reader_(chunks_, check_.get()),
+        session_(st->driver->payloads(node.cache_id)) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     size_t out = 0;
@@ -104,6 +84,7 @@ class Assembler : public ByteSource {
       }
       if (done_) break;
       if (!reader_.next(item_)) {
+        if (check_) check_->finish();
         done_ = true;
         break;
       }
@@ -125,6 +106,14 @@ class Assembler : public ByteSource {
   }
 
  private:
+  // The check of the record's body against the digests in the layer's row (none for a row
+  // registered before records were bound: such a record is read as before).
+  static std::unique_ptr<RecordBodyCheck> bound_check(StoreState& st, const std::string& chain_id) {
+    auto digests = load_record_digests(st, chain_id);
+    if (!digests) return nullptr;
+    return std::make_unique<RecordBodyCheck>(chain_id, std::move(*digests));
+  }
+
   [[noreturn]] void corrupt(const std::string& why) {
     throw Error(Code::Corrupt, "file integrity checksum failed for \"" + item_.path + "\": " + why +
                                    ". This may be because internal files in the layer store were modified")
@@ -169,7 +158,8 @@ class Assembler : public ByteSource {
     }
     if (item_.size > kWholePayload) {
       xxh_.reset();
-      return 0;  // streamed by stream_payload
+      block_ = 0;
+      return 0;  // streamed by stream_payload (block by block when the record has block sums)
     }
     const size_t size = static_cast<size_t>(item_.size);
     const bool whole = item_.fragments.empty();
@@ -223,9 +213,35 @@ class Assembler : public ByteSource {
   }
 
   size_t stream_payload(uint8_t* dst, size_t cap) {
+    if (!item_.blocks.empty()) return next_block(dst, cap);
     size_t n = left_ ? fill(dst, cap) : 0;
     if (left_ == 0) finish_file();
     return n;
+  }
+
+  // A large payload with per-block sums (record format 2): each 1 MiB block is read whole and
+  // checked before any of its bytes go out, like a small payload: into dst when it fits in
+  // room (returns its size), else into pending_ (returns 0).
+  size_t next_block(uint8_t* dst, size_t room) {
+    if (left_ == 0) {
+      finish_file();
+      return 0;
+    }
+    const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
+    const bool direct = blen <= room;
+    uint8_t* p = direct ? dst : pending_buf(blen);
+    size_t got = 0;
+    while (got < blen) got += fill(p + got, blen - got);
+    if (block_ >= item_.blocks.size() || record::Xxh3::hash(p, blen) != item_.blocks[block_])
+      corrupt("block " + std::to_string(block_) + " (bytes " + std::to_string(block_ * record::format::kBlockSize) +
+              " to " + std::to_string(block_ * record::format::kBlockSize + blen) +
+              ") differs from what was registered");
+    ++block_;
+    if (left_ == 0) finish_file();
+    if (direct) return blen;
+    pend_pos_ = 0;
+    pend_len_ = blen;
+    return 0;
   }
 
   void finish_file() {
@@ -238,6 +254,7 @@ class Assembler : public ByteSource {
   }
 
   ChunkSource chunks_;
+  std::unique_ptr<RecordBodyCheck> check_;
   record::Reader reader_;
   std::unique_ptr<PayloadSession> session_;
   record::Item item_;
@@ -246,6 +263,7 @@ class Assembler : public ByteSource {
   std::unique_ptr<PayloadFile> file_;
   std::vector<tar::SparseFragment> frags_;
   size_t frag_ = 0;
+  size_t block_ = 0;  // the next block of a payload with block sums
   uint64_t frag_pos_ = 0, left_ = 0;
   bool eof_seen_ = false;
   record::Xxh3 xxh_;
