@@ -1,9 +1,11 @@
 #include "store/record_bind.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "core/error.h"
 #include "digest/digest.h"
+#include "record/format.h"
 #include "store/state.h"
 
 namespace rolayer {
@@ -28,12 +30,72 @@ std::string sha_hex(const uint8_t* data, size_t len) { return std::string(sha256
 
 }  // namespace
 
+void ensure_stream_blocks_column(sql::Db& db);
+
 void ensure_record_binding_column(sql::Db& db) {
+  ensure_stream_blocks_column(db);
   {
     sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'record_digests'");
     if (q.step()) return;
   }
   db.exec("ALTER TABLE layers ADD COLUMN record_digests BLOB");
+}
+
+void ensure_stream_blocks_column(sql::Db& db) {
+  {
+    sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'stream_blocks'");
+    if (q.step()) return;
+  }
+  db.exec("ALTER TABLE layers ADD COLUMN stream_blocks BLOB");
+}
+
+size_t StreamBlockSums::read(uint8_t* buf, size_t cap) {
+  size_t n = in_.read(buf, cap);
+  if (!enabled_ || n == 0 || n > cap) return n;
+  const uint8_t* p = buf;
+  size_t len = n;
+  while (len > 0) {
+    size_t take = static_cast<size_t>(std::min<uint64_t>(len, record::format::kBlockSize - in_block_));
+    xxh_.update(p, take);
+    p += take;
+    len -= take;
+    in_block_ += take;
+    if (in_block_ == record::format::kBlockSize) {
+      uint8_t le[8];
+      record::format::put_u64le(le, xxh_.digest());
+      out_.append(reinterpret_cast<char*>(le), 8);
+      xxh_.reset();
+      in_block_ = 0;
+    }
+  }
+  return n;
+}
+
+std::string StreamBlockSums::finish() {
+  if (in_block_ > 0) {
+    uint8_t le[8];
+    record::format::put_u64le(le, xxh_.digest());
+    out_.append(reinterpret_cast<char*>(le), 8);
+    in_block_ = 0;
+  }
+  return std::move(out_);
+}
+
+void store_stream_blocks(sql::Db& db, const std::string& chain_id, const std::string& sums) {
+  sql::Stmt(db, "UPDATE layers SET stream_blocks = ? WHERE chain_id = ?")
+      .bind_blob(1, sums.data(), sums.size())
+      .bind(2, chain_id)
+      .run();
+}
+
+std::optional<std::string> load_stream_blocks(StoreState& st, const std::string& chain_id) {
+  std::lock_guard<std::mutex> g(st.mu);
+  st.check_open();
+  sql::Stmt q(*st.db, "SELECT stream_blocks FROM layers WHERE chain_id = ?");
+  q.bind(1, chain_id);
+  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
+  if (q.is_null(0)) return std::nullopt;
+  return q.blob(0);
 }
 
 void RecordBodyHashes::block(uint64_t, const uint8_t* data, size_t len) { sha_.push_back(sha_hex(data, len)); }

@@ -14,16 +14,39 @@
 #include <string>
 #include <vector>
 
+#include "core/io.h"
 #include "record/record.h"
+#include "record/xxh3.h"
 #include "store/sqlite.h"
 
 namespace rolayer {
 
 struct StoreState;
 
-// Adds the column layers.record_digests when the table lacks it (idempotent; the schema
-// version does not change: older libraries ignore the column and write NULL).
+// Adds the columns layers.record_digests and layers.stream_blocks when the table lacks them
+// (idempotent; the schema version does not change: older libraries ignore the columns and
+// write NULL).
 void ensure_record_binding_column(sql::Db& db);
+
+// Drivers with exact diffs keep no record: their stored stream is checked per 1 MiB block
+// (record::format::kBlockSize) against XXH3-64 sums taken at register and kept in the layer's
+// row (layers.stream_blocks, 8 bytes little endian per block).
+class StreamBlockSums : public ByteSource {
+ public:
+  StreamBlockSums(ByteSource& in, bool enabled) : in_(in), enabled_(enabled) {}
+  size_t read(uint8_t* buf, size_t cap) override;
+  // The sums of every byte read, the last block shorter (call once, at the end of input).
+  std::string finish();
+
+ private:
+  ByteSource& in_;
+  bool enabled_;
+  std::string out_;
+  uint64_t in_block_ = 0;
+  record::Xxh3 xxh_;
+};
+void store_stream_blocks(sql::Db& db, const std::string& chain_id, const std::string& sums);
+std::optional<std::string> load_stream_blocks(StoreState& st, const std::string& chain_id);
 
 // At register: the SHA-256 of each body block as the record is written.
 class RecordBodyHashes : public record::BodyBlocks {

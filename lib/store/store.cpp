@@ -489,7 +489,8 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
     ROLAYER_FAULT_POINT("register.created");
-    RegisterTee tee(tar, rec.get());
+    StreamBlockSums stream_blocks(tar, st_->caps.exact_diffs);  // lib/store/record_bind.h
+    RegisterTee tee(stream_blocks, rec.get());
     try {
       st_->driver->apply_diff(cache_id, parent_cache, tee);
       tee.drain();
@@ -567,6 +568,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
         // Binds the record to this layer (lib/store/record_bind.h).
         store_record_digests(db, chain.str(), body_hashes.bound(chain.str()));
       }
+      if (st_->caps.exact_diffs) store_stream_blocks(db, chain.str(), stream_blocks.finish());
       ROLAYER_FAULT_POINT("register.before_commit");
       tx.commit();
     }

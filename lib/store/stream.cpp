@@ -270,6 +270,69 @@ class Assembler : public ByteSource {
   bool done_ = false;
 };
 
+// A driver's exact diff checked per 1 MiB block against the sums taken at register
+// (layers.stream_blocks): each block is read whole and checked before any of its bytes go out,
+// into the caller's buffer when it fits, else into a buffer of its own.
+class BlockCheckedSource : public ByteSource {
+ public:
+  BlockCheckedSource(std::unique_ptr<ByteSource> inner, std::string sums, std::string diff_id)
+      : inner_(std::move(inner)), sums_(std::move(sums)), diff_id_(std::move(diff_id)) {}
+
+  size_t read(uint8_t* buf, size_t cap) override {
+    if (pos_ < len_) {
+      size_t n = std::min(cap, len_ - pos_);
+      std::memcpy(buf, pending_.get() + pos_, n);
+      pos_ += n;
+      return n;
+    }
+    if (eof_) return 0;
+    const size_t block = static_cast<size_t>(record::format::kBlockSize);
+    const bool direct = cap >= block;
+    if (!direct && !pending_) pending_.reset(new uint8_t[block]);
+    uint8_t* p = direct ? buf : pending_.get();
+    size_t got = 0;
+    while (got < block) {
+      size_t n = inner_->read(p + got, block - got);
+      if (n > block - got) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
+      if (n == 0) {
+        eof_ = true;
+        break;
+      }
+      got += n;
+    }
+    const size_t registered = sums_.size() / 8;
+    if (got == 0) {
+      if (index_ != registered)
+        fail("it ends after " + std::to_string(index_) + " of the " + std::to_string(registered) +
+             " blocks of 1 MiB registered");
+      return 0;
+    }
+    if (index_ >= registered)
+      fail("it is longer than the " + std::to_string(registered) + " blocks of 1 MiB registered");
+    uint64_t want = 0;
+    for (int i = 0; i < 8; ++i) want |= static_cast<uint64_t>(static_cast<uint8_t>(sums_[index_ * 8 + i])) << (8 * i);
+    if (record::Xxh3::hash(p, got) != want)
+      fail("block " + std::to_string(index_) + " (bytes " + std::to_string(index_ * block) + " to " +
+           std::to_string(index_ * block + got) + ") differs from what was registered");
+    ++index_;
+    if (direct) return got;
+    pos_ = 0;
+    len_ = got;
+    return read(buf, cap);
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) {
+    throw Error(Code::Corrupt, "the stored stream of layer " + diff_id_ + " is damaged: " + why +
+                                   ". This may be because internal files in the layer store were modified");
+  }
+  std::unique_ptr<ByteSource> inner_;
+  std::string sums_, diff_id_;
+  std::unique_ptr<uint8_t[]> pending_;
+  size_t pos_ = 0, len_ = 0, index_ = 0;
+  bool eof_ = false;
+};
+
 class VerifiedStream : public ByteSource {
  public:
   VerifiedStream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep)
@@ -320,6 +383,9 @@ class VerifiedStream : public ByteSource {
       inner_ = std::make_unique<Assembler>(st_, node);
     } else {
       inner_ = st_->driver->diff(node.cache_id, node.parent ? node.parent->cache_id : std::string());
+      // Sums per 1 MiB block taken at register (none for a layer registered before them).
+      if (auto sums = load_stream_blocks(*st_, node.chain_id.str()))
+        inner_ = std::make_unique<BlockCheckedSource>(std::move(inner_), std::move(*sums), node.diff_id.str());
     }
   }
 

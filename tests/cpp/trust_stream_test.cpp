@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -78,6 +79,23 @@ std::unique_ptr<Store> open_store(const std::string& root, const std::string& dr
   o.driver_name = driver;
   return Store::open(root, std::move(o));
 }
+
+struct Db {
+  sqlite3* db = nullptr;
+  explicit Db(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+      throw std::runtime_error("sqlite open " + path);
+  }
+  ~Db() { sqlite3_close(db); }
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "?";
+      sqlite3_free(err);
+      throw std::runtime_error(sql + ": " + m);
+    }
+  }
+};
 
 // ---- item 7: the exact driver's layer.tar is not a regular file ----------------------------
 
@@ -224,29 +242,24 @@ TEST(ExactStoredStream, CallersExactDiffPastTheRegisteredSizeFailsAtOnce) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << (r.message.empty() ? "no error after " + std::to_string(r.data.size()) + " bytes"
                                                          : r.message);
+  // Nothing beyond the registered size went out (with block sums: nothing at all, the first
+  // block already differs).
+  EXPECT_LE(r.data.size(), tar.size());
+  // A layer registered before block sums existed: the registered size alone stops it.
+  {
+    Db db(d.path() + "/metadata.db");
+    db.exec("UPDATE layers SET stream_blocks = NULL");
+  }
+  r = export_bounded(*ref, tar.size() + (64u << 20));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << (r.message.empty() ? "no error after " + std::to_string(r.data.size()) + " bytes"
+                                                         : r.message);
   EXPECT_NE(r.message.find("longer than"), std::string::npos) << r.message;
-  // Nothing beyond the registered size went out.
   EXPECT_LE(r.data.size(), tar.size());
 }
 
 // ---- the fidelity record is bound to its layer --------------------------------------------
 
-struct Db {
-  sqlite3* db = nullptr;
-  explicit Db(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
-      throw std::runtime_error("sqlite open " + path);
-  }
-  ~Db() { sqlite3_close(db); }
-  void exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string m = err ? err : "?";
-      sqlite3_free(err);
-      throw std::runtime_error(sql + ": " + m);
-    }
-  }
-};
 
 // Two layers whose streams differ only in a header (the set-uid bit of bin/tool): the records
 // are both self-consistent and their payloads are the same, so the dir driver's files of one
@@ -364,6 +377,47 @@ TEST(LargePayloadBlocks, DamagedBlockFailsBeforeItsBytesGoOut) {
   }
   // Restored: verified again, with reads of every size.
   for (size_t cap : {size_t{1} << 20, size_t{4096}, size_t{(1 << 20) + 1}, size_t{8} << 20}) {
+    auto s = Store::tar_stream(*ref);
+    std::string out;
+    std::vector<uint8_t> buf(cap);
+    for (size_t n; (n = s->read(buf.data(), cap)) > 0;) out.append(reinterpret_cast<char*>(buf.data()), n);
+    EXPECT_EQ(out, tar) << cap;
+  }
+}
+
+TEST(LargePayloadBlocks, ExactStreamDamagedBlockFailsBeforeItsBytesGoOut) {
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  const size_t kMiB = 1 << 20;
+  std::string content = pseudo_random(3 * kMiB + 100, 2);
+  std::string tar = make_tar({{TarItem::File, "big.bin", content, 0644}});
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  ASSERT_EQ(export_bounded(*ref, tar.size()).data, tar);
+  std::string file = d.path() + "/exact/" + ref->node().cache_id + "/layer.tar";
+  for (size_t at : {kMiB + kMiB / 2, 3 * kMiB + 50, size_t{600}}) {
+    int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    char c;
+    ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(at)), 1);
+    char flipped = static_cast<char>(c ^ 0x40);
+    ASSERT_EQ(::pwrite(fd, &flipped, 1, static_cast<off_t>(at)), 1);
+    Read r = export_bounded(*ref, tar.size() + kMiB);
+    ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(at)), 1);
+    ::close(fd);
+    EXPECT_FALSE(r.ok) << "damage at " << at;
+    EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+    size_t block_start = (at / kMiB) * kMiB;
+    EXPECT_LE(r.data.size(), block_start) << "damage at " << at << ": " << r.data.size()
+                                          << " bytes out, the damaged block starts at " << block_start;
+    EXPECT_EQ(r.data, tar.substr(0, r.data.size()));
+  }
+  // A truncated or extended layer.tar fails too.
+  ASSERT_EQ(::truncate(file.c_str(), static_cast<off_t>(2 * kMiB)), 0);
+  Read r = export_bounded(*ref, tar.size() + kMiB);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  for (size_t cap : {size_t{1} << 20, size_t{4096}, size_t{(1 << 20) + 1}}) {
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << tar;
     auto s = Store::tar_stream(*ref);
     std::string out;
     std::vector<uint8_t> buf(cap);
