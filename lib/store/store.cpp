@@ -17,6 +17,7 @@
 #include "digest/pipelined.h"
 #include "record/record.h"
 #include "record/xxh3.h"
+#include "store/flatten.h"
 #include "store/record_bind.h"
 #include "store/state.h"
 #include "tar/path.h"
@@ -684,6 +685,12 @@ std::unique_ptr<ByteSource> Store::tar_stream(const LayerRef& ref) {
 }
 
 std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const std::string& ancestor) {
+  // Verified on every driver (lib/store/flatten.h, docs/store.md): the registered stream when
+  // the ancestor is the parent, else a diff built from the layers' verified streams.
+  return verified_diff_from(ref, ancestor);
+}
+
+std::unique_ptr<ByteSource> Store::unverified_driver_diff(const LayerRef& ref, const std::string& ancestor) {
   auto& st = ref.st_;
   std::string ancestor_cache;
   {
@@ -712,6 +719,30 @@ std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const st
   }
   h->inner = st->driver->diff(ref.node().cache_id, ancestor_cache);
   return h;
+}
+
+std::unique_ptr<ByteSource> Store::verified_diff_from(const LayerRef& ref, const std::string& ancestor) {
+  auto& st = ref.st_;
+  std::vector<std::shared_ptr<LayerNode>> range;  // the layers above the ancestor, oldest first
+  {
+    std::lock_guard<std::mutex> g(st->mu);
+    st->check_open();
+    if (ref.released()) throw Error(Code::NotRetained, "layer not retained: " + ref.node().chain_id.str());
+    if (!ancestor.empty()) Digest::parse(ancestor);
+    const LayerNode* stop = nullptr;
+    if (!ancestor.empty()) {
+      const LayerNode* p = ref.node().parent.get();
+      while (p && p->chain_id.str() != ancestor) p = p->parent.get();
+      if (!p)
+        throw Error(Code::NotAncestor, "layer ID '" + ancestor +
+                                           "' is not a parent of the specified layer: cannot provide diff to non-parent");
+      stop = p;
+    }
+    for (auto n = ref.node_; n && n.get() != stop; n = n->parent) range.push_back(n);
+  }
+  std::reverse(range.begin(), range.end());
+  if (range.size() == 1) return tar_stream(ref);  // the diff against the parent: the registered stream
+  return make_flattened_diff(st, std::move(range), !ancestor.empty());
 }
 
 }  // namespace rolayer

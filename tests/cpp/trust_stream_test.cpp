@@ -5,6 +5,8 @@
 // - large payloads are checked block by block before any of their bytes go out;
 // - a fidelity record swapped for another self-consistent one fails before its first byte;
 // - diffs against any ancestor are verified, on every driver.
+#include <archive.h>
+#include <archive_entry.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -425,5 +427,136 @@ TEST(LargePayloadBlocks, ExactStreamDamagedBlockFailsBeforeItsBytesGoOut) {
     EXPECT_EQ(out, tar) << cap;
   }
 }
+
+// ---- verified diffs from any ancestor, on every driver --------------------------------------
+
+// path -> content ("<dir>" for a directory), in archive order; libarchive reads the diff.
+std::vector<std::pair<std::string, std::string>> entries_of(const std::string& tar) {
+  std::vector<std::pair<std::string, std::string>> out;
+  struct archive* a = archive_read_new();
+  archive_read_support_format_tar(a);
+  archive_read_open_memory(a, tar.data(), tar.size());
+  struct archive_entry* e;
+  int rc;
+  while ((rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+    std::string name = archive_entry_pathname(e);
+    while (!name.empty() && name.back() == '/') name.pop_back();
+    if (archive_entry_filetype(e) == AE_IFDIR) {
+      out.emplace_back(name, "<dir>");
+      continue;
+    }
+    std::string data;
+    char buf[4096];
+    for (la_ssize_t n; (n = archive_read_data(a, buf, sizeof buf)) > 0;) data.append(buf, static_cast<size_t>(n));
+    out.emplace_back(name, data);
+  }
+  EXPECT_EQ(rc, ARCHIVE_EOF) << archive_error_string(a);
+  archive_read_free(a);
+  return out;
+}
+
+std::map<std::string, std::string> as_map(const std::vector<std::pair<std::string, std::string>>& v) {
+  std::map<std::string, std::string> m;
+  for (const auto& [k, d] : v) m[k] = d;  // later entries win (a directory may come twice)
+  return m;
+}
+
+struct Chain {
+  TempDir d;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<LayerRef> l1, l2, l3;
+  explicit Chain(const std::string& driver) {
+    store = open_store(d.path(), driver);
+    MemSource s1(make_tar({{TarItem::Dir, "a", "", 0755},
+                           {TarItem::File, "a/f1", "one"},
+                           {TarItem::File, "a/f2", "two"},
+                           {TarItem::File, "b", "bee"},
+                           {TarItem::Dir, "c", "", 0755},
+                           {TarItem::File, "c/x", "ex"}}));
+    l1 = store->register_layer("", s1);
+    MemSource s2(make_tar({{TarItem::File, "a/f1", "ONE, longer"},
+                           {TarItem::File, ".wh.b", ""},
+                           {TarItem::Dir, "c", "", 0700},
+                           {TarItem::File, "c/.wh..wh..opq", ""},
+                           {TarItem::File, "c/y", "why"}}));
+    l2 = store->register_layer(l1->node().chain_id.str(), s2);
+    MemSource s3(make_tar({{TarItem::File, "d", "dee"}, {TarItem::File, "a/.wh.f2", ""}}));
+    l3 = store->register_layer(l2->node().chain_id.str(), s3);
+  }
+};
+
+class VerifiedDiffTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(VerifiedDiffTest, WholeChainIsFlattened) {
+  Chain c(GetParam());
+  Read r = read_bounded(*Store::tar_stream_from(*c.l3, ""), 1 << 20);
+  ASSERT_TRUE(r.ok) << r.message;
+  auto m = as_map(entries_of(r.data));
+  std::map<std::string, std::string> want = {
+      {"a", "<dir>"}, {"a/f1", "ONE, longer"}, {"c", "<dir>"}, {"c/y", "why"}, {"d", "dee"}};
+  EXPECT_EQ(m, want);
+  // Parents come before their children.
+  auto v = entries_of(r.data);
+  std::map<std::string, size_t> first;
+  for (size_t i = 0; i < v.size(); ++i) first.emplace(v[i].first, i);
+  EXPECT_LT(first["a"], first["a/f1"]);
+  EXPECT_LT(first["c"], first["c/y"]);
+}
+
+TEST_P(VerifiedDiffTest, FromAnOlderAncestorKeepsWhiteouts) {
+  Chain c(GetParam());
+  Read r = read_bounded(*Store::tar_stream_from(*c.l3, c.l1->node().chain_id.str()), 1 << 20);
+  ASSERT_TRUE(r.ok) << r.message;
+  auto m = as_map(entries_of(r.data));
+  std::map<std::string, std::string> want = {{"a/f1", "ONE, longer"}, {".wh.b", ""},   {"c", "<dir>"},
+                                             {"c/.wh..wh..opq", ""},   {"c/y", "why"}, {"d", "dee"},
+                                             {"a/.wh.f2", ""}};
+  EXPECT_EQ(m, want);
+}
+
+TEST_P(VerifiedDiffTest, DiffAgainstTheParentIsTheVerifiedRegisteredStream) {
+  Chain c(GetParam());
+  Read r = read_bounded(*Store::tar_stream_from(*c.l3, c.l2->node().chain_id.str()), 1 << 20);
+  ASSERT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.data, read_bounded(*Store::tar_stream(*c.l3), 1 << 20).data);
+}
+
+// A payload damaged in a middle layer: every diff that includes it fails with Corrupt
+// (Digest at the latest) instead of handing out the damaged bytes unverified.
+TEST_P(VerifiedDiffTest, DamagedPayloadInAMiddleLayerIsDetected) {
+  Chain c(GetParam());
+  std::string dir = c.d.path() + "/" + GetParam() + "/" + c.l2->node().cache_id;
+  if (GetParam() == "exact") {
+    std::string file = dir + "/layer.tar";
+    std::string t = read_all(*Store::tar_stream(*c.l2));
+    size_t at = t.find("ONE, longer");
+    ASSERT_NE(at, std::string::npos);
+    int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "onE", 3, static_cast<off_t>(at)), 3);
+    ::close(fd);
+  } else {
+    std::string file = dir + "/diff/a/f1";
+    int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "onE", 3, 0), 3);
+    ::close(fd);
+  }
+  for (const std::string& anc : {std::string(), c.l1->node().chain_id.str()}) {
+    Read r;
+    try {
+      r = read_bounded(*Store::tar_stream_from(*c.l3, anc), 1 << 20);
+    } catch (const Error& e) {
+      r.code = e.code();
+      r.message = e.what();
+    }
+    EXPECT_FALSE(r.ok) << "ancestor '" << anc << "'";
+    EXPECT_TRUE(r.code == Code::Corrupt || r.code == Code::Digest) << r.message;
+    EXPECT_EQ(r.data.find("onE, longer"), std::string::npos) << "the damaged payload went out";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, VerifiedDiffTest, ::testing::Values("dir", "exact"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
