@@ -20,8 +20,15 @@ extern "C" {
 ROLAYER_API int rolayer_tar_stream_open(rolayer_tar_stream **out, rolayer_layer *layer,
                                         rolayer_error **err);
 /*
- * The driver's diff between layer and ancestor_chain_id (NULL = the whole flattened chain).
- * Not verified. ROLAYER_ENOTANCESTOR when ancestor_chain_id is not in the layer's chain.
+ * The diff between layer and ancestor_chain_id (NULL = the whole flattened chain), verified on
+ * every driver: against the layer's parent (or NULL for a base layer) it is the registered
+ * stream, exactly as rolayer_tar_stream_open gives it; against an older ancestor or the whole
+ * chain it is built from the verified registered streams of the layers above the ancestor,
+ * whiteouts, opaque directories and overrides applied in tar order (whiteout entries are kept
+ * against an ancestor and dropped for the whole chain), each surviving entry copied byte for
+ * byte. A damaged layer fails the read with ROLAYER_ECORRUPT or ROLAYER_EDIGEST as for
+ * rolayer_tar_stream_open. ROLAYER_ENOTANCESTOR when ancestor_chain_id is not in the layer's
+ * chain.
  */
 ROLAYER_API int rolayer_tar_stream_open_from(rolayer_tar_stream **out, rolayer_layer *layer,
                                              const char *ancestor_chain_id, rolayer_error **err);

@@ -322,9 +322,12 @@ class BlockCheckedSource : public ByteSource {
   }
 
  private:
+  // The stream does not match what was registered: the DiffID's error (the Docker engine's
+  // message), raised at the first damaged block instead of at the end.
   [[noreturn]] void fail(const std::string& why) {
-    throw Error(Code::Corrupt, "the stored stream of layer " + diff_id_ + " is damaged: " + why +
-                                   ". This may be because internal files in the layer store were modified");
+    throw Error(Code::Digest, "could not verify layer data for: " + diff_id_ + " (the stored stream: " + why +
+                                  "). This may be because internal files in the layer store were modified. "
+                                  "Re-pulling or rebuilding this image may resolve the issue");
   }
   std::unique_ptr<ByteSource> inner_;
   std::string sums_, diff_id_;

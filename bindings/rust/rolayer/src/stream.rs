@@ -12,7 +12,7 @@ use crate::store::Store;
 use crate::util::call;
 
 /// A layer's tar stream (`rolayer_tar_stream`), from [`Layer::tar_stream`](crate::Layer::tar_stream)
-/// (verified) or [`Layer::tar_stream_from`](crate::Layer::tar_stream_from) (not verified).
+/// or [`Layer::tar_stream_from`](crate::Layer::tar_stream_from), both verified.
 ///
 /// A verified stream is hashed as it is read. When the bytes do not match the DiffID, the read
 /// that would have returned `Ok(0)` returns an `io::Error` instead (kind `InvalidData`), whose
