@@ -211,23 +211,27 @@ class Flattened : public ByteSource {
       // entry's data and padding, a sparse file's unused stored bytes and padding.
       if (!payload_kind) tail_guess = round512(e.data_size);
       else tail_guess = round512(e.data_size) - std::min<uint64_t>(round512(e.data_size), e.payload_size);
-      if (e.kind == tar::EntryKind::Regular) tail_guess = round512(e.payload_size) - e.payload_size;
     }
     // Splits pending into the current entry's tail and what follows (the next entry's headers,
     // or the end of the archive), and emits the tail when the entry is kept.
     void settle(bool next_is_entry) {
       if (!have_entry) return;
       uint64_t t = tail_guess;
-      if (sparse) {
-        // A PAX 1.0 sparse map sits in the data area before on_entry: the tail is shorter by
-        // whole blocks. The right split leaves a header (or the end of the archive) after it.
+      if (payload_kind) {
+        // A PAX 1.0 sparse map (and a Solaris holes list) sits in the data area before
+        // on_entry: the tail is then shorter by whole blocks. The right split is the smallest
+        // one, in steps of 512 bytes, that leaves a header block (or the end of the archive)
+        // right after it.
         const auto* p = reinterpret_cast<const uint8_t*>(pending.data());
         auto fits = [&](uint64_t c) {
           if (next_is_entry) return c + 512 <= pending.size() && header_block(p + c);
           return c == pending.size() || (c + 512 <= pending.size() && zero_block(p + c));
         };
-        while (!fits(t) && t >= 512) t -= 512;
-        if (!fits(t)) t = tail_guess;
+        if (sparse || !fits(t)) {
+          uint64_t c = t % 512;
+          while (c <= pending.size() && !fits(c)) c += 512;
+          if (c <= pending.size()) t = c;
+        }
       }
       if (t > pending.size())
         throw Error(Code::Corrupt, "flattening: an entry of a layer's stream ends beyond what follows it");
