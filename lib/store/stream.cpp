@@ -325,9 +325,10 @@ class BlockCheckedSource : public ByteSource {
   // The stream does not match what was registered: the DiffID's error (the Docker engine's
   // message), raised at the first damaged block instead of at the end.
   [[noreturn]] void fail(const std::string& why) {
-    throw Error(Code::Digest, "could not verify layer data for: " + diff_id_ + " (the stored stream: " + why +
-                                  "). This may be because internal files in the layer store were modified. "
-                                  "Re-pulling or rebuilding this image may resolve the issue");
+    throw Error(Code::Digest, "could not verify layer data for: " + diff_id_ +
+                                  ". This may be because internal files in the layer store were modified. "
+                                  "Re-pulling or rebuilding this image may resolve the issue (the stored stream: " +
+                                  why + ")");
   }
   std::unique_ptr<ByteSource> inner_;
   std::string sums_, diff_id_;
