@@ -60,10 +60,12 @@ ROLAYER_API const char *rolayer_store_driver(const rolayer_store *store);
 /* Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT. */
 typedef struct rolayer_register_options {
   unsigned int version;          /* ROLAYER_REGISTER_OPTIONS_VERSION */
-  /* Distribution descriptor of the blob the layer came from (all NULL/0 = none). */
-  const char *descriptor_media_type; /* no control characters (< 0x20, 0x7f): else ROLAYER_EINVAL */
+  /* Distribution descriptor of the blob the layer came from (all NULL/0 = none). The media
+   * type may not hold control characters (bytes < 0x20 or 0x7f) and the size must be >= 0, or
+   * -1 for an unknown size: anything else is ROLAYER_EINVAL. */
+  const char *descriptor_media_type;
   const char *descriptor_digest; /* validated: algorithm:hex */
-  int64_t descriptor_size;       /* >= 0, or -1 = unknown; any other negative: ROLAYER_EINVAL */
+  int64_t descriptor_size;
 } rolayer_register_options;
 #define ROLAYER_REGISTER_OPTIONS_VERSION 1
 #define ROLAYER_REGISTER_OPTIONS_INIT {ROLAYER_REGISTER_OPTIONS_VERSION, NULL, NULL, 0}
