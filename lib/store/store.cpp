@@ -690,37 +690,6 @@ std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const st
   return verified_diff_from(ref, ancestor);
 }
 
-std::unique_ptr<ByteSource> Store::unverified_driver_diff(const LayerRef& ref, const std::string& ancestor) {
-  auto& st = ref.st_;
-  std::string ancestor_cache;
-  {
-    std::lock_guard<std::mutex> g(st->mu);
-    st->check_open();
-    if (!ancestor.empty()) {
-      Digest::parse(ancestor);
-      const LayerNode* p = ref.node().parent.get();
-      while (p && p->chain_id.str() != ancestor) p = p->parent.get();
-      if (!p)
-        throw Error(Code::NotAncestor, "layer ID '" + ancestor +
-                                           "' is not a parent of the specified layer: cannot provide diff to non-parent");
-      ancestor_cache = p->cache_id;
-    }
-  }
-  // The stream keeps the layer alive while it is read.
-  struct Holding : ByteSource {
-    std::unique_ptr<LayerRef> keep;
-    std::unique_ptr<ByteSource> inner;
-    size_t read(uint8_t* buf, size_t cap) override { return inner->read(buf, cap); }
-  };
-  auto h = std::make_unique<Holding>();
-  {
-    std::lock_guard<std::mutex> g(st->mu);
-    h->keep = st->new_ref(st, ref.node_);
-  }
-  h->inner = st->driver->diff(ref.node().cache_id, ancestor_cache);
-  return h;
-}
-
 std::unique_ptr<ByteSource> Store::verified_diff_from(const LayerRef& ref, const std::string& ancestor) {
   auto& st = ref.st_;
   std::vector<std::shared_ptr<LayerNode>> range;  // the layers above the ancestor, oldest first

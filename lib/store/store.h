@@ -109,8 +109,6 @@ class Store {
   // streams of the layers above ancestor (lib/store/flatten.h).
   static std::unique_ptr<ByteSource> tar_stream_from(const LayerRef& ref, const std::string& ancestor);
   static std::unique_ptr<ByteSource> verified_diff_from(const LayerRef& ref, const std::string& ancestor);
-  // The driver's own diff against ancestor; unverified (what tar_stream_from returned before).
-  static std::unique_ptr<ByteSource> unverified_driver_diff(const LayerRef& ref, const std::string& ancestor);
 
   // Releases a reference through whichever store it belongs to (the store may be closed).
   static std::vector<Removed> release_ref(LayerRef& ref);
