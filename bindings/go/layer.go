@@ -25,10 +25,11 @@ type Layer interface {
 	// as it is read: a mismatch is the error of the Read that would have returned io.EOF (a
 	// *VerificationError), never only of Close. The stream keeps the layer alive until closed.
 	TarStream() (io.ReadCloser, error)
-	// TarStreamFrom returns the driver's diff between this layer and its ancestor parent (""
-	// = the whole flattened chain). Not verified. ErrNotAncestor when parent is not in the
-	// chain; the "exact" driver gives only the diff against the immediate parent
-	// (ErrUnsupported otherwise).
+	// TarStreamFrom returns the diff between this layer and its ancestor parent ("" = the
+	// whole flattened chain), verified on every driver: against the immediate parent it is
+	// the registered stream; against an older ancestor or the whole chain it is built from the
+	// layers' verified streams (whiteouts applied in tar order). ErrNotAncestor when parent is
+	// not in the chain.
 	TarStreamFrom(parent ChainID) (io.ReadCloser, error)
 	ChainID() ChainID
 	DiffID() DiffID

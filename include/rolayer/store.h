@@ -79,6 +79,9 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store **out, const char *root,
  * stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
  * work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
  * closed"). Cannot fail; NULL is a no-op.
+ * Freeing the store from inside one of its callbacks (a rolayer_read_fn given to register, or
+ * a callback of the store's rolayer_driver_ops) is undefined behaviour: the call that runs the
+ * callback still uses the store when the callback returns.
  * Threads: do not free a store while another thread is inside a call on it.
  */
 ROLAYER_API void rolayer_store_free(rolayer_store *store);
@@ -93,7 +96,9 @@ ROLAYER_API const char *rolayer_store_driver(const rolayer_store *store);
  */
 typedef struct rolayer_register_options {
   unsigned int version;          /**< ROLAYER_REGISTER_OPTIONS_VERSION */
-  /** Distribution descriptor of the blob the layer came from: media type (all NULL/0 = none). */
+  /** Distribution descriptor of the blob the layer came from: media type (all NULL/0 = none).
+   *  The media type may not hold control characters (bytes < 0x20 or 0x7f) and the size must
+   *  be >= 0, or -1 for an unknown size: anything else is ROLAYER_EINVAL. */
   const char *descriptor_media_type;
   const char *descriptor_digest; /**< the blob's digest, validated: algorithm:hex */
   int64_t descriptor_size;       /**< the blob's size in bytes */

@@ -152,6 +152,14 @@ rolayer::Descriptor descriptor_of(const rolayer_register_options* o) {
   d.media_type = opt_str(o->descriptor_media_type);
   d.digest = opt_str(o->descriptor_digest);
   d.size = (o->descriptor_digest || o->descriptor_media_type) ? o->descriptor_size : -1;
+  // A media type is a short printable token (RFC 6838): control characters (a terminal escape
+  // sequence, a newline that forges a line of output) are refused, not stored.
+  for (unsigned char c : d.media_type)
+    if (c < 0x20 || c == 0x7f)
+      invalid("descriptor_media_type must not contain control characters");
+  // -1 is the documented "size unknown" sentinel (what rolayer_layer_descriptor_size returns
+  // for none); any other negative size is a caller's mistake.
+  if (d.size < -1) invalid("descriptor_size must be >= 0, or -1 for an unknown size");
   return d;
 }
 
@@ -490,6 +498,8 @@ ROLAYER_API int rolayer_tar_stream_read(rolayer_tar_stream* s, void* buf, size_t
   return guard(err, [&] {
     if (!s || s->magic != kStreamMagic) invalid("invalid stream handle");
     if (!n_read || (!buf && cap)) invalid("buf and n_read must not be NULL");
+    // 0 bytes with status 0 means the end of the stream: a read of nothing must not say that.
+    if (cap == 0) invalid("cap must be greater than 0 (a read of 0 bytes would look like the end of the stream)");
     if (s->deferred) std::rethrow_exception(s->deferred);
     size_t got = 0;
     auto* p = static_cast<uint8_t*>(buf);

@@ -11,13 +11,17 @@ namespace rolayer::record::format {
 
 // File header, stored uncompressed: 6 magic bytes, version, flags.
 inline constexpr uint8_t kMagic[6] = {0x89, 'R', 'L', 'F', 'R', '\n'};
-inline constexpr uint8_t kVersion = 1;
+// The version the writer writes. Version 2 adds the Blocks item; a version 1 record is a
+// valid version 2 record without Blocks items, and the reader reads both.
+inline constexpr uint8_t kVersion = 2;
+inline constexpr uint8_t kMinVersion = 1;
 inline constexpr size_t kHeaderSize = 8;
 
 // Item tags inside the compressed body.
 inline constexpr uint8_t kTagRaw = 0x01;
 inline constexpr uint8_t kTagFile = 0x02;
 inline constexpr uint8_t kTagEnd = 0x03;
+inline constexpr uint8_t kTagBlocks = 0x05;  // version 2: per-block XXH3 of the File before it
 
 // zstd parameters. The reader refuses frames whose window is larger than 1 << kMaxWindowLog.
 inline constexpr int kZstdLevel = 3;
@@ -30,6 +34,15 @@ inline constexpr size_t kMaxRawPiece = 1024 * 1024;   // reader: largest Raw pie
 inline constexpr size_t kMaxPath = 64 * 1024;         // bytes of a File path
 inline constexpr uint64_t kMaxFragments = 1u << 20;   // fragments of one File
 inline constexpr size_t kMaxVarint = 10;              // bytes of one varint (LEB128, 64 bits)
+inline constexpr size_t kBodyBlock = 256 * 1024;     // decompressed body bytes per BodyBlocks call
+inline constexpr uint64_t kBlockSize = 1u << 20;      // payload bytes per block of a Blocks item
+inline constexpr uint64_t kMaxBlocks = 1u << 20;      // blocks of one File (payloads up to 1 TiB)
+
+// Blocks a File of `size` payload bytes has in a Blocks item: 0 up to one block (the whole
+// payload's XXH3 covers it), else ceil(size / kBlockSize).
+inline constexpr uint64_t blocks_for(uint64_t size) {
+  return size <= kBlockSize ? 0 : size / kBlockSize + (size % kBlockSize ? 1 : 0);
+}
 
 // Unsigned LEB128: 7 bits a byte, least significant group first, high bit = more bytes follow.
 // Writes at most kMaxVarint bytes to p; returns how many.

@@ -97,8 +97,31 @@ struct Writer::Impl {
   bool failed = false;
 
   static constexpr size_t kStageFlush = 128 * 1024;
+  BodyBlocks* observer = nullptr;
+  std::string body_block;  // the observer's current block
+  uint64_t body_index = 0;
+
+  // The body as it goes to the compressor, in kBodyBlock blocks, for the observer.
+  void observe(bool last) {
+    if (!observer) return;
+    size_t at = 0;
+    while (at < stage.size()) {
+      size_t take = std::min(stage.size() - at, f::kBodyBlock - body_block.size());
+      body_block.append(stage, at, take);
+      at += take;
+      if (body_block.size() == f::kBodyBlock) {
+        observer->block(body_index++, reinterpret_cast<const uint8_t*>(body_block.data()), body_block.size());
+        body_block.clear();
+      }
+    }
+    if (last && !body_block.empty()) {
+      observer->block(body_index++, reinterpret_cast<const uint8_t*>(body_block.data()), body_block.size());
+      body_block.clear();
+    }
+  }
 
   void compress(ZSTD_EndDirective mode) {
+    observe(mode == ZSTD_e_end);
     ZSTD_inBuffer in{stage.data(), stage.size(), 0};
     while (true) {
       ZSTD_outBuffer o{zbuf.get(), zcap, 0};
@@ -141,8 +164,42 @@ struct Writer::Impl {
   }
 };
 
-Writer::Writer(ByteSink& out) {
+void BlockSums::start(uint64_t size) {
+  uint64_t n = f::blocks_for(size);
+  keep_ = n > 0 && n <= f::kMaxBlocks;
+  sums_.clear();
+  if (keep_) sums_.reserve(static_cast<size_t>(n));
+  in_block_ = 0;
+  xxh_.reset();
+}
+
+void BlockSums::update(const uint8_t* data, size_t len) {
+  if (!keep_) return;
+  while (len > 0) {
+    size_t take = static_cast<size_t>(std::min<uint64_t>(len, f::kBlockSize - in_block_));
+    xxh_.update(data, take);
+    data += take;
+    len -= take;
+    in_block_ += take;
+    if (in_block_ == f::kBlockSize) {
+      sums_.push_back(xxh_.digest());
+      xxh_.reset();
+      in_block_ = 0;
+    }
+  }
+}
+
+std::vector<uint64_t> BlockSums::finish() {
+  if (!keep_) return {};
+  if (in_block_ > 0) sums_.push_back(xxh_.digest());
+  keep_ = false;
+  in_block_ = 0;
+  return std::move(sums_);
+}
+
+Writer::Writer(ByteSink& out, BodyBlocks* observer) {
   auto impl = std::make_unique<Impl>(out);
+  impl->observer = observer;
   impl->cctx = take_cctx();
   if (!impl->cctx) throw Error(Code::NoMem, "fidelity record: cannot create a zstd context");
   size_t r;
@@ -202,6 +259,8 @@ void Writer::add_file(const Item& file) {
     throw Error(Code::Inval, std::string("fidelity record writer: ") + p).with_path(file.path);
   if (file.size > UINT64_MAX - m.sum.stream_size)
     throw Error(Code::Inval, "fidelity record writer: stream size beyond 2^64");
+  if (!file.blocks.empty() && (file.blocks.size() != f::blocks_for(file.size) || file.blocks.size() > f::kMaxBlocks))
+    throw Error(Code::Inval, "fidelity record writer: the block sums do not match the payload size").with_path(file.path);
   try {
     m.flush_raw();
     uint8_t head[1 + f::kMaxVarint];
@@ -223,6 +282,17 @@ void Writer::add_file(const Item& file) {
       end = fr.offset + fr.length;
     }
     ++m.items;
+    if (!file.blocks.empty()) {
+      uint8_t b[1 + f::kMaxVarint];
+      b[0] = f::kTagBlocks;
+      m.put(b, 1 + f::put_varint(b + 1, file.blocks.size()));
+      for (uint64_t x : file.blocks) {
+        uint8_t le[8];
+        f::put_u64le(le, x);
+        m.put(le, 8);
+      }
+      ++m.items;
+    }
     ++m.sum.files;
     m.sum.payload_bytes += file.size;
     m.sum.stream_size += file.size;
@@ -260,10 +330,12 @@ const Summary& Writer::summary() const { return impl_->sum; }
 // Reader
 
 struct Reader::Impl {
-  explicit Impl(ByteSource& s) : src(s) {}
+  Impl(ByteSource& s, BodyBlocks* c) : src(s), check(c) {}
   ~Impl() { ZSTD_freeDCtx(dctx); }
 
   ByteSource& src;
+  BodyBlocks* check;      // sees each kBodyBlock of the body before it is parsed
+  uint64_t body_index = 0;
   ZSTD_DCtx* dctx = nullptr;
 
   // Compressed input.
@@ -277,6 +349,7 @@ struct Reader::Impl {
   bool frame_done = false;
 
   enum class State { Start, Items, Done } state = State::Start;
+  uint8_t version = 0;
   std::optional<Error> failure;
 
   uint64_t raw_left = 0;  // bytes of the current Raw item not returned yet
@@ -317,7 +390,8 @@ struct Reader::Impl {
     if (!want_input(f::kHeaderSize)) damaged("truncated header");
     const uint8_t* h = ibuf.get() + ipos;
     if (std::memcmp(h, f::kMagic, sizeof f::kMagic) != 0) damaged("bad magic");
-    if (h[6] != f::kVersion) damaged("unknown version " + std::to_string(h[6]));
+    if (h[6] < f::kMinVersion || h[6] > f::kVersion) damaged("unknown version " + std::to_string(h[6]));
+    version = h[6];
     if (h[7] != 0) damaged("unknown flags");
     ipos += f::kHeaderSize;
     if (!want_input(5)) damaged("truncated compressed data");
@@ -333,24 +407,30 @@ struct Reader::Impl {
   bool fill() {
     while (opos == olen) {
       if (frame_done) return false;
-      if (ipos == ilen) refill();
-      ZSTD_inBuffer in{ibuf.get() + ipos, ilen - ipos, 0};
-      ZSTD_outBuffer out{obuf.get(), ocap, 0};
-      size_t r = ZSTD_decompressStream(dctx, &out, &in);
-      if (ZSTD_isError(r)) {
-        if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
-          throw Error(Code::NoMem, "fidelity record: out of memory decompressing");
-        damaged(std::string("zstd: ") + ZSTD_getErrorName(r));
-      }
-      ipos += in.pos;
       opos = 0;
-      olen = out.pos;
-      if (r == 0) frame_done = true;
-      if (in.pos == 0 && out.pos == 0 && !frame_done) {
-        // No progress. With input left zstd always moves, so this is defensive.
-        if (ipos < ilen) damaged("zstd made no progress");
-        if (src_eof) damaged("truncated compressed data");
-      }
+      olen = 0;
+      // With a check, a whole kBodyBlock (ocap bytes) is decoded, or the rest of the frame.
+      do {
+        if (ipos == ilen) refill();
+        ZSTD_inBuffer in{ibuf.get() + ipos, ilen - ipos, 0};
+        ZSTD_outBuffer out{obuf.get(), ocap, olen};
+        size_t r = ZSTD_decompressStream(dctx, &out, &in);
+        if (ZSTD_isError(r)) {
+          if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
+            throw Error(Code::NoMem, "fidelity record: out of memory decompressing");
+          damaged(std::string("zstd: ") + ZSTD_getErrorName(r));
+        }
+        ipos += in.pos;
+        const bool moved = in.pos > 0 || out.pos > olen;
+        olen = out.pos;
+        if (r == 0) frame_done = true;
+        if (!moved && !frame_done) {
+          // No progress. With input left zstd always moves, so this is defensive.
+          if (ipos < ilen) damaged("zstd made no progress");
+          if (src_eof) damaged("truncated compressed data");
+        }
+      } while (check && olen < ocap && !frame_done);
+      if (check && olen > 0) check->block(body_index++, obuf.get(), olen);
     }
     return true;
   }
@@ -402,7 +482,7 @@ struct Reader::Impl {
     if (ZSTD_isError(r)) zstd_failure("cannot configure zstd", r);
     icap = std::max<size_t>(ZSTD_DStreamInSize(), 64);
     ibuf.reset(new uint8_t[icap]);
-    ocap = ZSTD_DStreamOutSize();
+    ocap = check ? f::kBodyBlock : ZSTD_DStreamOutSize();
     obuf.reset(new uint8_t[ocap]);
     read_header();
     state = State::Items;
@@ -426,6 +506,7 @@ struct Reader::Impl {
     item.xxh3 = 0;
     item.fragments.clear();
     item.raw.clear();
+    item.blocks.clear();
     while (true) {
       size_t have = item.raw.size();
       size_t take = static_cast<size_t>(std::min<uint64_t>(raw_left, f::kMaxRawPiece - have));
@@ -473,6 +554,17 @@ struct Reader::Impl {
     seen.payload_bytes += item.size;
     ++seen.files;
     ++items;
+    item.blocks.clear();
+    // Version 2: a Blocks item may follow (it belongs to this File).
+    if (version >= 2 && fill() && obuf[opos] == f::kTagBlocks) {
+      ++opos;
+      uint64_t n = varint("block count");
+      if (n == 0 || n > f::kMaxBlocks || n != f::blocks_for(item.size))
+        damaged("block count does not match the file size");
+      item.blocks.reserve(static_cast<size_t>(n));
+      for (uint64_t i = 0; i < n; ++i) item.blocks.push_back(u64le());
+      ++items;
+    }
   }
 
   void trailer() {
@@ -514,13 +606,16 @@ struct Reader::Impl {
       case f::kTagEnd:
         trailer();
         return false;
+      case f::kTagBlocks:
+        if (version >= 2) damaged("a blocks item that does not follow a file item");
+        damaged("unknown item tag " + std::to_string(tag));
       default:
         damaged("unknown item tag " + std::to_string(tag));
     }
   }
 };
 
-Reader::Reader(ByteSource& in) : impl_(new Impl(in)) {}
+Reader::Reader(ByteSource& in, BodyBlocks* check) : impl_(new Impl(in, check)) {}
 
 Reader::~Reader() { delete impl_; }
 

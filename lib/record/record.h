@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/io.h"
+#include "record/xxh3.h"
 #include "tar/scanner.h"
 
 namespace rolayer::record {
@@ -24,6 +25,27 @@ struct Item {
   uint64_t size = 0;            // payload bytes in the stream
   uint64_t xxh3 = 0;            // XXH3-64 of those payload bytes
   std::vector<tar::SparseFragment> fragments;  // empty: one fragment (0, size)
+  // XXH3-64 of each kBlockSize (1 MiB) block of the payload bytes, in order; empty when the
+  // record has none for this File (payloads up to 1 MiB, records before format version 2).
+  // Otherwise exactly format::blocks_for(size) values.
+  std::vector<uint64_t> blocks;
+};
+
+// Per-block XXH3-64 of a payload as its bytes go by (for Item::blocks).
+class BlockSums {
+ public:
+  // A new payload of `size` bytes; sums are kept only when it has more than one block and at
+  // most format::kMaxBlocks.
+  void start(uint64_t size);
+  void update(const uint8_t* data, size_t len);
+  // The sums (empty when none are kept); the payload must have had exactly `size` bytes.
+  std::vector<uint64_t> finish();
+
+ private:
+  bool keep_ = false;
+  uint64_t in_block_ = 0;
+  Xxh3 xxh_;
+  std::vector<uint64_t> sums_;
 };
 
 struct Summary {
@@ -33,10 +55,20 @@ struct Summary {
   uint64_t files = 0;           // number of File items
 };
 
+// Sees the record's decompressed body in blocks of format::kBodyBlock bytes (the last one
+// shorter), in order: the writer shows each block once it is complete; the reader shows each
+// block before it decodes any item from it (so a check that throws stops the reader before a
+// byte of that block is returned). Lets the store bind a record to its layer.
+class BodyBlocks {
+ public:
+  virtual ~BodyBlocks() = default;
+  virtual void block(uint64_t index, const uint8_t* data, size_t len) = 0;
+};
+
 // Writes a record to a sink as items arrive (streaming; bounded memory).
 class Writer {
  public:
-  explicit Writer(ByteSink& out);
+  explicit Writer(ByteSink& out, BodyBlocks* observer = nullptr);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -54,7 +86,7 @@ class Writer {
 // Error(Code::Corrupt); it never crashes or allocates without bound.
 class Reader {
  public:
-  explicit Reader(ByteSource& in);
+  explicit Reader(ByteSource& in, BodyBlocks* check = nullptr);
   ~Reader();
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;

@@ -20,6 +20,8 @@
 #include "digest/pipelined.h"
 #include "record/record.h"
 #include "record/xxh3.h"
+#include "store/flatten.h"
+#include "store/record_bind.h"
 #include "store/state.h"
 #include "tar/path.h"
 #include "tar/scanner.h"
@@ -257,13 +259,17 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
       if (file_.fragments.empty()) file_.fragments.push_back({e.real_size, 0});
     }
     xxh_.reset();
+    blocks_.start(file_.size);
   }
   void on_payload(const uint8_t* data, size_t len) override {
-    if (rec_) xxh_.update(data, len);
+    if (!rec_) return;
+    xxh_.update(data, len);
+    blocks_.update(data, len);  // per-MiB sums: the export checks each block before it goes out
   }
   void on_entry_end() override {
     if (!rec_ || file_.type != record::Item::Type::File) return;
     file_.xxh3 = xxh_.digest();
+    file_.blocks = blocks_.finish();
     rec_->add_file(file_);
     file_.type = record::Item::Type::Raw;
   }
@@ -274,6 +280,7 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   tar::SafetyChecker safety_;
   PipelinedHasher sha_;  // the DiffID, hashed on a worker thread once the stream is long
   record::Xxh3 xxh_;
+  record::BlockSums blocks_;
   record::Item file_;
   uint64_t total_ = 0;
   int64_t diff_size_ = 0;
@@ -754,6 +761,13 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
       q.reset();
       tx.commit();
     }
+    {
+      // The record binding and the exact streams' block sums (lib/store/record_bind.cpp), added
+      // in one write transaction so that two first opens cannot both add a column.
+      sql::Transaction tx(db);
+      ensure_record_binding_column(db);
+      tx.commit();
+    }
   }
 
   // No driver named: the one the store was created with, else "dir".
@@ -912,17 +926,19 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
   try {
     std::unique_ptr<fs::FdSink> rec_sink;
     std::unique_ptr<record::Writer> rec;
+    RecordBodyHashes body_hashes;
     if (!st_->caps.exact_diffs) {
       rec_name = st_->session + "-record-" + cache_id;
       fs::Fd fd(::openat(st_->tmp_fd.get(), rec_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (!fd) throw_errno("create " + st_->tmp_dir + "/" + rec_name);
       rec_sink = std::make_unique<fs::FdSink>(std::move(fd));
-      rec = std::make_unique<record::Writer>(*rec_sink);
+      rec = std::make_unique<record::Writer>(*rec_sink, &body_hashes);
     }
     st_->mark_pending(cache_id);
     st_->driver->create(cache_id, parent_cache);
     ROLAYER_FAULT_POINT("register.created");
-    RegisterTee tee(tar, rec.get());
+    StreamBlockSums stream_blocks(tar, st_->caps.exact_diffs);  // lib/store/record_bind.h
+    RegisterTee tee(stream_blocks, rec.get());
     try {
       st_->driver->apply_diff(cache_id, parent_cache, tee);
       tee.drain();
@@ -1018,7 +1034,10 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
           chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
           chunk.run();
         }
+        // Binds the record to this layer (lib/store/record_bind.h).
+        store_record_digests(db, chain.str(), body_hashes.bound(chain.str()));
       }
+      if (st_->caps.exact_diffs) store_stream_blocks(db, chain.str(), stream_blocks.finish());
       // The new layer is held by this session from its first moment: a crash before the
       // caller retains it leaves a layer that only a dead session held (collected).
       st_->nodes.erase(chain.str());
@@ -1237,34 +1256,33 @@ std::unique_ptr<ByteSource> Store::tar_stream(const LayerRef& ref) {
 }
 
 std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const std::string& ancestor) {
+  // Verified on every driver (lib/store/flatten.h, docs/store.md): the registered stream when
+  // the ancestor is the parent, else a diff built from the layers' verified streams.
+  return verified_diff_from(ref, ancestor);
+}
+
+std::unique_ptr<ByteSource> Store::verified_diff_from(const LayerRef& ref, const std::string& ancestor) {
   auto& st = ref.st_;
-  std::string ancestor_cache;
+  std::vector<std::shared_ptr<LayerNode>> range;  // the layers above the ancestor, oldest first
   {
     std::lock_guard<std::mutex> g(st->mu);
     st->check_open();
+    if (ref.released()) throw Error(Code::NotRetained, "layer not retained: " + ref.node().chain_id.str());
+    if (!ancestor.empty()) Digest::parse(ancestor);
+    const LayerNode* stop = nullptr;
     if (!ancestor.empty()) {
-      Digest::parse(ancestor);
       const LayerNode* p = ref.node().parent.get();
       while (p && p->chain_id.str() != ancestor) p = p->parent.get();
       if (!p)
         throw Error(Code::NotAncestor, "layer ID '" + ancestor +
                                            "' is not a parent of the specified layer: cannot provide diff to non-parent");
-      ancestor_cache = p->cache_id;
+      stop = p;
     }
+    for (auto n = ref.node_; n && n.get() != stop; n = n->parent) range.push_back(n);
   }
-  // The stream keeps the layer alive while it is read.
-  struct Holding : ByteSource {
-    std::unique_ptr<LayerRef> keep;
-    std::unique_ptr<ByteSource> inner;
-    size_t read(uint8_t* buf, size_t cap) override { return inner->read(buf, cap); }
-  };
-  auto h = std::make_unique<Holding>();
-  {
-    std::lock_guard<std::mutex> g(st->mu);
-    h->keep = st->new_ref(st, ref.node_);
-  }
-  h->inner = st->driver->diff(ref.node().cache_id, ancestor_cache);
-  return h;
+  std::reverse(range.begin(), range.end());
+  if (range.size() == 1) return tar_stream(ref);  // the diff against the parent: the registered stream
+  return make_flattened_diff(st, std::move(range), !ancestor.empty());
 }
 
 }  // namespace rolayer

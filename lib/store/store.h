@@ -107,8 +107,11 @@ class Store {
   static std::vector<std::pair<std::string, std::string>> metadata(const LayerRef& ref);
   // The verified stream (keeps its own reference to the layer).
   static std::unique_ptr<ByteSource> tar_stream(const LayerRef& ref);
-  // The driver's diff against ancestor ("" = flattened chain); unverified.
+  // The diff against ancestor ("" = flattened chain), verified: the registered stream when
+  // ancestor is the parent (or "" for a base layer), else built from the verified registered
+  // streams of the layers above ancestor (lib/store/flatten.h).
   static std::unique_ptr<ByteSource> tar_stream_from(const LayerRef& ref, const std::string& ancestor);
+  static std::unique_ptr<ByteSource> verified_diff_from(const LayerRef& ref, const std::string& ancestor);
 
   // Releases a reference through whichever store it belongs to (the store may be closed).
   static std::vector<Removed> release_ref(LayerRef& ref);

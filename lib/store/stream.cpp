@@ -2,11 +2,15 @@
 // driver's exact diff), hashed on the way out and checked against the DiffID.
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <string_view>
 
 #include "core/error.h"
+#include "record/format.h"
 #include "record/record.h"
 #include "digest/pipelined.h"
 #include "record/xxh3.h"
+#include "store/record_bind.h"
 #include "store/state.h"
 
 namespace rolayer {
@@ -59,7 +63,10 @@ class ChunkSource : public ByteSource {
 class Assembler : public ByteSource {
  public:
   Assembler(std::shared_ptr<StoreState> st, const LayerNode& node)
-      : chunks_(st, node.chain_id.str()), reader_(chunks_), session_(st->driver->payloads(node.cache_id)) {}
+      : chunks_(st, node.chain_id.str()),
+        check_(bound_check(*st, node.chain_id.str())),
+        reader_(chunks_, check_.get()),
+        session_(st->driver->payloads(node.cache_id)) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     size_t out = 0;
@@ -77,6 +84,7 @@ class Assembler : public ByteSource {
       }
       if (done_) break;
       if (!reader_.next(item_)) {
+        if (check_) check_->finish();
         done_ = true;
         break;
       }
@@ -98,6 +106,14 @@ class Assembler : public ByteSource {
   }
 
  private:
+  // The check of the record's body against the digests in the layer's row (none for a row
+  // registered before records were bound: such a record is read as before).
+  static std::unique_ptr<RecordBodyCheck> bound_check(StoreState& st, const std::string& chain_id) {
+    auto digests = load_record_digests(st, chain_id);
+    if (!digests) return nullptr;
+    return std::make_unique<RecordBodyCheck>(chain_id, std::move(*digests));
+  }
+
   [[noreturn]] void corrupt(const std::string& why) {
     throw Error(Code::Corrupt, "file integrity checksum failed for \"" + item_.path + "\": " + why +
                                    ". This may be because internal files in the layer store were modified")
@@ -142,7 +158,8 @@ class Assembler : public ByteSource {
     }
     if (item_.size > kWholePayload) {
       xxh_.reset();
-      return 0;  // streamed by stream_payload
+      block_ = 0;
+      return 0;  // streamed by stream_payload (block by block when the record has block sums)
     }
     const size_t size = static_cast<size_t>(item_.size);
     const bool whole = item_.fragments.empty();
@@ -196,9 +213,35 @@ class Assembler : public ByteSource {
   }
 
   size_t stream_payload(uint8_t* dst, size_t cap) {
+    if (!item_.blocks.empty()) return next_block(dst, cap);
     size_t n = left_ ? fill(dst, cap) : 0;
     if (left_ == 0) finish_file();
     return n;
+  }
+
+  // A large payload with per-block sums (record format 2): each 1 MiB block is read whole and
+  // checked before any of its bytes go out, like a small payload: into dst when it fits in
+  // room (returns its size), else into pending_ (returns 0).
+  size_t next_block(uint8_t* dst, size_t room) {
+    if (left_ == 0) {
+      finish_file();
+      return 0;
+    }
+    const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
+    const bool direct = blen <= room;
+    uint8_t* p = direct ? dst : pending_buf(blen);
+    size_t got = 0;
+    while (got < blen) got += fill(p + got, blen - got);
+    if (block_ >= item_.blocks.size() || record::Xxh3::hash(p, blen) != item_.blocks[block_])
+      corrupt("block " + std::to_string(block_) + " (bytes " + std::to_string(block_ * record::format::kBlockSize) +
+              " to " + std::to_string(block_ * record::format::kBlockSize + blen) +
+              ") differs from what was registered");
+    ++block_;
+    if (left_ == 0) finish_file();
+    if (direct) return blen;
+    pend_pos_ = 0;
+    pend_len_ = blen;
+    return 0;
   }
 
   void finish_file() {
@@ -211,6 +254,7 @@ class Assembler : public ByteSource {
   }
 
   ChunkSource chunks_;
+  std::unique_ptr<RecordBodyCheck> check_;
   record::Reader reader_;
   std::unique_ptr<PayloadSession> session_;
   record::Item item_;
@@ -219,10 +263,78 @@ class Assembler : public ByteSource {
   std::unique_ptr<PayloadFile> file_;
   std::vector<tar::SparseFragment> frags_;
   size_t frag_ = 0;
+  size_t block_ = 0;  // the next block of a payload with block sums
   uint64_t frag_pos_ = 0, left_ = 0;
   bool eof_seen_ = false;
   record::Xxh3 xxh_;
   bool done_ = false;
+};
+
+// A driver's exact diff checked per 1 MiB block against the sums taken at register
+// (layers.stream_blocks): each block is read whole and checked before any of its bytes go out,
+// into the caller's buffer when it fits, else into a buffer of its own.
+class BlockCheckedSource : public ByteSource {
+ public:
+  BlockCheckedSource(std::unique_ptr<ByteSource> inner, std::string sums, std::string diff_id)
+      : inner_(std::move(inner)), sums_(std::move(sums)), diff_id_(std::move(diff_id)) {}
+
+  size_t read(uint8_t* buf, size_t cap) override {
+    if (pos_ < len_) {
+      size_t n = std::min(cap, len_ - pos_);
+      std::memcpy(buf, pending_.get() + pos_, n);
+      pos_ += n;
+      return n;
+    }
+    if (eof_) return 0;
+    const size_t block = static_cast<size_t>(record::format::kBlockSize);
+    const bool direct = cap >= block;
+    if (!direct && !pending_) pending_.reset(new uint8_t[block]);
+    uint8_t* p = direct ? buf : pending_.get();
+    size_t got = 0;
+    while (got < block) {
+      size_t n = inner_->read(p + got, block - got);
+      if (n > block - got) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
+      if (n == 0) {
+        eof_ = true;
+        break;
+      }
+      got += n;
+    }
+    const size_t registered = sums_.size() / 8;
+    if (got == 0) {
+      if (index_ != registered)
+        fail("it ends after " + std::to_string(index_) + " of the " + std::to_string(registered) +
+             " blocks of 1 MiB registered");
+      return 0;
+    }
+    if (index_ >= registered)
+      fail("it is longer than the " + std::to_string(registered) + " blocks of 1 MiB registered");
+    uint64_t want = 0;
+    for (int i = 0; i < 8; ++i) want |= static_cast<uint64_t>(static_cast<uint8_t>(sums_[index_ * 8 + i])) << (8 * i);
+    if (record::Xxh3::hash(p, got) != want)
+      fail("block " + std::to_string(index_) + " (bytes " + std::to_string(index_ * block) + " to " +
+           std::to_string(index_ * block + got) + ") differs from what was registered");
+    ++index_;
+    if (direct) return got;
+    pos_ = 0;
+    len_ = got;
+    return read(buf, cap);
+  }
+
+ private:
+  // The stream does not match what was registered: the DiffID's error (the Docker engine's
+  // message), raised at the first damaged block instead of at the end.
+  [[noreturn]] void fail(const std::string& why) {
+    throw Error(Code::Digest, "could not verify layer data for: " + diff_id_ +
+                                  ". This may be because internal files in the layer store were modified. "
+                                  "Re-pulling or rebuilding this image may resolve the issue (the stored stream: " +
+                                  why + ")");
+  }
+  std::unique_ptr<ByteSource> inner_;
+  std::string sums_, diff_id_;
+  std::unique_ptr<uint8_t[]> pending_;
+  size_t pos_ = 0, len_ = 0, index_ = 0;
+  bool eof_ = false;
 };
 
 class VerifiedStream : public ByteSource {
@@ -235,13 +347,23 @@ class VerifiedStream : public ByteSource {
     if (done_ || cap == 0) return 0;
     try {
       if (!inner_) open_inner();
+      const auto& node = keep_->node();
       size_t n = inner_->read(buf, cap);
+      if (n > cap) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
       if (n > 0) {
+        // A stream that runs past the registered size (a device or a caller's driver that
+        // never ends its diff) fails at once: none of those bytes count as output.
+        const uint64_t limit = static_cast<uint64_t>(std::max<int64_t>(0, node.stream_size));
+        if (n > limit - total_)
+          throw Error(Code::Corrupt, "the stored stream of layer " + node.diff_id.str() + " is longer than the " +
+                                         std::to_string(limit) +
+                                         " bytes registered. This may be because internal files in the layer "
+                                         "store were modified");
+        total_ += n;
         sha_.update(buf, n);
         return n;
       }
       Digest got = sha_.finish();
-      const auto& node = keep_->node();
       if (got != node.diff_id)
         throw Error(Code::Digest, "could not verify layer data for: " + node.diff_id.str() +
                                       ". This may be because internal files in the layer store were modified. "
@@ -265,6 +387,9 @@ class VerifiedStream : public ByteSource {
       inner_ = std::make_unique<Assembler>(st_, node);
     } else {
       inner_ = st_->driver->diff(node.cache_id, node.parent ? node.parent->cache_id : std::string());
+      // Sums per 1 MiB block taken at register (none for a layer registered before them).
+      if (auto sums = load_stream_blocks(*st_, node.chain_id.str()))
+        inner_ = std::make_unique<BlockCheckedSource>(std::move(inner_), std::move(*sums), node.diff_id.str());
     }
   }
 
@@ -272,6 +397,7 @@ class VerifiedStream : public ByteSource {
   std::unique_ptr<LayerRef> keep_;
   std::unique_ptr<ByteSource> inner_;
   PipelinedHasher sha_;  // SHA-256 of the output on a worker thread (our copy of the bytes only)
+  uint64_t total_ = 0;   // bytes returned so far
   bool done_ = false;
   std::exception_ptr failure_;
 };

@@ -635,7 +635,7 @@ TEST(RecordReader, BadHeader) {
     bad[i] ^= 0x20;
     EXPECT_NE(expect_corrupt(bad).find("bad magic"), std::string::npos);
   }
-  for (int version : {0, 2, 3, 255}) {
+  for (int version : {0, 3, 255}) {  // 1 and 2 are known (format version 2 added Blocks items)
     std::string bad = rec;
     bad[6] = static_cast<char>(version);
     EXPECT_NE(expect_corrupt(bad).find("unknown version"), std::string::npos);
@@ -810,6 +810,151 @@ TEST(RecordReader, RandomSplices) {
       ASSERT_EQ(e.code(), Code::Corrupt) << e.what();
     }
   }
+}
+
+// ---- format version 2: per-block sums of large payloads ------------------------------------
+
+std::string bblocks(const std::vector<uint64_t>& sums) {
+  std::string s = "\x05" + v(sums.size());
+  for (uint64_t x : sums) s += u64(x);
+  return s;
+}
+
+TEST(RecordBlocks, BlockSumsMatchOneShotHashes) {
+  std::mt19937_64 rng(77);
+  std::string data = random_bytes(rng, 3 * f::kBlockSize + 12345, false);
+  for (size_t step : {size_t{1} << 20, size_t{4097}, size_t{3} << 20}) {
+    BlockSums b;
+    b.start(data.size());
+    for (size_t at = 0; at < data.size(); at += step)
+      b.update(reinterpret_cast<const uint8_t*>(data.data()) + at, std::min(step, data.size() - at));
+    auto sums = b.finish();
+    ASSERT_EQ(sums.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      size_t off = i * f::kBlockSize, len = std::min<size_t>(f::kBlockSize, data.size() - off);
+      EXPECT_EQ(sums[i], Xxh3::hash(data.data() + off, len)) << i;
+    }
+  }
+  BlockSums small;
+  small.start(f::kBlockSize);  // one block: the whole-payload sum covers it
+  small.update(reinterpret_cast<const uint8_t*>(data.data()), f::kBlockSize);
+  EXPECT_TRUE(small.finish().empty());
+}
+
+TEST(RecordBlocks, RoundTrip) {
+  Item big = file_item("usr/lib/big.so", 2 * f::kBlockSize + 1, 42);
+  big.blocks = {1, 2, 3};
+  std::vector<Item> items = {raw_item("hdr"), big, raw_item("pad"), file_item("small", 10, 7)};
+  std::string rec = encode(items);
+  EXPECT_EQ(static_cast<uint8_t>(rec[6]), 2);  // the writer writes version 2
+  for (size_t chunk : {SIZE_MAX, size_t{1}, size_t{7}}) {
+    auto got = decode(rec, nullptr, chunk);
+    ASSERT_EQ(got.size(), 4u);
+    EXPECT_EQ(got[1].blocks, big.blocks);
+    EXPECT_TRUE(got[3].blocks.empty());
+  }
+  // A wrong number of sums is refused by the writer.
+  Item bad = big;
+  bad.blocks.pop_back();
+  StringSink sink;
+  Writer w(sink);
+  EXPECT_THROW(w.add_file(bad), Error);
+}
+
+TEST(RecordBlocks, Version1RecordsStillRead) {
+  std::string body = braw("abc") + bfile("d/e", 3, 7) + bend(6, 3, 3, 1, 2);
+  auto got = decode(file_header(1) + zframe(body));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].path, "d/e");
+  EXPECT_TRUE(got[1].blocks.empty());
+  // Version 1 has no Blocks item.
+  const uint64_t two = 2 * f::kBlockSize;
+  std::string with_blocks = bfile("a", two, 0) + bblocks({1, 2}) + bend(two, 0, two, 1, 2);
+  EXPECT_NE(expect_corrupt(file_header(1) + zframe(with_blocks)).find("unknown item tag 5"), std::string::npos);
+  EXPECT_EQ(decode(file_header(2) + zframe(with_blocks))[0].blocks, (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(RecordBlocks, CraftedBlocksAreCorrupt) {
+  const uint64_t two = 2 * f::kBlockSize;
+  struct Case {
+    std::string body;
+    const char* message;
+  };
+  std::vector<Case> cases = {
+      {bblocks({1}) + bend(0, 0, 0, 0, 1), "does not follow a file"},
+      {braw("x") + bblocks({1}) + bend(1, 1, 0, 0, 2), "does not follow a file"},
+      {bfile("a", two, 0) + bblocks({1}) + bend(two, 0, two, 1, 2), "block count"},
+      {bfile("a", two, 0) + bblocks({1, 2, 3}) + bend(two, 0, two, 1, 2), "block count"},
+      {bfile("a", 5, 0) + bblocks({1}) + bend(5, 0, 5, 1, 2), "block count"},
+      {bfile("a", two, 0) + bblocks({}) + bend(two, 0, two, 1, 2), "block count"},
+      {bfile("a", two, 0) + bblocks({1, 2}) + bblocks({1, 2}) + bend(two, 0, two, 1, 3), "does not follow a file"},
+      {bfile("a", two, 0) + bblocks({1, 2}) + bend(two, 0, two, 1, 1), "item count"},
+      {bfile("a", two, 0) + "\x05" + v(2) + u64(1), "unexpected end"},
+      {bfile("a", UINT64_MAX, 0) + "\x05" + v(UINT64_MAX), "block count"},
+  };
+  for (const auto& c : cases) {
+    std::string msg = expect_corrupt(crafted(c.body));
+    EXPECT_NE(msg.find(c.message), std::string::npos) << "got: " << msg << "\nwant: " << c.message;
+  }
+}
+
+// The body blocks the writer shows are the ones the reader checks, and a check that throws
+// stops the reader before any item of that block comes out.
+struct CollectBlocks : BodyBlocks {
+  std::vector<std::string> blocks;
+  long fail_at = -1;
+  void block(uint64_t index, const uint8_t* data, size_t len) override {
+    EXPECT_EQ(index, blocks.size());
+    if (static_cast<long>(index) == fail_at) throw Error(Code::Corrupt, "block refused");
+    blocks.emplace_back(reinterpret_cast<const char*>(data), len);
+  }
+};
+
+TEST(RecordBodyBlocks, WriterAndReaderAgree) {
+  std::mt19937_64 rng(99);
+  std::vector<Item> items;
+  for (int i = 0; i < 40; ++i) {
+    items.push_back(raw_item(random_bytes(rng, 30000, true)));
+    items.push_back(file_item("f" + std::to_string(i), 100, rng()));
+  }
+  CollectBlocks wrote;
+  StringSink sink;
+  {
+    Writer w(sink, &wrote);
+    for (const auto& it : items) {
+      if (it.type == Item::Type::Raw)
+        w.add_raw(reinterpret_cast<const uint8_t*>(it.raw.data()), it.raw.size());
+      else
+        w.add_file(it);
+    }
+    w.finish();
+  }
+  ASSERT_GE(wrote.blocks.size(), 4u);
+  for (size_t i = 0; i + 1 < wrote.blocks.size(); ++i) EXPECT_EQ(wrote.blocks[i].size(), f::kBodyBlock);
+  for (size_t chunk : {SIZE_MAX, size_t{1000}}) {
+    CollectBlocks read;
+    StringSource src(sink.s, chunk);
+    Reader r(src, &read);
+    Item it;
+    size_t n = 0;
+    while (r.next(it)) ++n;
+    EXPECT_EQ(read.blocks, wrote.blocks);
+  }
+  // Refusing block 1: the reader stops before the first item that starts in it.
+  CollectBlocks refuse;
+  refuse.fail_at = 1;
+  StringSource src(sink.s);
+  Reader r(src, &refuse);
+  Item it;
+  uint64_t raw_out = 0;
+  try {
+    while (r.next(it))
+      if (it.type == Item::Type::Raw) raw_out += it.raw.size();
+    ADD_FAILURE() << "the refused block was not noticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("block refused"), std::string::npos);
+  }
+  EXPECT_LE(raw_out, f::kBodyBlock);
 }
 
 }  // namespace

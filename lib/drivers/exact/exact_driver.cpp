@@ -14,6 +14,30 @@
 namespace rolayer {
 namespace {
 
+// Opens one of the driver's own files for reading: without following a symlink, without
+// blocking (a FIFO planted in its place would block open(2) forever), and only if it is a
+// regular file (a FIFO or a device such as /dev/zero would give no end or an endless stream).
+fs::Fd open_regular(const std::string& file) {
+  fs::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY));
+  if (!fd) {
+    if (errno == ENOENT) throw Error(Code::Corrupt, "the stored file " + file + " is missing").with_errno(ENOENT);
+    if (errno == ELOOP)
+      throw Error(Code::Corrupt, "the stored file " + file + " is a symbolic link: the layer store was modified")
+          .with_errno(ELOOP)
+          .with_path(file);
+    throw_errno("open " + file);
+  }
+  struct stat sb;
+  if (::fstat(fd.get(), &sb) != 0) throw_errno("stat " + file);
+  if (!S_ISREG(sb.st_mode))
+    throw Error(Code::Corrupt, "the stored file " + file + " is not a regular file: the layer store was modified")
+        .with_path(file);
+  // Back to blocking reads (O_NONBLOCK means nothing for a regular file, but say what we mean).
+  int fl = ::fcntl(fd.get(), F_GETFL);
+  if (fl >= 0) (void)::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
 bool valid_id(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id)
@@ -105,11 +129,7 @@ class ExactDriver : public Driver {
                                      " does not match the store: the layer store was modified");
     }
     std::string file = dir + "/layer.tar";
-    fs::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) {
-      if (errno == ENOENT) throw Error(Code::Corrupt, "the stored stream " + file + " is missing").with_errno(ENOENT);
-      throw_errno("open " + file);
-    }
+    fs::Fd fd = open_regular(file);
     ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     return std::make_unique<fs::FdSource>(std::move(fd));
   }
@@ -126,7 +146,16 @@ class ExactDriver : public Driver {
   std::string read_parent(const std::string& id) const {
     std::string file = path(id) + "/parent";
     try {
-      return fs::read_file(file, 4096);
+      fs::Fd fd = open_regular(file);
+      std::string out;
+      uint8_t buf[4097];
+      for (;;) {
+        size_t n = fs::read_full(fd.get(), buf, sizeof buf);
+        if (n == 0) break;
+        if (out.size() + n > 4096) throw Error(Code::Corrupt, file + " is larger than expected");
+        out.append(reinterpret_cast<char*>(buf), n);
+      }
+      return out;
     } catch (const Error& e) {
       if (e.sys_errno() == ENOENT)
         throw Error(Code::Corrupt, "the exact driver's data for layer " + id + " is missing (" + file +

@@ -214,7 +214,10 @@ extern "C" {
  references are simply dropped (persistent references stay). Handles and streams still open
  stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
  work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
- closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.*/
+ closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.
+ Freeing the store from inside one of its callbacks (a rolayer_read_fn given to register, or
+ a callback of the store's rolayer_driver_ops) is undefined behaviour: the call that runs the
+ callback still uses the store when the callback returns.*/
     pub fn rolayer_store_free(store: *mut rolayer_store);
 }
 extern "C" {
@@ -232,7 +235,9 @@ extern "C" {
 pub struct rolayer_register_options {
     /// ROLAYER_REGISTER_OPTIONS_VERSION
     pub version: ::core::ffi::c_uint,
-    /// Distribution descriptor of the blob the layer came from (all NULL/0 = none).
+    /** Distribution descriptor of the blob the layer came from (all NULL/0 = none). The media
+ type may not hold control characters (bytes < 0x20 or 0x7f) and the size must be >= 0, or
+ -1 for an unknown size: anything else is ROLAYER_EINVAL.*/
     pub descriptor_media_type: *const ::core::ffi::c_char,
     /// validated: algorithm:hex
     pub descriptor_digest: *const ::core::ffi::c_char,
@@ -525,8 +530,15 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** The driver's diff between layer and ancestor_chain_id (NULL = the whole flattened chain).
- Not verified. ROLAYER_ENOTANCESTOR when ancestor_chain_id is not in the layer's chain.*/
+    /** The diff between layer and ancestor_chain_id (NULL = the whole flattened chain), verified on
+ every driver: against the layer's parent (or NULL for a base layer) it is the registered
+ stream, exactly as rolayer_tar_stream_open gives it; against an older ancestor or the whole
+ chain it is built from the verified registered streams of the layers above the ancestor,
+ whiteouts, opaque directories and overrides applied in tar order (whiteout entries are kept
+ against an ancestor and dropped for the whole chain), each surviving entry copied byte for
+ byte. A damaged layer fails the read with ROLAYER_ECORRUPT or ROLAYER_EDIGEST as for
+ rolayer_tar_stream_open. ROLAYER_ENOTANCESTOR when ancestor_chain_id is not in the layer's
+ chain.*/
     pub fn rolayer_tar_stream_open_from(
         out: *mut *mut rolayer_tar_stream,
         layer: *mut rolayer_layer,
@@ -541,7 +553,9 @@ extern "C" {
  "could not verify layer data for: <diffID>. This may be because internal files in the layer
  store were modified"; a payload whose size or checksum differs from the record fails at that
  entry with ROLAYER_ECORRUPT naming the path. After an error, every later read returns the
- same code.*/
+ same code.
+ cap must be > 0: a read with cap == 0 returns ROLAYER_EINVAL (and *n_read == 0), so that
+ "0 with *n_read == 0" always means the end of the stream. buf and n_read must not be NULL.*/
     pub fn rolayer_tar_stream_read(
         s: *mut rolayer_tar_stream,
         buf: *mut ::core::ffi::c_void,

@@ -201,10 +201,11 @@ impl<'s> Layer<'s> {
         unsafe { TarStream::from_raw(out) }
     }
 
-    /// The driver's diff between this layer and `ancestor` (None: the whole flattened chain).
-    /// Not verified. [`NotAncestor`](crate::ErrorKind::NotAncestor) when `ancestor` is not in
-    /// this layer's chain; the "exact" driver only gives the diff against the parent
-    /// ([`Unsupported`](crate::ErrorKind::Unsupported) otherwise).
+    /// The diff between this layer and `ancestor` (None: the whole flattened chain), verified
+    /// on every driver: against the parent it is the registered stream; against an older
+    /// ancestor or the whole chain it is built from the layers' verified streams.
+    /// [`NotAncestor`](crate::ErrorKind::NotAncestor) when `ancestor` is not in this layer's
+    /// chain.
     pub fn tar_stream_from(&self, ancestor: Option<&ChainId>) -> Result<TarStream<'s>> {
         let ancestor = ancestor
             .map(|a| c_string(a.as_str(), "the ancestor ChainID"))

@@ -12,7 +12,7 @@ use crate::store::Store;
 use crate::util::call;
 
 /// A layer's tar stream (`rolayer_tar_stream`), from [`Layer::tar_stream`](crate::Layer::tar_stream)
-/// (verified) or [`Layer::tar_stream_from`](crate::Layer::tar_stream_from) (not verified).
+/// or [`Layer::tar_stream_from`](crate::Layer::tar_stream_from), both verified.
 ///
 /// A verified stream is hashed as it is read. When the bytes do not match the DiffID, the read
 /// that would have returned `Ok(0)` returns an `io::Error` instead (kind `InvalidData`), whose
@@ -47,7 +47,8 @@ impl TarStream<'_> {
     }
 
     /// Reads into `buf`, with the library's [`Error`] rather than an `io::Error`:
-    /// `Ok(0)` only at the end (and, when verified, only if the stream matched).
+    /// `Ok(0)` only at the end (and, when verified, only if the stream matched). An empty
+    /// `buf` is refused with an invalid-argument error.
     pub fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut n = 0usize;
         // SAFETY: a live stream used by this thread only (&mut self); buf is writable for its
@@ -67,6 +68,11 @@ impl TarStream<'_> {
 
 impl Read for TarStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The C library refuses a read of 0 bytes (ROLAYER_EINVAL: it would look like the end
+        // of the stream); std::io::Read asks for Ok(0) on an empty buffer.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         Ok(self.read_raw(buf)?)
     }
 }
