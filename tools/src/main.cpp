@@ -153,6 +153,7 @@ const std::vector<Command> kCommands = {
      "  --arch ARCH   the config's architecture (default: the host's)\n"
      "  --os OS       the config's os (default: linux)\n",
      cmd_export_image},
+    {"docker", "verify or import a Docker host's layers (overlay2, vfs), offline", kDockerHelp, cmd_docker},
 };
 
 void print_global_help(FILE* f) {
