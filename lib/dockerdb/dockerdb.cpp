@@ -336,9 +336,14 @@ class LayerStream : public ByteSource {
       if (e.type == 2) {
         seg_ = std::move(e.payload);
         seg_pos_ = 0;
+        if (seg_.size() >= 512) {
+          header_.assign(seg_, seg_.size() - 512, 512);
+          sparse_hint_ = seg_.find("GNU.sparse.") != std::string::npos;
+        }
         continue;
       }
       if (e.size == 0) continue;  // no payload (directories, links, empty files)
+      check_not_sparse(e);
       open_file(e);
     }
   }
@@ -347,6 +352,30 @@ class LayerStream : public ByteSource {
   [[noreturn]] void damaged(const std::string& path, const std::string& what) {
     throw Error(Code::Corrupt, "layer " + info_.chain_id + ": " + path + ": " + what)
         .with_path(path)
+        .with_diff_id(info_.diff_id);
+  }
+
+  // A sparse entry (GNU 'S', or PAX GNU.sparse.*) is recorded with its expanded size while the
+  // archive held only its data: tar-split cannot give the archive back (the engine would read
+  // the whole expanded file, possibly many GiB of holes, and then fail the DiffID). Said at once.
+  void check_not_sparse(const Entry& e) {
+    if (header_.size() != 512) return;
+    bool sparse = header_[156] == 'S' || sparse_hint_;
+    if (!sparse) return;
+    const auto* f = reinterpret_cast<const unsigned char*>(header_.data()) + 124;
+    uint64_t declared = 0;
+    if (f[0] & 0x80) {
+      for (int i = 1; i < 12; i++) declared = (declared << 8) | f[i];
+    } else {
+      for (int i = 0; i < 12 && f[i]; i++)
+        if (f[i] >= '0' && f[i] <= '7') declared = declared * 8 + (f[i] - '0');
+    }
+    if (declared == static_cast<uint64_t>(e.size)) return;
+    throw Error(Code::Unsupported, "layer " + info_.chain_id + ": " + e.name +
+                                       ": a sparse file, which tar-split cannot reassemble (the tar header holds " +
+                                       std::to_string(declared) + " data bytes, the record " + std::to_string(e.size) +
+                                       "): the engine cannot export this layer either")
+        .with_path(e.name)
         .with_diff_id(info_.diff_id);
   }
 
@@ -461,6 +490,8 @@ class LayerStream : public ByteSource {
   uint64_t remaining_ = 0, crc_ = 0;
   int64_t size_ = 0;
   bool done_ = false, noatime_ = true;
+  std::string header_;        // the last 512 bytes of the latest segment: the next entry's header
+  bool sparse_hint_ = false;  // that segment holds PAX GNU.sparse.* records
 };
 
 LayerInfo read_layer(int layerdb, const std::string& hex, const std::string& where) {
