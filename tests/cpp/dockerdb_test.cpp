@@ -11,7 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <atomic>
+#include <cstring>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "digest/digest.h"
@@ -344,4 +347,67 @@ TEST(DockerDb, OtherDriversAreUnsupported) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Code::NotFound);
   }
+}
+
+namespace {
+std::string b64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += {t[n >> 18], t[(n >> 12) & 63], t[(n >> 6) & 63], t[n & 63]};
+  }
+  if (i + 1 == in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    out += {t[n >> 18], t[(n >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += {t[n >> 18], t[(n >> 12) & 63], t[(n >> 6) & 63], '='};
+  }
+  return out;
+}
+}  // namespace
+
+// A GNU sparse entry is recorded with its expanded size: reassembly cannot give the archive
+// back, and the engine would read every hole before failing. Refused at that entry, at once,
+// before the file is even opened.
+TEST(DockerDb, SparseEntryIsRefusedAtOnce) {
+  Copy c;
+  std::string hdr(512, '\0');
+  std::memcpy(hdr.data(), "etc/hello", 9);
+  std::memcpy(hdr.data() + 124, "00000000012", 11);  // 10 data bytes in the archive
+  hdr[156] = 'S';
+  std::string json = "{\"type\":2,\"payload\":\"" + b64(hdr) + "\",\"position\":0}\n" +
+                     "{\"type\":1,\"name\":\"etc/hello\",\"size\":60000000000,\"payload\":\"AAAAAAAAAAA=\",\"position\":1}\n";
+  write_file(c.meta(kTop, "tar-split.json.gz"), gzip(json));
+  Error e = verify_error(c.root, kTop);
+  EXPECT_EQ(e.code(), Code::Unsupported) << e.what();
+  EXPECT_EQ(e.path(), "etc/hello");
+  EXPECT_NE(std::string(e.what()).find("sparse"), std::string::npos) << e.what();
+  // The same header as a plain file ('0') is not a sparse entry: it fails on the size instead.
+  hdr[156] = '0';
+  json = "{\"type\":2,\"payload\":\"" + b64(hdr) + "\",\"position\":0}\n" +
+         "{\"type\":1,\"name\":\"etc/hello\",\"size\":60000000000,\"payload\":\"AAAAAAAAAAA=\",\"position\":1}\n";
+  write_file(c.meta(kTop, "tar-split.json.gz"), gzip(json));
+  e = verify_error(c.root, kTop);
+  EXPECT_EQ(e.code(), Code::Corrupt) << e.what();
+  EXPECT_NE(std::string(e.what()).find("size differs"), std::string::npos) << e.what();
+}
+
+// A DataRoot is shared by threads, each with its own streams.
+TEST(DockerDb, ParallelStreamsOnOneRoot) {
+  auto root = DataRoot::open(fixture());
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; i++)
+    ts.emplace_back([&, i] {
+      try {
+        root->verify(i % 2 ? kTop : kBase);
+        ok++;
+      } catch (...) {
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 8);
 }
