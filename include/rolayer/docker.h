@@ -69,7 +69,7 @@ ROLAYER_API size_t rolayer_docker_layers_count(const rolayer_docker_layers *l);
  * Fields of layer i (borrowed strings that live as long as the list; NULL when i is out of
  * range): ChainID and DiffID ("sha256:<hex>"), parent ChainID (NULL for a base layer), the
  * driver's cache-id, and the distribution descriptor from descriptor.json (media type and
- * digest NULL, size -1, when the layer has none: a loaded or imported rather than pulled layer).
+ * digest NULL, size -1, when the layer has none; dockerd 20.10 writes one for foreign layers only).
  */
 ROLAYER_API const char *rolayer_docker_layers_chain_id(const rolayer_docker_layers *l, size_t i);
 ROLAYER_API const char *rolayer_docker_layers_diff_id(const rolayer_docker_layers *l, size_t i);

@@ -37,6 +37,7 @@ rc=$?
 [ $rc -eq 0 ] || exit $rc
 root=$DOCKERD_ROOT
 store=$work/store
+layerdb_dir=$root/image/$driver/layerdb/sha256
 R() { "$rolayer" --quiet --store "$store" "$@"; }
 
 # --- images ------------------------------------------------------------------------------------
@@ -45,7 +46,9 @@ cd "$work"
 $mk --layer m1.tar $'etc/;etc/os=base\n;bin/;bin/sh->busybox;bin/busybox=@rep:200000:b;usr/;usr/share/;usr/share/doc/;usr/share/doc/a=a;usr/share/doc/b=b;del/;del/x=x;del/y=y'
 $mk --layer m2.tar $'etc/;etc/os=changed\n;del/;del/.wh.x=;usr/;usr/share/;usr/share/doc/;usr/share/doc/.wh..wh..opq=;usr/share/doc/c=c;empty='
 $mk --layer m3.tar 'app/;app/big=@rep:100000:0123456789;app/link->big;app/.hidden=h'
-specs=(rolayer-multi:3=m1.tar,m2.tar,m3.tar rolayer-shared:2=m1.tar,m3.tar)
+$mk --layer p1.tar 'p/;p/one=@rep:4000:pulled-one'
+$mk --layer p2.tar 'p/;p/two=pulled two;p/.wh.one='
+specs=(rolayer-multi:3=m1.tar,m2.tar,m3.tar rolayer-shared:2=m1.tar,m3.tar rolayer-pull:1=p1.tar,p2.tar)
 for k in byte trunc rm ts diff; do
   $mk --layer "d1_$k.tar" "f/;f/base_$k=@rep:5000:$k"
   $mk --layer "d2_$k.tar" "f/;f/top_$k=@rep:3000:$k-top;f/small_$k=hello $k"
@@ -163,6 +166,66 @@ done <chains.txt
 echo "   $n layer exports equal docker save's layer tars"
 [ "$n" -ge 4 ] || fail "too few layers compared"
 [ "$refused_by_store" -le 3 ] || fail "the store refused $refused_by_store images"
+# A pulled image: push rolayer-pull:1 (layers of its own) to a private registry (Debian's
+# docker-registry on 127.0.0.1, which dockerd trusts without TLS), remove it, pull it back (the
+# engine registers the layers from the gzip'd blobs), and import it. dockerd 20.10 writes
+# descriptor.json only for foreign layers (with URLs), none here: the test writes one as the
+# engine would, with the blob's descriptor from the registry's manifest, and checks that the
+# store records it.
+if [ "$driver" = overlay2 ] && command -v docker-registry >/dev/null 2>&1; then
+  step "pull from a private registry; descriptor.json"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >reg.yml <<REG
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+REG
+  docker-registry serve reg.yml >registry.log 2>&1 &
+  reg_pid=$!
+  for i in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ref=127.0.0.1:$port/rolayer/pulled:1
+  if docker tag rolayer-pull:1 "$ref" && docker push -q "$ref" >/dev/null && docker rmi "$ref" rolayer-pull:1 >/dev/null &&
+    docker pull -q "$ref" >/dev/null; then
+    curl -fs -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://127.0.0.1:$port/v2/rolayer/pulled/manifests/1" >manifest.json || fail "manifest from the registry"
+    kill "$reg_pid"; wait "$reg_pid" 2>/dev/null
+    mapfile -t pulled < <(python3 -c '
+import hashlib, json, subprocess, sys
+ids = json.loads(subprocess.check_output(["docker", "image", "inspect", "-f", "{{json .RootFS.Layers}}", sys.argv[1]]))
+parent = None
+for d in ids:
+    parent = d if parent is None else "sha256:" + hashlib.sha256((parent + " " + d).encode()).hexdigest()
+    print(parent)' "$ref")
+    top=$(R docker import --data-root "$root" "$ref") || fail "import of the pulled image"
+    [ "$top" = "${pulled[-1]}" ] || fail "pulled image imported as $top, the engine's is ${pulled[-1]}"
+    docker save -o pulled.tar "$ref" || fail "docker save of the pulled image"
+    rm -rf x && mkdir x && tar -xf pulled.tar -C x
+    mapfile -t ppaths < <(python3 -c 'import json; [print(p) for p in json.load(open("x/manifest.json"))[0]["Layers"]]')
+    for i in "${!pulled[@]}"; do
+      R export "${pulled[$i]}" -o x/ours.tar && cmp -s x/ours.tar "x/${ppaths[$i]}" ||
+        fail "pulled layer ${pulled[$i]}: rolayer export differs from docker save's"
+    done
+    # descriptor.json as the engine writes it, on the pulled base layer; a fresh store imports it.
+    python3 -c 'import json,sys; d=json.load(open("manifest.json"))["layers"][0]; print(json.dumps({"mediaType": d["mediaType"], "size": d["size"], "digest": d["digest"]}))' \
+      >"$layerdb_dir/${pulled[0]:7}/descriptor.json"
+    want=$(python3 -c 'import json; print(json.load(open("manifest.json"))["layers"][0]["digest"])')
+    "$rolayer" --quiet --store "$work/store2" docker import --data-root "$root" "$ref" >/dev/null || fail "import with a descriptor"
+    "$rolayer" --quiet --store "$work/store2" inspect "${pulled[0]}" --json |
+      python3 -c 'import json,sys; d=json.load(sys.stdin)["descriptor"]; print(d["digest"], d["size"], d["media_type"])' >desc.txt ||
+      fail "inspect of the pulled layer"
+    grep -q "^$want " desc.txt || fail "descriptor not kept: $(cat desc.txt), descriptor.json says $want"
+    echo "   pulled image imported, exports equal docker save's; descriptor kept: $(cat desc.txt)"
+  else
+    kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null
+    echo "   (skipped: the private registry did not take the push; $(tail -n 2 registry.log))"
+  fi
+fi
 # Importing again keeps one reference; the image by ID and by ChainID prefix resolve the same.
 img_id=$(docker image inspect -f '{{.Id}}' rolayer-multi:3)
 top=$(R docker import --data-root "$root" "${img_id:7:12}") || fail "import by image ID"
