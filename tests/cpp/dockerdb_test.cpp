@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -410,4 +411,44 @@ TEST(DockerDb, ParallelStreamsOnOneRoot) {
     });
   for (auto& t : ts) t.join();
   EXPECT_EQ(ok.load(), 8);
+}
+
+// The overlay2 layout, made from the fixture: image/overlay2/…, overlay2/<cache-id>/diff holding
+// only each layer's own files (the top layer: etc/hello, empty, and its whiteout as a 0/0
+// character device where mknod is allowed). Payloads are read from the layer's own diff only.
+TEST(DockerDb, Overlay2LayoutReadsEachLayersOwnDiff) {
+  Copy c;
+  std::string o = c.tmp.path() + "/o2";
+  fs::create_directories(o + "/image");
+  fs::create_directories(o + "/overlay2/l");
+  fs::copy(c.root + "/image/vfs", o + "/image/overlay2", fs::copy_options::recursive);
+  auto root = DataRoot::open(c.root);
+  for (const auto& li : root->layers()) {
+    std::string diff = o + "/overlay2/" + li.cache_id + "/diff";
+    fs::create_directories(fs::path(diff).parent_path());
+    fs::copy(c.root + "/vfs/dir/" + li.cache_id, diff, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    if (li.chain_id == kTop) {
+      fs::remove_all(diff + "/bin");  // not part of the top layer
+      mknod((diff + "/etc/gone").c_str(), S_IFCHR | 0, makedev(0, 0));  // a whiteout (root only)
+    }
+  }
+  auto o2 = DataRoot::open(o);
+  EXPECT_EQ(o2->driver(), "overlay2");
+  EXPECT_EQ("sha256:" + rolayer::test::sha256_hex(read_stream(*o2->open_stream(kTop))), kTopDiff);
+  EXPECT_EQ(o2->verify(kBase), 10240);
+  // A file missing from the top layer's own diff is missing, even though the base has it.
+  std::string top_diff = o + "/overlay2/" + o2->layer(kTop).cache_id + "/diff";
+  fs::remove(top_diff + "/etc/hello");
+  Error e = verify_error(o, kTop);
+  EXPECT_EQ(e.code(), Code::Corrupt);
+  EXPECT_EQ(e.path(), "etc/hello");
+  // Both drivers present: the caller must name one.
+  fs::create_directories(o + "/image/vfs/layerdb/sha256");
+  try {
+    DataRoot::open(o);
+    FAIL();
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), Code::Inval) << err.what();
+  }
+  EXPECT_EQ(DataRoot::open(o, "overlay2")->driver(), "overlay2");
 }
