@@ -27,6 +27,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kMaxChain = 125;  // the engine's maximum depth
+constexpr size_t kWholeFile = 1 << 20;  // files up to this size are checked before they go out
 
 // --- CRC-64/ISO (Go's hash/crc64 with crc64.ISO) -------------------------------------------
 
@@ -345,6 +346,7 @@ class LayerStream : public ByteSource {
       if (e.size == 0) continue;  // no payload (directories, links, empty files)
       check_not_sparse(e);
       open_file(e);
+      if (size_ <= static_cast<int64_t>(kWholeFile)) load_whole();
     }
   }
 
@@ -440,7 +442,20 @@ class LayerStream : public ByteSource {
     expect_crc_ = e.payload;
   }
 
-  size_t read_file(uint8_t* buf, size_t cap) {
+  // A file up to kWholeFile bytes is read and checked whole before any of its bytes go out: it
+  // is then served like a segment.
+  void load_whole() {
+    std::string data(static_cast<size_t>(size_), '\0');
+    size_t got = 0;
+    while (file_) {
+      size_t n = read_file(reinterpret_cast<uint8_t*>(data.data()) + got, data.size() - got, false);
+      got += n;
+    }
+    seg_ = std::move(data);
+    seg_pos_ = 0;
+  }
+
+  size_t read_file(uint8_t* buf, size_t cap, bool hash = true) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(cap, remaining_));
     ssize_t n;
     do n = ::read(file_.get(), buf, want);
@@ -465,7 +480,7 @@ class LayerStream : public ByteSource {
         damaged(name_, "content differs: CRC-64 " + hex_of(got_crc) + ", the record says " + hex_of(expect_crc_));
       file_.reset();
     }
-    sha_.update(buf, got);
+    if (hash) sha_.update(buf, got);
     return got;
   }
 

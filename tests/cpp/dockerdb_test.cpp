@@ -452,3 +452,30 @@ TEST(DockerDb, Overlay2LayoutReadsEachLayersOwnDiff) {
   }
   EXPECT_EQ(DataRoot::open(o, "overlay2")->driver(), "overlay2");
 }
+
+// A small file (up to 1 MiB) is checked whole before any of its bytes go out, however small the
+// reads: a damaged last byte keeps the whole file back.
+TEST(DockerDb, SmallDamagedFileSendsNoByte) {
+  Copy c;
+  std::string f = c.dir_of(kBase) + "/bin/busybox";
+  std::string d = slurp(f);
+  ASSERT_EQ(d.size(), 3000u);
+  d[2999] = 'y';
+  write_file(f, d);
+  auto s = DataRoot::open(c.root)->open_stream(kBase);
+  std::string out;
+  uint8_t buf[100];
+  bool failed = false;
+  try {
+    for (;;) {
+      size_t n = s->read(buf, sizeof buf);
+      if (n == 0) break;
+      out.append(reinterpret_cast<char*>(buf), n);
+    }
+  } catch (const Error& e) {
+    failed = true;
+    EXPECT_EQ(e.path(), "bin/busybox");
+  }
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(out.find(std::string(100, 'x')), std::string::npos) << "bytes of the damaged file went out";
+}
