@@ -99,7 +99,8 @@ ROLAYER_API int rolayer_docker_resolve(rolayer_string_list **out, rolayer_docker
  * rolayer_tar_stream_read(), free it with rolayer_tar_stream_free(). A read fails with
  *  - ROLAYER_ECORRUPT naming the layer and, in rolayer_error_path(), the entry path, when a file
  *    is missing ("missing file"), has another size ("size differs") or other content ("content
- *    differs", the CRC-64); the bad file's last chunk is not returned;
+ *    differs", the CRC-64); no byte of a bad file up to 1 MiB is returned, of a longer one
+ *    the last chunk is held back;
  *  - ROLAYER_ECORRUPT naming the layer when the tar-split record is damaged;
  *  - ROLAYER_EDIGEST at the end when the stream does not match the DiffID ("could not verify
  *    layer data for: <diffID>"); rolayer_error_diff_id() gives the DiffID.
