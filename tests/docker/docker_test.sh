@@ -60,8 +60,10 @@ docker import m2.tar rolayer-imported:1 >/dev/null || fail "docker import m2.tar
 
 step "load the corpus"
 # The corpus runs with overlay2 (what hosts use); vfs runs the fixtures only, to keep the time
-# bounded (ROLAYER_DOCKER_CORPUS=all runs it with both).
-if [ "$driver" != overlay2 ] && [ "${ROLAYER_DOCKER_CORPUS:-}" != all ]; then
+# bounded (ROLAYER_DOCKER_CORPUS=all runs it with both, =none with neither).
+if [ "${ROLAYER_DOCKER_CORPUS:-}" = none ]; then
+  echo "   (ROLAYER_DOCKER_CORPUS=none: fixtures only)"
+elif [ "$driver" != overlay2 ] && [ "${ROLAYER_DOCKER_CORPUS:-}" != all ]; then
   echo "   (corpus with overlay2 only; ROLAYER_DOCKER_CORPUS=all for $driver too)"
 elif [ -f "$corpus/MANIFEST.tsv" ]; then
   mkdir -p c
