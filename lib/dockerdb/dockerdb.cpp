@@ -178,20 +178,17 @@ std::string hex_of(std::string_view s) {
 class GzLines {
  public:
   GzLines(Fd fd, std::string what) : fd_(std::move(fd)), what_(std::move(what)) {
-    a_ = archive_read_new();
+    a_.reset(archive_read_new());
     if (!a_) throw Error(Code::NoMem, "out of memory");
-    archive_read_support_filter_gzip(a_);
-    archive_read_support_format_raw(a_);
-    if (archive_read_open_fd(a_, fd_.get(), 64 * 1024) != ARCHIVE_OK) fail("cannot read");
+    archive_read_support_filter_gzip(a());
+    archive_read_support_format_raw(a());
+    if (archive_read_open_fd(a(), fd_.get(), 64 * 1024) != ARCHIVE_OK) fail("cannot read");
     struct archive_entry* e;
-    int r = archive_read_next_header(a_, &e);
+    int r = archive_read_next_header(a(), &e);
     if (r == ARCHIVE_EOF) throw Error(Code::Corrupt, what_ + " is empty");
     if (r != ARCHIVE_OK) fail("cannot read");
-    if (archive_filter_count(a_) < 2 || archive_filter_code(a_, 0) != ARCHIVE_FILTER_GZIP)
+    if (archive_filter_count(a()) < 2 || archive_filter_code(a(), 0) != ARCHIVE_FILTER_GZIP)
       throw Error(Code::Corrupt, what_ + " is not gzip-compressed");
-  }
-  ~GzLines() {
-    if (a_) archive_read_free(a_);
   }
   GzLines(const GzLines&) = delete;
   GzLines& operator=(const GzLines&) = delete;
@@ -207,7 +204,7 @@ class GzLines {
           return true;
         }
         buf_.resize(64 * 1024);
-        la_ssize_t n = archive_read_data(a_, buf_.data(), buf_.size());
+        la_ssize_t n = archive_read_data(a(), buf_.data(), buf_.size());
         if (n < 0) fail("cannot decompress");
         buf_.resize(static_cast<size_t>(n));
         pos_ = 0;
@@ -235,17 +232,22 @@ class GzLines {
 
  private:
   [[noreturn]] void fail(const std::string& doing) {
-    const char* m = archive_error_string(a_);
-    int e = archive_errno(a_);
+    const char* m = archive_error_string(a());
+    int e = archive_errno(a());
     std::string msg = what_ + ": " + doing + ": " + (m ? m : "unknown error");
     // A read error of the file itself is I/O; everything else is a damaged record.
     if (e == EIO) throw Error(Code::Io, msg).with_errno(e);
     throw Error(Code::Corrupt, msg);
   }
 
+  struct archive* a() const { return a_.get(); }
+  struct ArchiveFree {
+    void operator()(struct archive* p) const { archive_read_free(p); }
+  };
+
   Fd fd_;
   std::string what_;
-  struct archive* a_ = nullptr;
+  std::unique_ptr<struct archive, ArchiveFree> a_;  // freed also when the constructor throws
   std::string buf_;
   size_t pos_ = 0;
   bool eof_ = false;
