@@ -17,5 +17,6 @@
 #include "rolayer/stream.h"
 #include "rolayer/image.h"
 #include "rolayer/driver.h"
+#include "rolayer/docker.h"
 
 #endif /* ROLAYER_H */

@@ -9,6 +9,8 @@ pkgs=(build-essential cmake ninja-build pkg-config git
 pkgs+=(abigail-tools doxygen dpkg-dev fakeroot lintian file)  # ABI baseline, C reference, .deb packaging
 pkgs+=(strace)  # tools/tests/cli_test.sh import_archive_one_pass: counts the opens of an image archive
 pkgs+=(libcurl4-openssl-dev docker-registry apache2-utils openssl)  # rolayer pull/push and their tests
+# tests/docker: Debian's dockerd 20.10 (started privately by the test), a private registry, curl.
+pkgs+=(docker.io docker-registry curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -525,4 +525,10 @@ ROLAYER_API void rolayer_tar_stream_free(rolayer_tar_stream* s) {
 }
 
 }  // extern "C"
+
+// For the other shim files (declared in handles.h).
+int capi_guard(rolayer_error** err, const std::function<void()>& f) noexcept { return guard(err, f); }
+rolayer_string_list* capi_new_string_list(std::vector<std::string> items) {
+  return new rolayer_string_list{std::move(items)};
+}
 #include "capi/image_shims.inc"  // rolayer/image.h

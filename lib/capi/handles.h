@@ -35,3 +35,10 @@ struct rolayer_tar_stream {
 
 // lib/drivers/user: a caller's rolayer_driver_ops as a rolayer::Driver.
 std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops, void* user_data);
+
+// For the shim files besides capi.cpp (docker_capi.cpp): capi.cpp's exception-to-status
+// mapping and its string-list constructor.
+#include <functional>
+#include <vector>
+int capi_guard(rolayer_error** err, const std::function<void()>& f) noexcept;
+rolayer_string_list* capi_new_string_list(std::vector<std::string> items);

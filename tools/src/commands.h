@@ -32,6 +32,9 @@ int cmd_gc(Globals& g, const Args& args);
 int cmd_verify(Globals& g, const Args& args);
 int cmd_import(Globals& g, const Args& args);
 int cmd_export_image(Globals& g, const Args& args);
+// tools/src/docker.cpp: `rolayer docker verify|import`, and its help text.
+int cmd_docker(Globals& g, const Args& args);
+extern const char* const kDockerHelp;
 
 // Prints a command's help to stdout.
 void print_command_help(const Command& c);

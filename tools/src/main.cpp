@@ -179,6 +179,7 @@ const std::vector<Command> kCommands = {
      "temporary files and half-written layer data. One `removed CHAINID` line each. Layers\n"
      "other processes have open are never touched; gc may run while they work.\n",
      cmd_gc},
+    {"docker", "verify or import a Docker host's layers (overlay2, vfs), offline", kDockerHelp, cmd_docker},
 };
 
 void print_global_help(FILE* f) {
