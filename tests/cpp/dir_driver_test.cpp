@@ -1169,12 +1169,11 @@ double cpu_seconds() {
 }
 }  // namespace
 
-TEST_F(DirDriverTest, DeepDirectoryChainCostsLinearTime) {
+TEST_F(DirDriverTest, DeepDirectoryChainIsBuiltWhole) {
   // A chain of n nested directories, one entry per level ("d/", "d/d/", ...). Each level used
   // to be reached by walking from the 64th cached component (O(n^2) openat calls), and its mode
-  // set by a walk from the root. The CPU time (user + system, so other processes on the machine
-  // do not count) for 4n levels must stay well below 16 times that for n levels (quadratic);
-  // linear gives 4 plus the fixed costs. Best of two runs each.
+  // set by a walk from the root. The CPU times are printed for a reader; the linearity check is
+  // cli.dir.deep_nesting_linear, which counts system calls instead of timing them.
   auto tar_of = [](int n) {
     TarBuilder b;
     std::string p;
@@ -1202,8 +1201,8 @@ TEST_F(DirDriverTest, DeepDirectoryChainCostsLinearTime) {
   const double t_small = best(ts), t_large = best(tl);
   std::printf("deep chain: %d levels %.4f s CPU, %d levels %.4f s CPU, ratio %.1f\n", small, t_small, large,
               t_large, t_large / std::max(t_small, 1e-6));
-  // Below a few milliseconds the ratio is noise; the absolute bound then decides.
-  EXPECT_LT(t_large, std::max(9.0 * t_small, 0.05)) << "deep nesting is not linear";
+  // CPU time is only printed: it varies with the machine's load, so the verdict on linearity is
+  // the system-call count of cli.dir.deep_nesting_linear (tools/tests/cli_test.sh), which does not.
   // The tree is right: every level a directory, the leaf at the bottom.
   const std::string id = "chain" + std::to_string(run);
   std::string p;
