@@ -11,5 +11,6 @@
 #include "rolayer/layer.h"
 #include "rolayer/stream.h"
 #include "rolayer/driver.h"
+#include "rolayer/mount.h"
 
 #endif /* ROLAYER_H */

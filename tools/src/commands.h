@@ -31,6 +31,10 @@ int cmd_rm(Globals& g, const Args& args);
 int cmd_verify(Globals& g, const Args& args);
 int cmd_import(Globals& g, const Args& args);
 int cmd_export_image(Globals& g, const Args& args);
+int cmd_mount(Globals& g, const Args& args);   // tools/src/mount.cpp
+int cmd_umount(Globals& g, const Args& args);  // tools/src/mount.cpp
+// Throws CliError(kBusy) naming the mount when chain_id is mounted (tools/src/mount.cpp).
+void refuse_if_mounted(rolayer_store* store, const std::string& chain_id);
 
 // Prints a command's help to stdout.
 void print_command_help(const Command& c);

@@ -20,6 +20,9 @@ class DirDriver : public Driver {
   std::string name() const override { return "dir"; }
   DriverCaps caps() const override { return DriverCaps{}; }
   std::vector<std::string> init(const std::string& store_root) override;
+  // Uses the driver directory of a store that is already open (another instance ran init):
+  // no clean-up, no migration. For read-only helpers such as lib/mount.
+  void attach(const std::string& store_root);
   void create(const std::string& id, const std::string& parent) override;
   void remove(const std::string& id) override;
   int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override;
@@ -27,12 +30,21 @@ class DirDriver : public Driver {
   std::unique_ptr<PayloadSession> payloads(const std::string& id) override;
   std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override;
 
+  // Overlay lower directories of id's flattened chain, topmost first (absolute paths of the
+  // layers' diff/; the chain stops at a layer whose root is opaque). *userxattr (may be null):
+  // the mount must use `userxattr` (the layers' markers are user.overlay.*). Errors:
+  // Unsupported for a layer of the old layout or a chain mixing both marker forms.
+  std::vector<std::string> lower_dirs(const std::string& id, bool* userxattr) const;
+  // An empty directory (<root>/dir/.empty) to pair with a single lower directory.
+  std::string empty_dir() const;
+
  private:
   std::string layer_dir(const std::string& id) const;
   std::string read_parent(const std::string& id) const;
   // id, its parent, ..., the base layer. Throws Corrupt if a layer of the chain is missing.
   std::vector<std::string> chain(const std::string& id) const;
   void require_init() const;
+  void upgrade_layout(int rootfd, const std::vector<std::string>& ids);
 
   std::string root_;  // canonical <store_root>/dir
 };

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Tests of overlay-ready layers and `rolayer mount` (issue 15), one scenario per ctest test.
+#
+# usage: mount_test.sh ROLAYER TEST
+# Exit 0: passed; 77: skipped with the reason (not root, no overlayfs, no dockerd); else failed.
+set -euo pipefail
+
+ROLAYER=$1
+TEST=$2
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TREE="python3 $HERE/mount_tree.py"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-mount-$TEST.XXXXXX")
+MOUNTS=()
+cleanup() {
+  local rc=$?
+  for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+STORE=$WORK/store
+export HOME=$WORK/home
+unset ROLAYER_ROOT XDG_DATA_HOME ROLAYER_DRIVER
+mkdir -p "$HOME"
+
+fail() { echo "FAIL [$TEST]: $*" >&2; exit 1; }
+skip() { echo "SKIP [$TEST]: $*" >&2; exit 77; }
+note() { echo "--- $*" >&2; }
+R() { "$ROLAYER" --store "$STORE" -q "$@"; }
+
+need_overlay() {
+  [ "$(id -u)" = 0 ] || skip "mounting overlayfs needs root (CI runs as root)"
+  grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || true
+  grep -qw overlay /proc/filesystems || skip "the kernel has no overlay file system"
+  mkdir -p "$WORK/probe/l1" "$WORK/probe/l2" "$WORK/probe/m"
+  mount -t overlay overlay -o "lowerdir=$WORK/probe/l1:$WORK/probe/l2" "$WORK/probe/m" 2>"$WORK/probe.err" ||
+    skip "cannot mount overlayfs here: $(cat "$WORK/probe.err")"
+  umount "$WORK/probe/m"
+}
+
+register_fixtures() {
+  $TREE fixtures "$WORK/fx" "${1:-}"
+  C1=$(R register "$WORK/fx/l1.tar")
+  C2=$(R register --parent "$C1" "$WORK/fx/l2.tar")
+  C3=$(R register --parent "$C2" "$WORK/fx/l3.tar")
+}
+
+# Export of every layer is still byte-exact, and the diffs never show a whiteout object.
+t_export_exact() {
+  register_fixtures
+  local i=1
+  for c in "$C1" "$C2" "$C3"; do
+    R export "$c" -o "$WORK/e$i.tar"
+    cmp "$WORK/fx/l$i.tar" "$WORK/e$i.tar" || fail "export of layer $i differs from its tar"
+    i=$((i + 1))
+  done
+  R verify >/dev/null || fail "verify failed"
+  # The layer directories are overlay-ready: a whiteout object and an opaque attribute exist.
+  local d2
+  d2=$(R mount --lower-dirs "$C2" | head -1)
+  [ -e "$d2/a/f1" ] || [ -L "$d2/a/f1" ] || fail "no whiteout object for a/f1 in $d2"
+  if [ "$(id -u)" = 0 ]; then
+    [ -c "$d2/a/f1" ] || fail "a/f1 is not a 0/0 character device as root"
+    [ "$(getfattr --only-values -n trusted.overlay.opaque "$d2/d2" 2>/dev/null || python3 -c "import os;print(os.getxattr('$d2/d2','trusted.overlay.opaque').decode(),end='')")" = y ] ||
+      fail "d2 is not marked opaque"
+  fi
+  # The flattened chain (diff with no ancestor) shows no whiteout object, and the escaped
+  # attributes and the 0/0 device come back as they were.
+  R diff "$C3" -o "$WORK/flat.tar"
+  python3 - "$WORK/flat.tar" "$HERE" <<'PY' || fail "flattened diff is wrong"
+import sys, tarfile
+t = tarfile.open(sys.argv[1])
+names = {m.name.rstrip('/'): m for m in t}
+assert 'a/f1' not in names and 'gone/g1' not in names and 'keep/k1' not in names, sorted(names)
+assert 'a/new' not in names and 'a/h3' not in names, "l3 deleted a/ and re-created it"
+assert names['a/g'].isfile() and names['keep/k2'].isfile() and names['gone/back'].isfile()
+sys.path.insert(0, sys.argv[2])
+import mount_tree
+mount_tree.skip_xattr = lambda k: False
+assert mount_tree.pax_xattrs(names['x']) == {'user.foo': b'bar'}
+z = names['dev/zero00']
+assert z.ischr() and z.devmajor == 0 and z.devminor == 0, "0/0 device not given back"
+x = mount_tree.pax_xattrs(names['esc'])
+assert x == {'user.rolayer-esc-chr00': b'mine', 'user.rolayer-esc.x': b'y'}, x
+print("flattened diff ok:", len(names), "entries")
+PY
+  # An ancestor diff gives the deletions back as whiteout entries (records, not objects).
+  R diff "$C2" --from "$C1" -o "$WORK/d21.tar"
+  tar -tf "$WORK/d21.tar" >"$WORK/d21.list" 2>/dev/null
+  grep -qx 'a/.wh.f1' "$WORK/d21.list" || fail "the diff against the parent lost a whiteout"
+  grep -qx 'keep/.wh.k1' "$WORK/d21.list" || fail "the diff against the parent lost a whiteout"
+  grep -qx '.wh.gone' "$WORK/d21.list" || fail "the diff against the parent lost a whiteout"
+  grep -qx 'd2/.wh..wh..opq' "$WORK/d21.list" || fail "the diff against the parent lost an opaque marker"
+  grep -qx 'a/new' "$WORK/d21.list" || fail "the diff against the parent lost a/new"
+  python3 - "$WORK/d21.tar" "$HERE" <<'PY' || fail "an overlay-named attribute of the layer was not reproduced"
+import sys, tarfile
+sys.path.insert(0, sys.argv[2])
+import mount_tree
+mount_tree.skip_xattr = lambda k: False
+t = tarfile.open(sys.argv[1])
+xs = mount_tree.pax_xattrs(t.getmember('a/h3'))  # a/new is its hard link here
+assert xs == {'trusted.overlay.opaque': b'y', 'user.overlay.whiteout': b'y'}, xs
+xs = mount_tree.pax_xattrs(t.getmember('esc'))
+assert xs == {'user.rolayer-esc-chr00': b'mine', 'user.rolayer-esc.x': b'y'}, xs
+PY
+}
+
+# The mounted tree equals the tree that extracting the flattened chain gives.
+t_tree_equal() {
+  need_overlay
+  register_fixtures
+  R diff "$C3" -o "$WORK/flat.tar"
+  mkdir -p "$WORK/mnt"
+  R mount "$C3" "$WORK/mnt"
+  MOUNTS+=("$WORK/mnt")
+  $TREE compare "$WORK/flat.tar" "$WORK/mnt" --layers "$WORK/fx/l1.tar" "$WORK/fx/l2.tar" "$WORK/fx/l3.tar" ||
+    fail "mounted tree differs from the flattened chain"
+  local layers=("$WORK/fx/l1.tar") i=0
+  for c in "$C1" "$C2"; do
+    i=$((i + 1))
+    mkdir -p "$WORK/m$i"
+    R diff "$c" -o "$WORK/flat$i.tar"
+    R mount "$c" "$WORK/m$i"
+    MOUNTS+=("$WORK/m$i")
+    $TREE compare "$WORK/flat$i.tar" "$WORK/m$i" --layers "${layers[@]}" || fail "mounted tree of $c differs"
+    R umount "$WORK/m$i"
+    layers+=("$WORK/fx/l$((i + 1)).tar")
+  done
+  touch "$WORK/mnt/new" 2>/dev/null && fail "the mount is writable"
+  R umount "$WORK/mnt"
+  grep -q " $WORK/mnt " /proc/self/mountinfo && fail "still mounted after umount"
+  R rm "$C3" >/dev/null
+}
+
+# A mounted layer cannot be removed from another process; a mount that is gone is reported
+# and its hold dropped at the next open.
+t_hold() {
+  need_overlay
+  register_fixtures
+  mkdir -p "$WORK/mnt"
+  R mount "$C3" "$WORK/mnt"
+  MOUNTS+=("$WORK/mnt")
+  local rc=0
+  R rm "$C3" >"$WORK/out" 2>"$WORK/err" || rc=$?
+  [ "$rc" = 5 ] || fail "rm of a mounted layer exited $rc: $(cat "$WORK/err")"
+  grep -q "mounted at $WORK/mnt" "$WORK/err" || fail "rm did not name the mount: $(cat "$WORK/err")"
+  R ls | grep -q "${C3#sha256:}" || R ls --json | grep -q "${C3#sha256:}" || fail "the layer went"
+  rc=0
+  R mount "$C2" "$WORK/mnt" 2>"$WORK/err" || rc=$?
+  [ "$rc" = 5 ] || fail "a second mount on the same target exited $rc"
+  # The mount outlives its process (each `rolayer` above has exited): it stays held. Now it
+  # disappears behind the store's back (as after a reboot): the next open reports it.
+  umount "$WORK/mnt"
+  R rm "$C3" >"$WORK/out" 2>"$WORK/err" || fail "rm after the mount went failed: $(cat "$WORK/err")"
+  grep -q "recorded mount at $WORK/mnt is gone" "$WORK/err" || fail "the gone mount was not reported: $(cat "$WORK/err")"
+  grep -q "removed" "$WORK/out" || fail "the layer was not removed once its mount was gone"
+}
+
+# A 125-layer chain mounts (lowerdir+ has no option-length limit); mount + umount timing.
+t_deep_chain() {
+  need_overlay
+  $TREE chain "$WORK/ch" 125
+  local p="" c
+  for i in $(seq -f %03g 1 125); do
+    if [ -z "$p" ]; then c=$(R register "$WORK/ch/c$i.tar"); else c=$(R register --parent "$p" "$WORK/ch/c$i.tar"); fi
+    p=$c
+  done
+  [ "$(R mount --lower-dirs "$c" | wc -l)" = 125 ] || fail "not 125 lower dirs"
+  R mount --lower-dirs --json "$c" | python3 -c "import json,sys; j=json.load(sys.stdin); assert len(j['lower_dirs'])==125"
+  mkdir -p "$WORK/mnt"
+  local t0 t1
+  t0=$(date +%s%N)
+  R mount "$c" "$WORK/mnt"
+  MOUNTS+=("$WORK/mnt")
+  t1=$(date +%s%N)
+  [ -f "$WORK/mnt/f125" ] || fail "top file missing"
+  [ ! -e "$WORK/mnt/f124" ] || fail "a deleted file shows"
+  [ "$(ls "$WORK/mnt/all" | wc -l)" = 125 ] || fail "merged directory incomplete"
+  local t2 t3
+  t2=$(date +%s%N)
+  R umount "$WORK/mnt"
+  t3=$(date +%s%N)
+  echo "125-layer chain: rolayer mount $(((t1 - t0) / 1000000)) ms, rolayer umount $(((t3 - t2) / 1000000)) ms (whole CLI runs)"
+  R diff "$c" -o "$WORK/flat.tar"
+  R mount "$c" "$WORK/mnt"
+  $TREE compare "$WORK/flat.tar" "$WORK/mnt" || fail "deep chain tree differs"
+  R umount "$WORK/mnt"
+}
+
+"t_$TEST"
+echo "PASS [$TEST]"
