@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "drivers/dir/dir_driver.h"
 #include "drivers/dir/dir_fs.h"
 
@@ -98,11 +99,11 @@ std::string resolve_target(const std::string& target) {
 std::string unescape_octal(const std::string& s) {
   std::string o;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() + 0 && i + 3 <= s.size() - 0) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
       int v = 0;
       bool ok = true;
       for (size_t k = 1; k <= 3; ++k) {
-        if (i + k >= s.size() || s[i + k] < '0' || s[i + k] > '7') ok = false;
+        if (s[i + k] < '0' || s[i + k] > '7') ok = false;
         else v = v * 8 + (s[i + k] - '0');
       }
       if (ok) {
@@ -259,7 +260,9 @@ void mount_chain(Store& store, const std::string& chain_id, const std::string& t
   try {
     dirfs::write_file_atomic(mdir.get(), key, encode(r, ::getpid()), key);
     recorded = true;
+    ROLAYER_FAULT_POINT("mount.recorded");
     if (!mount_new_api(ld, tfd.get(), target, flags)) mount_legacy(ld, tfd.get(), target, flags);
+    ROLAYER_FAULT_POINT("mount.mounted");
   } catch (...) {
     if (recorded) ::unlinkat(mdir.get(), key.c_str(), 0);
     try {

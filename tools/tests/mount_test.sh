@@ -159,6 +159,32 @@ t_hold() {
   grep -q "removed" "$WORK/out" || fail "the layer was not removed once its mount was gone"
 }
 
+# The mounting process killed before or after the mount itself: the next open reports a record
+# whose mount never happened (and drops its hold), and keeps one whose mount exists.
+t_killed() {
+  need_overlay
+  register_fixtures
+  mkdir -p "$WORK/mnt"
+  local rc=0
+  ROLAYER_FAULT_KILL=mount.recorded R mount "$C3" "$WORK/mnt" 2>/dev/null || rc=$?
+  [ "$rc" = 137 ] || { [ "$rc" = 0 ] && umount "$WORK/mnt"; skip "the library was built without -DROLAYER_FAULT_HOOKS=ON (exit $rc)"; }
+  grep -q " $WORK/mnt " /proc/self/mountinfo && fail "mounted although killed before the mount"
+  R rm "$C3" >"$WORK/out" 2>"$WORK/err" || fail "rm after a killed mount failed: $(cat "$WORK/err")"
+  grep -q "recorded mount at $WORK/mnt is gone" "$WORK/err" || fail "not reported: $(cat "$WORK/err")"
+  grep -q removed "$WORK/out" || fail "the hold of the killed mount was not dropped"
+  register_fixtures
+  rc=0
+  ROLAYER_FAULT_KILL=mount.mounted R mount "$C3" "$WORK/mnt" 2>/dev/null || rc=$?
+  [ "$rc" = 137 ] || fail "not killed after the mount (exit $rc)"
+  MOUNTS+=("$WORK/mnt")
+  grep -q " $WORK/mnt " /proc/self/mountinfo || fail "the mount did not survive its process"
+  rc=0
+  R rm "$C3" >"$WORK/out" 2>"$WORK/err" || rc=$?
+  [ "$rc" = 5 ] || fail "rm of a layer mounted by a killed process exited $rc: $(cat "$WORK/err")"
+  R umount "$WORK/mnt" || fail "umount of a mount left by a killed process failed"
+  R rm "$C3" | grep -q removed || fail "not removed after the umount"
+}
+
 # A 125-layer chain mounts (lowerdir+ has no option-length limit); mount + umount timing.
 t_deep_chain() {
   need_overlay
@@ -186,7 +212,108 @@ t_deep_chain() {
   echo "125-layer chain: rolayer mount $(((t1 - t0) / 1000000)) ms, rolayer umount $(((t3 - t2) / 1000000)) ms (whole CLI runs)"
   R diff "$c" -o "$WORK/flat.tar"
   R mount "$c" "$WORK/mnt"
-  $TREE compare "$WORK/flat.tar" "$WORK/mnt" || fail "deep chain tree differs"
+  MOUNTS+=("$WORK/mnt")
+  $TREE compare "$WORK/flat.tar" "$WORK/mnt" --layers "$WORK"/ch/c*.tar || fail "deep chain tree differs"
+  R umount "$WORK/mnt"
+}
+
+# A store of layout version 1 (deletions recorded only in meta/, layer attributes and 0/0
+# devices stored as they are) is migrated when it is opened, and exports stay byte-exact.
+t_migrate() {
+  [ "$(id -u)" = 0 ] || skip "the fixtures hold a device node and set-uid files: root only"
+  register_fixtures
+  R diff "$C3" -o "$WORK/before.tar"
+  $TREE downgrade "$STORE"
+  [ ! -e "$STORE/dir/format" ] || fail "downgrade left the format file"
+  local d2
+  d2=$(find "$STORE/dir" -path '*/diff/dev/zero00')
+  [ -c "$d2" ] || fail "downgrade did not restore the real 0/0 device"
+  R ls >/dev/null  # the open migrates
+  [ -f "$STORE/dir/format" ] || fail "no format file after the migration"
+  [ "$(find "$STORE/dir" -path '*/meta/overlay' | wc -l)" = 3 ] || fail "not every layer was migrated"
+  [ -f "$d2" ] || fail "the 0/0 device was not escaped"
+  local i=1
+  for c in "$C1" "$C2" "$C3"; do
+    R export "$c" -o "$WORK/e$i.tar"
+    cmp "$WORK/fx/l$i.tar" "$WORK/e$i.tar" || fail "export of layer $i differs after the migration"
+    i=$((i + 1))
+  done
+  R diff "$C3" -o "$WORK/after.tar"
+  # (the same entries, metadata and contents; attributes may be listed in another order)
+  python3 - "$WORK/before.tar" "$WORK/after.tar" "$HERE" <<'PY' || fail "the flattened diff changed with the migration"
+import sys
+sys.path.insert(0, sys.argv[3])
+import mount_tree
+mount_tree.skip_xattr = lambda k: False
+a, b = mount_tree.tar_tree(sys.argv[1]), mount_tree.tar_tree(sys.argv[2])
+for k in sorted(set(a[0]) | set(b[0])):
+    if a[0].get(k) != b[0].get(k):
+        print("differs:", k, a[0].get(k), b[0].get(k))
+assert a == b
+PY
+  if grep -qw overlay /proc/filesystems; then
+    mkdir -p "$WORK/mnt"
+    R mount "$C3" "$WORK/mnt"
+    MOUNTS+=("$WORK/mnt")
+    $TREE compare "$WORK/after.tar" "$WORK/mnt" --layers "$WORK/fx/l1.tar" "$WORK/fx/l2.tar" "$WORK/fx/l3.tar" ||
+      fail "the migrated chain mounts differently"
+    R umount "$WORK/mnt"
+  fi
+  # A newer layout is refused, naming the file.
+  printf 'rolayer-dir-format\0009\000' >"$STORE/dir/format"
+  local rc=0
+  R ls >/dev/null 2>"$WORK/err" || rc=$?
+  [ "$rc" != 0 ] || fail "a newer layout was not refused"
+  grep -q "format: version 9" "$WORK/err" || fail "the refusal does not name the file: $(cat "$WORK/err")"
+}
+
+# A real engine as the reference: Debian's dockerd (overlay2) loads an image of the same layers;
+# `docker create` + `docker export` gives the flattened root file system, which must equal the
+# mounted tree (less the init layer's files). The fixtures leave out what only this store keeps
+# (a 0/0 device and overlay-named attributes: overlay2 would turn them into whiteout markers),
+# and attributes are not compared (docker export keeps only security.capability).
+t_docker() {
+  need_overlay
+  command -v dockerd >/dev/null && command -v docker >/dev/null || skip "dockerd is not installed (Debian package docker.io)"
+  register_fixtures nodev00
+  local D=$WORK/docker
+  mkdir -p "$D/root" "$D/exec"
+  $TREE docker-save "$WORK/image.tar" rolayer-fixture:1 "$WORK/fx/l1.tar" "$WORK/fx/l2.tar" "$WORK/fx/l3.tar"
+  dockerd --data-root "$D/root" --exec-root "$D/exec" --host "unix://$D/sock" --pidfile "$D/pid" \
+    --iptables=false --ip6tables=false --bridge=none --ip-masq=false --storage-driver overlay2 \
+    >"$D/log" 2>&1 &
+  local dpid=$!
+  stop_dockerd() {
+    kill "$dpid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$dpid" 2>/dev/null || true
+    umount -l "$D/root/overlay2" 2>/dev/null || true
+  }
+  local ok=0
+  for _ in $(seq 100); do
+    if docker -H "unix://$D/sock" version >/dev/null 2>&1; then ok=1; break; fi
+    kill -0 "$dpid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ "$ok" != 1 ]; then
+    stop_dockerd
+    skip "dockerd did not start: $(tail -3 "$D/log" | tr '\n' ' ')"
+  fi
+  local rc=0
+  {
+    docker -H "unix://$D/sock" load -i "$WORK/image.tar" >/dev/null &&
+      docker -H "unix://$D/sock" create --name fx rolayer-fixture:1 >/dev/null &&
+      docker -H "unix://$D/sock" export fx -o "$WORK/docker.tar" &&
+      docker -H "unix://$D/sock" rm fx >/dev/null
+  } 2>"$WORK/docker.err" || rc=$?
+  stop_dockerd
+  [ "$rc" = 0 ] || fail "docker load/create/export failed: $(cat "$WORK/docker.err")"
+  mkdir -p "$WORK/mnt"
+  R mount "$C3" "$WORK/mnt"
+  MOUNTS+=("$WORK/mnt")
+  $TREE compare "$WORK/docker.tar" "$WORK/mnt" .dockerenv etc proc sys dev/console dev/pts dev/shm \
+    --exact=dev --no-xattrs --layers "$WORK/fx/l1.tar" "$WORK/fx/l2.tar" "$WORK/fx/l3.tar" ||
+    fail "the mounted tree differs from docker's flattened root file system"
   R umount "$WORK/mnt"
 }
 

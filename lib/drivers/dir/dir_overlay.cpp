@@ -6,6 +6,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +20,11 @@ namespace rolayer::dirdrv {
 
 using dirfs::Fd;
 using dirfs::sys_error;
+using dirfs::list_xattrs_raw_at;
+using dirfs::list_xattrs_raw_fd;
+using dirfs::escape_xattr_name;
+using dirfs::unescape_xattr_name;
+using Xattrs = std::vector<std::pair<std::string, std::string>>;
 
 namespace {
 
@@ -138,11 +145,88 @@ std::optional<OverlayForm> read_overlay_marker(const LayerPaths& layer) {
   throw Error(Code::Corrupt, "invalid overlay record: " + what).with_path(what);
 }
 
+namespace {
+
+// Version-1 trees stored a layer's attributes under their own names and its 0/0 devices as
+// devices: escape them (escape_xattr_name, the chr00 placeholder). Each step can be repeated:
+// an attribute is set under its escaped name before the original goes; a device is replaced
+// by renaming a complete placeholder over it. A 0/0 device at a recorded whiteout path is left
+// alone (a whiteout object of an interrupted earlier run).
+void escape_tree(const LayerPaths& layer, const LayerCuts& cuts) {
+  struct Level {
+    Fd fd;
+    std::string rel;
+  };
+  std::vector<Level> todo;
+  todo.push_back(Level{open_layer_dir(layer, layer.diff), std::string()});
+  while (!todo.empty()) {
+    Level lv = std::move(todo.back());
+    todo.pop_back();
+    const std::string what_dir = layer.diff + "/" + lv.rel;
+    {  // the directory's own attributes
+      for (auto& [k, v] : list_xattrs_raw_fd(lv.fd.get())) {
+        std::string e = escape_xattr_name(k);
+        if (e == k) continue;
+        dirfs::set_xattrs_fd(lv.fd.get(), {{k, v}}, what_dir);
+        if (::fremovexattr(lv.fd.get(), k.c_str()) != 0 && errno != ENODATA)
+          throw sys_error("cannot remove extended attribute " + k + " of", what_dir, errno);
+      }
+    }
+    for (auto& [name, type] : dirfs::list_dir(lv.fd.get(), what_dir)) {
+      std::string rel = dirfs::join(lv.rel, name);
+      std::string what = layer.diff + "/" + rel;
+      if (type == DT_DIR) {
+        Fd sub(::openat(lv.fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!sub.valid()) throw sys_error("cannot open directory", what, errno);
+        todo.push_back(Level{std::move(sub), rel});
+        continue;
+      }
+      struct stat st;
+      if (::fstatat(lv.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw sys_error("cannot stat", what, errno);
+      std::string proc = "/proc/self/fd/" + std::to_string(lv.fd.get()) + "/" + name;
+      auto raw = list_xattrs_raw_at(lv.fd.get(), name);
+      if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0) && !cuts.whiteouts.count(rel)) {
+        struct stat pst;  // the directory's times are the layer's: kept
+        if (::fstat(lv.fd.get(), &pst) != 0) throw sys_error("cannot stat", what_dir, errno);
+        std::string tmp = ".rolayer-migrate-" + dirfs::random_suffix();
+        Fd f(::openat(lv.fd.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!f.valid()) throw sys_error("cannot create", layer.diff + "/" + tmp, errno);
+        try {
+          if (::fsetxattr(f.get(), kChr00Xattr, "", 0, 0) != 0) throw sys_error("cannot mark", what, errno);
+          dirfs::set_xattrs_fd(f.get(), raw, what, true);  // the layer's, stored escaped
+          if (::fchown(f.get(), st.st_uid, st.st_gid) != 0 && ::geteuid() == 0) throw sys_error("cannot chown", what, errno);
+          if (::fchmod(f.get(), st.st_mode & 07777) != 0) throw sys_error("cannot chmod", what, errno);
+          struct timespec ts[2] = {st.st_atim, st.st_mtim};
+          if (::futimens(f.get(), ts) != 0) throw sys_error("cannot set times", what, errno);
+          if (::renameat(lv.fd.get(), tmp.c_str(), lv.fd.get(), name.c_str()) != 0)
+            throw sys_error("cannot replace", what, errno);
+          struct timespec pts[2] = {pst.st_atim, pst.st_mtim};
+          if (::futimens(lv.fd.get(), pts) != 0) throw sys_error("cannot set times", what_dir, errno);
+        } catch (...) {
+          ::unlinkat(lv.fd.get(), tmp.c_str(), 0);
+          throw;
+        }
+        continue;
+      }
+      for (auto& [k, v] : raw) {
+        std::string e = escape_xattr_name(k);
+        if (e == k) continue;
+        dirfs::set_xattrs_at(lv.fd.get(), name, {{k, v}}, proc, what);
+        if (::lremovexattr(proc.c_str(), k.c_str()) != 0 && errno != ENODATA)
+          throw sys_error("cannot remove extended attribute " + k + " of", what, errno);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void migrate_layer(const LayerPaths& layer) {
   if (read_overlay_marker(layer)) return;
   LayerCuts cuts;
   cuts.load(layer);
   OverlayForm form = current_form();
+  escape_tree(layer, cuts);
   materialize_overlay(layer, cuts, form);
   Fd dir = open_layer_dir(layer, layer.dir);
   if (::syncfs(dir.get()) != 0) throw sys_error("syncfs failed for", layer.dir, errno);
