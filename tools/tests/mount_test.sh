@@ -224,12 +224,12 @@ t_migrate() {
   register_fixtures
   R diff "$C3" -o "$WORK/before.tar"
   $TREE downgrade "$STORE"
-  [ ! -e "$STORE/dir/format" ] || fail "downgrade left the format file"
+  [ ! -e "$STORE/dir/.format" ] || fail "downgrade left the format file"
   local d2
   d2=$(find "$STORE/dir" -path '*/diff/dev/zero00')
   [ -c "$d2" ] || fail "downgrade did not restore the real 0/0 device"
   R ls >/dev/null  # the open migrates
-  [ -f "$STORE/dir/format" ] || fail "no format file after the migration"
+  [ -f "$STORE/dir/.format" ] || fail "no format file after the migration"
   [ "$(find "$STORE/dir" -path '*/meta/overlay' | wc -l)" = 3 ] || fail "not every layer was migrated"
   [ -f "$d2" ] || fail "the 0/0 device was not escaped"
   local i=1
@@ -260,7 +260,7 @@ PY
     R umount "$WORK/mnt"
   fi
   # A newer layout is refused, naming the file.
-  printf 'rolayer-dir-format\0009\000' >"$STORE/dir/format"
+  printf 'rolayer-dir-format\0009\000' >"$STORE/dir/.format"
   local rc=0
   R ls >/dev/null 2>"$WORK/err" || rc=$?
   [ "$rc" != 0 ] || fail "a newer layout was not refused"

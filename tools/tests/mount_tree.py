@@ -358,7 +358,7 @@ def compare(tar, root, ignore=(), layers=(), exact_ignore=(), no_xattrs=False):
 
 def downgrade(store):
     root = os.path.join(store, "dir")
-    os.unlink(os.path.join(root, "format"))
+    os.unlink(os.path.join(root, ".format"))
     for lid in os.listdir(root):
         ldir = os.path.join(root, lid)
         if lid.startswith(".") or not os.path.isdir(os.path.join(ldir, "meta")):

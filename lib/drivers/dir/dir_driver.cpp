@@ -355,7 +355,7 @@ void DirDriver::attach(const std::string& store_root) {
   root_ = root;
 }
 
-// The driver directory's layout version (<root>/dir/format). Version 1 (no file) kept deletions
+// The driver directory's layout version (<root>/dir/.format). Version 1 (no file) kept deletions
 // only in meta/; version 2 makes every layer overlay-ready. Opening a version-1 store migrates
 // it here: each applied layer without meta/overlay gets its whiteout objects and opaque
 // attributes (dirdrv::migrate_layer: idempotent, its marker written last), then the format

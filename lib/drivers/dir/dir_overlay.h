@@ -33,8 +33,8 @@ inline constexpr const char* kOverlayFile = "overlay";
 inline constexpr std::string_view kOverlayMagic = "rolayer-dir-overlay-1";
 // On an empty regular file: it stands for a 0/0 character device of the layer.
 inline constexpr const char* kChr00Xattr = "user.rolayer-esc-chr00";
-// <root>/dir/format: the on-disk layout of the whole driver directory.
-inline constexpr const char* kFormatFile = "format";
+// <root>/dir/.format: the on-disk layout of the whole driver directory.
+inline constexpr const char* kFormatFile = ".format";
 inline constexpr std::string_view kFormatMagic = "rolayer-dir-format";
 inline constexpr int kFormatVersion = 2;  // 1 (no file): deletions only in meta/; 2: overlay-ready
 
