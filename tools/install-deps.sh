@@ -6,6 +6,7 @@ pkgs=(build-essential cmake ninja-build pkg-config git
       libarchive-dev libssl-dev libsqlite3-dev libzstd-dev libxxhash-dev liblzma-dev zlib1g-dev libbz2-dev
       libgtest-dev libgmock-dev libcmocka-dev libbenchmark-dev nlohmann-json3-dev
       clang libclang-dev python3 gzip bzip2 xz-utils zstd umoci skopeo jq)
+pkgs+=(docker.io)  # mount.docker: dockerd 20.10 (overlay2) as the reference engine (issue 15)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
