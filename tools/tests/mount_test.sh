@@ -317,5 +317,34 @@ t_docker() {
   R umount "$WORK/mnt"
 }
 
+# Rootless: a store written by an unprivileged user has user.overlay.* markers; its chain mounts
+# with userxattr inside a user namespace, and outside one the mount is refused clearly.
+t_rootless() {
+  need_overlay
+  command -v setpriv >/dev/null && command -v unshare >/dev/null || skip "setpriv/unshare (util-linux) missing"
+  local U="setpriv --reuid=65534 --regid=65534 --clear-groups"
+  chmod 755 "$WORK"
+  mkdir -m 777 "$WORK/u" "$WORK/u/mnt"
+  $TREE rootless-fixtures "$WORK/u/fx"
+  chmod -R a+rX "$WORK/u/fx"
+  $U unshare -Urm true 2>/dev/null || skip "unprivileged user namespaces are not allowed here"
+  local UR="$U $ROLAYER --store $WORK/u/store -q"
+  local c1 c2
+  c1=$($UR register "$WORK/u/fx/u1.tar") || fail "unprivileged register"
+  c2=$($UR register --parent "$c1" "$WORK/u/fx/u2.tar") || fail "unprivileged register"
+  $UR mount --lower-dirs --json "$c2" | python3 -c "import json,sys; assert json.load(sys.stdin)['userxattr']" ||
+    fail "an unprivileged store's chain does not ask for userxattr"
+  $UR diff "$c2" -o "$WORK/u/flat.tar"
+  $TREE names "$WORK/u/flat.tar" >"$WORK/u/want"
+  $U unshare -Urm sh -c "$ROLAYER --store $WORK/u/store -q mount $c2 $WORK/u/mnt &&
+      (cd $WORK/u/mnt && find . -mindepth 1 | sed 's|^./||' | sort) >$WORK/u/got &&
+      $ROLAYER --store $WORK/u/store -q umount $WORK/u/mnt" || fail "mount in a user namespace failed"
+  diff "$WORK/u/want" "$WORK/u/got" || fail "the rootless mount differs from the flattened chain"
+  local rc=0
+  $UR mount "$c2" "$WORK/u/mnt" 2>"$WORK/err" || rc=$?
+  [ "$rc" != 0 ] || fail "mounted without privileges"
+  grep -q "CAP_SYS_ADMIN" "$WORK/err" || fail "unclear refusal: $(cat "$WORK/err")"
+}
+
 "t_$TEST"
 echo "PASS [$TEST]"

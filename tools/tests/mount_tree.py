@@ -152,6 +152,23 @@ def fixtures(out, with_dev00=True):
         add(tf, "bin/su", data=b"\x7fELF2", mode=0o4750)
 
 
+def rootless_fixtures(out):
+    """Two layers an unprivileged user can register (no device nodes)."""
+    os.makedirs(out, exist_ok=True)
+    with tarfile.open(os.path.join(out, "u1.tar"), "w", format=tarfile.PAX_FORMAT) as tf:
+        for n, k, d in [("a", "d", b""), ("a/f1", "f", b"1"), ("a/f2", "f", b"2"), ("d2", "d", b""),
+                        ("d2/old", "f", b"o"), ("keep", "d", b""), ("keep/k1", "f", b"k1"),
+                        ("keep/k2", "f", b"k2"), ("x", "f", b"x")]:
+            add(tf, n, k, data=d, mode=0o755 if k == "d" else 0o644)
+    with tarfile.open(os.path.join(out, "u2.tar"), "w", format=tarfile.PAX_FORMAT) as tf:
+        add(tf, "a/.wh.f1")
+        add(tf, "d2", "d", mode=0o755)
+        add(tf, "d2/.wh..wh..opq")
+        add(tf, "d2/fresh", data=b"f")
+        add(tf, "keep/.wh.k1")
+        add(tf, ".wh.x")
+
+
 def chain(out, n):
     os.makedirs(out, exist_ok=True)
     for i in range(1, n + 1):
@@ -419,6 +436,11 @@ if __name__ == "__main__":
         fixtures(sys.argv[2], with_dev00=(len(sys.argv) < 4 or sys.argv[3] != "nodev00"))
     elif cmd == "downgrade":
         downgrade(sys.argv[2])
+    elif cmd == "rootless-fixtures":
+        rootless_fixtures(sys.argv[2])
+    elif cmd == "names":  # the entry names of a tar, sorted, one per line
+        with tarfile.open(sys.argv[2]) as tf:
+            print("\n".join(sorted(m.name.rstrip("/") for m in tf)))
     elif cmd == "chain":
         chain(sys.argv[2], int(sys.argv[3]))
     elif cmd == "docker-save":

@@ -398,8 +398,8 @@ std::vector<std::string> DirDriver::lower_dirs(const std::string& id, bool* user
     cuts.load(lp);
     auto form = dirdrv::read_overlay_marker(lp);
     if (!form)
-      throw Error(Code::Unsupported, "layer " + l + " is stored in the old layout; open the store once with "
-                                     "this version (or run `rolayer migrate`) to make it mountable");
+      throw Error(Code::Unsupported, "layer " + l + " is stored in the layout of an older version (no meta/overlay): "
+                                     "opening the store with this version migrates it (any `rolayer` command does)");
     if (!cuts.whiteouts.empty() || !cuts.opaque.empty()) (*form == dirdrv::OverlayForm::Trusted ? trusted : user)++;
     out.push_back(lp.diff);
     if (cuts.opaque.count(std::string())) break;  // nothing below an opaque root shows
