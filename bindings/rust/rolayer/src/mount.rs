@@ -26,11 +26,20 @@ impl Store {
         let mut userxattr = 0;
         // SAFETY: valid pointers for the call; the list is ours afterwards.
         call(|err| unsafe {
-            sys::rolayer_mount_lower_dirs(&mut list, self.as_ptr(), id.as_ptr(), &mut userxattr, err)
+            sys::rolayer_mount_lower_dirs(
+                &mut list,
+                self.as_ptr(),
+                id.as_ptr(),
+                &mut userxattr,
+                err,
+            )
         })?;
         // SAFETY: a list from the library that nothing else owns.
         let dirs = unsafe { take_string_list(list) };
-        Ok((dirs.into_iter().map(PathBuf::from).collect(), userxattr != 0))
+        Ok((
+            dirs.into_iter().map(PathBuf::from).collect(),
+            userxattr != 0,
+        ))
     }
 
     /// Mounts `chain_id`'s flattened chain read-only at `target` (an existing directory) and
@@ -39,7 +48,9 @@ impl Store {
         let id = c_string(chain_id.as_str(), "the ChainID")?;
         let t = path_c_string(target)?;
         // SAFETY: valid pointers for the call.
-        call(|err| unsafe { sys::rolayer_mount(self.as_ptr(), id.as_ptr(), t.as_ptr(), flags, err) })
+        call(|err| unsafe {
+            sys::rolayer_mount(self.as_ptr(), id.as_ptr(), t.as_ptr(), flags, err)
+        })
     }
 
     /// Unmounts a mount made by [`Store::mount`] at `target` and drops its hold.

@@ -9,9 +9,14 @@ use rolayer::ErrorKind;
 fn lower_dirs_are_topmost_first_and_overlay_ready() {
     let dir = tempdir();
     let store = open(dir.path(), "dir");
-    let base = store.register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..]).unwrap();
+    let base = store
+        .register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..])
+        .unwrap();
     let top = store
-        .register(Some(base.chain_id()), &tar_of(&[(".wh.a", b""), ("c", b"3")])[..])
+        .register(
+            Some(base.chain_id()),
+            &tar_of(&[(".wh.a", b""), ("c", b"3")])[..],
+        )
         .unwrap();
     let (dirs, _) = store.lower_dirs(top.chain_id()).unwrap();
     assert_eq!(dirs.len(), 2);
@@ -32,9 +37,14 @@ fn mount_and_unmount() {
     }
     let dir = tempdir();
     let store = open(dir.path(), "dir");
-    let base = store.register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..]).unwrap();
+    let base = store
+        .register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..])
+        .unwrap();
     let top = store
-        .register(Some(base.chain_id()), &tar_of(&[(".wh.a", b""), ("c", b"3")])[..])
+        .register(
+            Some(base.chain_id()),
+            &tar_of(&[(".wh.a", b""), ("c", b"3")])[..],
+        )
         .unwrap();
     let mnt = tempdir();
     if let Err(e) = store.mount(top.chain_id(), mnt.path(), rolayer::MOUNT_NOSUID) {
