@@ -18,5 +18,6 @@
 #include "rolayer/image.h"
 #include "rolayer/driver.h"
 #include "rolayer/docker.h"
+#include "rolayer/mount.h"
 
 #endif /* ROLAYER_H */

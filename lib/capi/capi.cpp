@@ -19,18 +19,6 @@
 using rolayer::Code;
 using rolayer::Error;
 
-struct rolayer_error {
-  int code = 0;
-  std::string message;
-  int err_no = 0;
-  int user_code = 0;
-  std::string diff_id, path;
-};
-
-struct rolayer_string_list {
-  std::vector<std::string> items;
-};
-
 struct rolayer_removed {
   std::vector<rolayer::Removed> items;
 };

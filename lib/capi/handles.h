@@ -5,6 +5,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "rolayer.h"
 #include "store/store.h"
@@ -31,6 +32,19 @@ struct rolayer_tar_stream {
   uint32_t magic = kStreamMagic;
   std::unique_ptr<rolayer::ByteSource> src;
   std::exception_ptr deferred;  // an error met after some bytes were already returned
+};
+
+// Shared by every shim file (capi.cpp, mount_capi.cpp).
+struct rolayer_error {
+  int code = 0;
+  std::string message;
+  int err_no = 0;
+  int user_code = 0;
+  std::string diff_id, path;
+};
+
+struct rolayer_string_list {
+  std::vector<std::string> items;
 };
 
 // lib/drivers/user: a caller's rolayer_driver_ops as a rolayer::Driver.

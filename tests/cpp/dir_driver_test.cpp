@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -544,7 +545,7 @@ TEST_F(DirDriverTest, DuplicatesAndReplacementsKeepEveryPayload) {
   EXPECT_NE(wh.find(std::string("\0w/gone\0", 8)), std::string::npos);
 }
 
-TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedNotCreated) {
+TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedAndOverlayReady) {
   apply("base", "", TarBuilder().file("a/1", "1").file("a/2", "2").file("b/1", "b1").file("c", "c").finish());
   apply("top", "base",
         TarBuilder()
@@ -556,7 +557,24 @@ TEST_F(DirDriverTest, WhiteoutsAndOpaqueDirsAreRecordedNotCreated) {
   std::string d = diff_dir("top");
   for (auto it = fs::recursive_directory_iterator(d); it != fs::recursive_directory_iterator(); ++it)
     EXPECT_EQ(it->path().filename().string().rfind(".wh.", 0), std::string::npos) << it->path();
-  EXPECT_EQ(snapshot(d).size(), 3u);  // a/, b/, b/new
+  // a/, b/, b/new and the overlay whiteout objects of c and a/1 (issue 15): a 0/0 character
+  // device as root, else an empty file with user.overlay.whiteout; b/ is marked opaque.
+  EXPECT_EQ(snapshot(d).size(), 5u);
+  const bool root = ::geteuid() == 0;
+  for (const char* w : {"/c", "/a/1"}) {
+    struct stat st;
+    ASSERT_EQ(::lstat((d + w).c_str(), &st), 0) << w;
+    if (root) {
+      EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << w;
+    } else {
+      EXPECT_TRUE(S_ISREG(st.st_mode) && st.st_size == 0) << w;
+      EXPECT_GE(::getxattr((d + w).c_str(), "user.overlay.whiteout", nullptr, 0), 0) << w;
+    }
+  }
+  char v[8] = {};
+  EXPECT_EQ(::getxattr((d + "/b").c_str(), root ? "trusted.overlay.opaque" : "user.overlay.opaque", v, sizeof v), 1);
+  EXPECT_EQ(v[0], 'y');
+  EXPECT_LT(::getxattr((d + "/a").c_str(), "trusted.overlay.opaque", nullptr, 0), 0);  // not opaque
   auto t = flat_tree("top");
   EXPECT_EQ(t.count("c"), 0u);
   EXPECT_EQ(t.count("a/1"), 0u);

@@ -327,8 +327,13 @@ inline CheckResult check_store(const std::string& root, const std::string& drive
     if (missing) P.push_back("no driver directory " + root + "/" + driver);
     std::set<std::string> want;
     for (const auto& [c, id] : res.cache) want.insert(id);
+    // The dir driver's own files (issue 15): its layout version, always there after an open,
+    // and the empty lower directory it makes for mounts of a single layer.
+    if (driver == "dir" && !missing && std::find(ids.begin(), ids.end(), ".format") == ids.end())
+      P.push_back("no layout version file " + root + "/dir/.format");
     for (const auto& id : ids)
-      if (!want.count(id)) P.push_back("orphaned driver data " + root + "/" + driver + "/" + id);
+      if (!want.count(id) && !(driver == "dir" && (id == ".format" || id == ".empty")))
+        P.push_back("orphaned driver data " + root + "/" + driver + "/" + id);
     for (const auto& id : want)
       if (std::find(ids.begin(), ids.end(), id) == ids.end())
         P.push_back("driver data of a listed layer is missing: " + root + "/" + driver + "/" + id);

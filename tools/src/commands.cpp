@@ -425,6 +425,7 @@ int cmd_rm(Globals& g, const Args& args) {
   for (const auto& arg : p.positionals) {
     try {
       std::string id = resolve_chain_id(store.get(), arg);
+      refuse_if_mounted(store.get(), id);
       rolayer_removed* removed = nullptr;
       Err err;
       int rc = rolayer_store_unretain(&removed, store.get(), id.c_str(), err.out());

@@ -35,6 +35,10 @@ int cmd_export_image(Globals& g, const Args& args);
 // tools/src/docker.cpp: `rolayer docker verify|import`, and its help text.
 int cmd_docker(Globals& g, const Args& args);
 extern const char* const kDockerHelp;
+int cmd_mount(Globals& g, const Args& args);   // tools/src/mount.cpp
+int cmd_umount(Globals& g, const Args& args);  // tools/src/mount.cpp
+// Throws CliError(kBusy) naming the mount when chain_id is mounted (tools/src/mount.cpp).
+void refuse_if_mounted(rolayer_store* store, const std::string& chain_id);
 
 // Prints a command's help to stdout.
 void print_command_help(const Command& c);

@@ -180,6 +180,19 @@ const std::vector<Command> kCommands = {
      "other processes have open are never touched; gc may run while they work.\n",
      cmd_gc},
     {"docker", "verify or import a Docker host's layers (overlay2, vfs), offline", kDockerHelp, cmd_docker},
+    {"mount", "mount a layer's flattened chain read-only (overlayfs); print lower dirs",
+     "usage: rolayer mount [--nosuid] [--nodev] CHAINID DIR\n"
+     "       rolayer mount --lower-dirs CHAINID [--json]\n"
+     "\n"
+     "Mounts the layer's flattened chain read-only at DIR (an existing directory) with\n"
+     "overlayfs, each layer's stored directory a lower layer; the layer is held (rm refuses it)\n"
+     "until `rolayer umount DIR`. With --lower-dirs, prints the lower directories, topmost\n"
+     "first, one per line (or as JSON with \"userxattr\": whether the mount needs that option),\n"
+     "for a caller that mounts itself. Needs the dir driver. See docs/mount.md.\n",
+     cmd_mount},
+    {"umount", "unmount a mount made by `rolayer mount` and drop its hold",
+     "usage: rolayer umount DIR\n",
+     cmd_umount},
 };
 
 void print_global_help(FILE* f) {

@@ -61,6 +61,7 @@
 
 #include "core/error.h"
 #include "drivers/dir/dir_fs.h"
+#include "drivers/dir/dir_overlay.h"
 #include "drivers/dir/dir_internal.h"
 #include "tar/path.h"
 #include "tar/scanner.h"
@@ -661,6 +662,11 @@ std::optional<LowerHit> Applier::lower_lookup(const std::string& rel) {
     LowerHit h;
     Walk why = Walk::Ok;
     if (dirfs::lookup(lower_roots_[i].get(), rel, h.parent, h.st, &why)) {
+      h.base = std::string(dirfs::base_of(rel));
+      // That layer's whiteout object (overlay-ready tree): a deletion, not an object.
+      if (!S_ISDIR(h.st.st_mode) && lower_cuts_[i].whiteouts.count(rel) &&
+          is_whiteout_object(h.parent.get(), h.base))
+        return std::nullopt;
       h.layer = i;
       h.base = std::string(dirfs::base_of(rel));
       return h;
@@ -678,6 +684,13 @@ void Applier::copy_object(const LowerHit& src, int dparent, const std::string& d
   if (S_ISREG(st.st_mode)) {
     Fd in(::openat(src.parent.get(), src.base.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!in.valid()) throw sys_error("cannot open lower file", what, errno);
+    if (st.st_size == 0 && is_chr00_placeholder(in.get())) {  // a 0/0 character device, escaped
+      Xattrs xattrs = dirfs::list_xattrs_fd(in.get());
+      m.mode = lower_mode(src, xattrs);
+      m.xattrs = xattrs.empty() ? nullptr : &xattrs;
+      make_node(dparent, dbase, what, S_IFCHR, makedev(0, 0), std::string(), m, false);
+      return;
+    }
     Fd out = create_file(dparent, dbase, what);
     dirfs::copy_data(in.get(), out.get(), static_cast<uint64_t>(st.st_size), what);
     Xattrs xattrs = dirfs::list_xattrs_fd(in.get());
@@ -708,6 +721,19 @@ void Applier::make_node(int parent, const std::string& base, const std::string& 
                         const std::string& linkname, const NodeMeta& m, bool replace) {
   auto make = [&] {
     if (type == S_IFLNK) return ::symlinkat(linkname.c_str(), parent, base.c_str());
+    if (type == S_IFCHR && rdev == makedev(0, 0)) {
+      // The layer's own 0/0 character device would be an overlay whiteout: stored as an empty
+      // regular file marked with kChr00Xattr (dir_overlay.h); diffs give the device back.
+      Fd f(::openat(parent, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!f.valid()) return -1;
+      if (::fsetxattr(f.get(), kChr00Xattr, "", 0, 0) != 0) {
+        int e = errno;
+        ::unlinkat(parent, base.c_str(), 0);
+        errno = e;
+        return -1;
+      }
+      return 0;
+    }
     return ::mknodat(parent, base.c_str(), type | 0600, rdev);
   };
   int r = replace ? create_or_replace(parent, base, path, make) : make();
@@ -1015,8 +1041,12 @@ int64_t Applier::run(ByteSource& src) {
   retire_deep();
   retired_.clear();
 
+  // Overlay-ready: whiteout objects and opaque attributes (before the directories' times).
+  const OverlayForm form = current_form();
+  materialize_overlay(layer_, own_, form);
   apply_fixups();
   write_meta();
+  write_overlay_marker(meta_fd_.get(), layer_, form);
   // Everything of the layer (diff/ and meta/) on stable storage, then the commit marker.
   Fd layer_fd = open_layer_dir(layer_, layer_.dir);
   if (::syncfs(layer_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_internal.h"
+#include "drivers/dir/dir_overlay.h"
 
 namespace rolayer {
 
@@ -341,7 +342,82 @@ std::vector<std::string> DirDriver::init_impl(const std::string& store_root, boo
   }
   std::sort(ids.begin(), ids.end());
   root_ = root;
+  upgrade_layout(rootfd.get(), ids);
   return ids;
+}
+
+void DirDriver::attach(const std::string& store_root) {
+  char* rp = ::realpath(store_root.c_str(), nullptr);
+  if (!rp) throw sys_error("cannot resolve store root", store_root, errno);
+  std::string root = std::string(rp) + "/" + kDriverDir;
+  std::free(rp);
+  struct stat st;
+  if (::lstat(root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Code::Io, "not a directory: " + root).with_path(root);
+  root_ = root;
+}
+
+// The driver directory's layout version (<root>/dir/.format). Version 1 (no file) kept deletions
+// only in meta/; version 2 makes every layer overlay-ready. Opening a version-1 store migrates
+// it here: each applied layer without meta/overlay gets its whiteout objects and opaque
+// attributes (dirdrv::migrate_layer: idempotent, its marker written last), then the format
+// file is written atomically. A crash in between leaves version 1, and the next open finishes.
+// A newer version than this library knows is refused.
+void DirDriver::upgrade_layout(int rootfd, const std::vector<std::string>& ids) {
+  std::string data;
+  std::string what = root_ + "/" + dirdrv::kFormatFile;
+  std::string want = std::string(dirdrv::kFormatMagic) + '\0' + std::to_string(dirdrv::kFormatVersion) + '\0';
+  if (dirfs::read_file(rootfd, dirdrv::kFormatFile, data, 4096, what)) {
+    if (data == want) return;
+    std::string prefix = std::string(dirdrv::kFormatMagic) + '\0';
+    if (data.rfind(prefix, 0) == 0)
+      throw Error(Code::Unsupported, "the dir driver layout of this store (" + what + ": version " +
+                                         data.substr(prefix.size(), data.size() - prefix.size() - 1) +
+                                         ") is newer than this library supports (version " +
+                                         std::to_string(dirdrv::kFormatVersion) + ")")
+          .with_path(what);
+    throw Error(Code::Corrupt, "invalid layout version file: " + what).with_path(what);
+  }
+  for (auto& id : ids) {
+    LayerPaths lp = paths_of(root_, id);
+    Fd mfd(::open(lp.meta.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (!mfd.valid() || ::fstatat(mfd.get(), dirdrv::kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      continue;  // not applied (yet): apply writes the new layout itself
+    dirdrv::migrate_layer(lp);
+  }
+  dirfs::write_file_atomic(rootfd, dirdrv::kFormatFile, want, what);
+}
+
+std::vector<std::string> DirDriver::lower_dirs(const std::string& id, bool* userxattr) const {
+  require_init();
+  check_id(id);
+  std::vector<std::string> out;
+  int trusted = 0, user = 0;
+  for (auto& l : chain(id)) {
+    LayerPaths lp = paths_of(root_, l);
+    dirdrv::LayerCuts cuts;
+    cuts.load(lp);
+    auto form = dirdrv::read_overlay_marker(lp);
+    if (!form)
+      throw Error(Code::Unsupported, "layer " + l + " is stored in the layout of an older version (no meta/overlay): "
+                                     "opening the store with this version migrates it (any `rolayer` command does)");
+    if (!cuts.whiteouts.empty() || !cuts.opaque.empty()) (*form == dirdrv::OverlayForm::Trusted ? trusted : user)++;
+    out.push_back(lp.diff);
+    if (cuts.opaque.count(std::string())) break;  // nothing below an opaque root shows
+  }
+  if (trusted && user)
+    throw Error(Code::Unsupported, "the chain of " + id + " mixes layers stored by root (trusted.overlay.* "
+                                   "markers) and by an unprivileged user (user.overlay.*): it cannot be mounted");
+  if (userxattr) *userxattr = user > 0 || (trusted == 0 && dirdrv::current_form() == dirdrv::OverlayForm::User);
+  return out;
+}
+
+std::string DirDriver::empty_dir() const {
+  require_init();
+  std::string p = root_ + "/.empty";
+  if (::mkdir(p.c_str(), 0555) != 0 && errno != EEXIST) throw sys_error("cannot create", p, errno);
+  return p;
 }
 
 void DirDriver::create(const std::string& id, const std::string& parent) {

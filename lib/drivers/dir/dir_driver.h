@@ -23,12 +23,23 @@ class DirDriver : public Driver {
   std::vector<std::string> init_shared(const std::string& store_root) override {
     return init_impl(store_root, false);
   }
+  // Uses the driver directory of a store that is already open (another instance ran init):
+  // no clean-up, no migration. For read-only helpers such as lib/mount.
+  void attach(const std::string& store_root);
   void create(const std::string& id, const std::string& parent) override;
   void remove(const std::string& id) override;
   int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override;
   std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override;
   std::unique_ptr<PayloadSession> payloads(const std::string& id) override;
   std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override;
+
+  // Overlay lower directories of id's flattened chain, topmost first (absolute paths of the
+  // layers' diff/; the chain stops at a layer whose root is opaque). *userxattr (may be null):
+  // the mount must use `userxattr` (the layers' markers are user.overlay.*). Errors:
+  // Unsupported for a layer of the old layout or a chain mixing both marker forms.
+  std::vector<std::string> lower_dirs(const std::string& id, bool* userxattr) const;
+  // An empty directory (<root>/dir/.empty) to pair with a single lower directory.
+  std::string empty_dir() const;
 
  private:
   std::string layer_dir(const std::string& id) const;
@@ -38,6 +49,7 @@ class DirDriver : public Driver {
   void require_init() const;
   // cleanup: remove the .tmp-*/.removing-* leftovers (only when no one else uses the store).
   std::vector<std::string> init_impl(const std::string& store_root, bool cleanup);
+  void upgrade_layout(int rootfd, const std::vector<std::string>& ids);
 
   std::string root_;  // canonical <store_root>/dir
 };

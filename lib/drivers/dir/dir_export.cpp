@@ -39,6 +39,7 @@
 #include "core/error.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_internal.h"
+#include "drivers/dir/dir_overlay.h"
 #include "tar/path.h"
 #include "tar/scanner.h"
 
@@ -243,7 +244,11 @@ class DiffStream final : public ByteSource {
         throw sys_error("cannot open layer directory", layers_[l].paths.diff + "/" + path, errno);
       }
       // The fd is new and serves only as a base for *at calls: list it in place.
+      const auto& wo = layers_[l].cuts.whiteouts;
       for (auto& [n, t] : dirfs::list_dir_fd(fd.get(), layers_[l].paths.diff + "/" + path)) {
+        // A whiteout object of the overlay-ready tree is a deletion (in the records), not an entry.
+        if (t != DT_DIR && !wo.empty() && wo.count(dirfs::join(path, n)) && is_whiteout_object(fd.get(), n))
+          continue;
         bool is_dir = t == DT_DIR;
         if (t == DT_UNKNOWN) {
           struct stat st;
@@ -406,6 +411,14 @@ class DiffStream final : public ByteSource {
       if (::fstat(fd.get(), &st2) != 0 || st2.st_ino != st.st_ino || !S_ISREG(st2.st_mode))
         throw Error(Code::Io, "layer file changed during export: " + path).with_path(path);
       add_meta_xattrs(ae.get(), layer, dirfs::list_xattrs_fd(fd.get()), st);
+      if (st.st_size == 0 && is_chr00_placeholder(fd.get())) {  // the layer's 0/0 character device
+        archive_entry_set_filetype(ae.get(), AE_IFCHR);
+        archive_entry_set_rdevmajor(ae.get(), 0);
+        archive_entry_set_rdevminor(ae.get(), 0);
+        write_header(ae.get(), path);
+        if (archive_write_finish_entry(w_) < ARCHIVE_WARN) throw_la("cannot write tar entry", path);
+        return Fd();
+      }
       uint64_t size = static_cast<uint64_t>(st.st_size);
       archive_entry_set_size(ae.get(), static_cast<la_int64_t>(size));
       segs_.clear();

@@ -515,7 +515,49 @@ static bool skip_xattr_errno(int e) {
   return e == ENOTSUP || e == EPERM || e == EACCES;
 }
 
-std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd) {
+// ---- overlay-ready trees: attribute names on disk ----
+namespace {
+constexpr std::string_view kEscTag = "rolayer-esc";       // reserved second component
+constexpr std::string_view kEscPrefix = "rolayer-esc.";   // an escaped layer attribute
+constexpr std::string_view kOverlayPrefix = "overlay.";   // overlayfs' own attributes
+// The part of an attribute name after its namespace ("trusted.", "user.", ...), or npos.
+size_t after_ns(std::string_view k) {
+  size_t d = k.find('.');
+  return d == std::string_view::npos ? d : d + 1;
+}
+}  // namespace
+
+std::string escape_xattr_name(const std::string& k) {
+  size_t a = after_ns(k);
+  if (a == std::string::npos) return k;
+  std::string_view rest = std::string_view(k).substr(a);
+  if (rest.substr(0, kOverlayPrefix.size()) != kOverlayPrefix && rest.substr(0, kEscTag.size()) != kEscTag) return k;
+  return k.substr(0, a) + std::string(kEscPrefix) + std::string(rest);
+}
+
+bool unescape_xattr_name(std::string& k) {
+  size_t a = after_ns(k);
+  if (a == std::string::npos) return true;
+  std::string_view rest = std::string_view(k).substr(a);
+  if (rest.substr(0, kEscPrefix.size()) == kEscPrefix) {
+    k.erase(a, kEscPrefix.size());
+    return true;
+  }
+  // overlayfs' markers and the store's own "<ns>.rolayer-esc*" attributes are not the layer's.
+  return rest.substr(0, kOverlayPrefix.size()) != kOverlayPrefix && rest.substr(0, kEscTag.size()) != kEscTag;
+}
+
+static void unescape_all(std::vector<std::pair<std::string, std::string>>& xs) {
+  size_t o = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (!unescape_xattr_name(xs[i].first)) continue;
+    if (o != i) xs[o] = std::move(xs[i]);
+    ++o;
+  }
+  xs.resize(o);
+}
+
+std::vector<std::pair<std::string, std::string>> list_xattrs_raw_fd(int fd) {
   std::vector<std::pair<std::string, std::string>> out;
   std::string names;
   for (int attempt = 0; attempt < 8; ++attempt) {
@@ -554,7 +596,7 @@ std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd) {
   return out;
 }
 
-std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name) {
+std::vector<std::pair<std::string, std::string>> list_xattrs_raw_at(int dirfd, const std::string& name) {
   // Symlinks and special files cannot be opened for reading; go through /proc, which names the
   // directory fd itself (no lookup through the layer's own symlinks) and does not follow `name`.
   std::vector<std::pair<std::string, std::string>> out;
@@ -583,9 +625,22 @@ std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd) {
+  auto xs = list_xattrs_raw_fd(fd);
+  unescape_all(xs);
+  return xs;
+}
+
+std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name) {
+  auto xs = list_xattrs_raw_at(dirfd, name);
+  unescape_all(xs);
+  return xs;
+}
+
 void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,
                    const std::string& what_path, bool skip_all) {
-  for (auto& [k, v] : xattrs) {
+  for (auto& [k0, v] : xattrs) {
+    const std::string k = escape_xattr_name(k0);
     if (::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) != 0) {
       if (skip_all || skip_xattr_errno(errno)) continue;
       throw sys_error("cannot set extended attribute " + k + " on", what_path, errno);
@@ -608,7 +663,8 @@ std::atomic<bool> g_no_setxattrat{false};
 void set_xattrs_at(int dirfd, const std::string& name,
                    const std::vector<std::pair<std::string, std::string>>& xattrs,
                    const std::string& fallback_abs, const std::string& what_path, bool skip_all) {
-  for (auto& [k, v] : xattrs) {
+  for (auto& [k0, v] : xattrs) {
+    const std::string k = escape_xattr_name(k0);
     int r = -1;
     if (!g_no_setxattrat.load(std::memory_order_relaxed)) {
       XattrArgs args{reinterpret_cast<uintptr_t>(v.data()), static_cast<uint32_t>(v.size()), 0};

@@ -124,8 +124,19 @@ std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
                                                                const std::string& what_path);
 
 // Extended attributes. list_xattrs_* return (name, value) pairs; absent support gives none.
+// A layer's attributes are stored escaped, so that none of them is ever read by overlayfs:
+// "<ns>.overlay.X" (trusted.overlay.*, user.overlay.*) and "<ns>.rolayer-esc*" are stored as
+// "<ns>.rolayer-esc.<rest>". set_xattrs_* escape; list_xattrs_* unescape and leave out the
+// attributes that are overlayfs' ("<ns>.overlay.*": the whiteout/opaque markers the driver
+// writes) or the store's ("<ns>.rolayer-esc" not followed by '.'). list_xattrs_raw_* return
+// the names on disk as they are.
 std::vector<std::pair<std::string, std::string>> list_xattrs_fd(int fd);
 std::vector<std::pair<std::string, std::string>> list_xattrs_at(int dirfd, const std::string& name);
+std::vector<std::pair<std::string, std::string>> list_xattrs_raw_fd(int fd);
+std::vector<std::pair<std::string, std::string>> list_xattrs_raw_at(int dirfd, const std::string& name);
+std::string escape_xattr_name(const std::string& name);
+// false: the name on disk is overlayfs' or the store's, not a layer's attribute.
+bool unescape_xattr_name(std::string& name);
 // Sets each attribute; ENOTSUP/EPERM/EACCES are ignored (as the Docker engine does), and with
 // skip_all every error is (as libarchive's write-disk does: E2BIG for a value over 64 KiB...).
 void set_xattrs_fd(int fd, const std::vector<std::pair<std::string, std::string>>& xattrs,

@@ -29,6 +29,9 @@ pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 2;
 pub const ROLAYER_REGISTER_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
 pub const ROLAYER_DRIVER_CAP_EXACT_DIFFS: u32 = 1;
 pub const ROLAYER_DRIVER_OPS_VERSION: ::core::ffi::c_uint = 1;
+pub const ROLAYER_MOUNT_NOSUID: ::core::ffi::c_int = 1;
+pub const ROLAYER_MOUNT_NODEV: ::core::ffi::c_int = 2;
+pub const ROLAYER_MOUNT_NOEXEC: ::core::ffi::c_int = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_store {
@@ -759,4 +762,71 @@ impl Default for rolayer_driver_ops {
             s.assume_init()
         }
     }
+}
+extern "C" {
+    /** The overlay lower directories of chain_id's flattened chain, topmost first (absolute paths),
+ for a caller that mounts itself: "lowerdir+" once per entry, in order. A single layer comes
+ with an empty directory after it (overlayfs needs two lower layers without an upper one).
+ *out_userxattr (may be NULL) is set to 1 when the mount must use the "userxattr" option
+ (layers written unprivileged), else 0.
+ Caller frees *out with rolayer_string_list_free().
+ Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (malformed ChainID),
+ ROLAYER_EUNSUPPORTED (driver is not "dir"; a chain mixing root-written and unprivileged
+ layers), ROLAYER_ECORRUPT (damaged storage).*/
+    pub fn rolayer_mount_lower_dirs(
+        out: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        out_userxattr: *mut ::core::ffi::c_int,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Mount chain_id's flattened chain read-only at target (an existing directory) and hold it.
+ Uses fsopen/fsconfig("lowerdir+")/fsmount/move_mount where the kernel has them (any depth up
+ to the 125-layer cap), else mount(2) with short /proc/self/fd paths.
+ Errors: those of rolayer_mount_lower_dirs; ROLAYER_EBUSY (target already holds a mount of
+ this store); ROLAYER_EIO with rolayer_error_errno (EPERM without CAP_SYS_ADMIN in the mount
+ namespace's user namespace, ENOENT/ENOTDIR target); ROLAYER_EUNSUPPORTED (no overlayfs).*/
+    pub fn rolayer_mount(
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        target: *const ::core::ffi::c_char,
+        flags: ::core::ffi::c_uint,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Unmount a mount made by rolayer_mount at target and drop its hold (the layer is deleted when
+ that was its last reference). When the mount is already gone (unmounted by other means), only
+ the record and the hold are dropped. Errors: ROLAYER_ENOTFOUND (no mount of this store at
+ target), ROLAYER_EBUSY (the mount is in use), ROLAYER_EIO.*/
+    pub fn rolayer_umount(
+        store: *mut rolayer_store,
+        target: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** The recorded mounts of the store: out_targets[i] is mounted from out_chain_ids[i]. With
+ chain_id non-NULL, only that chain's. Either output may be NULL; the caller frees each with
+ rolayer_string_list_free().*/
+    pub fn rolayer_mount_list(
+        out_targets: *mut *mut rolayer_string_list,
+        out_chain_ids: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Finds recorded mounts that are gone (the target is no longer that overlay mount: unmounted
+ by other means, or after a reboot) and drops their records and holds. A mount left by a
+ process that was killed is still mounted, so it stays recorded and held until rolayer_umount.
+ *out_dropped (may be NULL): the targets whose hold was dropped.*/
+    pub fn rolayer_mount_reconcile(
+        out_dropped: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
 }

@@ -96,6 +96,7 @@ mod digest;
 mod driver;
 mod error;
 mod layer;
+mod mount;
 mod store;
 mod stream;
 mod util;
@@ -104,6 +105,7 @@ pub use digest::{ChainId, DiffId, Digest};
 pub use driver::{Capabilities, Driver, DriverError, Payload};
 pub use error::{Error, ErrorKind, Result};
 pub use layer::{Layer, Removed};
+pub use mount::{MOUNT_NODEV, MOUNT_NOEXEC, MOUNT_NOSUID};
 pub use store::{Descriptor, RegisterOptions, Store, StoreOptions, MAX_DEPTH};
 pub use stream::TarStream;
 
