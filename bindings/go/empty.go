@@ -44,6 +44,7 @@ func (emptyLayer) DiffSize() int64                      { return 0 }
 func (emptyLayer) Metadata() (map[string]string, error) { return map[string]string{}, nil }
 func (emptyLayer) Descriptor() Descriptor               { return Descriptor{Size: -1} }
 func (emptyLayer) Verify() error                        { return nil }
+func (emptyLayer) CacheID() string                      { return "" }
 func (emptyLayer) String() string                       { return string(DigestSHA256EmptyTar) }
 
 // DriverStatus describes the store as the Docker engine's layer.Store.DriverStatus does (what

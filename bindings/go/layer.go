@@ -48,6 +48,10 @@ type Layer interface {
 	// Verify reads the whole stream and discards it: nil when it matches its DiffID, else a
 	// *VerificationError.
 	Verify() error
+	// CacheID is the id under which the store's driver keeps the layer's files (the id a
+	// custom Driver is called with), like the Docker engine's cache-id; fixed when the layer is
+	// registered, and not the ChainID. "" for EmptyLayer, which no store holds.
+	CacheID() string
 }
 
 func digestOf(s string) digest.Digest { return digest.Digest(s) }
@@ -65,6 +69,7 @@ func (b *layerBase) DiffID() DiffID         { return b.info.diffID }
 func (b *layerBase) Size() int64            { return b.info.size }
 func (b *layerBase) DiffSize() int64        { return b.info.diffSize }
 func (b *layerBase) Descriptor() Descriptor { return b.info.desc }
+func (b *layerBase) CacheID() string        { return b.info.cacheID }
 
 // StreamSize is the length in bytes of the registered tar stream.
 func (b *layerBase) StreamSize() int64 { return b.info.streamSize }

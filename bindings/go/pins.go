@@ -57,6 +57,7 @@ type layerInfo struct {
 	diffSize   int64
 	streamSize int64
 	desc       Descriptor
+	cacheID    string
 }
 
 func readInfo(h *C.rolayer_layer) *layerInfo {
@@ -64,6 +65,7 @@ func readInfo(h *C.rolayer_layer) *layerInfo {
 		chainID: ChainID(C.GoString(C.rolayer_layer_chain_id(h))),
 		diffID:  DiffID(C.GoString(C.rolayer_layer_diff_id(h))),
 		depth:   int(C.rolayer_layer_depth(h)),
+		cacheID: C.GoString(C.rolayer_layer_cache_id(h)),
 	}
 	if p := C.rolayer_layer_parent(h); p != nil {
 		in.parent = ChainID(C.GoString(p))

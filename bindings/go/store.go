@@ -363,6 +363,31 @@ func (s *Store) Retained(id ChainID) (int64, error) {
 	return int64(n), nil
 }
 
+// GC collects what nothing keeps: the holds, temporary files and intent marks of processes
+// that died with the store open, and every layer without a persistent reference (Retain), a
+// child, or a reference, description stream or handle open in any live process (a layer
+// registered by a process killed before it retained it, or registered and never released
+// before the store was closed). Layers this Store or another live process still holds are never
+// touched. It returns the deleted layers, child first (empty when nothing was deleted).
+// Errors: ErrIO with Errno EROFS on a read-only store, ErrBusy when another writer kept the
+// store locked longer than BusyTimeout, ErrClosed after Close. Several processes may run it at
+// once.
+func (s *Store) GC() ([]Metadata, error) {
+	if !s.gate.enter() {
+		return nil, errClosed("store")
+	}
+	defer s.gate.exit()
+	// Like a release, GC drops C references: no look may overlap it (see pins.go).
+	s.refMu.Lock()
+	defer s.refMu.Unlock()
+	var removed *C.rolayer_removed
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_store_gc(&removed, s.c, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	return s.removedList(removed), nil
+}
+
 // removedList converts and frees a deleted-layer report, forgetting the deleted layers.
 func (s *Store) removedList(r *C.rolayer_removed) []Metadata {
 	if r == nil {

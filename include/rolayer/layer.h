@@ -59,6 +59,16 @@ ROLAYER_API int rolayer_layer_metadata(rolayer_string_list **out, const rolayer_
  * Threads: any; several verifications of one handle may run at once.
  */
 ROLAYER_API int rolayer_layer_verify(rolayer_layer *layer, rolayer_error **err);
+/**
+ * The layer's cache id (borrowed): the id under which the store's driver keeps this layer's
+ * files, the one passed as `id` to a caller's driver (rolayer_driver callbacks), like the
+ * Docker engine's cache-id. It is fixed when the layer is registered and is not the ChainID.
+ * Errors: none; NULL for a NULL or invalid handle.
+ * Ownership: the string lives as long as the handle (until rolayer_release(),
+ * rolayer_release_ext() or rolayer_layer_close()); copy it to keep it.
+ * Threads: any; the string never changes.
+ */
+ROLAYER_API const char *rolayer_layer_cache_id(const rolayer_layer *layer);
 
 #ifdef __cplusplus
 }

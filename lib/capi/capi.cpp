@@ -399,6 +399,9 @@ ROLAYER_API const char* rolayer_layer_chain_id(const rolayer_layer* l) {
 ROLAYER_API const char* rolayer_layer_diff_id(const rolayer_layer* l) {
   return l && l->magic == kLayerMagic ? l->ref->node().diff_id.str().c_str() : nullptr;
 }
+ROLAYER_API const char* rolayer_layer_cache_id(const rolayer_layer* l) {
+  return l && l->magic == kLayerMagic ? l->ref->node().cache_id.c_str() : nullptr;
+}
 ROLAYER_API const char* rolayer_layer_parent(const rolayer_layer* l) {
   if (!l || l->magic != kLayerMagic || !l->ref->node().parent) return nullptr;
   return l->ref->node().parent->chain_id.str().c_str();

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "c_util.h"
 
@@ -275,6 +276,48 @@ static void test_null_driver_reopens_with_the_stores_own(void **state) {
   assert_string_equal(rolayer_store_driver(f->store), "exact");
 }
 
+/* rolayer_layer_cache_id: the dir driver's id of the layer (its directory under <store>/dir),
+ * distinct per layer, not the ChainID, the same through another handle and after reopening. */
+static void test_layer_cache_id(void **state) {
+  fixture *f = *state;
+  assert_null(rolayer_layer_cache_id(NULL));
+  rolayer_layer *a = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
+  rolayer_layer *b = reg_mem(f->store, kEmpty, zeros, sizeof zeros, NULL, NULL);
+  assert_non_null(a);
+  assert_non_null(b);
+  const char *ca = rolayer_layer_cache_id(a);
+  const char *cb = rolayer_layer_cache_id(b);
+  assert_non_null(ca);
+  assert_non_null(cb);
+  assert_true(strlen(ca) > 0);
+  assert_string_not_equal(ca, cb);
+  assert_string_not_equal(ca, rolayer_layer_chain_id(a));
+  assert_null(strchr(ca, '/'));
+  char *keep = strdup(ca);
+  /* The dir driver keeps the layer's files in <store>/dir/<cache id>. */
+  size_t n = strlen(f->dir) + strlen(keep) + 8;
+  char *path = malloc(n);
+  snprintf(path, n, "%s/dir/%s", f->dir, keep);
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  free(path);
+  rolayer_layer *a2 = NULL;
+  assert_int_equal(rolayer_open(&a2, f->store, kEmpty, NULL), 0);
+  assert_string_equal(rolayer_layer_cache_id(a2), keep);
+  rolayer_layer_close(a2);
+  assert_int_equal(rolayer_store_retain(f->store, kEmptyOnEmpty, NULL), 0);
+  rolayer_layer_close(a);
+  rolayer_layer_close(b);
+  rolayer_store_free(f->store);
+  f->store = NULL;
+  assert_int_equal(rolayer_store_open(&f->store, f->dir, NULL, NULL), 0);
+  assert_int_equal(rolayer_open(&a2, f->store, kEmpty, NULL), 0);
+  assert_string_equal(rolayer_layer_cache_id(a2), keep);
+  rolayer_layer_close(a2);
+  free(keep);
+}
+
 /* Options structs from a newer header (a larger version) are refused, not half-read
  * (as rolayer_driver_ops is): their extra fields would be silently ignored otherwise. */
 static void test_options_reject_newer_version(void **state) {
@@ -335,6 +378,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_close_deletes_nothing, setup_dir, teardown),
     cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, setup_exact, teardown),
     cmocka_unit_test_setup_teardown(test_options_reject_newer_version, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_layer_cache_id, setup_dir, teardown),
   };
   return cmocka_run_group_tests_name("c_api", tests, NULL, NULL);
 }

@@ -167,6 +167,12 @@ func (l *Layer) Descriptor() distribution.Descriptor {
 	return distribution.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
 }
 
+// CacheID is the id under which the store's driver keeps the layer's files: what the engine's
+// layer store calls the layer's cache-id (its layerdb `cache-id` file, the graphdriver's id).
+// The engine's read-only layer.Layer interface has no method for it; callers that need it
+// (for instance to map a layer to the driver's storage) type-assert to *Layer.
+func (l *Layer) CacheID() string { return l.l.CacheID() }
+
 func (l *Layer) String() string { return string(l.l.ChainID()) }
 
 // mapErr keeps the binding's error and adds the engine's sentinel where there is one, so that

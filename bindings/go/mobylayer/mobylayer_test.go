@@ -89,6 +89,14 @@ func TestEngineInterfaces(t *testing.T) {
 	if _, err := child.Metadata(); err != nil {
 		t.Fatal(err)
 	}
+	// The engine's cache-id: the driver's id, per layer, the same through a description.
+	cid := child.(*Layer).CacheID()
+	if cid == "" || cid == base.(*Layer).CacheID() || cid != child.(*Layer).Unwrap().CacheID() {
+		t.Fatalf("CacheID %q (base %q)", cid, base.(*Layer).CacheID())
+	}
+	if p := child.Parent(); p.(*Layer).CacheID() != base.(*Layer).CacheID() {
+		t.Fatalf("the parent's CacheID %q, want %q", p.(*Layer).CacheID(), base.(*Layer).CacheID())
+	}
 	rc, err := child.TarStreamFrom(base.ChainID())
 	if err != nil {
 		t.Fatal(err)

@@ -29,9 +29,6 @@ pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 2;
 pub const ROLAYER_REGISTER_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
 pub const ROLAYER_DRIVER_CAP_EXACT_DIFFS: u32 = 1;
 pub const ROLAYER_DRIVER_OPS_VERSION: ::core::ffi::c_uint = 1;
-pub const ROLAYER_MOUNT_NOSUID: ::core::ffi::c_int = 1;
-pub const ROLAYER_MOUNT_NODEV: ::core::ffi::c_int = 2;
-pub const ROLAYER_MOUNT_NOEXEC: ::core::ffi::c_int = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_store {
@@ -81,31 +78,31 @@ extern "C" {
     pub fn rolayer_error_code(e: *const rolayer_error) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// A one-line, human-readable message. Never NULL for a non-NULL e; borrowed from e.
+    /// A one-line, human-readable message: never NULL for a non-NULL e (NULL for NULL); borrowed from e.
     pub fn rolayer_error_message(e: *const rolayer_error) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// The operating-system errno behind an ROLAYER_EIO (or 0).
+    /// The operating-system errno behind an ROLAYER_EIO, or 0 (also for NULL).
     pub fn rolayer_error_errno(e: *const rolayer_error) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// For ROLAYER_EUSER: the non-zero value the callback returned (or 0).
+    /// For ROLAYER_EUSER: the non-zero value the callback returned, else 0 (also for NULL).
     pub fn rolayer_error_user_code(e: *const rolayer_error) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// For verification failures (ROLAYER_EDIGEST, ROLAYER_ECORRUPT): the DiffID of the layer, else NULL.
+    /// For verification failures (ROLAYER_EDIGEST, ROLAYER_ECORRUPT): the DiffID of the layer (borrowed), else NULL.
     pub fn rolayer_error_diff_id(e: *const rolayer_error) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// For ROLAYER_ECORRUPT, ROLAYER_EUNSAFE, ROLAYER_EARCHIVE: the entry path concerned, when known, else NULL.
+    /// For ROLAYER_ECORRUPT, ROLAYER_EUNSAFE, ROLAYER_EARCHIVE: the entry path concerned (borrowed), when known, else NULL.
     pub fn rolayer_error_path(e: *const rolayer_error) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// Free an error object. NULL is a no-op.
+    /// Free an error object and the strings borrowed from it. NULL is a no-op.
     pub fn rolayer_error_free(e: *mut rolayer_error);
 }
 extern "C" {
-    /// Static text for a status code ("unknown error" for an unknown one). Never NULL.
+    /// Static text for a status code ("unknown error" for an unknown one). Never NULL; any thread.
     pub fn rolayer_strerror(code: ::core::ffi::c_int) -> *const ::core::ffi::c_char;
 }
 extern "C" {
@@ -113,69 +110,46 @@ extern "C" {
     pub fn rolayer_string_list_count(l: *const rolayer_string_list) -> usize;
 }
 extern "C" {
-    /// The i-th string (borrowed), or NULL when i is out of range.
+    /// The i-th string (borrowed from l), or NULL when i is out of range or l is NULL.
     pub fn rolayer_string_list_get(
         l: *const rolayer_string_list,
         i: usize,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// Free a list and its strings. NULL is a no-op.
     pub fn rolayer_string_list_free(l: *mut rolayer_string_list);
 }
 extern "C" {
-    /// The ROLAYER_VERSION_NUMBER the loaded library was built with. Compare with the header's.
+    /** The ROLAYER_VERSION_NUMBER the loaded library was built with: compare it with the header's.
+ Cannot fail; any thread.*/
     pub fn rolayer_version() -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// The version as "MAJOR.MINOR.PATCH" (static).
+    /// The loaded library's version as "MAJOR.MINOR.PATCH" (static storage; do not free). Cannot fail; any thread.
     pub fn rolayer_version_string() -> *const ::core::ffi::c_char;
 }
-/// Store options. Initialise with ROLAYER_STORE_OPTIONS_INIT; the struct only grows at the end.
+/** Store options. Initialise with ROLAYER_STORE_OPTIONS_INIT; the struct only grows at the end.
+ A version larger than this header's ROLAYER_STORE_OPTIONS_VERSION (a newer header against an
+ older library) is refused with ROLAYER_EUNSUPPORTED rather than half-read.*/
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_store_options {
-    /// ROLAYER_STORE_OPTIONS_VERSION
+    ///< ROLAYER_STORE_OPTIONS_VERSION
     pub version: ::core::ffi::c_uint,
-    /// built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new
+    ///< built-in driver: "dir" or "exact"; NULL = the store's own, or "dir" when new
     pub driver: *const ::core::ffi::c_char,
-    /// a caller's driver instead of a built-in one, or NULL
+    ///< a caller's driver instead of a built-in one, or NULL
     pub driver_ops: *const rolayer_driver_ops,
-    /// passed last to every driver_ops callback
+    ///< passed last to every driver_ops callback
     pub driver_user_data: *mut ::core::ffi::c_void,
-    /** how long a call waits for another writer's short lock (a database transaction,
-another open's clean-up at open); 0 = default (5000), <0 = fail at once*/
+    /**< how long a call waits for another writer's short lock (a database
+transaction, another open's clean-up at open); 0 = default (5000), <0 = fail at once*/
     pub busy_timeout_ms: ::core::ffi::c_int,
-    /** non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
+    /**< non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
 and errno EROFS. A store on a read-only file system is opened this way anyway.*/
     pub read_only: ::core::ffi::c_int,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_store_options",
-    ][::core::mem::size_of::<rolayer_store_options>() - 40usize];
-    [
-        "Alignment of rolayer_store_options",
-    ][::core::mem::align_of::<rolayer_store_options>() - 8usize];
-    [
-        "Offset of field: rolayer_store_options::version",
-    ][::core::mem::offset_of!(rolayer_store_options, version) - 0usize];
-    [
-        "Offset of field: rolayer_store_options::driver",
-    ][::core::mem::offset_of!(rolayer_store_options, driver) - 8usize];
-    [
-        "Offset of field: rolayer_store_options::driver_ops",
-    ][::core::mem::offset_of!(rolayer_store_options, driver_ops) - 16usize];
-    [
-        "Offset of field: rolayer_store_options::driver_user_data",
-    ][::core::mem::offset_of!(rolayer_store_options, driver_user_data) - 24usize];
-    [
-        "Offset of field: rolayer_store_options::busy_timeout_ms",
-    ][::core::mem::offset_of!(rolayer_store_options, busy_timeout_ms) - 32usize];
-    [
-        "Offset of field: rolayer_store_options::read_only",
-    ][::core::mem::offset_of!(rolayer_store_options, read_only) - 36usize];
-};
 impl Default for rolayer_store_options {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
@@ -188,14 +162,20 @@ impl Default for rolayer_store_options {
 extern "C" {
     /** Open (creating it if needed) the store rooted at directory root with the built-in driver
  named driver: "dir" or "exact"; NULL = the driver the store was created with, or "dir" for a
- new store. A store created with one driver can only be reopened with the same driver
- (ROLAYER_EINVAL otherwise). On open, half-registered or half-removed layers left
- by a crash are cleaned up. *out is NULL on failure.
+ new store. A store created with one driver can only be reopened with the same driver. On open,
+ half-registered or half-removed layers left by a crash are cleaned up.
  Any number of processes, and any number of opens in one process, may use one root at once
  (docs/store.md, "Several processes"). The store's own files must be what it made: a symbolic
  link, FIFO or other unexpected entry in their place is ROLAYER_ECORRUPT naming the path. An
  existing root that other users can reach is made private (0700) when it is the caller's,
- refused (ROLAYER_EIO, errno EACCES) when it is another user's.*/
+ refused (ROLAYER_EIO, errno EACCES) when it is another user's.
+
+ Errors: ROLAYER_EINVAL (NULL out or root, unknown driver, a store created with another
+ driver), ROLAYER_EBUSY (another writer kept the database locked past the timeout),
+ ROLAYER_ECORRUPT (a damaged database, or store files that are not what the store made),
+ ROLAYER_EIO, ROLAYER_ENOMEM.
+ Ownership: *out is a new store the caller frees with rolayer_store_free(); NULL on failure.
+ Threads: any thread; any number of opens of one root, in one process or many.*/
     pub fn rolayer_store_open(
         out: *mut *mut rolayer_store,
         root: *const ::core::ffi::c_char,
@@ -204,7 +184,14 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// As rolayer_store_open, with options (NULL = defaults).
+    /** As rolayer_store_open(), with options (NULL = defaults).
+
+ Errors: as rolayer_store_open(); ROLAYER_EINVAL for opts->version 0, ROLAYER_EUNSUPPORTED for
+ an opts->version (or driver_ops->version) newer than this library's; a caller's driver's
+ failures as ROLAYER_EUSER. Ownership: as rolayer_store_open(); opts is only read during the
+ call, but driver_ops and driver_user_data must stay valid until the driver's destroy runs
+ (called exactly once: when the last handle of the store goes, or at once if the open fails).
+ Threads: any thread.*/
     pub fn rolayer_store_open_ext(
         out: *mut *mut rolayer_store,
         root: *const ::core::ffi::c_char,
@@ -217,56 +204,39 @@ extern "C" {
  references are simply dropped (persistent references stay). Handles and streams still open
  stay valid as memory: their getters work, rolayer_release() and rolayer_tar_stream_free()
  work and touch nothing on disk, every other call fails with ROLAYER_EINVAL ("the store was
- closed"). Do not free a store while another thread is inside a call on it. NULL is a no-op.
+ closed"). Cannot fail; NULL is a no-op.
  Freeing the store from inside one of its callbacks (a rolayer_read_fn given to register, or
  a callback of the store's rolayer_driver_ops) is undefined behaviour: the call that runs the
- callback still uses the store when the callback returns.*/
+ callback still uses the store when the callback returns.
+ Threads: do not free a store while another thread is inside a call on it.*/
     pub fn rolayer_store_free(store: *mut rolayer_store);
 }
 extern "C" {
-    /// The root directory (borrowed) and the driver name (borrowed).
+    /// The root directory (borrowed from the store; NULL for NULL). Cannot fail; any thread.
     pub fn rolayer_store_root(store: *const rolayer_store) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The driver's name (borrowed from the store; NULL for NULL). Cannot fail; any thread.
     pub fn rolayer_store_driver(
         store: *const rolayer_store,
     ) -> *const ::core::ffi::c_char;
 }
-/// Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT.
+/** Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT; the struct only grows
+ at the end. A version newer than this library's is refused with ROLAYER_EUNSUPPORTED.*/
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_register_options {
-    /// ROLAYER_REGISTER_OPTIONS_VERSION
+    ///< ROLAYER_REGISTER_OPTIONS_VERSION
     pub version: ::core::ffi::c_uint,
-    /** Distribution descriptor of the blob the layer came from (all NULL/0 = none). The media
- type may not hold control characters (bytes < 0x20 or 0x7f) and the size must be >= 0, or
- -1 for an unknown size: anything else is ROLAYER_EINVAL.*/
+    /** Distribution descriptor of the blob the layer came from: media type (all NULL/0 = none).
+  The media type may not hold control characters (bytes < 0x20 or 0x7f) and the size must
+  be >= 0, or -1 for an unknown size: anything else is ROLAYER_EINVAL.*/
     pub descriptor_media_type: *const ::core::ffi::c_char,
-    /// validated: algorithm:hex
+    ///< the blob's digest, validated: algorithm:hex
     pub descriptor_digest: *const ::core::ffi::c_char,
+    ///< the blob's size in bytes
     pub descriptor_size: i64,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_register_options",
-    ][::core::mem::size_of::<rolayer_register_options>() - 32usize];
-    [
-        "Alignment of rolayer_register_options",
-    ][::core::mem::align_of::<rolayer_register_options>() - 8usize];
-    [
-        "Offset of field: rolayer_register_options::version",
-    ][::core::mem::offset_of!(rolayer_register_options, version) - 0usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_media_type",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_media_type) - 8usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_digest",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_digest) - 16usize];
-    [
-        "Offset of field: rolayer_register_options::descriptor_size",
-    ][::core::mem::offset_of!(rolayer_register_options, descriptor_size) - 24usize];
-};
 impl Default for rolayer_register_options {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
@@ -280,13 +250,17 @@ extern "C" {
     /** Register a layer from an uncompressed tar stream read through read(…, user_data), on top of
  parent_chain_id (NULL = a base layer).
   - DiffID = sha256 of every byte read up to end of input; ChainID per the OCI image spec.
-  - The archive is validated: ROLAYER_EARCHIVE (malformed), ROLAYER_EUNSAFE (escapes the
-    layer; absolute names are rooted at the layer, as the Docker engine does).
-  - Unknown parent: ROLAYER_ENOTFOUND; parent depth >= ROLAYER_MAX_DEPTH: ROLAYER_EMAXDEPTH.
   - An existing ChainID gives a new reference to the existing layer; nothing of the duplicate
     stays behind.
- On success *out is a new reference the caller releases with rolayer_release().
- A failure at any point leaves nothing behind.*/
+
+ Errors: ROLAYER_EARCHIVE (malformed archive), ROLAYER_EUNSAFE (a path or link escapes the
+ layer; absolute names are rooted at the layer, as the Docker engine does), ROLAYER_ENOTFOUND
+ (unknown parent), ROLAYER_EMAXDEPTH (parent depth >= ROLAYER_MAX_DEPTH), ROLAYER_EINVAL (NULL
+ out or read, malformed parent ChainID, closed store), ROLAYER_EUSER (read or a caller's
+ driver failed), ROLAYER_EIO, ROLAYER_ENOMEM. A failure at any point leaves nothing behind.
+ Ownership: on success *out is a new reference the caller drops with rolayer_release()
+ (deletes when last) or rolayer_layer_close() (never deletes); NULL on failure.
+ Threads: safe concurrently on one store; read is called on the calling thread only.*/
     pub fn rolayer_register(
         out: *mut *mut rolayer_layer,
         store: *mut rolayer_store,
@@ -297,7 +271,10 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// As rolayer_register, with options (NULL = defaults).
+    /** As rolayer_register(), with options (NULL = defaults). Errors: as rolayer_register();
+ ROLAYER_EINVAL for opts->version 0 or a malformed descriptor digest, ROLAYER_EUNSUPPORTED for
+ a newer opts->version. Ownership and threads: as rolayer_register(); opts is only read
+ during the call.*/
     pub fn rolayer_register_ext(
         out: *mut *mut rolayer_layer,
         store: *mut rolayer_store,
@@ -309,7 +286,8 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Shortcuts: register from an open file descriptor (read to EOF, not closed) or from memory.
+    /** As rolayer_register_ext(), reading an open file descriptor to its end (the descriptor is not
+ closed; it stays the caller's). ROLAYER_EINVAL for a negative fd; a read error is ROLAYER_EIO.*/
     pub fn rolayer_register_fd(
         out: *mut *mut rolayer_layer,
         store: *mut rolayer_store,
@@ -320,6 +298,8 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
+    /** As rolayer_register_ext(), from len bytes at data (only read during the call).
+ ROLAYER_EINVAL for NULL data with a non-zero len.*/
     pub fn rolayer_register_memory(
         out: *mut *mut rolayer_layer,
         store: *mut rolayer_store,
@@ -331,8 +311,11 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Open a new reference to the layer chain_id. ROLAYER_ENOTFOUND if there is none,
- ROLAYER_EINVAL for a malformed ChainID.*/
+    /** Open a new reference to the layer chain_id.
+ Errors: ROLAYER_ENOTFOUND if there is none, ROLAYER_EINVAL for a malformed or NULL ChainID,
+ a NULL out or a closed store, ROLAYER_ENOMEM.
+ Ownership: *out is a new reference (rolayer_release() or rolayer_layer_close()); NULL on failure.
+ Threads: safe concurrently on one store.*/
     pub fn rolayer_open(
         out: *mut *mut rolayer_layer,
         store: *mut rolayer_store,
@@ -341,11 +324,14 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Drop a reference. The handle is gone after this call whatever it returns: do not use it
- again. When the last reference (handles, children, persistent references) goes, the layer's
- data and metadata are deleted and its parent is released in turn (the cascade).
- Calling it again on the same handle is undefined behaviour in C; bindings that keep their own
- wrapper report ROLAYER_ENOTRETAINED instead. NULL gives ROLAYER_EINVAL.*/
+    /** Drop a reference. When the last reference (handles, children, persistent references) goes,
+ the layer's data and metadata are deleted and its parent is released in turn (the cascade).
+ Errors: ROLAYER_EINVAL (NULL or invalid handle), ROLAYER_EIO, ROLAYER_ECORRUPT from the
+ deletion (the reference is gone anyway).
+ Ownership: consumes layer: the handle is gone after this call whatever it returns. Calling it
+ again on the same handle is undefined behaviour in C; bindings that keep their own wrapper
+ report ROLAYER_ENOTRETAINED instead.
+ Threads: once, from one thread, when no other thread uses that handle.*/
     pub fn rolayer_release(
         layer: *mut rolayer_layer,
         err: *mut *mut rolayer_error,
@@ -354,50 +340,62 @@ extern "C" {
 extern "C" {
     /** Free a handle without releasing it: the in-memory reference goes, and closing alone never
  deletes — when it was the last reference, the layer stays as it would after the process
- ended, until a release in its chain or rolayer_store_unretain deletes it. The one exception
+ ended, until a release in its chain or rolayer_store_unretain() deletes it. The one exception
  is a release that is already waiting on this handle: when another reference to the layer
  (or a child's cascade) asked for its release while this handle was open, the layer goes when
  its last reference does, whether that reference is released, closed, or a stream freed.
  For readers that look at layers without owning them (listing, inspecting, a garbage-collected
- wrapper). The handle is gone after this call. NULL is a no-op.*/
+ wrapper). Cannot fail; NULL is a no-op.
+ Ownership: consumes layer. Threads: as rolayer_release().*/
     pub fn rolayer_layer_close(layer: *mut rolayer_layer);
 }
 extern "C" {
-    /** As rolayer_release, and also report the layers that were deleted, child first, in *out_removed
- (an empty list when nothing was deleted). out_removed may be NULL.*/
+    /** As rolayer_release(), and also report the layers that were deleted, child first, in
+ *out_removed (an empty list when nothing was deleted).
+ Errors: as rolayer_release(). Ownership: consumes layer; *out_removed (out_removed may be
+ NULL) is a new report the caller frees with rolayer_removed_free(), NULL on failure.
+ Threads: as rolayer_release().*/
     pub fn rolayer_release_ext(
-        layer: *mut rolayer_layer,
         out_removed: *mut *mut rolayer_removed,
+        layer: *mut rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Deleted-layer reports. Index i in [0, count). Out-of-range gives NULL / -1.
+    #[doc = " @defgroup removed Deleted-layer reports\n What rolayer_release_ext() and rolayer_store_unretain() deleted, child first. Index i in\n [0, count). The getters cannot fail: NULL or out-of-range gives 0 / NULL / -1. Strings are\n borrowed from the report. A plain value: any thread may read it; free it once.\n @{\n/\n/** Number of deleted layers (0 for NULL)."]
     pub fn rolayer_removed_count(r: *const rolayer_removed) -> usize;
 }
 extern "C" {
+    /// The i-th deleted layer's ChainID (borrowed).
     pub fn rolayer_removed_chain_id(
         r: *const rolayer_removed,
         i: usize,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The i-th deleted layer's DiffID (borrowed).
     pub fn rolayer_removed_diff_id(
         r: *const rolayer_removed,
         i: usize,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The i-th deleted layer's size (its chain's DiffSize sum).
     pub fn rolayer_removed_size(r: *const rolayer_removed, i: usize) -> i64;
 }
 extern "C" {
+    /// The i-th deleted layer's DiffSize.
     pub fn rolayer_removed_diff_size(r: *const rolayer_removed, i: usize) -> i64;
 }
 extern "C" {
+    /// Free a report. NULL is a no-op.
     pub fn rolayer_removed_free(r: *mut rolayer_removed);
 }
 extern "C" {
-    /// Every ChainID in the store, in no particular order.
+    /** Every ChainID in the store, in no particular order.
+ Errors: ROLAYER_EINVAL (NULL out, closed store), ROLAYER_ENOMEM.
+ Ownership: *out is a new list the caller frees with rolayer_string_list_free(); NULL on failure.
+ Threads: safe concurrently on one store.*/
     pub fn rolayer_store_list(
         out: *mut *mut rolayer_string_list,
         store: *mut rolayer_store,
@@ -405,10 +403,10 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Persistent references, kept in the store's database across processes (what a command-line
- tool uses): retain adds one to chain_id; unretain drops one and, when it was the last
- reference of any kind, deletes as rolayer_release_ext does. Unretaining a layer with no
- persistent reference is ROLAYER_ENOTRETAINED. out_removed may be NULL.*/
+    /** Add a persistent reference to chain_id, kept in the store's database across processes (what
+ a command-line tool uses).
+ Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (NULL or malformed ChainID, closed
+ store), ROLAYER_EIO. Threads: safe concurrently on one store.*/
     pub fn rolayer_store_retain(
         store: *mut rolayer_store,
         chain_id: *const ::core::ffi::c_char,
@@ -416,19 +414,26 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
+    /** Drop a persistent reference to chain_id; when it was the last reference of any kind, delete
+ as rolayer_release_ext() does and report the deleted layers, child first, in *out_removed.
+ Errors: ROLAYER_ENOTRETAINED (chain_id has no persistent reference), ROLAYER_ENOTFOUND,
+ ROLAYER_EINVAL, ROLAYER_EIO. Ownership: *out_removed (out_removed may be NULL) is a new report
+ (rolayer_removed_free()), NULL on failure. Threads: safe concurrently on one store.*/
     pub fn rolayer_store_unretain(
+        out_removed: *mut *mut rolayer_removed,
         store: *mut rolayer_store,
         chain_id: *const ::core::ffi::c_char,
-        out_removed: *mut *mut rolayer_removed,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// The number of persistent references on chain_id.
+    /** The number of persistent references on chain_id, in *out.
+ Errors: ROLAYER_EINVAL (NULL out or chain_id, malformed ChainID, closed store),
+ ROLAYER_ENOTFOUND, ROLAYER_EIO. *out is set only on success. Threads: safe concurrently.*/
     pub fn rolayer_store_retained(
+        out: *mut i64,
         store: *mut rolayer_store,
         chain_id: *const ::core::ffi::c_char,
-        out: *mut i64,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
@@ -437,78 +442,89 @@ extern "C" {
  died with the store open (their layers that had no persistent reference are released), and
  every layer without a persistent reference, a child, or a handle or stream open in any live
  process (for instance a layer registered by a process killed before it retained it). Layers
- held by live processes are never touched. Reports what was deleted, child first, in
- *out_removed (may be NULL; an empty list when nothing was deleted).
+ held by live processes are never touched.
  Errors: ROLAYER_EIO with errno EROFS on a read-only store; ROLAYER_EBUSY when another writer
- kept the database locked longer than busy_timeout_ms; ROLAYER_EIO otherwise.
+ kept the database locked longer than busy_timeout_ms; ROLAYER_EINVAL (NULL store); ROLAYER_EIO.
+ Ownership: *out_removed (out_removed may be NULL) is a new report of what was deleted, child
+ first, empty when nothing was (rolayer_removed_free()); NULL on failure.
  Threads: as every call on a store. Several processes may run it at once.*/
     pub fn rolayer_store_gc(
-        store: *mut rolayer_store,
         out_removed: *mut *mut rolayer_removed,
+        store: *mut rolayer_store,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// "sha256:<hex>". NULL for a NULL layer.
+    /// The layer's ChainID, "sha256:<hex>" (borrowed). NULL for a NULL layer.
     pub fn rolayer_layer_chain_id(
         layer: *const rolayer_layer,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The layer's DiffID, "sha256:<hex>" (borrowed). NULL for a NULL layer.
     pub fn rolayer_layer_diff_id(
         layer: *const rolayer_layer,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// The parent's ChainID, or NULL for a base layer.
+    /// The parent's ChainID (borrowed), or NULL for a base layer.
     pub fn rolayer_layer_parent(
         layer: *const rolayer_layer,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// Depth in the chain: 1 for a base layer.
+    /// Depth in the chain: 1 for a base layer (0 for NULL).
     pub fn rolayer_layer_depth(layer: *const rolayer_layer) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Size: DiffSize summed over the chain. DiffSize: this layer's regular-file payload bytes.
+    /** Size: DiffSize summed over the chain, in *out.
+ Errors: ROLAYER_EINVAL (NULL out, invalid handle, closed store). Threads: any.*/
     pub fn rolayer_layer_size(
-        layer: *const rolayer_layer,
         out: *mut i64,
+        layer: *const rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
+    /** DiffSize: this layer's regular-file payload bytes, in *out.
+ Errors: ROLAYER_EINVAL (NULL out, invalid handle). Threads: any.*/
     pub fn rolayer_layer_diff_size(
-        layer: *const rolayer_layer,
         out: *mut i64,
+        layer: *const rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Length in bytes of the registered (uncompressed) tar stream.
+    /** Length in bytes of the registered (uncompressed) tar stream, in *out.
+ Errors: ROLAYER_EINVAL (NULL out, invalid handle). Threads: any.*/
     pub fn rolayer_layer_stream_size(
-        layer: *const rolayer_layer,
         out: *mut i64,
+        layer: *const rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** The distribution descriptor given at register: media type and digest (borrowed, NULL when
- none was given) and size (-1 when none).*/
+    /// The distribution descriptor's media type given at register (borrowed), NULL when none.
     pub fn rolayer_layer_descriptor_media_type(
         layer: *const rolayer_layer,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The distribution descriptor's digest given at register (borrowed), NULL when none.
     pub fn rolayer_layer_descriptor_digest(
         layer: *const rolayer_layer,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The distribution descriptor's size given at register, -1 when none.
     pub fn rolayer_layer_descriptor_size(layer: *const rolayer_layer) -> i64;
 }
 extern "C" {
-    /// The driver's metadata as key, value, key, value, … (an even count). Caller frees *out.
+    /** The driver's metadata as key, value, key, value, … (an even count).
+ Errors: ROLAYER_EINVAL (NULL out, invalid handle, closed store), ROLAYER_EUSER (a caller's
+ driver failed), ROLAYER_EIO, ROLAYER_ENOMEM.
+ Ownership: *out is a new list the caller frees with rolayer_string_list_free(); NULL on failure.
+ Threads: any.*/
     pub fn rolayer_layer_metadata(
         out: *mut *mut rolayer_string_list,
         layer: *const rolayer_layer,
@@ -516,16 +532,35 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Read the whole verified stream and discard it: ROLAYER_OK when it matches its DiffID,
- ROLAYER_EDIGEST or ROLAYER_ECORRUPT (naming the path) otherwise.*/
+    /** Read the whole verified stream and discard it.
+ Errors: ROLAYER_EDIGEST (the stream does not match its DiffID) or ROLAYER_ECORRUPT (a payload
+ or record is damaged; rolayer_error_path() names it), ROLAYER_EINVAL (invalid handle, closed
+ store), ROLAYER_EUSER (a caller's driver failed), ROLAYER_EIO, ROLAYER_ENOMEM.
+ Threads: any; several verifications of one handle may run at once.*/
     pub fn rolayer_layer_verify(
         layer: *mut rolayer_layer,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
+    /** The layer's cache id (borrowed): the id under which the store's driver keeps this layer's
+ files, the one passed as `id` to a caller's driver (rolayer_driver callbacks), like the
+ Docker engine's cache-id. It is fixed when the layer is registered and is not the ChainID.
+ Errors: none; NULL for a NULL or invalid handle.
+ Ownership: the string lives as long as the handle (until rolayer_release(),
+ rolayer_release_ext() or rolayer_layer_close()); copy it to keep it.
+ Threads: any; the string never changes.*/
+    pub fn rolayer_layer_cache_id(
+        layer: *const rolayer_layer,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
     /** The registered tar, byte for byte, hashed as it is read and checked against the DiffID.
- Caller frees *out with rolayer_tar_stream_free().*/
+ Errors: ROLAYER_EINVAL (NULL out, invalid handle, closed store), ROLAYER_ECORRUPT (the
+ layer's record is damaged), ROLAYER_EUSER (a caller's driver failed), ROLAYER_EIO,
+ ROLAYER_ENOMEM.
+ Ownership: *out is a new stream the caller frees with rolayer_tar_stream_free(); NULL on
+ failure. Threads: the layer handle may be shared; the stream is one thread's at a time.*/
     pub fn rolayer_tar_stream_open(
         out: *mut *mut rolayer_tar_stream,
         layer: *mut rolayer_layer,
@@ -535,13 +570,16 @@ extern "C" {
 extern "C" {
     /** The diff between layer and ancestor_chain_id (NULL = the whole flattened chain), verified on
  every driver: against the layer's parent (or NULL for a base layer) it is the registered
- stream, exactly as rolayer_tar_stream_open gives it; against an older ancestor or the whole
+ stream, exactly as rolayer_tar_stream_open() gives it; against an older ancestor or the whole
  chain it is built from the verified registered streams of the layers above the ancestor,
  whiteouts, opaque directories and overrides applied in tar order (whiteout entries are kept
  against an ancestor and dropped for the whole chain), each surviving entry copied byte for
- byte. A damaged layer fails the read with ROLAYER_ECORRUPT or ROLAYER_EDIGEST as for
- rolayer_tar_stream_open. ROLAYER_ENOTANCESTOR when ancestor_chain_id is not in the layer's
- chain.*/
+ byte. A damaged layer fails a later read with ROLAYER_ECORRUPT or ROLAYER_EDIGEST as for
+ rolayer_tar_stream_open().
+ Errors: ROLAYER_ENOTANCESTOR (ancestor_chain_id is not in the layer's chain), ROLAYER_EINVAL
+ (NULL out, malformed ChainID, invalid handle, closed store), ROLAYER_EUSER, ROLAYER_EIO,
+ ROLAYER_ENOMEM.
+ Ownership and threads: as rolayer_tar_stream_open().*/
     pub fn rolayer_tar_stream_open_from(
         out: *mut *mut rolayer_tar_stream,
         layer: *mut rolayer_layer,
@@ -550,15 +588,20 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Read up to cap bytes. Returns 0 with *n_read > 0 for data; 0 with *n_read == 0 at the end of
- the stream, and for a verified stream that means it matched its DiffID. A mismatch makes the
- read that would have ended the stream return ROLAYER_EDIGEST with the message
- "could not verify layer data for: <diffID>. This may be because internal files in the layer
- store were modified"; a payload whose size or checksum differs from the record fails at that
- entry with ROLAYER_ECORRUPT naming the path. After an error, every later read returns the
- same code.
+    /** Read up to cap bytes into buf. Returns 0 with *n_read > 0 for data; 0 with *n_read == 0 at
+ the end of the stream, and for a verified stream that means it matched its DiffID.
+ (Shaped like read(2) and rolayer_read_fn, the buffer and its outputs follow the handle.)
  cap must be > 0: a read with cap == 0 returns ROLAYER_EINVAL (and *n_read == 0), so that
- "0 with *n_read == 0" always means the end of the stream. buf and n_read must not be NULL.*/
+ "0 with *n_read == 0" always means the end of the stream; the stream stays usable.
+
+ Errors: a mismatch makes the read that would have ended the stream return ROLAYER_EDIGEST
+ with the message "could not verify layer data for: <diffID>. This may be because internal
+ files in the layer store were modified"; a payload whose size or checksum differs from the
+ record fails at that entry with ROLAYER_ECORRUPT naming the path (large payloads are checked
+ block by block, so no damaged byte is returned); ROLAYER_EINVAL (invalid stream, NULL buf or
+ n_read, cap == 0), ROLAYER_EUSER, ROLAYER_EIO. After an error other than cap == 0, every later
+ read returns the same code. *n_read is 0 on failure.
+ Ownership: buf stays the caller's. Threads: one thread at a time per stream.*/
     pub fn rolayer_tar_stream_read(
         s: *mut rolayer_tar_stream,
         buf: *mut ::core::ffi::c_void,
@@ -568,8 +611,106 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Free a stream (closing it early is fine). NULL is a no-op.
+    /** Free a stream (closing it early is fine; it never deletes). Cannot fail; NULL is a no-op.
+ Threads: not while another thread reads the stream.*/
     pub fn rolayer_tar_stream_free(s: *mut rolayer_tar_stream);
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rolayer_image {
+    _unused: [u8; 0],
+}
+extern "C" {
+    /** Add the image called name, or replace the one of that name (its reference moves from the old
+ top layer to the new one; the old chain goes when nothing else holds it). top_chain_id must
+ exist (ROLAYER_ENOTFOUND). manifest and config are stored as given (1 byte to 4 MiB each;
+ ROLAYER_EINVAL otherwise) and their sha256 digests computed here; the library does not parse
+ them. name: 1 to 1024 bytes without control characters. A failure leaves the store as it was.*/
+    pub fn rolayer_image_put(
+        store: *mut rolayer_store,
+        name: *const ::core::ffi::c_char,
+        top_chain_id: *const ::core::ffi::c_char,
+        manifest_media_type: *const ::core::ffi::c_char,
+        manifest: *const u8,
+        manifest_len: usize,
+        config: *const u8,
+        config_len: usize,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** A snapshot of the image called name: ROLAYER_ENOTFOUND when there is none, ROLAYER_ECORRUPT
+ when the stored manifest or config no longer matches its digest. Caller frees *out with
+ rolayer_image_free().*/
+    pub fn rolayer_image_open(
+        out: *mut *mut rolayer_image,
+        store: *mut rolayer_store,
+        name: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /// Getters (borrowed, NULL for a NULL image). Digests are "sha256:<hex>".
+    pub fn rolayer_image_name(image: *const rolayer_image) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_image_top_chain_id(
+        image: *const rolayer_image,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_image_manifest_media_type(
+        image: *const rolayer_image,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_image_manifest_digest(
+        image: *const rolayer_image,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_image_config_digest(
+        image: *const rolayer_image,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The stored bytes and their length in *len (len may be NULL).
+    pub fn rolayer_image_manifest(
+        image: *const rolayer_image,
+        len: *mut usize,
+    ) -> *const u8;
+}
+extern "C" {
+    pub fn rolayer_image_config(
+        image: *const rolayer_image,
+        len: *mut usize,
+    ) -> *const u8;
+}
+extern "C" {
+    /// Seconds since the epoch when the image was last put.
+    pub fn rolayer_image_created(image: *const rolayer_image) -> i64;
+}
+extern "C" {
+    /// Free a snapshot. NULL is a no-op.
+    pub fn rolayer_image_free(image: *mut rolayer_image);
+}
+extern "C" {
+    /// Every image name in the store, sorted. Caller frees *out.
+    pub fn rolayer_image_list(
+        out: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Remove the image called name (ROLAYER_ENOTFOUND when there is none) and drop its reference on
+ its top layer; the layers that went are reported, child first, in *out_removed (may be NULL).*/
+    pub fn rolayer_image_remove(
+        store: *mut rolayer_store,
+        name: *const ::core::ffi::c_char,
+        out_removed: *mut *mut rolayer_removed,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -577,13 +718,15 @@ pub struct rolayer_driver_error {
     _unused: [u8; 0],
 }
 extern "C" {
-    /// Attach a message (copied) to a failing callback's result. derr may be NULL (no-op).
+    /** Attach a message (copied) to a failing callback's result. derr may be NULL (no-op). Cannot
+ fail (an allocation failure drops the message). Threads: only from within the callback that
+ was given derr, during that call.*/
     pub fn rolayer_driver_error_set(
         derr: *mut rolayer_driver_error,
         message: *const ::core::ffi::c_char,
     );
 }
-/// Called with each metadata pair; returns non-zero to stop.
+/// Called with each metadata pair (both copied); returns non-zero to stop.
 pub type rolayer_metadata_emit_fn = ::core::option::Option<
     unsafe extern "C" fn(
         key: *const ::core::ffi::c_char,
@@ -591,14 +734,17 @@ pub type rolayer_metadata_emit_fn = ::core::option::Option<
         emit_data: *mut ::core::ffi::c_void,
     ) -> ::core::ffi::c_int,
 >;
+/** A caller's driver: its name, capabilities and callbacks. docs/drivers.md gives each
+ callback's threading and lifetime rules. The struct and user data must stay valid until
+ destroy is called.*/
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_driver_ops {
-    /// ROLAYER_DRIVER_OPS_VERSION
+    ///< ROLAYER_DRIVER_OPS_VERSION
     pub version: ::core::ffi::c_uint,
-    /// recorded in the store; reopening needs the same name
+    ///< recorded in the store; reopening needs the same name
     pub name: *const ::core::ffi::c_char,
-    /// ROLAYER_DRIVER_CAP_*
+    ///< ROLAYER_DRIVER_CAP_*
     pub capabilities: u32,
     /// Create empty storage for layer id on top of parent (NULL for a base layer).
     pub create: ::core::option::Option<
@@ -643,6 +789,7 @@ pub struct rolayer_driver_ops {
             user_data: *mut ::core::ffi::c_void,
         ) -> ::core::ffi::c_int,
     >,
+    /// Read up to cap bytes of an open diff; *n_read == 0 at its end.
     pub diff_read: ::core::option::Option<
         unsafe extern "C" fn(
             stream: *mut ::core::ffi::c_void,
@@ -653,6 +800,7 @@ pub struct rolayer_driver_ops {
             user_data: *mut ::core::ffi::c_void,
         ) -> ::core::ffi::c_int,
     >,
+    /// Close a diff opened by diff_open.
     pub diff_close: ::core::option::Option<
         unsafe extern "C" fn(
             stream: *mut ::core::ffi::c_void,
@@ -671,6 +819,7 @@ pub struct rolayer_driver_ops {
             user_data: *mut ::core::ffi::c_void,
         ) -> ::core::ffi::c_int,
     >,
+    /// Read up to cap bytes of an open payload at offset; *n_read == 0 at its end.
     pub payload_read: ::core::option::Option<
         unsafe extern "C" fn(
             payload: *mut ::core::ffi::c_void,
@@ -682,6 +831,7 @@ pub struct rolayer_driver_ops {
             user_data: *mut ::core::ffi::c_void,
         ) -> ::core::ffi::c_int,
     >,
+    /// Close a payload opened by payload_open.
     pub payload_close: ::core::option::Option<
         unsafe extern "C" fn(
             payload: *mut ::core::ffi::c_void,
@@ -703,57 +853,6 @@ pub struct rolayer_driver_ops {
         unsafe extern "C" fn(user_data: *mut ::core::ffi::c_void),
     >,
 }
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    [
-        "Size of rolayer_driver_ops",
-    ][::core::mem::size_of::<rolayer_driver_ops>() - 112usize];
-    [
-        "Alignment of rolayer_driver_ops",
-    ][::core::mem::align_of::<rolayer_driver_ops>() - 8usize];
-    [
-        "Offset of field: rolayer_driver_ops::version",
-    ][::core::mem::offset_of!(rolayer_driver_ops, version) - 0usize];
-    [
-        "Offset of field: rolayer_driver_ops::name",
-    ][::core::mem::offset_of!(rolayer_driver_ops, name) - 8usize];
-    [
-        "Offset of field: rolayer_driver_ops::capabilities",
-    ][::core::mem::offset_of!(rolayer_driver_ops, capabilities) - 16usize];
-    [
-        "Offset of field: rolayer_driver_ops::create",
-    ][::core::mem::offset_of!(rolayer_driver_ops, create) - 24usize];
-    [
-        "Offset of field: rolayer_driver_ops::remove",
-    ][::core::mem::offset_of!(rolayer_driver_ops, remove) - 32usize];
-    [
-        "Offset of field: rolayer_driver_ops::apply_diff",
-    ][::core::mem::offset_of!(rolayer_driver_ops, apply_diff) - 40usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_open",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_open) - 48usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_read",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_read) - 56usize];
-    [
-        "Offset of field: rolayer_driver_ops::diff_close",
-    ][::core::mem::offset_of!(rolayer_driver_ops, diff_close) - 64usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_open",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_open) - 72usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_read",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_read) - 80usize];
-    [
-        "Offset of field: rolayer_driver_ops::payload_close",
-    ][::core::mem::offset_of!(rolayer_driver_ops, payload_close) - 88usize];
-    [
-        "Offset of field: rolayer_driver_ops::metadata",
-    ][::core::mem::offset_of!(rolayer_driver_ops, metadata) - 96usize];
-    [
-        "Offset of field: rolayer_driver_ops::destroy",
-    ][::core::mem::offset_of!(rolayer_driver_ops, destroy) - 104usize];
-};
 impl Default for rolayer_driver_ops {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
@@ -763,70 +862,168 @@ impl Default for rolayer_driver_ops {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rolayer_docker_root {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rolayer_docker_layers {
+    _unused: [u8; 0],
+}
 extern "C" {
-    /** The overlay lower directories of chain_id's flattened chain, topmost first (absolute paths),
- for a caller that mounts itself: "lowerdir+" once per entry, in order. A single layer comes
- with an empty directory after it (overlayfs needs two lower layers without an upper one).
- *out_userxattr (may be NULL) is set to 1 when the mount must use the "userxattr" option
- (layers written unprivileged), else 0.
- Caller frees *out with rolayer_string_list_free().
- Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (malformed ChainID),
- ROLAYER_EUNSUPPORTED (driver is not "dir"; a chain mixing root-written and unprivileged
- layers), ROLAYER_ECORRUPT (damaged storage).*/
-    pub fn rolayer_mount_lower_dirs(
+    /** Open the Docker data root data_root (the directory itself may be reached through symlinks,
+ nothing below it is) with the driver named driver: "overlay2", "vfs", or NULL for the one
+ driver that has a layer database under <data_root>/image/. Errors: ROLAYER_ENOTFOUND (no
+ such directory, no layer database), ROLAYER_EUNSUPPORTED (another driver: btrfs, zfs,
+ devicemapper, aufs, fuse-overlayfs, …; the message names it), ROLAYER_EINVAL (data_root NULL,
+ or several drivers and driver NULL), ROLAYER_EIO. *out is NULL on failure; free it with
+ rolayer_docker_root_free().*/
+    pub fn rolayer_docker_root_open(
+        out: *mut *mut rolayer_docker_root,
+        data_root: *const ::core::ffi::c_char,
+        driver: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /// Free a root handle (open streams stay valid). NULL is a no-op.
+    pub fn rolayer_docker_root_free(root: *mut rolayer_docker_root);
+}
+extern "C" {
+    /// The driver in use ("overlay2" or "vfs"), borrowed; NULL for a NULL or invalid handle.
+    pub fn rolayer_docker_root_driver(
+        root: *const rolayer_docker_root,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /** Every layer of the layer database, parents before children (then by ChainID). A layer whose
+ metadata cannot be read (a missing or malformed `diff`, `cache-id`, …) is listed last with
+ its ChainID and rolayer_docker_layers_error() saying why (its other fields are empty).
+ Caller frees *out with rolayer_docker_layers_free().*/
+    pub fn rolayer_docker_layers_list(
+        out: *mut *mut rolayer_docker_layers,
+        root: *mut rolayer_docker_root,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** One layer, as a list of one: ROLAYER_ENOTFOUND when the layer database has no such ChainID
+ ("sha256:<hex>" or the 64-digit hex), ROLAYER_ECORRUPT when its metadata is damaged,
+ ROLAYER_EINVAL for a malformed ChainID.*/
+    pub fn rolayer_docker_layers_get(
+        out: *mut *mut rolayer_docker_layers,
+        root: *mut rolayer_docker_root,
+        chain_id: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /// Number of layers; NULL gives 0.
+    pub fn rolayer_docker_layers_count(l: *const rolayer_docker_layers) -> usize;
+}
+extern "C" {
+    /** Fields of layer i (borrowed strings that live as long as the list; NULL when i is out of
+ range): ChainID and DiffID ("sha256:<hex>"), parent ChainID (NULL for a base layer), the
+ driver's cache-id, and the distribution descriptor from descriptor.json (media type and
+ digest NULL, size -1, when the layer has none; dockerd 20.10 writes one for foreign layers only).*/
+    pub fn rolayer_docker_layers_chain_id(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_diff_id(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_parent(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_cache_id(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_descriptor_media_type(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_descriptor_digest(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_descriptor_size(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> i64;
+}
+extern "C" {
+    /// The `size` the engine recorded (its size of the layer's files), or -1 (absent, or i out of range).
+    pub fn rolayer_docker_layers_size(l: *const rolayer_docker_layers, i: usize) -> i64;
+}
+extern "C" {
+    /// Why layer i's metadata could not be read (borrowed), or NULL when it was read.
+    pub fn rolayer_docker_layers_error(
+        l: *const rolayer_docker_layers,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    pub fn rolayer_docker_layers_free(l: *mut rolayer_docker_layers);
+}
+extern "C" {
+    /** The chain of ChainIDs, base first, that ref names: a layer's ChainID (full, hex, or a unique
+ hex prefix: the layer and its parents), an image ID from imagedb (same forms; its config is
+ checked against the ID), or an image name from repositories.json ("name:tag", "name" for
+ name:latest, "name@sha256:…", with or without "docker.io/library/"). ROLAYER_ENOTFOUND when
+ nothing matches, ROLAYER_EINVAL for an ambiguous prefix. Caller frees *out.*/
+    pub fn rolayer_docker_resolve(
         out: *mut *mut rolayer_string_list,
-        store: *mut rolayer_store,
-        chain_id: *const ::core::ffi::c_char,
-        out_userxattr: *mut ::core::ffi::c_int,
+        root: *mut rolayer_docker_root,
+        ref_: *const ::core::ffi::c_char,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Mount chain_id's flattened chain read-only at target (an existing directory) and hold it.
- Uses fsopen/fsconfig("lowerdir+")/fsmount/move_mount where the kernel has them (any depth up
- to the 125-layer cap), else mount(2) with short /proc/self/fd paths.
- Errors: those of rolayer_mount_lower_dirs; ROLAYER_EBUSY (target already holds a mount of
- this store); ROLAYER_EIO with rolayer_error_errno (EPERM without CAP_SYS_ADMIN in the mount
- namespace's user namespace, ENOENT/ENOTDIR target); ROLAYER_EUNSUPPORTED (no overlayfs).*/
-    pub fn rolayer_mount(
-        store: *mut rolayer_store,
-        chain_id: *const ::core::ffi::c_char,
-        target: *const ::core::ffi::c_char,
-        flags: ::core::ffi::c_uint,
-        err: *mut *mut rolayer_error,
-    ) -> ::core::ffi::c_int;
-}
-extern "C" {
-    /** Unmount a mount made by rolayer_mount at target and drop its hold (the layer is deleted when
- that was its last reference). When the mount is already gone (unmounted by other means), only
- the record and the hold are dropped. Errors: ROLAYER_ENOTFOUND (no mount of this store at
- target), ROLAYER_EBUSY (the mount is in use), ROLAYER_EIO.*/
-    pub fn rolayer_umount(
-        store: *mut rolayer_store,
-        target: *const ::core::ffi::c_char,
-        err: *mut *mut rolayer_error,
-    ) -> ::core::ffi::c_int;
-}
-extern "C" {
-    /** The recorded mounts of the store: out_targets[i] is mounted from out_chain_ids[i]. With
- chain_id non-NULL, only that chain's. Either output may be NULL; the caller frees each with
- rolayer_string_list_free().*/
-    pub fn rolayer_mount_list(
-        out_targets: *mut *mut rolayer_string_list,
-        out_chain_ids: *mut *mut rolayer_string_list,
-        store: *mut rolayer_store,
+    /** Open the layer's tar stream, reassembled and verified as it is read: read it with
+ rolayer_tar_stream_read(), free it with rolayer_tar_stream_free(). A read fails with
+  - ROLAYER_ECORRUPT naming the layer and, in rolayer_error_path(), the entry path, when a file
+    is missing ("missing file"), has another size ("size differs") or other content ("content
+    differs", the CRC-64); no byte of a bad file up to 1 MiB is returned, of a longer one
+    the last chunk is held back;
+  - ROLAYER_ECORRUPT naming the layer when the tar-split record is damaged;
+  - ROLAYER_EDIGEST at the end when the stream does not match the DiffID ("could not verify
+    layer data for: <diffID>"); rolayer_error_diff_id() gives the DiffID.
+ Opening checks that parent + diff give the ChainID (ROLAYER_ECORRUPT: `diff` or `parent` was
+ changed) and that the driver's directory and the record exist.*/
+    pub fn rolayer_docker_stream_open(
+        out: *mut *mut rolayer_tar_stream,
+        root: *mut rolayer_docker_root,
         chain_id: *const ::core::ffi::c_char,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Finds recorded mounts that are gone (the target is no longer that overlay mount: unmounted
- by other means, or after a reboot) and drops their records and holds. A mount left by a
- process that was killed is still mounted, so it stays recorded and held until rolayer_umount.
- *out_dropped (may be NULL): the targets whose hold was dropped.*/
-    pub fn rolayer_mount_reconcile(
-        out_dropped: *mut *mut rolayer_string_list,
-        store: *mut rolayer_store,
+    /** Read the layer's whole verified stream and discard it: ROLAYER_OK when it is intact, else the
+ first damage as rolayer_docker_stream_open()'s reads report it (the path in
+ rolayer_error_path(), what differs in the message). out_stream_size (may be NULL) gets the
+ stream's length on success.*/
+    pub fn rolayer_docker_verify(
+        out_stream_size: *mut i64,
+        root: *mut rolayer_docker_root,
+        chain_id: *const ::core::ffi::c_char,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }

@@ -46,7 +46,7 @@ pub struct Layer<'s> {
 unsafe impl Send for Layer<'_> {}
 unsafe impl Sync for Layer<'_> {}
 
-/// A layer deleted by a release or unretain, as reported child first.
+/// A layer deleted by a release, unretain or [`Store::gc`](crate::Store::gc), as reported child first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Removed {
     /// Its ChainID.
@@ -111,6 +111,22 @@ impl<'s> Layer<'s> {
     /// The parent's ChainID, or None for a base layer.
     pub fn parent(&self) -> Option<&ChainId> {
         self.parent.as_ref()
+    }
+
+    /// The cache id: the id under which the store's driver keeps this layer's files (the `id`
+    /// a [`Driver`](crate::Driver) is called with), like the Docker engine's cache-id. Fixed at
+    /// registration; not the ChainID.
+    pub fn cache_id(&self) -> &str {
+        // SAFETY: a live handle; the string is borrowed from it, lives as long as the handle
+        // (so as long as &self) and never changes.
+        let p = unsafe { sys::rolayer_layer_cache_id(self.ptr()) };
+        if p.is_null() {
+            return "";
+        }
+        // SAFETY: a NUL-terminated string owned by the handle.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_str()
+            .unwrap_or("")
     }
 
     /// The depth in the chain: 1 for a base layer, at most [`MAX_DEPTH`](crate::MAX_DEPTH).

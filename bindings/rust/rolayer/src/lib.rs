@@ -93,6 +93,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod digest;
+pub mod docker;
 mod driver;
 mod error;
 mod layer;

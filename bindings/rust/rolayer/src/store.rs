@@ -490,6 +490,24 @@ impl Store {
         Ok(unsafe { take_removed(removed) })
     }
 
+    /// Collects what nothing keeps: the holds, temporary files and intent marks of processes
+    /// that died with the store open, and every layer without a persistent reference
+    /// ([`retain`](Store::retain)), a child, or a [`Layer`] or stream open in any live process
+    /// (a layer registered by a process killed before it retained it, or dropped unreleased
+    /// before its store was closed). Layers held by this `Store` or another live process are
+    /// never touched. Returns the deleted layers, child first (empty when nothing was deleted).
+    ///
+    /// Errors: [`ErrorKind::Io`](crate::ErrorKind::Io) with errno `EROFS` on a read-only
+    /// store, [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another writer kept the store
+    /// locked longer than the busy timeout. Several processes may run it at once.
+    pub fn gc(&self) -> Result<Vec<Removed>> {
+        let mut removed = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        call(|err| unsafe { sys::rolayer_store_gc(&mut removed, self.as_ptr(), err) })?;
+        // SAFETY: a report we own.
+        Ok(unsafe { take_removed(removed) })
+    }
+
     /// The number of persistent references on `chain_id`.
     pub fn retained(&self, chain_id: &ChainId) -> Result<u64> {
         let id = c_string(chain_id.as_str(), "the ChainID")?;
