@@ -186,9 +186,9 @@ int cmd_rmi(Globals& g, const Args& args) {
 const char* const kImagesHelp =
     "usage: rolayer images [--json] [--no-trunc]\n"
     "\n"
-    "Lists the images kept in the store (by pull): name (the normalised reference), manifest\n"
+    "Lists the images kept in the store (by pull and import): name (the normalised reference), manifest\n"
     "digest, top ChainID and size (the chain's payload bytes; \"missing\" when its top layer\n"
-    "was removed with rm).\n"
+    "was removed with rm --force).\n"
     "\n"
     "Options:\n"
     "  --json       a JSON array of {name, manifest_digest, manifest_media_type,\n"

@@ -171,7 +171,7 @@ const std::vector<Command> kCommands = {
     {"pull", "pull an image's layers from a registry (verified, streamed, in parallel)", kPullHelp, cmd_pull},
     {"push", "push a chain to a registry as an image", kPushHelp, cmd_push},
     {"login", "save credentials for a registry", kLoginHelp, cmd_login},
-    {"images", "list the images kept in the store (pulled)", kImagesHelp, cmd_images},
+    {"images", "list the images kept in the store (pulled or imported)", kImagesHelp, cmd_images},
     {"rmi", "remove images (and their layers when nothing else holds them)", kRmiHelp, cmd_rmi},
 
     {"gc", "remove what nothing keeps: layers without a reference, dead processes' leftovers",
