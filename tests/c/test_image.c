@@ -101,13 +101,13 @@ static void test_roundtrip(void **state) {
   put(f, "example.com/b:2", f->child);
   assert_int_equal(retained(f, f->child), 2);
   rolayer_removed *r = NULL;
-  assert_int_equal(rolayer_image_remove(f->store, "example.com/a:1", &r, NULL), ROLAYER_OK);
+  assert_int_equal(rolayer_image_remove(&r, f->store, "example.com/a:1", NULL), ROLAYER_OK);
   assert_int_equal(rolayer_removed_count(r), 0);
   rolayer_removed_free(r);
   /* The shared manifest and config stay with the other image. */
   assert_int_equal(rolayer_image_open(&img, f->store, "example.com/b:2", NULL), ROLAYER_OK);
   rolayer_image_free(img);
-  assert_int_equal(rolayer_image_remove(f->store, "example.com/b:2", &r, NULL), ROLAYER_OK);
+  assert_int_equal(rolayer_image_remove(&r, f->store, "example.com/b:2", NULL), ROLAYER_OK);
   assert_int_equal(rolayer_removed_count(r), 2);
   assert_string_equal(rolayer_removed_chain_id(r, 0), f->child);
   assert_string_equal(rolayer_removed_chain_id(r, 1), f->base);
@@ -117,7 +117,7 @@ static void test_roundtrip(void **state) {
   assert_null(img);
   assert_non_null(strstr(rolayer_error_message(err), "no such image"));
   rolayer_error_free(err);
-  assert_int_equal(rolayer_image_remove(f->store, "example.com/b:2", NULL, NULL), ROLAYER_ENOTFOUND);
+  assert_int_equal(rolayer_image_remove(NULL, f->store, "example.com/b:2", NULL), ROLAYER_ENOTFOUND);
 }
 
 /* Replacing an image moves its reference to the new top; the old chain goes when free. */

@@ -11,6 +11,7 @@
 #include "args.h"
 #include "blob.h"
 #include "progress.h"
+#include "registry_cmds.h"
 #include "text.h"
 
 namespace cli {
@@ -417,7 +418,7 @@ int cmd_gc(Globals& g, const Args& args) {
 // --- rm ---------------------------------------------------------------------------------------
 
 int cmd_rm(Globals& g, const Args& args) {
-  auto p = parse_args("rm", args, {}, g);
+  auto p = parse_args("rm", args, {{"force", 'f', false}}, g);
   if (p.help) return print_command_help(*find_command("rm")), 0;
   if (p.positionals.empty()) usage_error("rm: needs at least one CHAINID");
   StorePtr store = open_store(g);
@@ -426,6 +427,15 @@ int cmd_rm(Globals& g, const Args& args) {
     try {
       std::string id = resolve_chain_id(store.get(), arg);
       refuse_if_mounted(store.get(), id);
+      // A kept image holds its top layer: rm would drop the image's reference and leave an image
+      // whose layers are missing. rmi removes the image (and the layers with it).
+      if (!p.has("force"))
+        if (auto imgs = images_with_top(store.get(), id); !imgs.empty()) {
+          std::string names;
+          for (const auto& n : imgs) names += (names.empty() ? "" : ", ") + n;
+          throw CliError(kUsage, id + " is the top layer of the kept image(s) " + names + ": remove the image(s) first with "
+                                 "`rolayer rmi " + imgs[0] + "` (or rm --force to drop the layer's reference anyway)");
+        }
       rolayer_removed* removed = nullptr;
       Err err;
       int rc = rolayer_store_unretain(&removed, store.get(), id.c_str(), err.out());

@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "args.h"
 #include "blob.h"
@@ -21,6 +22,7 @@
 #include "fsat.h"
 #include "image_plan.h"
 #include "progress.h"
+#include "kept_images.h"
 #include "text.h"
 
 namespace cli {
@@ -317,6 +319,24 @@ void split_image_arg(const std::string& arg, std::string* path, std::string* ref
   throw CliError(kNotFound, arg + ": no such file or directory");
 }
 
+// The names an imported image is kept under: each name it carries, normalised the way Docker
+// normalises references ("alpine:3" = "docker.io/library/alpine:3"). A bare tag (an OCI
+// ref.name such as "latest", as skopeo and umoci write it: no "/" and no ":") and a name that
+// is no reference are kept as written. An image without a name is kept under its manifest digest.
+std::vector<std::string> image_names_of(const Plan& plan, const std::string& manifest_digest) {
+  std::vector<std::string> out;
+  for (const auto& n : plan.names) {
+    std::string norm = n;
+    if (n.find_first_of("/:") != std::string::npos) try {
+        norm = normalise_reference(n);
+      } catch (const CliError&) {
+      }
+    if (std::find(out.begin(), out.end(), norm) == out.end()) out.push_back(norm);
+  }
+  if (out.empty()) out.push_back(manifest_digest);
+  return out;
+}
+
 }  // namespace
 
 // --- import -----------------------------------------------------------------------------------
@@ -368,6 +388,28 @@ int cmd_import(Globals& g, const Args& args) {
       parent = rolayer_layer_chain_id(layer.get());
       prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(plan.layers.size()) + "  " + parent);
     }
+    // Keep the image (its manifest and config as found) as pull does. A docker save archive has
+    // no manifest: the one kept names the config as found and the layers as registered
+    // (uncompressed, digest = DiffID), as export-image writes them.
+    std::string manifest = plan.manifest, manifest_mt = plan.manifest_media_type;
+    if (manifest.empty()) {
+      json layers = json::array();
+      for (const auto& l : held) {
+        int64_t sz = 0;
+        Err err;
+        int rc = rolayer_layer_stream_size(&sz, l.get(), err.out());
+        if (rc != ROLAYER_OK) lib_fail(rc, err, "import: size of " + std::string(rolayer_layer_chain_id(l.get())));
+        layers.push_back(json{{"mediaType", kMtOciLayerTar}, {"digest", rolayer_layer_diff_id(l.get())}, {"size", sz}});
+      }
+      manifest = json{{"schemaVersion", 2},
+                      {"mediaType", kMtOciManifest},
+                      {"config", {{"mediaType", kMtOciConfig}, {"digest", Hasher::digest_of(plan.config)}, {"size", plan.config.size()}}},
+                      {"layers", layers}}
+                     .dump();
+      manifest_mt = kMtOciManifest;
+    }
+    for (const auto& name : image_names_of(plan, Hasher::digest_of(manifest)))
+      store_image(store.get(), name, parent, manifest_mt, manifest, plan.config);
     retain_once(store.get(), parent);
   } catch (...) {
     prog.clear();
@@ -428,10 +470,12 @@ void check_text_option(const std::string& opt, const std::string& v) {
 }  // namespace
 
 int cmd_export_image(Globals& g, const Args& args) {
-  auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}}, g);
+  auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}, {"image", 0, true}}, g);
   if (p.help) return print_command_help(*find_command("export-image")), 0;
-  if (p.positionals.size() != 2) usage_error("export-image: needs CHAINID and DIR");
-  std::string dir = p.positionals[1];
+  bool by_image = p.has("image");
+  if (by_image && p.positionals.size() != 1) usage_error("export-image: with --image NAME, needs only DIR");
+  if (!by_image && p.positionals.size() != 2) usage_error("export-image: needs CHAINID and DIR");
+  std::string dir = p.positionals.back();
   std::string ref = p.get("ref", "latest");
   if (ref.empty()) usage_error("export-image: --ref must not be empty");
   std::string arch = p.get("arch", host_arch());
@@ -476,7 +520,17 @@ int cmd_export_image(Globals& g, const Args& args) {
   if (index.is_null()) index = json{{"schemaVersion", 2}, {"mediaType", kMtOciIndex}, {"manifests", json::array()}};
 
   StorePtr store = open_store(g);
-  std::string top = resolve_chain_id(store.get(), p.positionals[0]);
+  // The image kept in the store that names the chain (or --image NAME): its config, as it came.
+  std::string top, image_name, image_config;
+  if (by_image) {
+    image_name = find_image_name(store.get(), p.get("image"));
+    if (image_name.empty()) throw CliError(kNotFound, "export-image: no such image: " + p.get("image") + " (see: rolayer images)");
+  } else {
+    top = resolve_chain_id(store.get(), p.positionals[0]);
+    auto names = images_with_top(store.get(), top);
+    if (!names.empty()) image_name = names[0];
+  }
+  if (!image_name.empty()) kept_image_config(store.get(), image_name, &top, &image_config);
   std::vector<Layer> chain;
   int64_t total = 0;
   for (std::string c = top; !c.empty();) {
@@ -553,9 +607,30 @@ int cmd_export_image(Globals& g, const Args& args) {
     if (!replaced) rollback.file(sha_fd.get(), d.substr(7));
     return d;
   };
-  json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
-                 {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
-  std::string config_data = config.dump();
+  std::string config_data;
+  if (!image_name.empty()) {
+    // The image's own config, byte for byte, when its DiffIDs are the chain's.
+    json cj;
+    try {
+      cj = json::parse(image_config);
+    } catch (const json::exception& e) {
+      throw CliError(kVerify, "export-image: the config of image " + image_name + " is not readable: " + e.what());
+    }
+    if (!cj.is_object() || !cj.contains("rootfs") || !cj["rootfs"].is_object() || cj["rootfs"].value("diff_ids", json()) != diff_ids)
+      throw CliError(kVerify, "export-image: the config of image " + image_name + " does not list the chain's DiffIDs");
+    config_data = image_config;
+    for (auto [key, opt, val] : {std::tuple<const char*, const char*, std::string*>{"architecture", "arch", &arch}, {"os", "os", &os}})
+      if (cj.contains(key) && cj[key].is_string()) {
+        if (p.has(opt) && p.get(opt) != cj[key].get<std::string>())
+          usage_error("export-image: --" + std::string(opt) + " " + p.get(opt) + " differs from the " + key + " of image " +
+                      image_name + " (" + cj[key].get<std::string>() + ")");
+        *val = cj[key].get<std::string>();
+      }
+  } else {
+    json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
+                   {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
+    config_data = config.dump();
+  }
   std::string config_digest = write_blob(config_data);
   json manifest = {{"schemaVersion", 2},
                    {"mediaType", kMtOciManifest},

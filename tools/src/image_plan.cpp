@@ -223,16 +223,20 @@ std::vector<std::string> config_diff_ids(const json& config, const std::string& 
 }
 
 // The layers of an image manifest (OCI or Docker schema 2), its config read and checked.
-Plan plan_from_manifest(ImageSource& src, const json& manifest, const std::string& mwhat, bool flat,
-                        const std::string& what) {
+Plan plan_from_manifest(ImageSource& src, const json& manifest, const std::string& manifest_data,
+                        const std::string& manifest_mt, const std::string& mwhat, bool flat, const std::string& what) {
   std::string where = src.describe();
   if (!manifest.is_object() || !manifest.contains("config")) throw CliError(kBadInput, mwhat + ": no config");
   Descriptor cfg = parse_descriptor(manifest["config"], mwhat);
-  json config = parse_json(read_blob(src, cfg, "config", flat), where + ": config " + cfg.digest);
+  std::string config_data = read_blob(src, cfg, "config", flat);
+  json config = parse_json(config_data, where + ": config " + cfg.digest);
   auto diff_ids = config_diff_ids(config, where + ": config " + cfg.digest);
   if (!manifest.contains("layers") || !manifest["layers"].is_array()) throw CliError(kBadInput, mwhat + ": no layers");
   Plan plan;
   plan.what = what;
+  plan.manifest = manifest_data;
+  plan.manifest_media_type = manifest_mt.empty() ? std::string(kMtOciManifest) : manifest_mt;
+  plan.config = config_data;
   size_t n = manifest["layers"].size();
   if (n != diff_ids.size())
     throw CliError(kBadInput, mwhat + ": " + std::to_string(n) + " layers, but the config lists " +
@@ -284,8 +288,17 @@ Plan plan_oci(ImageSource& src, const std::string& ref) {
                 ":REF (names: " + refs_of(ds) + ")");
   }
 
+  // The image's name: the chosen entry's full name (io.containerd.image.name, as docker save
+  // writes it next to a ref.name that holds only the tag), else its ref.name.
+  std::vector<std::string> names;
+  if (chosen.annotations.is_object())
+    for (const char* key : {"io.containerd.image.name", kRefAnnotation})
+      if (names.empty() && chosen.annotations.contains(key) && chosen.annotations[key].is_string())
+        names.push_back(chosen.annotations[key].get<std::string>());
+
   // Descend through nested indexes (multi-platform images) to an image manifest.
   json manifest;
+  std::string manifest_data, manifest_mt;
   for (int depth = 0;; depth++) {
     if (depth > 4) throw CliError(kBadInput, where + ": indexes nested too deeply");
     std::string data = read_blob(src, chosen, "manifest");
@@ -297,6 +310,8 @@ Plan plan_oci(ImageSource& src, const std::string& ref) {
       if (!mt.empty() && mt != kMtOciManifest && mt != kMtDockerManifest)
         throw CliError(kBadInput, where + ": manifest " + chosen.digest + " has unsupported media type " + mt);
       manifest = j;
+      manifest_data = data;
+      manifest_mt = mt;
       break;
     }
     if (!j.contains("manifests") || !j["manifests"].is_array() || j["manifests"].empty())
@@ -319,7 +334,10 @@ Plan plan_oci(ImageSource& src, const std::string& ref) {
     chosen = *pick;
   }
 
-  return plan_from_manifest(src, manifest, where + ": manifest " + chosen.digest, false, "OCI image layout");
+  Plan plan = plan_from_manifest(src, manifest, manifest_data, manifest_mt, where + ": manifest " + chosen.digest, false,
+                                 "OCI image layout");
+  plan.names = names;
+  return plan;
 }
 
 // `docker save`: manifest.json = [{"Config": "<file>", "RepoTags": [...], "Layers": ["<file>", …]}].
@@ -376,6 +394,8 @@ Plan plan_docker(ImageSource& src, const std::string& ref) {
   if (layers.empty()) throw CliError(kBadInput, where + ": the image has no layers");
   Plan plan;
   plan.what = "docker save archive";
+  plan.config = cfg_data;
+  plan.names = tags_of(*entry);
   for (size_t i = 0; i < layers.size(); i++) {
     if (!layers[i].is_string()) throw CliError(kBadInput, where + ": manifest.json Layers holds a non-string");
     LayerPlan lp;
@@ -400,14 +420,15 @@ Plan plan_docker(ImageSource& src, const std::string& ref) {
 // image manifest itself), the config and the layers as "<hex>" files (blobs named by digest).
 Plan plan_skopeo_dir(ImageSource& src) {
   std::string where = src.describe();
-  json m = parse_json(src.read_small("manifest.json", kMaxJson), where + ": manifest.json");
+  std::string m_data = src.read_small("manifest.json", kMaxJson);
+  json m = parse_json(m_data, where + ": manifest.json");
   std::string mt = m.is_object() && m.contains("mediaType") && m["mediaType"].is_string() ? m["mediaType"].get<std::string>() : "";
   if (mt == kMtOciIndex || mt == kMtDockerList || (m.is_object() && m.contains("manifests")))
     throw CliError(kBadInput, where + ": a skopeo dir: layout of a multi-platform image (copied with --all) is not "
                               "supported: copy one platform, or use an oci: layout");
   if (!mt.empty() && mt != kMtOciManifest && mt != kMtDockerManifest)
     throw CliError(kBadInput, where + ": manifest.json has unsupported media type " + mt);
-  return plan_from_manifest(src, m, where + ": manifest.json", true, "skopeo dir: layout");
+  return plan_from_manifest(src, m, m_data, mt, where + ": manifest.json", true, "skopeo dir: layout");
 }
 
 bool is_skopeo_dir(ImageSource& src) {

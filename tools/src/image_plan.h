@@ -78,6 +78,12 @@ struct LayerPlan {
 struct Plan {
   std::string what;  // "OCI image layout", "docker save archive" or "skopeo dir: layout"
   std::vector<LayerPlan> layers;
+  // The image itself, kept in the store by import (rolayer_image_put): the manifest's bytes and
+  // media type as found (empty for a docker save archive, which has none: import makes one),
+  // the config's bytes as found, and the names the image carries as written in it (OCI
+  // org.opencontainers.image.ref.name / io.containerd.image.name, docker save RepoTags).
+  std::string manifest, manifest_media_type, config;
+  std::vector<std::string> names;
 };
 
 // Reads the image's JSON and makes the plan (REF picks a manifest; "" when there is one).

@@ -85,6 +85,27 @@ void store_image(rolayer_store* store, const std::string& name, const std::strin
   if (rc != ROLAYER_OK) lib_fail(rc, err, "keep image " + name);
 }
 
+std::vector<std::string> images_with_top(rolayer_store* store, const std::string& top) {
+  std::vector<std::string> out;
+  for (const auto& n : image_names(store)) {
+    ImagePtr img = open_image(store, n);
+    if (top == rolayer_image_top_chain_id(img.get())) out.push_back(n);
+  }
+  return out;
+}
+
+std::string find_image_name(rolayer_store* store, const std::string& arg) { return find_name(store, arg); }
+
+void kept_image_config(rolayer_store* store, const std::string& name, std::string* top, std::string* config) {
+  ImagePtr img = open_image(store, name);
+  *top = rolayer_image_top_chain_id(img.get());
+  size_t n = 0;
+  const uint8_t* c = rolayer_image_config(img.get(), &n);
+  config->assign(reinterpret_cast<const char*>(c), n);
+}
+
+std::string normalise_reference(const std::string& name) { return parse_reference(name).str(); }
+
 std::optional<StoredImage> find_image(rolayer_store* store, const std::string& arg, std::string* top) {
   if (std::string n = find_name(store, arg); !n.empty()) {
     StoredImage s = load(store, n);
@@ -152,7 +173,7 @@ int cmd_rmi(Globals& g, const Args& args) {
     if (n.empty()) throw CliError(kNotFound, "no such image: " + arg + " (see: rolayer images)");
     rolayer_removed* r = nullptr;
     Err err;
-    int rc = rolayer_image_remove(store.get(), n.c_str(), &r, err.out());
+    int rc = rolayer_image_remove(&r, store.get(), n.c_str(), err.out());
     if (rc != ROLAYER_OK) lib_fail(rc, err, "rmi " + n);
     std::printf("untagged %s\n", n.c_str());
     for (size_t i = 0; i < rolayer_removed_count(r); i++) std::printf("removed %s\n", rolayer_removed_chain_id(r, i));
@@ -165,9 +186,9 @@ int cmd_rmi(Globals& g, const Args& args) {
 const char* const kImagesHelp =
     "usage: rolayer images [--json] [--no-trunc]\n"
     "\n"
-    "Lists the images kept in the store (by pull): name (the normalised reference), manifest\n"
+    "Lists the images kept in the store (by pull and import): name (the normalised reference), manifest\n"
     "digest, top ChainID and size (the chain's payload bytes; \"missing\" when its top layer\n"
-    "was removed with rm).\n"
+    "was removed with rm --force).\n"
     "\n"
     "Options:\n"
     "  --json       a JSON array of {name, manifest_digest, manifest_media_type,\n"

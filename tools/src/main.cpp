@@ -116,14 +116,15 @@ const std::vector<Command> kCommands = {
      "           driver\n",
      cmd_inspect},
     {"rm", "drop the retained reference of layers; print what was removed",
-     "usage: rolayer rm CHAINID...\n"
+     "usage: rolayer rm [--force] CHAINID...\n"
      "\n"
      "Drops the reference that register/import keep on each layer. A layer goes when\n"
      "nothing holds it any more, and then its parents that nothing else holds go too (the\n"
      "cascade): one `removed CHAINID` line each, child first. A layer with children stays\n"
      "until its children go. A layer without a reference of its own (left by a register\n"
      "killed before it kept one) is released: it goes now, or when the last process that\n"
-     "has it open lets go.\n",
+     "has it open lets go. The top layer of a kept image (see: rolayer images) is refused\n"
+     "(exit 2): remove the image with rmi; --force drops the layer's reference anyway.\n",
      cmd_rm},
     {"verify", "check stored layers against their DiffIDs",
      "usage: rolayer verify [--json] [CHAINID...]\n"
@@ -152,22 +153,25 @@ const std::vector<Command> kCommands = {
      "to the host's linux platform.\n",
      cmd_import},
     {"export-image", "write a chain as an OCI image layout with uncompressed layers",
-     "usage: rolayer export-image CHAINID DIR [--ref NAME] [--arch ARCH] [--os OS]\n"
+     "usage: rolayer export-image (CHAINID | --image NAME) DIR [--ref NAME] [--arch ARCH] [--os OS]\n"
      "\n"
      "Writes an OCI image layout in DIR (created, or an existing layout to add to) whose\n"
      "layers are the chain's verified streams, uncompressed and byte-exact\n"
      "(application/vnd.oci.image.layer.v1.tar), with a config whose rootfs.diff_ids are\n"
      "the DiffIDs, a manifest, and index.json naming it NAME. Prints the manifest digest.\n"
+     "When a kept image (pull, import; see: rolayer images) has CHAINID as its top layer, or\n"
+     "with --image NAME, its original config is written byte for byte (same digest) instead.\n"
      "\n"
      "Options:\n"
      "  --ref NAME    the org.opencontainers.image.ref.name (default: latest)\n"
      "  --arch ARCH   the config's architecture (default: the host's)\n"
-     "  --os OS       the config's os (default: linux)\n",
+     "  --os OS       the config's os (default: linux)\n"
+     "  --image NAME  the kept image to export (its top layer and its config)\n",
      cmd_export_image},
     {"pull", "pull an image's layers from a registry (verified, streamed, in parallel)", kPullHelp, cmd_pull},
     {"push", "push a chain to a registry as an image", kPushHelp, cmd_push},
     {"login", "save credentials for a registry", kLoginHelp, cmd_login},
-    {"images", "list the images kept in the store (pulled)", kImagesHelp, cmd_images},
+    {"images", "list the images kept in the store (pulled or imported)", kImagesHelp, cmd_images},
     {"rmi", "remove images (and their layers when nothing else holds them)", kRmiHelp, cmd_rmi},
 
     {"gc", "remove what nothing keeps: layers without a reference, dead processes' leftovers",

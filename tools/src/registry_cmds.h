@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "kept_images.h"
 #include "registry.h"
 
 namespace cli {

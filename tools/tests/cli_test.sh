@@ -109,6 +109,10 @@ EOF
 
 # layer_count: the number of layers in the store.
 layer_count() { R ls --json >"$WORK/ls.json" && json 'len(j)' "$WORK/ls.json"; }
+# rmi_all: removes every kept image (import and pull keep the image, which holds its top layer:
+# rm refuses that layer; its layers go with the image).
+image_names() { R images --json | python3 -c 'import json,sys; print("\n".join(o["name"] for o in json.load(sys.stdin)))'; }
+rmi_all() { local n; for n in $(image_names); do R rmi "$n" >/dev/null || fail "rmi $n"; done; }
 
 # ---------------------------------------------------------------------------------------------
 
@@ -514,8 +518,10 @@ EOF
   [ "$(R import "$DEMO_IMAGE")" = "$want" ] || fail "second import"
   R ls --json >"$WORK/ls.json"
   [ "$(json 'sum(o["retained"] for o in j)' "$WORK/ls.json")" = 1 ] || fail "second import added a reference"
-  R rm "$want" >/dev/null
-  [ "$(layer_count)" = 0 ] || fail "rm of an imported image left layers"
+  # The kept image holds the top layer: rm refuses it (rmi removes the image and its layers).
+  expect_code 2 R rm "$want"
+  rmi_all
+  [ "$(layer_count)" = 0 ] || fail "rmi of an imported image left layers"
   # The layout as a tar, as a gzip'd tar with a top-level directory, and with :REF.
   tar -C "$DEMO_IMAGE" -cf "$WORK/layout.tar" .
   [ "$(R import "$WORK/layout.tar")" = "$want" ] || fail "import of a layout tar"
@@ -591,11 +597,11 @@ t_import_docker_archive() {
 import tarfile,sys
 t=tarfile.open(sys.argv[1]); sys.stdout.buffer.write(t.extractfile("bbbb/layer.tar").read())' "$WORK/d.tar") ||
     fail "the top layer does not export byte-exact"
-  R rm "$want" >/dev/null
+  rmi_all
   # Gzip'd layers in a docker archive are fine too (detected from the bytes).
   make_docker_archive "$WORK/dz.tar" gzip >/dev/null
   [ "$(R import "$WORK/dz.tar")" = "$want" ] || fail "docker archive with a gzip'd layer"
-  R rm "$want" >/dev/null
+  rmi_all
   # A DiffID that does not match the config: error naming the layer, nothing stays.
   make_docker_archive "$WORK/bad.tar" bad-diffid >/dev/null
   expect_code 4 R import "$WORK/bad.tar"
@@ -772,9 +778,14 @@ EOF
   umoci unpack --rootless --image "$DEMO_IMAGE:latest" "$WORK/b2" >/dev/null
   diff -r "$WORK/b1/rootfs" "$WORK/b2/rootfs" || fail "umoci unpacks a different tree"
   [ "$(head -1 "$WORK/b1/rootfs/bin/hello")" = "#!/bin/sh" ] || fail "unpacked content"
-  umoci stat --image "$WORK/out-img:latest" >/dev/null || fail "umoci stat"
+  # The chain is the kept demo image's top: its original config is written, byte for byte (issue
+  # 16). (umoci stat panics on that config, as on the demo image itself: its history entries have
+  # no "created"; umoci stat is run on the generated config of the second image below.)
+  cmp "$WORK/out-img/blobs/sha256/$(python3 -c 'import json,sys; d=sys.argv[1]; i=json.load(open(d+"/index.json")); print(json.load(open(d+"/blobs/sha256/"+i["manifests"][0]["digest"][7:]))["config"]["digest"][7:])' "$WORK/out-img")" \
+    "$DEMO_IMAGE/blobs/sha256/$(python3 -c 'import json,sys; d=sys.argv[1]; i=json.load(open(d+"/index.json")); print(json.load(open(d+"/blobs/sha256/"+i["manifests"][0]["digest"][7:]))["config"]["digest"][7:])' "$DEMO_IMAGE")" ||
+    fail "export-image of a kept image did not write its original config"
   # Re-imported: the same chain.
-  R rm "$top" >/dev/null
+  rmi_all
   [ "$(R import "$WORK/out-img")" = "$top" ] || fail "re-importing the exported image"
   # Adding a second image to the same layout keeps the first.
   mkdir -p "$WORK/x" && echo x >"$WORK/x/x"
@@ -784,6 +795,7 @@ EOF
   [ "$(json 'len(j["manifests"])' "$WORK/out-img/index.json")" = 2 ] || fail "export-image into an existing layout"
   umoci unpack --rootless --image "$WORK/out-img:solo" "$WORK/b3" >/dev/null
   [ "$(cat "$WORK/b3/rootfs/x")" = x ] || fail "second image content"
+  umoci stat --image "$WORK/out-img:solo" >/dev/null || fail "umoci stat"
   umoci unpack --rootless --image "$WORK/out-img:latest" "$WORK/b4" >/dev/null
   # A non-empty directory that is not a layout is refused.
   expect_code 2 R export-image "$x" "$WORK/x"
@@ -921,7 +933,7 @@ t_import_skopeo_dir() {
   [ -f "$WORK/sd/version" ] || fail "skopeo wrote no dir: layout"
   expect_code 0 R import "$WORK/sd"
   [ "$(cat "$WORK/out")" = "$want" ] || fail "skopeo dir: layout: $(cat "$WORK/out") != $want"
-  R rm "$want" >/dev/null
+  rmi_all
   # A damaged dir: layout is damaged (not "unsupported"): bytes appended to a layer blob.
   local blob; blob=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(sys.argv[1]+"/"+m["layers"][0]["digest"].split(":")[1])' "$WORK/sd")
   printf 'x' >>"$blob"
@@ -1236,6 +1248,134 @@ PY
   echo "system calls: 450 levels ${calls[0]}, 1800 levels ${calls[1]}"
   [ -n "${calls[0]}" ] && [ -n "${calls[1]}" ] || fail "no strace summary: $(cat "$WORK/sum450")"
   [ "${calls[1]}" -lt $((8 * calls[0])) ] || fail "deep nesting is not linear: ${calls[0]} -> ${calls[1]} system calls"
+}
+
+# An image with Env, Cmd, labels and history, as an OCI layout named REF (argv 2) and as a
+# docker save archive tagged TAG (argv 3). Prints the config's digest and the top ChainID.
+make_rich_image() {
+  python3 - "$@" <<'EOF'
+import gzip, hashlib, io, json, os, sys, tarfile
+out, ref, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+sha = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
+def tarb(files):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files:
+            ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 1700000000; ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data))
+    return b.getvalue()
+l1 = tarb([("etc/base", b"base\n" * 50)])
+l2 = tarb([("app/run", b"#!/bin/sh\necho hi\n")])
+# Keys in an order and spacing no generator would reproduce: the bytes must come back as they are.
+cfg = ('{"created":"2024-01-02T03:04:05Z", "architecture":"amd64","os":"linux",'
+       '"config":{"Env":["PATH=/usr/bin","HELLO=world"],"Cmd":["/app/run","--flag"],"Labels":{"org.example.team":"rolayer"}},'
+       '"rootfs":{"type":"layers","diff_ids":%s},'
+       '"history":[{"created_by":"ADD base"},{"created_by":"COPY app","comment":"kept"}]}') % json.dumps([sha(l1), sha(l2)])
+cfg = cfg.encode()
+os.makedirs(out + "/oci/blobs/sha256")
+def blob(data):
+    open(out + "/oci/blobs/sha256/" + sha(data)[7:], "wb").write(data)
+    return {"digest": sha(data), "size": len(data)}
+c1 = gzip.compress(l1, mtime=0)
+man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": dict(mediaType="application/vnd.oci.image.config.v1+json", **blob(cfg)),
+    "layers": [dict(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", **blob(c1)),
+               dict(mediaType="application/vnd.oci.image.layer.v1.tar", **blob(l2))]}).encode()
+idx = {"schemaVersion": 2, "manifests": [dict(mediaType="application/vnd.oci.image.manifest.v1+json",
+       annotations={"org.opencontainers.image.ref.name": ref}, **blob(man))]}
+json.dump(idx, open(out + "/oci/index.json", "w"))
+json.dump({"imageLayoutVersion": "1.0.0"}, open(out + "/oci/oci-layout", "w"))
+with tarfile.open(out + "/save.tar", "w") as t:
+    def add(name, data):
+        ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+    add(sha(cfg)[7:] + ".json", cfg)
+    add("l1/layer.tar", l1); add("l2/layer.tar", l2)
+    add("manifest.json", json.dumps([{"Config": sha(cfg)[7:] + ".json", "RepoTags": [tag], "Layers": ["l1/layer.tar", "l2/layer.tar"]}]).encode())
+c = sha((sha(l1) + " " + sha(l2)).encode())
+open(out + "/config.json", "wb").write(cfg)
+print(sha(cfg), c)
+EOF
+}
+
+# config_of LAYOUT: the digest of the config of LAYOUT's only manifest.
+config_of() {
+  python3 -c 'import json,sys,os; d=sys.argv[1]; b=lambda g: os.path.join(d,"blobs","sha256",g.split(":")[1]); i=json.load(open(os.path.join(d,"index.json"))); assert len(i["manifests"])==1; print(json.load(open(b(i["manifests"][0]["digest"])))["config"]["digest"])' "$1"
+}
+
+# Issue 16: import keeps the image (manifest and config as found, under its names); export-image
+# of its chain writes the original config bytes; images lists it; rmi removes it.
+t_import_keeps_image() {
+  local cfg top
+  read -r cfg top <<<"$(make_rich_image "$WORK/img" "example.com/team/app:1.0" "app:2")"
+  expect_code 0 R import "$WORK/img/oci"
+  [ "$(cat "$WORK/out")" = "$top" ] || fail "import printed $(cat "$WORK/out"), expected $top"
+  R images --json >"$WORK/images.json"
+  [ "$(json '[(i["name"], i["config_digest"], i["top_chain_id"]) for i in j]' "$WORK/images.json")" = \
+    "[('example.com/team/app:1.0', '$cfg', '$top')]" ] || { cat "$WORK/images.json" >&2; fail "images does not list the imported image"; }
+  R images >"$WORK/images.txt"
+  grep -q "example.com/team/app:1.0" "$WORK/images.txt" || fail "images (table) does not list the imported image"
+  # export-image of the chain: the original config, byte for byte; layers uncompressed.
+  expect_code 0 R export-image "$top" "$WORK/e1"
+  [ "$(config_of "$WORK/e1")" = "$cfg" ] || fail "export-image wrote config $(config_of "$WORK/e1"), not the image's $cfg"
+  cmp "$WORK/e1/blobs/sha256/${cfg#sha256:}" "$WORK/img/config.json" || fail "the exported config is not byte-identical"
+  # And by name.
+  expect_code 0 R export-image --image example.com/team/app:1.0 "$WORK/e2"
+  [ "$(config_of "$WORK/e2")" = "$cfg" ] || fail "export-image --image: another config"
+  expect_code 3 R export-image --image nosuch "$WORK/e3"
+  [ ! -e "$WORK/e3" ] || fail "a failed export-image left a directory"
+  expect_code 2 R export-image --image example.com/team/app:1.0 "$WORK/e3" --arch s390x
+  # skopeo reads it, when present.
+  if command -v skopeo >/dev/null 2>&1; then
+    skopeo inspect --config "oci:$WORK/e1:latest" >"$WORK/sc.json" || fail "skopeo cannot read the exported layout"
+    [ "$(json 'j["config"]["Env"][1]' "$WORK/sc.json")" = "HELLO=world" ] || fail "skopeo reads another Env"
+  fi
+  # Re-importing the export: the same chain, the same config (one more name: latest).
+  expect_code 0 R import "$WORK/e1"
+  [ "$(cat "$WORK/out")" = "$top" ] || fail "re-import of the export"
+  R images --json >"$WORK/images.json"
+  [ "$(json 'sorted((i["name"], i["config_digest"]) for i in j)' "$WORK/images.json")" = \
+    "[('example.com/team/app:1.0', '$cfg'), ('latest', '$cfg')]" ] || { cat "$WORK/images.json" >&2; fail "re-import: images"; }
+  expect_code 0 R rmi latest
+  # A docker save archive: kept under its RepoTag, normalised (app:2 = docker.io/library/app:2).
+  expect_code 0 R import "$WORK/img/save.tar"
+  [ "$(cat "$WORK/out")" = "$top" ] || fail "docker archive import: another chain"
+  R images --json >"$WORK/images.json"
+  [ "$(json '[i["config_digest"] for i in j if i["name"] == "docker.io/library/app:2"]' "$WORK/images.json")" = "['$cfg']" ] ||
+    { cat "$WORK/images.json" >&2; fail "the docker archive's image is not kept under docker.io/library/app:2"; }
+  expect_code 0 R export-image --image app:2 "$WORK/e4"
+  [ "$(config_of "$WORK/e4")" = "$cfg" ] || fail "export-image of the docker archive's image: another config"
+  # rmi removes the images; the layers go with the last one.
+  expect_code 0 R rmi example.com/team/app:1.0
+  [ "$(layer_count)" = 2 ] || fail "rmi of one image removed layers another image holds"
+  expect_code 0 R rmi app:2
+  grep -q "removed $top" "$WORK/out" || { cat "$WORK/out" >&2; fail "rmi of the last image did not remove the chain"; }
+  [ "$(layer_count)" = 0 ] || fail "rmi left layers"
+  [ "$(image_names | wc -w)" = 0 ] || fail "rmi left images: $(image_names)"
+  expect_code 3 R rmi app:2
+}
+
+# Issue 16: rm of a layer that a kept image holds is refused (it would leave an image whose
+# layers are missing), unless --force.
+t_rm_kept_image() {
+  local cfg top
+  read -r cfg top <<<"$(make_rich_image "$WORK/img" "example.com/team/app:1.0" "app:2")"
+  expect_code 0 R import "$WORK/img/oci"
+  expect_code 2 R rm "$top"
+  grep -q "example.com/team/app:1.0" "$WORK/err" || fail "the refusal does not name the image: $(cat "$WORK/err")"
+  grep -q "rmi" "$WORK/err" || fail "the refusal does not say to rmi: $(cat "$WORK/err")"
+  [ "$(layer_count)" = 2 ] || fail "a refused rm removed layers"
+  R images --json >"$WORK/images.json"
+  [ "$(json '[i["size"] is not None for i in j]' "$WORK/images.json")" = "[True]" ] || fail "the image's layers went missing"
+  # Several arguments: the refused one is reported, the others are handled, exit is the first failure's.
+  local x; mkdir -p "$WORK/x" && echo x >"$WORK/x/x" && make_tar "$WORK/x" "$WORK/x.tar"
+  x=$(R register "$WORK/x.tar")
+  expect_code 2 R rm "$top" "$x"
+  grep -q "removed $x" "$WORK/out" || fail "rm stopped at the refused layer"
+  # --force drops the reference anyway (documented), and rmi still cleans up the image.
+  expect_code 0 R rm --force "$top"
+  grep -q "removed $top" "$WORK/out" || fail "rm --force did not remove the chain"
+  expect_code 0 R rmi example.com/team/app:1.0
+  [ "$(image_names | wc -w)" = 0 ] || fail "rmi left the image"
 }
 
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"

@@ -315,7 +315,9 @@ t_pull_faults() {
   grep -q '"range": "bytes=[1-9]' "$PROXY_LOG" || { cat "$PROXY_LOG" >&2; fail "no Range request after the cut"; }
   [ "$(chain_diff_ids "$top")" = "$(config_diff_ids "$REG/test/multi:v1")" ] || fail "DiffIDs differ after a resume"
   expect_code 0 R verify
-  expect_code 0 R rm "$top"
+  expect_code 2 R rm "$top"
+  expect_err "rmi"
+  expect_code 0 R rmi "$PROXY_REG/test/multi:v1"
   store_is_empty "rm after the resume test"
 
   note "a blob cut every time: a clear error after the retries"
@@ -361,7 +363,7 @@ EOF
   if timeout 60 skopeo inspect --tls-verify=false --raw "docker://$REG/failed/multi:v1" >/dev/null 2>&1; then
     fail "a failed push left a manifest"
   fi
-  expect_code 0 R rm "$top"
+  expect_code 0 R rmi multi
   store_is_empty "after the push test"
 
   note "a malformed reference and a server that does not answer"
