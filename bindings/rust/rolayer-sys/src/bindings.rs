@@ -29,6 +29,9 @@ pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 2;
 pub const ROLAYER_REGISTER_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
 pub const ROLAYER_DRIVER_CAP_EXACT_DIFFS: u32 = 1;
 pub const ROLAYER_DRIVER_OPS_VERSION: ::core::ffi::c_uint = 1;
+pub const ROLAYER_MOUNT_NOSUID: ::core::ffi::c_int = 1;
+pub const ROLAYER_MOUNT_NODEV: ::core::ffi::c_int = 2;
+pub const ROLAYER_MOUNT_NOEXEC: ::core::ffi::c_int = 4;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct rolayer_store {
@@ -622,10 +625,16 @@ pub struct rolayer_image {
 }
 extern "C" {
     /** Add the image called name, or replace the one of that name (its reference moves from the old
- top layer to the new one; the old chain goes when nothing else holds it). top_chain_id must
- exist (ROLAYER_ENOTFOUND). manifest and config are stored as given (1 byte to 4 MiB each;
- ROLAYER_EINVAL otherwise) and their sha256 digests computed here; the library does not parse
- them. name: 1 to 1024 bytes without control characters. A failure leaves the store as it was.*/
+ top layer to the new one; the old chain goes when nothing else holds it). manifest and config
+ are stored as given and their sha256 digests computed here; the library does not parse them.
+ Errors: ROLAYER_ENOTFOUND when top_chain_id does not exist; ROLAYER_EINVAL for a NULL store,
+ name, top_chain_id or manifest_media_type, a malformed top_chain_id, a name that is not 1 to
+ 1024 bytes without control characters, a media type that is not 1 to 255 bytes, a manifest
+ or config that is empty, larger than 4 MiB or NULL with a non-zero length, a closed store;
+ ROLAYER_EIO, ROLAYER_ECORRUPT, ROLAYER_EBUSY, ROLAYER_ENOMEM. A failure leaves the store as
+ it was.
+ Ownership: every argument is only read during the call (the bytes are copied into the store).
+ Threads: safe concurrently on one store; two puts of one name end with one of them.*/
     pub fn rolayer_image_put(
         store: *mut rolayer_store,
         name: *const ::core::ffi::c_char,
@@ -639,9 +648,13 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** A snapshot of the image called name: ROLAYER_ENOTFOUND when there is none, ROLAYER_ECORRUPT
- when the stored manifest or config no longer matches its digest. Caller frees *out with
- rolayer_image_free().*/
+    /** A snapshot of the image called name.
+ Errors: ROLAYER_ENOTFOUND when there is none; ROLAYER_ECORRUPT when the stored manifest or
+ config no longer matches its digest; ROLAYER_EINVAL for a NULL out, store or name or a closed
+ store; ROLAYER_EIO, ROLAYER_ENOMEM.
+ Ownership: *out is a new snapshot the caller frees with rolayer_image_free(), NULL on failure.
+ It holds no reference on the image's layers and stays valid after the store is freed.
+ Threads: safe concurrently on one store.*/
     pub fn rolayer_image_open(
         out: *mut *mut rolayer_image,
         store: *mut rolayer_store,
@@ -650,37 +663,42 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /// Getters (borrowed, NULL for a NULL image). Digests are "sha256:<hex>".
+    #[doc = " @defgroup image_getters Image snapshot getters\n Read a snapshot from rolayer_image_open(). They cannot fail: a NULL or freed image gives\n NULL / 0. Strings and bytes are borrowed and live as long as the snapshot. Digests are\n \"sha256:<hex>\". A snapshot is a plain value: any thread may read it at once; free it once.\n @{\n/\n/** The image's name (borrowed)."]
     pub fn rolayer_image_name(image: *const rolayer_image) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The ChainID of the image's top layer (borrowed).
     pub fn rolayer_image_top_chain_id(
         image: *const rolayer_image,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The manifest's media type as given to rolayer_image_put() (borrowed).
     pub fn rolayer_image_manifest_media_type(
         image: *const rolayer_image,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The sha256 digest of the stored manifest bytes (borrowed).
     pub fn rolayer_image_manifest_digest(
         image: *const rolayer_image,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The sha256 digest of the stored config bytes (borrowed).
     pub fn rolayer_image_config_digest(
         image: *const rolayer_image,
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
-    /// The stored bytes and their length in *len (len may be NULL).
+    /// The stored manifest bytes (borrowed, not NUL-terminated) and their length in *len (len may be NULL).
     pub fn rolayer_image_manifest(
         image: *const rolayer_image,
         len: *mut usize,
     ) -> *const u8;
 }
 extern "C" {
+    /// The stored config bytes (borrowed, not NUL-terminated) and their length in *len (len may be NULL).
     pub fn rolayer_image_config(
         image: *const rolayer_image,
         len: *mut usize,
@@ -691,11 +709,16 @@ extern "C" {
     pub fn rolayer_image_created(image: *const rolayer_image) -> i64;
 }
 extern "C" {
-    /// Free a snapshot. NULL is a no-op.
+    /** Free a snapshot. Cannot fail; NULL is a no-op. Deletes nothing in the store.
+ Ownership: consumes image. Threads: once, when no other thread uses that snapshot.*/
     pub fn rolayer_image_free(image: *mut rolayer_image);
 }
 extern "C" {
-    /// Every image name in the store, sorted. Caller frees *out.
+    /** Every image name in the store, sorted.
+ Errors: ROLAYER_EINVAL for a NULL out or store or a closed store; ROLAYER_EIO,
+ ROLAYER_ECORRUPT, ROLAYER_ENOMEM.
+ Ownership: *out is a new list the caller frees with rolayer_string_list_free(), NULL on failure.
+ Threads: safe concurrently on one store.*/
     pub fn rolayer_image_list(
         out: *mut *mut rolayer_string_list,
         store: *mut rolayer_store,
@@ -703,12 +726,17 @@ extern "C" {
     ) -> ::core::ffi::c_int;
 }
 extern "C" {
-    /** Remove the image called name (ROLAYER_ENOTFOUND when there is none) and drop its reference on
- its top layer; the layers that went are reported, child first, in *out_removed (may be NULL).*/
+    /** Remove the image called name and drop its reference on its top layer (deleting the chain when
+ nothing else holds it), and its manifest and config when no other image uses them.
+ Errors: ROLAYER_ENOTFOUND when there is no such image; ROLAYER_EINVAL for a NULL store or
+ name or a closed store; ROLAYER_EIO, ROLAYER_ECORRUPT, ROLAYER_EBUSY, ROLAYER_ENOMEM.
+ Ownership: *out_removed (out_removed may be NULL) is a new report of the layers that were
+ deleted, child first, that the caller frees with rolayer_removed_free(); NULL on failure.
+ Threads: safe concurrently on one store.*/
     pub fn rolayer_image_remove(
+        out_removed: *mut *mut rolayer_removed,
         store: *mut rolayer_store,
         name: *const ::core::ffi::c_char,
-        out_removed: *mut *mut rolayer_removed,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
@@ -1024,6 +1052,73 @@ extern "C" {
         out_stream_size: *mut i64,
         root: *mut rolayer_docker_root,
         chain_id: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** The overlay lower directories of chain_id's flattened chain, topmost first (absolute paths),
+ for a caller that mounts itself: "lowerdir+" once per entry, in order. A single layer comes
+ with an empty directory after it (overlayfs needs two lower layers without an upper one).
+ *out_userxattr (may be NULL) is set to 1 when the mount must use the "userxattr" option
+ (layers written unprivileged), else 0.
+ Caller frees *out with rolayer_string_list_free().
+ Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (malformed ChainID),
+ ROLAYER_EUNSUPPORTED (driver is not "dir"; a chain mixing root-written and unprivileged
+ layers), ROLAYER_ECORRUPT (damaged storage).*/
+    pub fn rolayer_mount_lower_dirs(
+        out: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        out_userxattr: *mut ::core::ffi::c_int,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Mount chain_id's flattened chain read-only at target (an existing directory) and hold it.
+ Uses fsopen/fsconfig("lowerdir+")/fsmount/move_mount where the kernel has them (any depth up
+ to the 125-layer cap), else mount(2) with short /proc/self/fd paths.
+ Errors: those of rolayer_mount_lower_dirs; ROLAYER_EBUSY (target already holds a mount of
+ this store); ROLAYER_EIO with rolayer_error_errno (EPERM without CAP_SYS_ADMIN in the mount
+ namespace's user namespace, ENOENT/ENOTDIR target); ROLAYER_EUNSUPPORTED (no overlayfs).*/
+    pub fn rolayer_mount(
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        target: *const ::core::ffi::c_char,
+        flags: ::core::ffi::c_uint,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Unmount a mount made by rolayer_mount at target and drop its hold (the layer is deleted when
+ that was its last reference). When the mount is already gone (unmounted by other means), only
+ the record and the hold are dropped. Errors: ROLAYER_ENOTFOUND (no mount of this store at
+ target), ROLAYER_EBUSY (the mount is in use), ROLAYER_EIO.*/
+    pub fn rolayer_umount(
+        store: *mut rolayer_store,
+        target: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** The recorded mounts of the store: out_targets[i] is mounted from out_chain_ids[i]. With
+ chain_id non-NULL, only that chain's. Either output may be NULL; the caller frees each with
+ rolayer_string_list_free().*/
+    pub fn rolayer_mount_list(
+        out_targets: *mut *mut rolayer_string_list,
+        out_chain_ids: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
+        chain_id: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Finds recorded mounts that are gone (the target is no longer that overlay mount: unmounted
+ by other means, or after a reboot) and drops their records and holds. A mount left by a
+ process that was killed is still mounted, so it stays recorded and held until rolayer_umount.
+ *out_dropped (may be NULL): the targets whose hold was dropped.*/
+    pub fn rolayer_mount_reconcile(
+        out_dropped: *mut *mut rolayer_string_list,
+        store: *mut rolayer_store,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
