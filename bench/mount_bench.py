@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Times rolayer_mount + rolayer_umount through the C API (ctypes), as root.
 
 usage: mount_bench.py LIBROLAYER.so STORE CHAINID [ROUNDS]

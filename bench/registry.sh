@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Pull and push against a loopback registry: rolayer against skopeo, in the same run, as ratios.
 #
 # usage: bash bench/registry.sh ROLAYER [LAYERS [MIB_PER_LAYER [RUNS]]]

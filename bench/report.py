@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Turns bench/run.sh's raw results (JSON lines) into the Markdown report: medians per
 operation, the ratios the targets are stated in, peak RSS across layer sizes, record sizes,
 the store-open test and, when given, the micro-benchmarks.

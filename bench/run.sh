@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/run.sh: librolayer against the Docker engine's layer store and the machine's limits,
 # in one run, on the same files. Prints a Markdown report with the ratios the targets are
 # stated in (bench/README.md explains every number; bench/RESULTS.md has a recorded run).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Debian packages with CPack (packaging/deb/build-and-test.sh builds and checks them):
 #   librolayer0.1   the shared library (component runtime; the name follows the SONAME)
 #   librolayer-dev  headers, the .so link, rolayer.pc, the CMake package (component development)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer.h
  * librolayer, a read-only container-image layer store with verified, byte-exact tar streams,

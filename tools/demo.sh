@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A first look at rolayer: import a small OCI image, list it, export a layer, verify the store.
 #
 # usage: tools/demo.sh [BUILD_DIR]

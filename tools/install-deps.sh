@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages librolayer needs to build and test, when they are missing.
 # Used by README's two set-up commands (tools/demo.sh and .ci/run).
 set -euo pipefail

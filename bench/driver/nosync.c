@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rolayer-bench-nosync: an LD_PRELOAD shim that turns fsync, fdatasync, syncfs and sync into
  * no-ops. Diagnostic only (bench/run.sh --diagnose): it shows how much of a register's time is

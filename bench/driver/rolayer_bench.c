@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rolayer-bench: the librolayer side of bench/run.sh, through the public C API only, plus the
  * machine-limit probes and a process timer. Each command prints one line of JSON.

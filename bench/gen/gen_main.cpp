@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer-bench-gen: writes a deterministic benchmark layer tar (see workload.h).
 //
 //   rolayer-bench-gen PROFILE SEED OUT      PROFILE: small | medium | large; OUT: a path or -

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Deterministic benchmark workloads: layer tars written the way image builders write them.
 //
 // BuildKit and the Docker engine write layers with Go's archive/tar, asking for the PAX format

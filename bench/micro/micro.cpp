@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Google Benchmark micro-benchmarks of librolayer's hot paths, on the internal C++ core:
 //   hashing    rolayer::Hasher (SHA-256 over OpenSSL EVP, the DiffID of every register and export)
 //   recording  rolayer::tar::Scanner + rolayer::record::Writer (what register runs besides the driver)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command mobybench is the Docker engine baseline of bench/run.sh: the engine's own `layer`
 // package (github.com/docker/docker/layer, v28.5.2, the last release that publishes it as an
 // importable package) on the `vfs` graph driver, doing what librolayer's register and export

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the C examples against an installed librolayer (PREFIX), both with pkg-config and with
 # find_package(rolayer), and runs them: register, list, export byte for byte.
 set -euo pipefail

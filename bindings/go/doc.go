@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package rolayer is the Go binding of librolayer, a read-only container-image layer store with
 // verified, byte-exact tar streams, behind a stable C ABI.
 //

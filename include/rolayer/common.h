@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/common.h
  * Export macros, status codes and the error object.

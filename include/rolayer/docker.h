@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rolayer/docker.h: reading a Docker engine's graphdriver layers offline (no daemon), for
  * verifying them and migrating them (into a rolayer store with rolayer_register_ext, or

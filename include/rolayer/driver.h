@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/driver.h
  * Graph drivers written by the caller, in any language, as C callbacks.

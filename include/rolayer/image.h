@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/image.h
  * Images kept in a store. An image is a name (e.g. the normalised reference

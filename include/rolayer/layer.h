@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/layer.h
  * What a layer handle tells. All getters are read-only and safe from several threads at once on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rolayer/mount.h: a layer's flattened chain as a read-only root file system (overlayfs).
  *

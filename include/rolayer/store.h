@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/store.h
  * Opening a layer store, registering, opening and releasing layers.

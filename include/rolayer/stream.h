@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/stream.h
  * Reading a layer's tar stream.

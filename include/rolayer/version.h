@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /**
  * @file rolayer/version.h
  * Compile-time and run-time version of librolayer.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI: extern "C" shims over the C++ core. The only place where C++ meets C: every entry
 // point is one try/catch that maps exceptions to status codes; nothing unwinds into C.
 #include <fcntl.h>

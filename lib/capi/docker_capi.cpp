@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI of lib/dockerdb (include/rolayer/docker.h): extern "C" shims, each one guard.
 #include <memory>
 #include <string>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The opaque C handles (defined only here, in lib/capi).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // C shims for rolayer/mount.h (lib/mount). Same rule as capi.cpp: one try/catch per entry
 // point maps exceptions to status codes; nothing unwinds into C.
 #include <memory>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // rolayer::Error: the one exception type of the C++ core. lib/capi maps it to status codes.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "core/fault.h"
 
 #ifdef ROLAYER_FAULT_HOOKS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Test-only fault points. In builds configured with -DROLAYER_FAULT_HOOKS=ON (the CI builds),
 // named points in the store can kill the process or fail with an errno, driven by environment
 // variables read once per process:

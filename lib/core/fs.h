@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Small POSIX file helpers shared by the core and the drivers.
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Byte streams used across the core: a pull source and a push sink.
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // OCI content digests: parsing, validation, streaming hashing (OpenSSL EVP) and ChainIDs.
 #pragma once
 

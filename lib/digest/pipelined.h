@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A streaming hasher that moves the hashing of long streams to a worker thread.
 //
 // update() hashes inline until more than `inline_limit` bytes have gone through (tiny streams

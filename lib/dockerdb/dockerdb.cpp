@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // dockerdb: a Docker data root's graphdriver layers, read offline. See dockerdb.h and
 // docs/tar-split-format.md.
 #include "dockerdb/dockerdb.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // dockerdb: reading a Docker engine's graphdriver layers offline (no daemon), read-only.
 //
 // A Docker data root keeps each layer's metadata in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The graph-driver interface. Built-in drivers ("dir", "exact") and callers' C drivers
 // (rolayer_driver_ops, through lib/drivers/user) all implement it: one code path.
 #pragma once

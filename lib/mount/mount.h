@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Read-only overlay mounts of a layer's flattened chain (issue 15). Uses the store (holds) and
 // the dir driver (overlay-ready layer directories); lib/capi/mount_capi.cpp wraps it for C.
 //

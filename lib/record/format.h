@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Private to lib/record (and its tests): the constants and primitives of the fidelity record's
 // on-disk format. docs/record-format.md is the normative description; keep the two in step.
 #pragma once

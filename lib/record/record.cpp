@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fidelity record: writer and reader. Format: docs/record-format.md (constants in format.h).
 #include "record/record.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The fidelity record: what a layer's tar stream holds besides file payloads, so that the
 // stream can be rebuilt byte for byte from the record plus the payloads a driver stores.
 // On-disk format: docs/record-format.md.

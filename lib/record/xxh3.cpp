@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XXH3 kernel selection: the baseline build (SSE2 on x86-64, NEON on arm64, scalar elsewhere)
 // and, on x86-64, an AVX2 build picked when the CPU and the OS support it.
 #include "record/xxh3_ops.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Incremental XXH3-64 (seed 0), the payload checksum of File items in the fidelity record.
 // Xxh3::hash(p, n) == XXH3_64bits(p, n) == the digest after update(p, n). The kernels are
 // xxHash's own, built inline (lib/record/xxh3.cpp) with an AVX2 build chosen at run time.

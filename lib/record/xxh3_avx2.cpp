@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XXH3 built for AVX2 (this file alone gets -mavx2, see CMakeLists.txt); used only when the
 // CPU has it (xxh3.cpp). No C++ library headers here: see xxh3_ops.h.
 #include "record/xxh3_ops.h"

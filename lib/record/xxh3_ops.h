@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The XXH3 kernels behind record::Xxh3: one set per instruction-set build, chosen at run time.
 // Kept free of C++ library headers: xxh3_avx2.cpp is compiled with -mavx2, and any inline
 // library function it emitted could be picked by the linker for the whole program.

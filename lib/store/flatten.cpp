@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A flattened diff from the verified registered streams of a range of layers, applying
 // whiteouts and overrides in tar order as the Docker engine's layer application does
 // (docs/store.md, "Diffs against older ancestors"):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Private to lib/store: a diff of a layer against an older ancestor (or the whole chain),
 // built from the verified registered streams of the layers in between, for drivers that
 // cannot make it themselves (the exact driver, or any driver that answers Unsupported).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Images kept in a store: a name (the reference it was pulled or imported as), its manifest and
 // config (content-addressed blobs, shared between images) and its top layer, on which the image
 // holds one persistent reference. Removing the image drops the reference (and the layers with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Private to lib/store: binding a layer's fidelity record to the layer (docs/record-format.md,
 // "Binding a record to its layer"). The record's decompressed body is cut in blocks of
 // record::format::kBodyBlock bytes; each block has a SHA-256 bound to the layer's ChainID and

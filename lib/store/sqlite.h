@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A thin RAII layer over SQLite: a connection, prepared statements and transactions.
 // Every SQLite failure becomes rolayer::Error (Code::Busy for SQLITE_BUSY/LOCKED, Code::Corrupt
 // for SQLITE_CORRUPT/NOTADB, Code::Io otherwise).

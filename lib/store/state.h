@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Private to lib/store: the shared state behind a Store, its references and its streams.
 //
 // Several stores (in one process or in many) use one root at once. The database is the truth

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The layer store: register, open, release (with the cascade), verified streams.
 // Semantics follow the Docker engine's layer package (layer/layer_store.go, ro_layer.go);
 // see docs/store.md for where and why they differ.

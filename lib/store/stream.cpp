@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
 // driver's exact diff), hashed on the way out and checked against the DiffID.
 #include <algorithm>

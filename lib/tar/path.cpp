@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Entry path normalisation, OCI whiteouts and the per-layer escape checks.
 #include "tar/path.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Entry paths: normalisation, OCI whiteouts and the escape checks every register runs.
 #pragma once
 

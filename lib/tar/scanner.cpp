@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The raw tar stream scanner. See scanner.h for the contract; the reading rules are
 // summarised here because they decide where every entry's data area starts and ends.
 //

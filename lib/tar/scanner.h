@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The raw tar stream scanner: one push parser that every register runs, whatever the driver.
 //
 // It splits the input into *raw* bytes (everything that is not file content: header blocks,

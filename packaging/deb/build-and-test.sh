@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Packaging proof (docs/abi.md, "Packaging"): builds the Debian packages librolayer0.1,
 # librolayer-dev and rolayer with CPack from a release build configured as a distribution
 # would (prefix /usr, multiarch libdir, Debian's hardening flags, no RPATH, no tests), runs

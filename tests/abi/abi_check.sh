@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The ABI check (docs/abi.md): compares the built librolayer with the committed baseline
 # abi/librolayer.abi (libabigail's abidw, types from the public headers only). Any difference,
 # an addition included, fails until it is announced: regenerate the baseline in the same commit

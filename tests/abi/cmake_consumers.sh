@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # How integrators consume the build (docs/abi.md, "Packaging"), without rebuilding the library:
 #  1. find_package(rolayer 0.1) from the build tree (-Drolayer_DIR=<build dir>): build and run.
 #  2. add_subdirectory(<source>) in a parent project, configured only: rolayer::rolayer exists,

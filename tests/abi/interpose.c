@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A host program with its own SQLite symbols (as a Go program linking go-sqlite3 has), exported
  * from the executable: librolayer must still use the SQLite it was built with, not these.

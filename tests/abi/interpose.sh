@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The interposition test (docs/abi.md, "Dependencies"): runs tests/abi/interpose.c, whose
 # executable exports its own sqlite3_open_v2 & co., and checks with the dynamic linker's own
 # report (LD_DEBUG=bindings) that librolayer binds none of SQLite's, zstd's or xxHash's symbols

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers for the cmocka suites: they use the public header only. */
 #ifndef ROLAYER_TEST_C_UTIL_H
 #define ROLAYER_TEST_C_UTIL_H

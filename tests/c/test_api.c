@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The C API contract, through the public header only (cmocka). */
 #include <stdarg.h>
 #include <stddef.h>

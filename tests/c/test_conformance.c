@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Conformance through the C API: the shared vectors (tests/vectors) and every archive of the
  * shared corpus (../shared/corpus), on each built-in driver. Well-formed archives register and

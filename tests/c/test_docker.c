@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* include/rolayer/docker.h through the public header only (cmocka), on the committed data root
  * written by dockerd 20.10 (tests/docker/fixture-vfs), read-only. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* rolayer/image.h: images kept in a store (cmocka, through the public header only). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The C API's argument checks at the edges (issue 12): a read of 0 bytes is not the end of
  * the stream; descriptor media types with control characters and negative sizes other than
  * the -1 "unknown" sentinel are refused. Public header only (cmocka). */

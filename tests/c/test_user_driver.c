@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Drivers written by the caller (rolayer_driver_ops): an in-memory driver with and without
  * ROLAYER_DRIVER_CAP_EXACT_DIFFS, a driver that claims fidelity and lies, and callbacks that

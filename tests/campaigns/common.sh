@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Shared by the campaign scripts: builds the C++ test binary with the fault points
 # (-DROLAYER_FAULT_HOOKS=ON) unless ROLAYER_BUILD_DIR already holds one and ROLAYER_REBUILD=0.
 set -eu

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The long crash campaign (docs/reliability.md): per built-in driver, TRIALS random trials on one
 # store — register or release, killed with SIGKILL at a random fault point (random N), after a
 # random number of input bytes, or at a random moment — each followed by a reopen and the full

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The long I/O-fault campaign (docs/reliability.md), for SEEDS different random stores:
 # ENOSPC/EIO injected at every store fault point and at every hit N = 1, 2, ... (up to DEPTH) of
 # each file-system fault point (fs.write, fs.read, fs.fsync, fs.mkdir, fs.rename, fs.remove)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The long tampering campaign (docs/reliability.md): per built-in driver, TRIALS random changes
 # to a copy of a store (payload bytes, truncation, removal, modes, owners, times, record bytes,
 # DiffIDs, the driver's own files), each followed by a verified export of the changed layer;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Many threads on one store: registering the same and different content, opening, exporting
 // and releasing at once. No deadlock, no lost reference, identical registers converge.
 // Run under ThreadSanitizer by .ci/run (filter *Concurren*).

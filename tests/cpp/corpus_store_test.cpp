@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every archive of the shared corpus through the store, on each built-in driver: well-formed
 // ones register with DiffID = sha256 of the input and export byte for byte; malformed ones fail
 // at register with a code and leave nothing behind; a changed stored byte fails the export.

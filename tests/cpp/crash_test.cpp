@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Crash safety (docs/reliability.md): a child process registers or releases a layer and is
 // killed with SIGKILL — at each fault point of the store (ROLAYER_FAULT_KILL, builds with
 // -DROLAYER_FAULT_HOOKS=ON), after N bytes of its input, or after a random delay — and the

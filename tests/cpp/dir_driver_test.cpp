@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of the built-in "dir" graph driver (lib/drivers/dir).
 #include <archive.h>
 #include <archive_entry.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // lib/dockerdb on a small data root written by dockerd 20.10 (vfs) and committed to the repo
 // (tests/docker/fixture-vfs, made by tests/docker/make_fixture.sh), and on damaged or hostile
 // copies of it. No daemon needed.

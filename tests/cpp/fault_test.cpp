@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // I/O faults (docs/reliability.md): ENOSPC, EIO and EACCES during register, release, open and
 // export — injected at the store's fault points and at the file helpers' (lib/core/fs.cpp:
 // fs.write, fs.read, fs.fsync, fs.mkdir, fs.rename, fs.remove) with ROLAYER_FAULT_ERRNO, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hostile and broken input: archives that try to escape the layer or hurt the host, and
 // archives that are simply damaged. Policy and limits: docs/security.md.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PipelinedHasher (SHA-256 on a worker thread) and the store paths that use it: register and
 // verified export of layers long enough to start the worker. The *Concurren* tests run under
 // ThreadSanitizer in .ci/run.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of the fidelity record (lib/record): round trips, limits, and defensive decoding.
 #include <gtest/gtest.h>
 #include <zstd.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Shared by crash_test.cpp, fault_test.cpp and tamper_test.cpp (docs/reliability.md):
 // - child processes that run one store operation in a fresh process (this test binary,
 //   re-executed, so that ROLAYER_FAULT_KILL / ROLAYER_FAULT_ERRNO are read at its start),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Issue 14 and issue 12 (items 3, 4, crash leftovers): one store used by several opens and
 // several processes at once; holds, dead processes, gc, read-only stores, and the store's own
 // files (links, FIFOs, permissions).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The layer store's semantics, after moby's layer tests (layer/layer_test.go), on every
 // built-in driver.
 #include <dirent.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Damaged stores and tampering (docs/reliability.md).
 //
 // DamagedStoreTest: a damaged database (truncated, garbage pages, a malformed digest in a row,

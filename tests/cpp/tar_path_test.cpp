@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of entry path cleaning, whiteouts and the per-layer escape checks (lib/tar/path.h).
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of the raw tar stream scanner (lib/tar/scanner.h): the public corpus, libarchive as
 // an oracle for well-formed files, and hand-made streams.
 #include <archive.h>

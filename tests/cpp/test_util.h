@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Shared helpers for the C++ tests: temporary directories, tar building, the shared corpus.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Trust at the edges of the export stream (issue 12; docs/security.md, "The export stream"):
 // - the exact driver's layer.tar replaced by a FIFO, a device or a symlink fails at once with
 //   Code::Corrupt naming the path (no hang in open(2), no endless stream);

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # rolayer docker verify/import against a real engine: starts Debian's dockerd 20.10 with a
 # private data root and the given storage driver, loads multi-layer fixtures (docker load), a
 # layer from `docker import` and one single-layer image per well-formed corpus archive, then:

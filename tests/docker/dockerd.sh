@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Sourced by the docker tests: start and stop a private dockerd (Debian's docker.io, 20.10).
 #   dockerd_start DIR DRIVER   -> sets DOCKER_HOST, DOCKERD_PID, DOCKERD_ROOT; returns 77 with
 #                                 a reason on stderr when dockerd cannot start here

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # rolayer docker verify/import on the committed fixture (tests/docker/fixture-vfs, written by
 # dockerd 20.10), without a daemon: output formats, exit codes, damaged metadata, the store.
 # usage: fixture_cli_test.sh ROLAYER_BINARY

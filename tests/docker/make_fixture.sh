@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Regenerates tests/docker/fixture-vfs: a tiny 2-layer image loaded by a real dockerd (vfs),
 # stripped to what lib/dockerdb reads (layerdb, imagedb content, repositories.json, vfs/dir).
 # The gtest (tests/cpp/dockerdb_test.cpp) runs on the committed copy, without dockerd.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Builds a `docker save` archive (manifest.json + config + <id>/layer.tar) from layer tars,
 for `docker load` in the docker tests.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzz target "digest": the digest parser and ChainIDs (lib/digest) on arbitrary text.
 //
 // The input is split at its first newline (or in the middle) into two strings, each parsed.

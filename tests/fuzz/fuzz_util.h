@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Shared helpers of the fuzz targets (tests/fuzz/*.cpp). Each target defines
 // LLVMFuzzerTestOneInput; it is linked either with libFuzzer (ROLAYER_BUILD_FUZZ=ON, clang) or
 // with replay_main.cpp (every build: the corpora and regressions replay under ctest).

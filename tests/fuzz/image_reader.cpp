@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzz target: the image readers of `rolayer import` (tools/src/image_plan.cpp) and the text
 // encoders of the tool's output (tools/src/text.cpp).
 //

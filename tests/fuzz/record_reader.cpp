@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzz target "record_reader": the stored fidelity-record decoder (record::Reader) on
 // arbitrary bytes, read through a source that returns pseudo-random short reads.
 //

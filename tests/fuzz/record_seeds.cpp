@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // fuzz_record_seeds OUTDIR TAR...: writes the fidelity record of each tar (what a register on
 // the "dir" driver stores) to OUTDIR/<basename>.rec, and its decompressed body (the items) to
 // OUTDIR/<basename>.body; tars the store refuses are skipped. Seeds of the record_reader

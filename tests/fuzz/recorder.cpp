@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzz target "recorder": the stream recorder of every register, on arbitrary bytes.
 //
 // The input is scanned twice, as one chunk and in a pseudo-random chunking derived from the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzz target "register": the whole register path through the public C API.
 //
 // Each input is registered as a base layer with rolayer_register_memory into two stores, one

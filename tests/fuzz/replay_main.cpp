@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Replays fuzz inputs without libFuzzer: calls LLVMFuzzerTestOneInput once for each file given
 // on the command line and for each file (recursively) in each directory given. Built with the
 // normal compiler and registered with ctest (tests/fuzz/CMakeLists.txt), so that the checked-in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets with clang, ASan and UBSan, and runs them.
 #
 #   tests/fuzz/run.sh TARGET SECONDS [libFuzzer flags...]

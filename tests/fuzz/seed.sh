@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Rebuilds the checked-in corpora (tests/fuzz/corpus/<target>/) from the seeds:
 #  - recorder, register: the public tar corpus (../shared/corpus, gzip/bzip2 files
 #    decompressed) and the conformance vectors (tests/vectors/data); files over 64 KiB are

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Checks that librolayer exports exactly the functions its public headers declare: every
 # defined dynamic symbol, whatever its kind (weak W/V, GNU unique u, ifunc i, data D/B/R, …),
 # is a rolayer_* function (T) declared in include/ and carried by the version node; nothing of

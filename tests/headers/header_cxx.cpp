@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The umbrella header alone, as C++.
 #include <rolayer.h>
 int rolayer_header_cxx_probe() {

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the shared conformance vectors (data/*.tar and vectors.tsv).
 
 Every suite (C++, C, Go, Rust) reads vectors.tsv: each row registers data/<input> on the layer

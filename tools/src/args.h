@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A small command-line parser: long options (--name VALUE, --name=VALUE), short options
 // (-o VALUE, -oVALUE, -q), "--" to end options, "-" as a positional. The global options
 // (--store, --driver, --wait, --quiet) are accepted before the command and after it.

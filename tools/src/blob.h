@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Input plumbing: byte sources, digests, and the decompressing layer reader that feeds a
 // (possibly compressed) tar into rolayer_register through a rolayer_read_fn callback while
 // hashing and counting the compressed bytes as libarchive pulls them: one pass does it all.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // One progress bar per blob on a terminal (pull and push): a block of lines redrawn in place
 // on stderr, at most ten times a second. Thread-safe. Disabled (every call a no-op) unless
 // stderr is a terminal and --quiet was not given.

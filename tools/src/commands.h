@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The rolayer commands. Each takes the global options and its own arguments (after the command
 // word) and returns the exit code; failures throw CliError.
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Shared helpers of the rolayer command-line tool: exit codes, the error type, RAII wrappers
 // over the public C API, store opening, ChainID resolution, output files and formatting.
 // The tool is a client of the public C API only (include/rolayer.h).

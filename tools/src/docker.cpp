@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer docker verify | import: a Docker host's graphdriver layers, read offline through the
 // public C API of include/rolayer/docker.h. See docs/cli.md.
 #include <algorithm>

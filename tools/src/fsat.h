@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // File access beneath a verified directory descriptor, never following symbolic links.
 //
 // Everything the tool reads from an image directory (import DIR) and everything it writes into

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer import (OCI image layouts and `docker save` archives, as directories or tar files)
 // and rolayer export-image (an OCI image layout of a chain, with uncompressed layers).
 #include <archive.h>

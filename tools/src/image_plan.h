@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The image readers of `rolayer import`: where an image's files come from (ImageSource) and how
 // its JSON (oci-layout, index.json, manifests, configs, docker save's manifest.json, skopeo's
 // dir: layout) becomes the plan of an import: which blobs to register, in which order, checked

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer images, rolayer rmi, and the stored-image lookups of pull and push
 // (include/rolayer/image.h).
 #include <cstdio>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The kept images (include/rolayer/image.h) as import, export-image and rm use them
 // (tools/src/images_cmd.cpp). Free of registry.h, so the image readers' files can include it.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer: the command-line tool of librolayer. See docs/cli.md.
 #include <cstdio>
 #include <cstring>

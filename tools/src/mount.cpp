@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer mount / umount (issue 15): a layer's flattened chain as a read-only overlay mount.
 #include <cstdio>
 #include <string>

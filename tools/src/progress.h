@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A one-line progress bar on stderr: label, bar, percentage, bytes, rate and ETA.
 // Shown only when stderr is a terminal and --quiet was not given; otherwise every call is a no-op.
 #pragma once

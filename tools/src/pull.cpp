@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer pull: an image's layers straight from a registry into the store.
 //
 // How the stream flows: up to --jobs download threads fetch layer blobs at once, each into its

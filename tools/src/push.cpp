@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // rolayer push (a chain, as an image, to a registry) and rolayer login.
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The registry client: references, credentials, challenges, TLS and transfers over libcurl.
 #include "registry.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The OCI distribution (registry) client of the rolayer tool: image references as users write
 // them (Docker's normalisation), credentials (docker and containers auth files), the bearer-token
 // and basic challenge flows, TLS, and blob/manifest transfers over libcurl with retries and

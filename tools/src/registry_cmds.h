@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // What `rolayer pull`, `push` and `login` share (tools/src/pull.cpp, push.cpp, login.cpp).
 #pragma once
 

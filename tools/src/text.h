@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Text from untrusted sources (tar names, media types, paths, driver metadata, messages) on its
 // way out of the tool: to a terminal (term_safe) or into JSON output (json_text). See
 // docs/cli.md, "Untrusted text in the output".

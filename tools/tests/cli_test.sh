@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Tests of the rolayer command-line tool, one scenario per ctest test.
 #
 # usage: cli_test.sh ROLAYER HOLD_STORE DRIVER TEST

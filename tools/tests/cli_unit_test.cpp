@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of the rolayer CLI's image readers and edge helpers (tools/src/image_plan.cpp,
 // fsat.cpp, text.cpp): issue 12's CLI items at the function level. The end-to-end scenarios are
 // in cli_test.sh; the fuzz target is tests/fuzz/image_reader.cpp.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hold_store: a test helper that opens a store, says "ready" on stdout, and holds it until
  * standard input closes or SECONDS pass, then frees it.

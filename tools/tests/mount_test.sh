@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Tests of overlay-ready layers and `rolayer mount` (issue 15), one scenario per ctest test.
 #
 # usage: mount_test.sh ROLAYER TEST

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures and tree comparison for the mount tests (tools/tests/mount_test.sh).
 
   mount_tree.py fixtures OUTDIR        write l1.tar l2.tar l3.tar (a 3-layer chain)

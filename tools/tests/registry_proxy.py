@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """A tiny fault-injecting HTTP proxy in front of a test registry (127.0.0.1 only).
 
 usage: registry_proxy.py UPSTREAM_PORT PORT_FILE LOG_FILE MODE [DIGEST]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Tests of `rolayer pull`, `push` and `login` against Debian's docker-registry (distribution
 # 2.8) started here on 127.0.0.1, plain or with TLS (a CA made here) and htpasswd basic auth,
 # with faults injected by tools/tests/registry_proxy.py. Images are put in the registry by an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* export: rolayer-export STORE CHAINID — writes the verified, byte-exact tar to stdout.
  * A reader: it closes its handle (rolayer_layer_close) instead of releasing it, so exporting
  * deletes nothing. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* list: rolayer-list STORE — one line per layer: ChainID, DiffID, size, parent.
  * A reader: it closes the handles it opens (rolayer_layer_close), never releases them, so
  * listing deletes nothing. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* register: rolayer-register STORE FILE [PARENT] — registers a tar file and keeps it
  * (a persistent reference); prints the ChainID. */
 #include <fcntl.h>

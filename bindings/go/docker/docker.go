@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build cgo
 
 // Package docker reads a Docker engine's graphdriver layers offline, without a daemon (the C

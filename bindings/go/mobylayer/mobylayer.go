@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package mobylayer makes a librolayer store usable where the Docker engine expects its own
 // read-only layer types: the layers it returns satisfy layer.Layer and layer.TarStreamer of
 // github.com/docker/docker/layer (v28), with the engine's ChainID, DiffID, Metadata,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Finds librolayer with pkg-config (0.1 <= version < 0.2). The bindings are checked in
 //! (src/bindings.rs): bindgen does not run here.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // apply_diff of the "dir" driver.
 //
 // Semantics (one layer = its own diff/ plus whiteouts/opaque records, merged like overlayfs):

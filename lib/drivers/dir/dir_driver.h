@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The built-in "dir" graph driver: one directory per layer holding only that layer's own
 // changes (like moby's vfs, without copying the parent), plus metadata that records whiteouts,
 // opaque directories and relocated payloads. Layout and formats: dir_internal.h.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // diff() of the "dir" driver: a tar (libarchive, PAX restricted) of the merged view of a range
 // of layers, produced incrementally as the consumer reads.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "drivers/dir/dir_fs.h"
 
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Internal file-system helpers of the "dir" driver: fd ownership, symlink-free walks below a
 // directory fd, atomic small files, tree removal with a constant number of descriptors, xattrs.
 // Nothing here follows a symlink that lives inside a layer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Internal pieces of the "dir" driver shared by dir_driver.cpp, dir_apply.cpp, dir_export.cpp.
 //
 // On-disk layout below <store_root>/dir/:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "drivers/dir/dir_overlay.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Overlay-ready layer directories of the "dir" driver (issue 15).
 //
 // A layer's diff/ serves directly as an overlayfs lower directory:

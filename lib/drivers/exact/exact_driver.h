@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The `exact` driver: keeps each layer's registered stream as it came and declares that it
 // reproduces exact diffs, so the store keeps no fidelity record (moby aa96c3176b). Exports are
 // still verified against the DiffID.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A caller's driver, given as rolayer_driver_ops, behind the same rolayer::Driver interface as
 // the built-in drivers. Callback failures become Error(Code::User) with the callback's value
 // and message; exceptions never cross into the caller's code.

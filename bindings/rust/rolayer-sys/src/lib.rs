@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Raw FFI bindings to librolayer's C ABI (`rolayer.h`).
 //!
 //! Everything here is `unsafe` and follows the header's contract word for word; use the safe

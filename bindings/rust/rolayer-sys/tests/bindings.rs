@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! The checked-in `src/bindings.rs` must match the public header.
 //!
 //! * `bindgen_output_matches` regenerates the bindings with the pinned bindgen (needs libclang)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Validated digests: [`Digest`], and the [`ChainId`] and [`DiffId`] newtypes over it.
 
 use std::borrow::Borrow;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Reading a Docker engine's graphdriver layers offline, without a daemon
 //! (`include/rolayer/docker.h`).
 //!

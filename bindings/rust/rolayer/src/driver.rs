@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Graph drivers written in Rust: the [`Driver`] trait, given to a store with
 //! [`StoreOptions::custom_driver`](crate::StoreOptions::custom_driver) and called through the C
 //! ABI (`rolayer_driver_ops`, `include/rolayer/driver.h`; the contract is `docs/drivers.md`).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! The error type: a status code from the C library with its detail.
 
 use std::error::Error as StdError;

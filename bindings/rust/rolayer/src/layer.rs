@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! [`Layer`]: a reference to a layer of a [`Store`], closed (never deleted) on drop.
 
 use std::ffi::CStr;

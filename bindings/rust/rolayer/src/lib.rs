@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Safe Rust binding of librolayer: a read-only container-image layer store with verified,
 //! byte-exact tar streams, behind a stable C ABI (the `rolayer-sys` crate).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Read-only overlay mounts of a layer's flattened chain (`rolayer/mount.h`, docs/mount.md).
 
 use std::path::{Path, PathBuf};

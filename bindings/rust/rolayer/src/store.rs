@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! [`Store`]: opening a store, registering, opening and releasing layers, persistent references.
 
 use std::any::Any;

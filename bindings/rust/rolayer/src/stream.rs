@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! [`TarStream`]: a layer's tar stream as `std::io::Read`.
 
 use std::fmt;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Small FFI helpers shared by the modules.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! rolayer::docker on the committed fixture tests/docker/fixture-vfs (a 2-layer image loaded by
 //! dockerd 20.10 with the vfs driver), copied to a temporary directory.
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Drivers written in Rust (`rolayer::Driver`): an in-memory driver with and without exact
 //! diffs registering and exporting the shared vectors byte for byte, a lying driver caught,
 //! callbacks failing or panicking at each step, bad drivers refused, threads.

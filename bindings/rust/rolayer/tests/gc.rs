@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Store::gc and Layer::cache_id.
 mod common;
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Behaviours of the Docker engine's layer store (moby `layer/`), through the safe API.
 
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Lower directories and read-only overlay mounts (docs/mount.md).
 
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Dropping is not deleting: a `Layer` that goes out of scope, is never bound, or is dropped by
 //! an unwinding panic only closes its handle. Deleting takes an explicit `release()`.
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Registering from any `Read`: failing, panicking and unusual readers.
 
 mod common;

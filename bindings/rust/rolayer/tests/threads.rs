@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! Send/Sync as the C library's threading rules say, and concurrent use.
 
 mod common;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! The shared conformance vectors (tests/vectors/vectors.tsv): register every row in order,
 //! check the ids or the error, and export each registered layer byte for byte.
 

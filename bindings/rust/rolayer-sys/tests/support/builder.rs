@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one bindgen configuration for src/bindings.rs. Used by tests/bindings.rs (which compares
 // its output with the checked-in file) and nowhere else: there is no build-time bindgen.
 
