@@ -42,9 +42,14 @@ class LinkTargets {
   };
   static Key key_of(const std::string& path);
 
-  // Every path of the layer so far (16 bytes each, whatever the length of the name): true for
-  // a directory.
+  bool maybe_seen(const Key& k) const;
+  void remember(const Key& k, bool dir);
+
+  // The paths of the layer so far, in memory bounded by a constant: the first ones exactly
+  // (true for a directory), then, past kExact entries (directories: past twice that), in a
+  // Bloom filter of fixed size (docs/security.md gives the odds of a false "seen").
   std::unordered_map<Key, bool, KeyHash> seen_;
+  std::vector<uint64_t> bloom_;
   // (link path, target) for targets that were no earlier entry; each target once.
   std::vector<std::pair<std::string, std::string>> pending_;
   std::unordered_map<Key, bool, KeyHash> pending_keys_;
