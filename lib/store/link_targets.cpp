@@ -1,7 +1,7 @@
 // Hard-link targets outside the layer being registered (lib/store/link_targets.h).
 //
 // While the layer streams through the register tee, every entry's cleaned path is kept as a
-// 128-bit key (16 bytes per entry, whatever the name's length); a hard link whose target is no
+// 128-bit key in constant memory (the first ones exactly, then in a Bloom filter); a hard link whose target is no
 // earlier entry is kept aside (rare: a link to a file of a lower layer, or a broken archive).
 // Before the commit the parents' verified streams are read, newest first, until each kept target
 // is settled: a layer that has an entry at the target settles it (a directory is an error, as on
