@@ -114,6 +114,25 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   fsync_dir(slash == std::string::npos ? "." : path.substr(0, slash));
 }
 
+void write_file_atomic_at(int dirfd, const std::string& name, const std::string& data, const std::string& shown) {
+  std::string tmp = name + ".tmp-" + random_hex().substr(0, 8);
+  {
+    Fd fd(::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_errno("create " + shown + ".tmp");
+    write_full(fd.get(), reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    ROLAYER_FAULT_POINT("fs.fsync");
+    if (::fsync(fd.get()) != 0) throw_errno("fsync " + shown + ".tmp");
+  }
+  ROLAYER_FAULT_POINT("fs.rename");
+  if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
+    int e = errno;
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    throw_errno("rename " + shown, e);
+  }
+  ROLAYER_FAULT_POINT("fs.fsync");
+  if (::fsync(dirfd) != 0) throw_errno("fsync the directory of " + shown);
+}
+
 std::string read_file(const std::string& path, size_t max) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) throw_errno("open " + path);

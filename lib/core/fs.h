@@ -36,6 +36,9 @@ void remove_all(const std::string& path);
 void remove_all_at(int dirfd, const std::string& name);
 // Write a whole file atomically (temp + fsync + rename + fsync of the directory).
 void write_file_atomic(const std::string& path, const std::string& data);
+// The same for the entry `name` of the directory dirfd (never following a link; `shown` is the
+// path named in errors).
+void write_file_atomic_at(int dirfd, const std::string& name, const std::string& data, const std::string& shown);
 std::string read_file(const std::string& path, size_t max = 1 << 20);
 void fsync_dir(const std::string& dir);
 // 128 random bits as 32 hex characters.

@@ -22,6 +22,7 @@
 #include "record/record.h"
 #include "record/xxh3.h"
 #include "store/flatten.h"
+#include "store/link_targets.h"
 #include "store/record_bind.h"
 #include "store/state.h"
 #include "tar/path.h"
@@ -199,7 +200,8 @@ class Relaxed {
 // validates the archive, and records it when the driver needs a fidelity record.
 class RegisterTee : public ByteSource, private tar::ScanHandler {
  public:
-  RegisterTee(ByteSource& in, record::Writer* rec) : in_(in), rec_(rec), scanner_(*this) {}
+  RegisterTee(ByteSource& in, record::Writer* rec, LinkTargets* links = nullptr)
+      : in_(in), rec_(rec), links_(links), scanner_(*this) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     if (failure_) std::rethrow_exception(failure_);
@@ -240,7 +242,9 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
     if (rec_) rec_->add_raw(data, len);
   }
   void on_entry(const tar::Entry& e) override {
-    std::string path = safety_.check(e);
+    tar::SafetyChecker::Checked checked = safety_.check_entry(e);
+    std::string& path = checked.path;
+    if (links_) links_->see(path, checked.link_target, e.kind);  // lib/store/link_targets.h
     // The fidelity record stores paths up to 64 KiB; no file system takes more anyway.
     if (path.size() > kMaxEntryPath)
       throw Error(Code::Archive, "tar entry name is longer than " + std::to_string(kMaxEntryPath) + " bytes")
@@ -277,6 +281,7 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
 
   ByteSource& in_;
   record::Writer* rec_;
+  LinkTargets* links_;
   tar::Scanner scanner_;
   tar::SafetyChecker safety_;
   PipelinedHasher sha_;  // the DiffID, hashed on a worker thread once the stream is long
@@ -939,7 +944,10 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     st_->driver->create(cache_id, parent_cache);
     ROLAYER_FAULT_POINT("register.created");
     StreamBlockSums stream_blocks(tar, st_->caps.exact_diffs);  // lib/store/record_bind.h
-    RegisterTee tee(stream_blocks, rec.get());
+    // A driver that keeps the stream as it came does not look at hard-link targets: the store
+    // does, with the dir driver's verdict (lib/store/link_targets.h).
+    LinkTargets links;
+    RegisterTee tee(stream_blocks, rec.get(), st_->caps.exact_diffs ? &links : nullptr);
     try {
       st_->driver->apply_diff(cache_id, parent_cache, tee);
       tee.drain();
@@ -949,6 +957,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
       throw;
     }
     if (tee.failure()) std::rethrow_exception(tee.failure());
+    links.check_parents(st_, parent);
     ROLAYER_FAULT_POINT("register.applied");
     if (rec) {
       rec->finish();

@@ -11,12 +11,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -192,6 +194,137 @@ TEST(ExactStoredStream, FifoInPlaceOfParentRecordFailsAtOnce) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << r.message;
   EXPECT_LT(secs, 5.0);
+}
+
+// ---- the exact driver's layer folders, opened beneath its folder's descriptor ---------------
+
+// Counts the opens inside a directory (inotify IN_OPEN), to prove nothing there is read.
+struct OpenWatch {
+  int fd = -1;
+  explicit OpenWatch(const std::string& dir) {
+    fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd >= 0 && ::inotify_add_watch(fd, dir.c_str(), IN_OPEN | IN_ACCESS | IN_MODIFY | IN_CREATE) < 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~OpenWatch() {
+    if (fd >= 0) ::close(fd);
+  }
+  int events() const {
+    int n = 0;
+    alignas(struct inotify_event) char buf[8192];
+    for (;;) {
+      ssize_t got = ::read(fd, buf, sizeof buf);
+      if (got <= 0) break;
+      for (char* p = buf; p < buf + got;) {
+        auto* ev = reinterpret_cast<struct inotify_event*>(p);
+        ++n;
+        p += sizeof(struct inotify_event) + ev->len;
+      }
+    }
+    return n;
+  }
+};
+
+TEST(ExactLayerFolder, SymlinkInPlaceOfLayerFolderIsCorruptAndNothingOutsideIsTouched) {
+  // issue 12: a symlink planted for <root>/exact/<id> (pointing to a copy of the folder outside
+  // the store) is refused with Code::Corrupt naming the path, and no file of the copy is opened.
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  std::string tar = small_tar();
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  const std::string folder = d.path() + "/exact/" + ref->node().cache_id;
+  const std::string outside = d.path() + "/outside";
+  ASSERT_EQ(::rename(folder.c_str(), outside.c_str()), 0);
+  ASSERT_EQ(::symlink(outside.c_str(), folder.c_str()), 0);
+  OpenWatch watch(outside);
+  if (watch.fd < 0) GTEST_SKIP() << "inotify is not available here: " << std::strerror(errno);
+  Read r = export_bounded(*ref, 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find(folder), std::string::npos) << r.message;
+  EXPECT_EQ(r.data.size(), 0u);
+  // A child registered on it (its parent's folder is not read; the child's own is new).
+  MemSource child_src(make_tar({{TarItem::File, "etc/hosts", "127.0.0.1 localhost\n"}}));
+  std::unique_ptr<LayerRef> child;
+  try {
+    child = store->register_layer(ref->node().chain_id.str(), child_src);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::Corrupt) << e.what();
+  }
+  if (child) store->release(*child);
+  EXPECT_EQ(watch.events(), 0) << "a file outside the store was opened through the planted link";
+  // Removing the layer unlinks the link, never what it points to.
+  store->release(*ref);
+  ref.reset();
+  store.reset();
+  struct stat st {};
+  EXPECT_EQ(::lstat((outside + "/layer.tar").c_str(), &st), 0);
+  EXPECT_EQ(::lstat((outside + "/parent").c_str(), &st), 0);
+  EXPECT_EQ(watch.events(), 0) << "a file outside the store was opened through the planted link";
+}
+
+TEST(ExactLayerFolder, FolderSwappedForASymlinkDuringUseIsNeverFollowed) {
+  // The race the lstat-then-open-by-name check left open: the folder is swapped for a symlink to
+  // an exact copy of it outside the store (RENAME_EXCHANGE) over and over while the layer is
+  // exported. Every export either reads the store's own folder or fails with Code::Corrupt; no
+  // file of the copy is ever opened.
+  TempDir d;
+  auto store = open_store(d.path(), "exact");
+  std::string tar = small_tar();
+  MemSource src(tar);
+  auto ref = store->register_layer("", src);
+  const std::string folder = d.path() + "/exact/" + ref->node().cache_id;
+  const std::string outside = d.path() + "/outside";
+  const std::string swap = d.path() + "/exact/.swap";
+  ASSERT_EQ(::mkdir(outside.c_str(), 0700), 0);
+  for (const char* f : {"parent", "layer.tar"}) {
+    std::ifstream in(folder + "/" + f, std::ios::binary);
+    std::ofstream out(outside + "/" + f, std::ios::binary);
+    out << in.rdbuf();
+  }
+  ASSERT_EQ(::symlink(outside.c_str(), swap.c_str()), 0);
+  if (::renameat2(AT_FDCWD, swap.c_str(), AT_FDCWD, folder.c_str(), RENAME_EXCHANGE) != 0)
+    GTEST_SKIP() << "renameat2(RENAME_EXCHANGE) is not supported here: " << std::strerror(errno);
+  ASSERT_EQ(::renameat2(AT_FDCWD, swap.c_str(), AT_FDCWD, folder.c_str(), RENAME_EXCHANGE), 0);
+  OpenWatch watch(outside);
+  if (watch.fd < 0) GTEST_SKIP() << "inotify is not available here: " << std::strerror(errno);
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> swaps{0};
+  std::thread flipper([&] {
+    while (!stop) {
+      if (::renameat2(AT_FDCWD, swap.c_str(), AT_FDCWD, folder.c_str(), RENAME_EXCHANGE) == 0) ++swaps;
+    }
+  });
+  int ok = 0, corrupt = 0, other = 0;
+  std::string other_msg;
+  auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1500)) {
+    Read r = export_bounded(*ref, 1 << 20);
+    if (r.ok && r.data == tar) {
+      ++ok;
+    } else if (r.code == Code::Corrupt) {
+      ++corrupt;
+    } else {
+      ++other;
+      other_msg = r.message;
+    }
+  }
+  stop = true;
+  flipper.join();
+  // Back in place (an even number of swaps), for the release below.
+  if (swaps % 2) {
+    ASSERT_EQ(::renameat2(AT_FDCWD, swap.c_str(), AT_FDCWD, folder.c_str(), RENAME_EXCHANGE), 0);
+  }
+  std::printf("exports: %d whole, %d refused as corrupt, %d other; %ld swaps\n", ok, corrupt, other,
+              swaps.load());
+  EXPECT_EQ(other, 0) << other_msg;
+  EXPECT_GT(corrupt, 0) << "the planted link was never seen";
+  EXPECT_EQ(watch.events(), 0) << "a file outside the store was opened through the swapped-in link";
+  store->release(*ref);
 }
 
 // ---- a caller's driver with exact diffs whose diff never ends -----------------------------
