@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hard-link targets outside the layer being registered (lib/store/link_targets.h).
 //
 // While the layer streams through the register tee, every entry's cleaned path is kept as a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Private to lib/store: hard-link targets of a layer being registered that are not earlier
 // entries of the layer itself, and the check, before the commit, that each of them exists in
 // the parent chain as a non-directory. The dir driver finds out while it applies the layer (a
