@@ -57,3 +57,5 @@ std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops,
 #include <vector>
 int capi_guard(rolayer_error** err, const std::function<void()>& f) noexcept;
 rolayer_string_list* capi_new_string_list(std::vector<std::string> items);
+// The store behind a handle; Error(Inval) for NULL or a handle that is not a store.
+rolayer::Store& capi_store_of(rolayer_store* s);

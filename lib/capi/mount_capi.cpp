@@ -5,6 +5,7 @@
 #include <new>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "rolayer.h"
 #include "capi/handles.h"
@@ -16,48 +17,14 @@ using rolayer::Error;
 
 namespace {
 
-void set_err(rolayer_error** err, int code, std::string message, int err_no = 0, std::string path = {}) {
-  if (!err) return;
-  auto* e = new (std::nothrow) rolayer_error;
-  if (!e) {
-    *err = nullptr;
-    return;
-  }
-  e->code = code;
-  e->message = std::move(message);
-  e->err_no = err_no;
-  e->path = std::move(path);
-  *err = e;
-}
-
+// capi.cpp's exception-to-status mapping and handle check, so that every entry point reports
+// errors alike (code, message, errno, path, user code, DiffID).
 template <class F>
 int guard(rolayer_error** err, F&& f) noexcept {
-  try {
-    f();
-    return ROLAYER_OK;
-  } catch (const Error& e) {
-    int code = static_cast<int>(e.code());
-    set_err(err, code, e.what(), e.sys_errno(), e.path());
-    return code;
-  } catch (const std::bad_alloc&) {
-    set_err(err, ROLAYER_ENOMEM, "out of memory");
-    return ROLAYER_ENOMEM;
-  } catch (const std::system_error& e) {
-    set_err(err, ROLAYER_EIO, e.what(), e.code().value());
-    return ROLAYER_EIO;
-  } catch (const std::exception& e) {
-    set_err(err, ROLAYER_EIO, std::string("internal error: ") + e.what());
-    return ROLAYER_EIO;
-  } catch (...) {
-    set_err(err, ROLAYER_EIO, "internal error: unknown exception");
-    return ROLAYER_EIO;
-  }
+  return capi_guard(err, std::forward<F>(f));
 }
 
-rolayer::Store& store_of(rolayer_store* s) {
-  if (!s || s->magic != kStoreMagic) throw Error(Code::Inval, "invalid store handle");
-  return *s->store;
-}
+rolayer::Store& store_of(rolayer_store* s) { return capi_store_of(s); }
 
 }  // namespace
 

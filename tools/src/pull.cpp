@@ -144,25 +144,6 @@ struct LocalStream {
   }
 };
 
-std::string host_arch_name() {
-#if defined(__x86_64__)
-  return "amd64";
-#elif defined(__aarch64__)
-  return "arm64";
-#elif defined(__arm__)
-  return "arm";
-#elif defined(__i386__)
-  return "386";
-#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
-  return "ppc64le";
-#elif defined(__s390x__)
-  return "s390x";
-#elif defined(__riscv) && __riscv_xlen == 64
-  return "riscv64";
-#else
-  return "unknown";
-#endif
-}
 
 }  // namespace
 
@@ -170,7 +151,7 @@ Platform parse_platform(const std::string& s) {
   Platform p;
   if (s.empty()) {
     p.os = "linux";
-    p.arch = host_arch_name();
+    p.arch = host_arch();
     return p;
   }
   std::vector<std::string> parts;

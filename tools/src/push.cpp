@@ -155,7 +155,6 @@ std::string oci_layer_type(const std::string& mt) {
   return {};
 }
 
-std::string host_arch() { return parse_platform("").arch; }
 
 }  // namespace
 

@@ -30,6 +30,9 @@ extern const char* const kMtDockerList;
 extern const char* const kMtDockerManifest;
 extern const char* const kMtDockerConfig;
 
+// The machine's architecture as OCI platforms name it (image_plan.cpp, also in image_plan.h).
+std::string host_arch();
+
 // An image reference: [HOST[:PORT]/]PATH[:TAG][@DIGEST], normalised as Docker does:
 // "alpine" -> docker.io/library/alpine:latest.
 struct Reference {

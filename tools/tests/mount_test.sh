@@ -102,7 +102,7 @@ sys.path.insert(0, sys.argv[2])
 import mount_tree
 mount_tree.skip_xattr = lambda k: False
 t = tarfile.open(sys.argv[1])
-xs = mount_tree.pax_xattrs(t.getmember('a/h3'))  # a/new is its hard link here
+xs = mount_tree.pax_xattrs(t.getmember('a/new'))  # the registered stream: a/h3 links to it
 assert xs == {'trusted.overlay.opaque': b'y', 'user.overlay.whiteout': b'y'}, xs
 xs = mount_tree.pax_xattrs(t.getmember('esc'))
 assert xs == {'user.rolayer-esc-chr00': b'mine', 'user.rolayer-esc.x': b'y'}, xs

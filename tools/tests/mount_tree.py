@@ -224,7 +224,10 @@ def tar_tree(path):
             if ti.isdir():
                 e["type"] = "d"
             elif ti.issym():
-                e["type"], e["link"] = "l", ti.linkname
+                # Extracting gives a symlink mode 0777 whatever its header says: Linux links
+                # have no permissions of their own (the flattened diff now carries the
+                # registered headers as they are, e.g. 0644).
+                e["type"], e["link"], e["mode"] = "l", ti.linkname, 0o777
             elif ti.ischr() and ti.devmajor == 0 and ti.devminor == 0:
                 e["type"], e["sha"] = "f", hashlib.sha256(b"").hexdigest()  # escaped form (see above)
             elif ti.ischr() or ti.isblk():
@@ -439,9 +442,10 @@ if __name__ == "__main__":
         downgrade(sys.argv[2])
     elif cmd == "rootless-fixtures":
         rootless_fixtures(sys.argv[2])
-    elif cmd == "names":  # the entry names of a tar, sorted, one per line
+    elif cmd == "names":  # the names extracting a tar gives, sorted, one per line
+        # (a directory a flattened diff declares in two layers is one directory once extracted)
         with tarfile.open(sys.argv[2]) as tf:
-            print("\n".join(sorted(m.name.rstrip("/") for m in tf)))
+            print("\n".join(sorted({m.name.rstrip("/") for m in tf})))
     elif cmd == "chain":
         chain(sys.argv[2], int(sys.argv[3]))
     elif cmd == "docker-save":
