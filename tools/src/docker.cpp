@@ -91,9 +91,11 @@ int docker_verify(Globals& g, const Args& args) {
   if (p.help) return print_command_help(*find_command("docker")), 0;
   int jobs = static_cast<int>(std::min(4u, std::max(1u, std::thread::hardware_concurrency())));
   if (p.has("jobs")) {
+    // One string that outlives strtol's end pointer (p.get returns a temporary).
+    const std::string js = p.get("jobs");
     char* end = nullptr;
-    long v = std::strtol(p.get("jobs").c_str(), &end, 10);
-    if (p.get("jobs").empty() || *end || v < 1 || v > 256) usage_error("docker verify: -j needs a number from 1 to 256");
+    long v = std::strtol(js.c_str(), &end, 10);
+    if (js.empty() || *end || v < 1 || v > 256) usage_error("docker verify: -j needs a number from 1 to 256");
     jobs = static_cast<int>(v);
   }
   bool as_json = p.has("json");
