@@ -149,3 +149,24 @@ void sha256_digest(const uint8_t *data, size_t len, char out[72]) {
   strcpy(out, "sha256:");
   for (int k = 0; k < 8; k++) sprintf(out + 7 + 8 * k, "%08x", h[k]);
 }
+
+static int fixture_setup_with(void **state, const char *driver) {
+  store_fixture *f = calloc(1, sizeof *f);
+  f->dir = make_temp_dir();
+  rolayer_error *err = NULL;
+  int rc = rolayer_store_open(&f->store, f->dir, driver, &err);
+  if (rc != 0) fprintf(stderr, "open: %s\n", rolayer_error_message(err));
+  rolayer_error_free(err);
+  *state = f;
+  return rc;
+}
+int fixture_setup_exact(void **state) { return fixture_setup_with(state, "exact"); }
+int fixture_setup_dir(void **state) { return fixture_setup_with(state, NULL); }
+int fixture_teardown(void **state) {
+  store_fixture *f = *state;
+  rolayer_store_free(f->store);
+  rm_rf(f->dir);
+  free(f->dir);
+  free(f);
+  return 0;
+}

@@ -33,4 +33,16 @@ const char *corpus_dir(void);
 /* sha256 as "sha256:<hex>" of data, computed by registering nothing: a tiny local SHA-256. */
 void sha256_digest(const uint8_t *data, size_t len, char out[72]);
 
+/* A cmocka fixture: a fresh store in a temporary directory. */
+typedef struct {
+  char *dir;
+  rolayer_store *store;
+} store_fixture;
+/* cmocka setups: *state becomes a fixture with a store on the `dir` (default) or `exact`
+ * driver; nonzero (the open's status) when the store cannot be opened. */
+int fixture_setup_dir(void **state);
+int fixture_setup_exact(void **state);
+/* cmocka teardown: frees the store and removes its directory. */
+int fixture_teardown(void **state);
+
 #endif

@@ -18,31 +18,6 @@ static const char *kEmpty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea417
 static const char *kEmptyOnEmpty = "sha256:170b376f64fb30995c140276be3d71dfb256b308d86183ca3b22aa93a79ad548";
 static uint8_t zeros[1024];
 
-typedef struct {
-  char *dir;
-  rolayer_store *store;
-} fixture;
-
-static int setup_with(void **state, const char *driver) {
-  fixture *f = calloc(1, sizeof *f);
-  f->dir = make_temp_dir();
-  rolayer_error *err = NULL;
-  int rc = rolayer_store_open(&f->store, f->dir, driver, &err);
-  if (rc != 0) fprintf(stderr, "open: %s\n", rolayer_error_message(err));
-  rolayer_error_free(err);
-  *state = f;
-  return rc;
-}
-static int setup_exact(void **state) { return setup_with(state, "exact"); }
-static int setup_dir(void **state) { return setup_with(state, NULL); }
-static int teardown(void **state) {
-  fixture *f = *state;
-  rolayer_store_free(f->store);
-  rm_rf(f->dir);
-  free(f->dir);
-  free(f);
-  return 0;
-}
 
 static rolayer_layer *reg_mem(rolayer_store *s, const char *parent, const uint8_t *data, size_t len, int *rc_out,
                               rolayer_error **err) {
@@ -70,7 +45,7 @@ static void test_version_and_strerror(void **state) {
 }
 
 static void test_empty_layer_vectors(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   int rc;
   rolayer_layer *a = reg_mem(f->store, NULL, zeros, sizeof zeros, &rc, NULL);
   assert_int_equal(rc, 0);
@@ -105,7 +80,7 @@ static void test_empty_layer_vectors(void **state) {
 }
 
 static void test_errors_have_codes_and_messages(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_error *err = NULL;
   rolayer_layer *l = (rolayer_layer *)0x1;
   assert_int_equal(rolayer_open(&l, f->store, kEmpty, &err), ROLAYER_ENOTFOUND);
@@ -135,7 +110,7 @@ static int failing_read(void *buf, size_t cap, size_t *n_read, void *ud) {
 }
 
 static void test_callback_failure_is_euser(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   int calls = 0;
   rolayer_layer *l = NULL;
   rolayer_error *err = NULL;
@@ -150,7 +125,7 @@ static void test_callback_failure_is_euser(void **state) {
 }
 
 static void test_persistent_references(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
   assert_int_equal(rolayer_release(l, NULL), 0);
@@ -165,7 +140,7 @@ static void test_persistent_references(void **state) {
 }
 
 static void test_verify_and_stream_size(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   assert_int_equal(rolayer_layer_verify(l, NULL), 0);
   int64_t n = 0;
@@ -179,7 +154,7 @@ static void test_verify_and_stream_size(void **state) {
 }
 
 static void test_descriptor(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_register_options o = ROLAYER_REGISTER_OPTIONS_INIT;
   o.descriptor_media_type = "application/vnd.oci.image.layer.v1.tar";
   o.descriptor_digest = kEmpty;
@@ -198,7 +173,7 @@ static void test_descriptor(void **state) {
 
 /* Issue 14: a second open of the same root shares the store; gc; the read-only option. */
 static void test_second_open_shares_the_store(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
   o.driver = rolayer_store_driver(f->store);
   o.busy_timeout_ms = 30;
@@ -242,7 +217,7 @@ static void test_second_open_shares_the_store(void **state) {
 }
 
 static void test_handles_outlive_store(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   rolayer_store_free(f->store);
   f->store = NULL;
@@ -254,7 +229,7 @@ static void test_handles_outlive_store(void **state) {
 }
 
 static void test_close_deletes_nothing(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   rolayer_layer_close(l);
   rolayer_layer_close(NULL);
@@ -267,7 +242,7 @@ static void test_close_deletes_nothing(void **state) {
 }
 
 static void test_null_driver_reopens_with_the_stores_own(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   assert_int_equal(rolayer_store_retain(f->store, kEmpty, NULL), 0);
   rolayer_layer_close(l);
@@ -280,7 +255,7 @@ static void test_null_driver_reopens_with_the_stores_own(void **state) {
 /* rolayer_layer_cache_id: the dir driver's id of the layer (its directory under <store>/dir),
  * distinct per layer, not the ChainID, the same through another handle and after reopening. */
 static void test_layer_cache_id(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   assert_null(rolayer_layer_cache_id(NULL));
   rolayer_layer *a = reg_mem(f->store, NULL, zeros, sizeof zeros, NULL, NULL);
   rolayer_layer *b = reg_mem(f->store, kEmpty, zeros, sizeof zeros, NULL, NULL);
@@ -322,7 +297,7 @@ static void test_layer_cache_id(void **state) {
 /* Options structs from a newer header (a larger version) are refused, not half-read
  * (as rolayer_driver_ops is): their extra fields would be silently ignored otherwise. */
 static void test_options_reject_newer_version(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   char *dir = make_temp_dir();
   rolayer_store_options so = ROLAYER_STORE_OPTIONS_INIT;
   so.version = ROLAYER_STORE_OPTIONS_VERSION + 1;
@@ -365,21 +340,21 @@ static void test_options_reject_newer_version(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_version_and_strerror),
-    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_errors_have_codes_and_messages, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_persistent_references, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_descriptor, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_second_open_shares_the_store, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_handles_outlive_store, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_close_deletes_nothing, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_options_reject_newer_version, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_layer_cache_id, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_empty_layer_vectors, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_errors_have_codes_and_messages, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_callback_failure_is_euser, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_persistent_references, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_verify_and_stream_size, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_descriptor, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_second_open_shares_the_store, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_handles_outlive_store, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_close_deletes_nothing, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_null_driver_reopens_with_the_stores_own, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_options_reject_newer_version, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_layer_cache_id, fixture_setup_dir, fixture_teardown),
   };
   return cmocka_run_group_tests_name("c_api", tests, NULL, NULL);
 }

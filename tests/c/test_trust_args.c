@@ -17,36 +17,11 @@
 static const char *kEmpty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 static uint8_t zeros[1024];
 
-typedef struct {
-  char *dir;
-  rolayer_store *store;
-} fixture;
-
-static int setup_with(void **state, const char *driver) {
-  fixture *f = calloc(1, sizeof *f);
-  f->dir = make_temp_dir();
-  rolayer_error *err = NULL;
-  int rc = rolayer_store_open(&f->store, f->dir, driver, &err);
-  if (rc != 0) fprintf(stderr, "open: %s\n", rolayer_error_message(err));
-  rolayer_error_free(err);
-  *state = f;
-  return rc;
-}
-static int setup_exact(void **state) { return setup_with(state, "exact"); }
-static int setup_dir(void **state) { return setup_with(state, NULL); }
-static int teardown(void **state) {
-  fixture *f = *state;
-  rolayer_store_free(f->store);
-  rm_rf(f->dir);
-  free(f->dir);
-  free(f);
-  return 0;
-}
 
 /* cap == 0 must not return 0 with *n_read == 0 (the end of the stream): ROLAYER_EINVAL, and
  * the stream is still usable afterwards and exports the whole layer. */
 static void test_read_cap_zero_is_not_eof(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   rolayer_layer *l = NULL;
   assert_int_equal(rolayer_register_memory(&l, f->store, NULL, zeros, sizeof zeros, NULL, NULL), 0);
   rolayer_tar_stream *s = NULL;
@@ -70,7 +45,7 @@ static void test_read_cap_zero_is_not_eof(void **state) {
   rolayer_release(l, NULL);
 }
 
-static int reg_with(fixture *f, const char *media_type, const char *digest, int64_t size, rolayer_error **err) {
+static int reg_with(store_fixture *f, const char *media_type, const char *digest, int64_t size, rolayer_error **err) {
   rolayer_register_options o = ROLAYER_REGISTER_OPTIONS_INIT;
   o.descriptor_media_type = media_type;
   o.descriptor_digest = digest;
@@ -85,7 +60,7 @@ static int reg_with(fixture *f, const char *media_type, const char *digest, int6
   return rc;
 }
 
-static void expect_inval(fixture *f, const char *media_type, int64_t size, const char *words) {
+static void expect_inval(store_fixture *f, const char *media_type, int64_t size, const char *words) {
   rolayer_error *err = NULL;
   assert_int_equal(reg_with(f, media_type, kEmpty, size, &err), ROLAYER_EINVAL);
   assert_non_null(err);
@@ -94,7 +69,7 @@ static void expect_inval(fixture *f, const char *media_type, int64_t size, const
 }
 
 static void test_descriptor_control_characters(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   expect_inval(f, "application/vnd.oci.image.layer.v1.tar\n", 1024, "control characters");
   expect_inval(f, "application/\x1b[31mred", 1024, "control characters");
   expect_inval(f, "application/x\x7f", 1024, "control characters");
@@ -109,7 +84,7 @@ static void test_descriptor_control_characters(void **state) {
 }
 
 static void test_descriptor_negative_size(void **state) {
-  fixture *f = *state;
+  store_fixture *f = *state;
   expect_inval(f, "application/vnd.oci.image.layer.v1.tar", -2, "descriptor_size");
   expect_inval(f, "application/vnd.oci.image.layer.v1.tar", INT64_MIN, "descriptor_size");
   /* -1 is the documented "unknown" sentinel, 0 a real size. */
@@ -126,10 +101,10 @@ static void test_descriptor_negative_size(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_read_cap_zero_is_not_eof, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_read_cap_zero_is_not_eof, setup_exact, teardown),
-    cmocka_unit_test_setup_teardown(test_descriptor_control_characters, setup_dir, teardown),
-    cmocka_unit_test_setup_teardown(test_descriptor_negative_size, setup_dir, teardown),
+    cmocka_unit_test_setup_teardown(test_read_cap_zero_is_not_eof, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_read_cap_zero_is_not_eof, fixture_setup_exact, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_descriptor_control_characters, fixture_setup_dir, fixture_teardown),
+    cmocka_unit_test_setup_teardown(test_descriptor_negative_size, fixture_setup_dir, fixture_teardown),
   };
   return cmocka_run_group_tests_name("c_trust_args", tests, NULL, NULL);
 }
