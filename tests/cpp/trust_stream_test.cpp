@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "store/store.h"
 #include "tar/path.h"
+#include "test_sql.h"
 #include "tar/scanner.h"
 #include "test_util.h"
 
@@ -88,21 +89,28 @@ std::unique_ptr<Store> open_store(const std::string& root, const std::string& dr
   return Store::open(root, std::move(o));
 }
 
-struct Db {
-  sqlite3* db = nullptr;
-  explicit Db(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
-      throw std::runtime_error("sqlite open " + path);
+
+// Bounds a test that opens a FIFO on the old code: after 10 s it opens the FIFO's write side
+// (which lets a reader blocked in open(2) go on, to an empty stream), so the test fails instead
+// of hanging. Destroying it before then stops it.
+class FifoWatchdog {
+ public:
+  explicit FifoWatchdog(std::string path)
+      : path_(std::move(path)), thread_([this] {
+          for (int i = 0; i < 1000 && !done_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          if (done_) return;
+          int fd = ::open(path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+          if (fd >= 0) ::close(fd);
+        }) {}
+  ~FifoWatchdog() {
+    done_ = true;
+    thread_.join();
   }
-  ~Db() { sqlite3_close(db); }
-  void exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string m = err ? err : "?";
-      sqlite3_free(err);
-      throw std::runtime_error(sql + ": " + m);
-    }
-  }
+
+ private:
+  std::string path_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
 };
 
 // ---- item 7: the exact driver's layer.tar is not a regular file ----------------------------
@@ -115,20 +123,13 @@ TEST(ExactStoredStream, FifoInPlaceOfLayerTarFailsAtOnce) {
   std::string file = d.path() + "/exact/" + ref->node().cache_id + "/layer.tar";
   ASSERT_EQ(::unlink(file.c_str()), 0);
   ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
-  // Bounded on the old code: a watchdog opens the FIFO's write side after 10 s (which lets a
-  // reader blocked in open(2) go on, to an empty stream), so the test fails instead of hanging.
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 1000 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (done) return;
-    int fd = ::open(file.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0) ::close(fd);
-  });
   auto t0 = std::chrono::steady_clock::now();
-  Read r = export_bounded(*ref, 1 << 20);
+  Read r;
+  {
+    FifoWatchdog watchdog(file);
+    r = export_bounded(*ref, 1 << 20);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  done = true;
-  watchdog.join();
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << r.message;
   EXPECT_NE(r.message.find(file), std::string::npos) << r.message;
@@ -179,18 +180,13 @@ TEST(ExactStoredStream, FifoInPlaceOfParentRecordFailsAtOnce) {
   std::string file = d.path() + "/exact/" + ref->node().cache_id + "/parent";
   ASSERT_EQ(::unlink(file.c_str()), 0);
   ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 1000 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (done) return;
-    int fd = ::open(file.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0) ::close(fd);
-  });
   auto t0 = std::chrono::steady_clock::now();
-  Read r = export_bounded(*ref, 1 << 20);
+  Read r;
+  {
+    FifoWatchdog watchdog(file);
+    r = export_bounded(*ref, 1 << 20);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  done = true;
-  watchdog.join();
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << r.message;
   EXPECT_LT(secs, 5.0);
@@ -386,7 +382,7 @@ TEST(ExactStoredStream, CallersExactDiffPastTheRegisteredSizeFailsAtOnce) {
   EXPECT_LE(r.data.size(), tar.size());
   // A layer registered before block sums existed: the registered size alone stops it.
   {
-    Db db(d.path() + "/metadata.db");
+    Sql db(d.path() + "/metadata.db");
     db.exec("UPDATE layers SET stream_blocks = NULL");
   }
   r = export_bounded(*ref, tar.size() + (64u << 20));
@@ -425,7 +421,7 @@ TEST(RecordBinding, SwappedRecordFailsBeforeTheFirstByte) {
   TwinLayers t;
   ASSERT_NE(t.a_chain, t.b_chain);
   {
-    Db db(t.d.path() + "/metadata.db");
+    Sql db(t.d.path() + "/metadata.db");
     db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "'");
     db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + t.a_chain + "', seq, data FROM records WHERE chain_id = '" +
             t.b_chain + "'");
@@ -445,7 +441,7 @@ TEST(RecordBinding, SwappedRecordFailsBeforeTheFirstByte) {
 TEST(RecordBinding, ExtraOrMissingChunkIsRefused) {
   TwinLayers t;
   {
-    Db db(t.d.path() + "/metadata.db");
+    Sql db(t.d.path() + "/metadata.db");
     db.exec("INSERT INTO records (chain_id, seq, data) SELECT chain_id, seq + 1, data FROM records WHERE chain_id = '" +
             t.a_chain + "'");
   }
@@ -459,7 +455,7 @@ TEST(RecordBinding, ExtraOrMissingChunkIsRefused) {
 TEST(RecordBinding, RowsWithoutDigestsReadAsBefore) {
   TwinLayers t;
   {
-    Db db(t.d.path() + "/metadata.db");
+    Sql db(t.d.path() + "/metadata.db");
     db.exec("UPDATE layers SET record_digests = NULL");
   }
   auto store = open_store(t.d.path(), "dir");
