@@ -6,10 +6,8 @@ mod common;
 use common::*;
 use rolayer::ErrorKind;
 
-#[test]
-fn lower_dirs_are_topmost_first_and_overlay_ready() {
-    let dir = tempdir();
-    let store = open(dir.path(), "dir");
+/// A base layer with files a and b, and a top layer that deletes a and adds c.
+fn two_layers(store: &rolayer::Store) -> (rolayer::Layer<'_>, rolayer::Layer<'_>) {
     let base = store
         .register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..])
         .unwrap();
@@ -19,6 +17,14 @@ fn lower_dirs_are_topmost_first_and_overlay_ready() {
             &tar_of(&[(".wh.a", b""), ("c", b"3")])[..],
         )
         .unwrap();
+    (base, top)
+}
+
+#[test]
+fn lower_dirs_are_topmost_first_and_overlay_ready() {
+    let dir = tempdir();
+    let store = open(dir.path(), "dir");
+    let (base, top) = two_layers(&store);
     let (dirs, _) = store.lower_dirs(top.chain_id()).unwrap();
     assert_eq!(dirs.len(), 2);
     assert!(dirs[0].ends_with("diff") && dirs[0] != dirs[1]);
@@ -38,15 +44,7 @@ fn mount_and_unmount() {
     }
     let dir = tempdir();
     let store = open(dir.path(), "dir");
-    let base = store
-        .register(None, &tar_of(&[("a", b"1"), ("b", b"2")])[..])
-        .unwrap();
-    let top = store
-        .register(
-            Some(base.chain_id()),
-            &tar_of(&[(".wh.a", b""), ("c", b"3")])[..],
-        )
-        .unwrap();
+    let (base, top) = two_layers(&store);
     let mnt = tempdir();
     if let Err(e) = store.mount(top.chain_id(), mnt.path(), rolayer::MOUNT_NOSUID) {
         if matches!(e.kind(), ErrorKind::Unsupported) || e.message().contains("ENODEV") {
