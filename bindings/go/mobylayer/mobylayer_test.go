@@ -166,7 +166,9 @@ func TestDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Release(l)
-	dl, ok := l.(interface{ Descriptor() distribution.Descriptor })
+	dl, ok := l.(interface {
+		Descriptor() distribution.Descriptor
+	})
 	if !ok {
 		t.Fatal("not a layer.DescribableLayer")
 	}

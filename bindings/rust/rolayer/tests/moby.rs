@@ -640,5 +640,8 @@ fn a_second_open_shares_the_store() {
         .unwrap();
     assert_eq!(ro.list().unwrap().len(), 1);
     let err = ro.register_bytes(None, &empty_tar()).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Io { errno: 30, .. }), "EROFS: {err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::Io { errno: 30, .. }),
+        "EROFS: {err:?}"
+    );
 }
