@@ -6,11 +6,13 @@
  * layer (whiteouts and opaque directories in overlay's form). Everything else gives
  * ROLAYER_EUNSUPPORTED. See docs/mount.md for what works unprivileged.
  *
- * A mount is held: rolayer_mount takes one persistent reference (as rolayer_store_retain) on
- * the chain and records the mount (target, chain) in the store, so that every process sees it;
- * rolayer_umount drops both. A mount outlives the process that made it; a recorded mount whose
- * target is no longer that overlay mount is found by rolayer_mount_reconcile, which drops its
- * hold. Mounts are checked in the caller's mount namespace (/proc/self/mountinfo).
+ * A mount is held: rolayer_mount records the mount (target, chain) in the store, so that every
+ * process sees it, and pins the chain: while the mount is recorded no release, unretain or gc
+ * of any process deletes the chain. The pin is not a persistent reference (the count of
+ * rolayer_store_retained does not include it); a layer unretained while mounted goes when it
+ * is unmounted. rolayer_umount drops the record and the pin. A mount outlives the process that
+ * made it; a recorded mount whose target is no longer that overlay mount is found by
+ * rolayer_mount_reconcile, which drops its hold. Mounts are checked in the caller's mount namespace (/proc/self/mountinfo).
  *
  * Threads: every function may be called from any thread; calls on one store are serialized
  * by the store as for its other operations.

@@ -26,7 +26,13 @@ namespace {
 using dirfs::Fd;
 using dirfs::sys_error;
 
-constexpr std::string_view kRecordMagic = "rolayer-mount-1";
+// Version 2 records are held by a store pin named kPinPrefix + the record's name; version 1
+// records (written before pins) by a persistent reference, which umount still drops.
+constexpr std::string_view kRecordMagic = "rolayer-mount-2";
+constexpr std::string_view kRecordMagicV1 = "rolayer-mount-1";
+constexpr std::string_view kPinPrefix = "mount:";
+
+std::string pin_name(const std::string& key) { return std::string(kPinPrefix) + key; }
 constexpr const char* kMountsDir = "mounts";
 constexpr const char* kSource = "rolayer";
 
@@ -78,7 +84,9 @@ bool decode(const std::string& data, Record& r, pid_t& pid) {
     f.push_back(data.substr(i, j - i));
     i = j + 1;
   }
-  if (f.size() != 5 || f[0] != kRecordMagic || f[2].empty() || f[2][0] != '/') return false;
+  if (f.size() != 5 || (f[0] != kRecordMagic && f[0] != kRecordMagicV1) || f[2].empty() || f[2][0] != '/')
+    return false;
+  r.by_reference = f[0] == kRecordMagicV1;
   r.chain_id = f[1];
   r.target = f[2];
   char* end = nullptr;
@@ -237,6 +245,21 @@ LowerDirs lower_dirs(Store& store, const std::string& chain_id) {
   return out;
 }
 
+namespace {
+// Ends the hold of a removed record: its pin, or the persistent reference of a version 1 record.
+void drop_hold(Store& store, const Record& r, const std::string& key) {
+  if (!r.by_reference) {
+    store.unpin(pin_name(key));
+    return;
+  }
+  try {
+    store.unretain(r.chain_id);
+  } catch (const Error& e) {
+    if (e.code() != Code::NotRetained && e.code() != Code::NotFound) throw;
+  }
+}
+}  // namespace
+
 void mount_chain(Store& store, const std::string& chain_id, const std::string& target_in, unsigned flags) {
   std::string target = resolve_target(target_in);
   Fd tfd(::open(target.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -256,18 +279,18 @@ void mount_chain(Store& store, const std::string& chain_id, const std::string& t
             .with_path(target);
     }
   }
-  store.retain(chain_id);
-  bool recorded = false;
+  // The record first, then its pin: a crash in between leaves a record whose process is gone,
+  // which reconcile drops (with the pin, if any).
+  dirfs::write_file_atomic(mdir.get(), key, encode(r, ::getpid()), key);
   try {
-    dirfs::write_file_atomic(mdir.get(), key, encode(r, ::getpid()), key);
-    recorded = true;
+    store.pin(pin_name(key), chain_id);
     ROLAYER_FAULT_POINT("mount.recorded");
     if (!mount_new_api(ld, tfd.get(), target, flags)) mount_legacy(ld, tfd.get(), target, flags);
     ROLAYER_FAULT_POINT("mount.mounted");
   } catch (...) {
-    if (recorded) ::unlinkat(mdir.get(), key.c_str(), 0);
+    ::unlinkat(mdir.get(), key.c_str(), 0);
     try {
-      store.unretain(chain_id);
+      store.unpin(pin_name(key));
     } catch (...) {
     }
     throw;
@@ -310,7 +333,7 @@ void umount(Store& store, const std::string& target_in) {
     }
   }
   if (::unlinkat(mdir.get(), key.c_str(), 0) != 0 && errno != ENOENT) throw sys_error("cannot remove mount record", key, errno);
-  store.unretain(r.chain_id);
+  drop_hold(store, r, key);
 }
 
 std::vector<Record> reconcile(Store& store) {
@@ -332,12 +355,18 @@ std::vector<Record> reconcile(Store& store) {
       if (errno == ENOENT) continue;  // another process dropped it first
       throw sys_error("cannot remove mount record", name, errno);
     }
-    try {
-      store.unretain(r.chain_id);
-    } catch (const Error& e) {
-      if (e.code() != Code::NotRetained && e.code() != Code::NotFound) throw;
-    }
+    drop_hold(store, r, name);
     dropped.push_back(std::move(r));
+  }
+  // A pin whose record is gone (a crash between umount's two steps) holds nothing any more.
+  // Records are written before their pins and removed before them, so a pin without a record
+  // is never a mount being made.
+  if (!store.read_only()) {
+    for (const auto& [pin, chain] : store.pins(std::string(kPinPrefix))) {
+      const std::string key = pin.substr(kPinPrefix.size());
+      std::string data;
+      if (!dirfs::read_file(mdir.get(), key, data, 1 << 16, key)) store.unpin(pin);
+    }
   }
   return dropped;
 }

@@ -28,6 +28,7 @@ struct Record {
   std::string chain_id, target;
   uint64_t mnt_id = 0;  // 0: not known (the process died between mount and record)
   std::string file;     // record file name below <root>/mounts
+  bool by_reference = false;  // a version 1 record, held by a persistent reference (not a pin)
 };
 
 // Errors: Unsupported for a store whose driver is not "dir", a layer of the old layout;

@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS holds (
   PRIMARY KEY (session, chain_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_chain ON holds(chain_id);
+CREATE TABLE IF NOT EXISTS pins (
+  name TEXT PRIMARY KEY,
+  chain_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pins_chain ON pins(chain_id);
 CREATE INDEX IF NOT EXISTS layers_parent ON layers(parent);
 )SQL";
 
@@ -425,6 +430,11 @@ std::vector<Removed> StoreState::collect_locked(std::string chain, bool asked, s
         if (session_alive(h)) held = true;
     }
     if (held) break;  // it goes when the last live holder lets go
+    {
+      sql::Stmt q(*db, "SELECT 1 FROM pins WHERE chain_id = ? LIMIT 1");
+      q.bind(1, chain);
+      if (q.step()) break;  // a pin (a mount's) keeps it; the unpin collects it
+    }
     {
       sql::Stmt q(*db,
                   "WITH RECURSIVE c(id, p, s) AS (SELECT chain_id, parent, diff_size FROM layers WHERE chain_id = ? "
@@ -1189,6 +1199,60 @@ std::vector<Removed> Store::unretain(const std::string& chain_id) {
     out = st_->collect_locked(chain_id, true, doomed);
   }
   st_->remove_driver_data(doomed);
+  return out;
+}
+
+void Store::pin(const std::string& name, const std::string& chain_id) {
+  Digest::parse(chain_id);
+  if (name.empty()) throw Error(Code::Inval, "a pin needs a name");
+  std::lock_guard<std::mutex> g(st_->mu);
+  st_->check_open();
+  st_->check_writable();
+  sql::Transaction tx(*st_->db);
+  if (!st_->load_locked(chain_id)) throw Error(Code::NotFound, "layer does not exist: " + chain_id);
+  sql::Stmt(*st_->db, "INSERT OR REPLACE INTO pins (name, chain_id) VALUES (?, ?)").bind(1, name).bind(2, chain_id).run();
+  tx.commit();
+}
+
+std::vector<Removed> Store::unpin(const std::string& name, bool* existed) {
+  std::vector<std::string> doomed;
+  std::vector<Removed> out;
+  if (existed) *existed = false;
+  {
+    std::lock_guard<std::mutex> g(st_->mu);
+    st_->check_open();
+    st_->check_writable();
+    std::string chain;
+    int64_t persistent = 1;
+    {
+      sql::Transaction tx(*st_->db);
+      {
+        sql::Stmt q(*st_->db, "SELECT p.chain_id, l.persistent FROM pins p LEFT JOIN layers l ON l.chain_id = p.chain_id "
+                              "WHERE p.name = ?");
+        q.bind(1, name);
+        if (!q.step()) return out;
+        chain = q.text(0);
+        if (!q.is_null(1)) persistent = q.int64(1);
+      }
+      sql::Stmt(*st_->db, "DELETE FROM pins WHERE name = ?").bind(1, name).run();
+      tx.commit();
+    }
+    if (existed) *existed = true;
+    // What the pin alone kept goes: a layer with no persistent reference (never retained, or
+    // unretained while pinned), no child and no live holder.
+    out = st_->collect_locked(chain, persistent <= 0, doomed);
+  }
+  st_->remove_driver_data(doomed);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Store::pins(const std::string& prefix) {
+  std::lock_guard<std::mutex> g(st_->mu);
+  st_->check_open();
+  std::vector<std::pair<std::string, std::string>> out;
+  sql::Stmt q(*st_->db, "SELECT name, chain_id FROM pins WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name");
+  q.bind(1, prefix);
+  while (q.step()) out.emplace_back(q.text(0), q.text(1));
   return out;
 }
 

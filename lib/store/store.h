@@ -98,6 +98,16 @@ class Store {
   void retain(const std::string& chain_id);
   std::vector<Removed> unretain(const std::string& chain_id);
   int64_t retained(const std::string& chain_id);
+  // A persistent, named hold (a mount's): while a pin names a layer, no release, unretain or gc
+  // deletes it (nor, through it, its parents), whatever process asks; it survives the process
+  // that made it and ends only by unpin. Pinning a name again moves it. It is not a persistent
+  // reference: retained() does not count it. Throws NotFound for an unknown chain.
+  void pin(const std::string& name, const std::string& chain_id);
+  // Drops the pin (existed: whether there was one) and collects what it alone kept: the layer
+  // when it has no persistent reference, no child and no live holder, then the cascade.
+  std::vector<Removed> unpin(const std::string& name, bool* existed = nullptr);
+  // The pins whose names start with prefix: (name, chain_id), by name.
+  std::vector<std::pair<std::string, std::string>> pins(const std::string& prefix);
   // Collects what no live holder keeps: the holds and leftovers of dead processes, and every
   // layer without a persistent reference, a child or a live hold. Returns what was removed.
   std::vector<Removed> gc();
