@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "mount/mount.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -246,6 +247,58 @@ LowerDirs lower_dirs(Store& store, const std::string& chain_id) {
 }
 
 namespace {
+// " by pid N (comm), ..." for up to three processes whose working directory, root or an open
+// file is at or below target, as far as /proc lets this process see; "" when none is seen.
+std::string users_of(const std::string& target) {
+  auto below = [&](const std::string& p) {
+    return p == target || (p.size() > target.size() && p.compare(0, target.size(), target) == 0 &&
+                           p[target.size()] == '/');
+  };
+  auto link = [](const std::string& p) {
+    char buf[4096];
+    ssize_t n = ::readlink(p.c_str(), buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  std::vector<std::string> found;
+  size_t more = 0;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return "";
+  while (dirent* de = ::readdir(proc)) {
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+    const std::string base = std::string("/proc/") + de->d_name;
+    bool uses = below(link(base + "/cwd")) || below(link(base + "/root"));
+    if (!uses) {
+      if (DIR* fds = ::opendir((base + "/fd").c_str())) {
+        while (dirent* fe = ::readdir(fds))
+          if (fe->d_name[0] != '.' && below(link(base + "/fd/" + fe->d_name))) {
+            uses = true;
+            break;
+          }
+        ::closedir(fds);
+      }
+    }
+    if (!uses) continue;
+    if (found.size() == 3) {
+      more++;
+      continue;
+    }
+    std::string comm;
+    if (FILE* c = std::fopen((base + "/comm").c_str(), "re")) {
+      char buf[64] = {};
+      if (std::fgets(buf, sizeof buf, c)) comm = buf;
+      std::fclose(c);
+    }
+    while (!comm.empty() && (comm.back() == '\n' || comm.back() == '\r')) comm.pop_back();
+    found.push_back(std::string(de->d_name) + (comm.empty() ? "" : " (" + comm + ")"));
+  }
+  ::closedir(proc);
+  if (found.empty()) return "";
+  std::string out = " by pid ";
+  for (size_t i = 0; i < found.size(); ++i) out += (i ? ", " : "") + found[i];
+  if (more) out += " and " + std::to_string(more) + " more";
+  return out;
+}
+
 // Ends the hold of a removed record: its pin, or the persistent reference of a version 1 record.
 void drop_hold(Store& store, const Record& r, const std::string& key) {
   if (!r.by_reference) {
@@ -328,7 +381,9 @@ void umount(Store& store, const std::string& target_in) {
   if (is_our_mount(r)) {
     if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) != 0) {
       int e = errno;
-      if (e == EBUSY) throw Error(Code::Busy, "cannot unmount " + target + ": it is busy (in use)").with_path(target);
+      if (e == EBUSY)
+        throw Error(Code::Busy, "cannot unmount " + target + ": it is busy (in use" + users_of(target) + ")")
+            .with_path(target);
       throw sys_error("cannot unmount", target, e);
     }
   }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A mount's hold (docs/mount.md): nothing deletes a mounted chain until it is unmounted, even
 // when a program unretains or releases it itself; the hold is a store pin, not a reference.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -127,6 +128,23 @@ TEST(MountHold, APinWithoutItsRecordIsDroppedByReconcile) {
   mount::reconcile(*f.store);
   EXPECT_TRUE(f.store->pins("mount:").empty());
   EXPECT_FALSE(f.exists(f.top)) << "what the pin alone kept goes with it";
+}
+
+TEST(MountHold, ABusyUnmountNamesTheProcessThatUsesIt) {
+  Fixture f;
+  MOUNT_OR_SKIP(f);
+  int fd = ::open((f.target + "/etc/a").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  try {
+    mount::umount(*f.store, f.target);
+    ADD_FAILURE() << "unmounted although a file is open";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Code::Busy) << e.what();
+    EXPECT_NE(std::string(e.what()).find("by pid " + std::to_string(::getpid())), std::string::npos) << e.what();
+  }
+  ::close(fd);
+  mount::umount(*f.store, f.target);
+  EXPECT_TRUE(f.exists(f.top));
 }
 
 // Pins without a mount: the store's own contract (no root needed).
