@@ -179,6 +179,12 @@ std::string fs_error_log(int fs) {
 // The new mount API: one "lowerdir+" per layer, so any depth fits (no option page limit).
 // Returns false (errno ENOSYS) when the kernel lacks fsopen or lowerdir+.
 bool mount_new_api(const LowerDirs& ld, int target_fd, const std::string& target, unsigned flags) {
+  try {
+    ROLAYER_FAULT_POINT("mount.fsopen");  // tests: ROLAYER_FAULT_ERRNO=mount.fsopen=38 takes the fallback
+  } catch (const Error& e) {
+    if (e.sys_errno() == ENOSYS) return false;
+    throw;
+  }
   Fd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
   if (!fs.valid()) {
     if (errno == ENOSYS) return false;
