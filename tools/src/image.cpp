@@ -674,18 +674,8 @@ int cmd_export_image(Globals& g, const Args& args) {
     if (!names.empty()) image_name = names[0];
   }
   if (!image_name.empty()) kept_image_config(store.get(), image_name, &top, &image_config);
-  std::vector<Layer> chain;
   int64_t total = 0;
-  for (std::string c = top; !c.empty();) {
-    Layer l = open_layer(store.get(), c);
-    int64_t sz = 0;
-    rolayer_layer_stream_size(&sz, l.get(), nullptr);
-    total += std::max<int64_t>(0, sz);
-    const char* par = rolayer_layer_parent(l.get());
-    c = par ? par : "";
-    chain.push_back(std::move(l));
-  }
-  std::reverse(chain.begin(), chain.end());
+  std::vector<Layer> chain = open_chain(store.get(), top, &total);
 
   Fd blobs_fd, sha_fd;  // before the rollback, which uses them: closed after it ran
   LayoutRollback rollback;

@@ -17,7 +17,6 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <thread>
 
 #include "args.h"
@@ -186,22 +185,6 @@ Descriptor parse_descriptor_json(const json& j, const std::string& what) {
     throw CliError(kBadInput, what + ": descriptor " + d.digest + " has no valid size");
   d.size = j["size"].get<int64_t>();
   return d;
-}
-
-bool is_layer_media_type(const std::string& mt) {
-  static const std::set<std::string> known = {
-      "application/vnd.oci.image.layer.v1.tar",
-      "application/vnd.oci.image.layer.v1.tar+gzip",
-      "application/vnd.oci.image.layer.v1.tar+zstd",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-      "application/vnd.docker.image.rootfs.diff.tar",
-      "application/vnd.docker.image.rootfs.diff.tar.gzip",
-      "application/vnd.docker.image.rootfs.diff.tar.zstd",
-      "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-  };
-  return known.count(mt) != 0;
 }
 
 std::string chain_id_of(const std::string& parent, const std::string& diff_id) {

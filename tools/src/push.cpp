@@ -188,18 +188,8 @@ int cmd_push(Globals& g, const Args& args) {
   // has (or gets by mount) its original blobs, its own manifest: the same digests.
   std::string top;
   std::optional<StoredImage> image = find_image(store.get(), p.positionals[0], &top);
-  std::vector<Layer> chain;
   int64_t total = 0;
-  for (std::string c = top; !c.empty();) {
-    Layer l = open_layer(store.get(), c);
-    int64_t sz = 0;
-    rolayer_layer_stream_size(&sz, l.get(), nullptr);
-    total += std::max<int64_t>(0, sz);
-    const char* par = rolayer_layer_parent(l.get());
-    c = par ? par : "";
-    chain.push_back(std::move(l));
-  }
-  std::reverse(chain.begin(), chain.end());
+  std::vector<Layer> chain = open_chain(store.get(), top, &total);
 
   Registry reg(ref, topts, "pull,push", from_repo.empty() ? std::vector<std::string>{} : std::vector<std::string>{from_repo});
   reg.ping();

@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "image_plan.h"
 #include "kept_images.h"
 #include "registry.h"
 
@@ -40,7 +41,6 @@ struct Descriptor {
   int64_t size = -1;
 };
 Descriptor parse_descriptor_json(const nlohmann::json& j, const std::string& what);
-bool is_layer_media_type(const std::string& mt);
 std::string chain_id_of(const std::string& parent, const std::string& diff_id);
 
 struct ResolvedImage {
