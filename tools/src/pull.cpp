@@ -206,8 +206,8 @@ TransportOptions transport_options(const ParsedArgs& p) {
   return t;
 }
 
-int parse_jobs(const ParsedArgs& p) {
-  if (!p.has("jobs")) return 3;
+int parse_jobs(const ParsedArgs& p, int default_jobs) {
+  if (!p.has("jobs")) return default_jobs;
   const std::string v = p.get("jobs");
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);
@@ -288,7 +288,7 @@ int cmd_pull(Globals& g, const Args& args) {
     ref.mirror = mr.domain;
   }
   Platform plat = parse_platform(p.get("platform"));
-  int jobs = parse_jobs(p);
+  int jobs = parse_jobs(p, 3);  // dockerd's max-concurrent-downloads
   TransportOptions topts = transport_options(p);
 
   StorePtr store = open_store(g);  // also installs the signal handlers
@@ -537,7 +537,7 @@ const char* const kPushHelp =
     "Options:\n"
     "  --compression ALG   gzip (default), zstd or none\n"
     "  --from-repo REPO    mount known blobs from this repository of the same registry\n"
-    "  -j, --jobs N        layers pushed at once (1-32, default 3)\n"
+    "  -j, --jobs N        layers pushed at once (1-32, default 5)\n"
     "  --platform P        the config's os/architecture (default: linux/host)\n"
     "  --retries, --insecure, --ca-file, --cert-dir   as for pull\n";
 

@@ -246,7 +246,9 @@ int cmd_push(Globals& g, const Args& args) {
   }
   Platform plat = p.has("platform") ? parse_platform(p.get("platform")) : Platform{"linux", host_arch(), "", false};
   TransportOptions topts = transport_options(p);
-  int jobs = parse_jobs(p);
+  // dockerd's max-concurrent-uploads: with one more layer than jobs, the last one would be
+  // compressed alone while the other cores idle.
+  int jobs = parse_jobs(p, 5);
 
   StorePtr store = open_store(g);
   // An image kept in the store (by pull) is pushed with its own config and, when the registry

@@ -64,6 +64,7 @@ std::optional<StoredImage> find_image(rolayer_store* store, const std::string& a
 
 // --insecure, --cert-dir, --ca-file, --retries.
 TransportOptions transport_options(const ParsedArgs& p);
-int parse_jobs(const ParsedArgs& p);
+// --jobs N (1-32), else default_jobs.
+int parse_jobs(const ParsedArgs& p, int default_jobs);
 
 }  // namespace cli
