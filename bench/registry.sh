@@ -39,7 +39,9 @@ REG_PID=
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cleanup() {
   if declare -F dockerd_stop >/dev/null; then dockerd_stop; fi
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  # (wait's status is the registry's 143: under set -e a failing last command of the trap would
+  # end it before the folder goes.)
+  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
