@@ -10,12 +10,22 @@
 #
 # Starts Debian's docker-registry on a free 127.0.0.1 port with a temporary storage folder, puts
 # a generated OCI image there with skopeo, then times (each in its own process, fresh stores and
-# repositories every run; wall time and peak RSS from /usr/bin/time):
+# repositories every run; wall, user and system time and peak RSS from /usr/bin/time):
 #   pull:  rolayer pull            vs  skopeo copy docker://… oci:… + rolayer import
+#                                  vs  docker pull (dockerd 20.10, overlay2)
 #   push:  rolayer push (gzip)     vs  skopeo copy oci:… docker://… (of the same image)
-# Goals (issue 16): pull <= 0.8x the skopeo + import pair; push faster than skopeo copy; peak RSS
-# flat with image size (run it with two sizes). Everything is removed at the end. No test runs
-# this; it asserts nothing.
+# dockerd is started here (tests/docker/dockerd.sh: a private data root, exec root and socket,
+# no network set-up) and stopped by its pid; each docker pull is cold (docker rmi and image prune
+# before it). Its CPU time is the daemon's (utime+stime of dockerd and its reaped children, from
+# /proc, over the pull) plus the client's; its RSS column is the daemon's peak since its start.
+# Where dockerd cannot start (not root, no docker.io) that row is left out with the reason;
+# BENCH_DOCKER=0 leaves it out on purpose.
+# skopeo runs with an empty blob-info cache each time (a private mount namespace with a tmpfs on
+# /var/lib/containers/cache as root, else a private $HOME): with the shared cache it would mount
+# blobs it saw in another repository of the registry instead of uploading them.
+# Goals (issue 16): pull <= 0.8x the skopeo + import pair and faster than docker pull; push
+# faster than skopeo copy; peak RSS flat with image size (run it with two sizes). Everything is
+# removed at the end. No test runs this; it asserts nothing.
 set -euo pipefail
 ROLAYER=$(readlink -f "$1")
 LAYERS=${2:-4}
@@ -26,8 +36,12 @@ for t in docker-registry skopeo python3 /usr/bin/time; do
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-bench-registry.XXXXXX")
 REG_PID=
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cleanup() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  if declare -F dockerd_stop >/dev/null; then dockerd_stop; fi
+  # (wait's status is the registry's 143: under set -e a failing last command of the trap would
+  # end it before the folder goes.)
+  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -77,37 +91,94 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
     open(out + "/index.json", "w"))
 open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
 EOF
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/image:bench" "docker://$REG/bench/image:v1" >/dev/null
+# skopeo with an empty blob-info cache (see above): a script, so that /usr/bin/time can run it.
+skopeo_fresh=$WORK/skopeo-fresh
+if [ "$(id -u)" = 0 ] && [ -d /var/lib/containers/cache ] && command -v unshare >/dev/null; then
+  printf '#!/bin/sh\nexec unshare -m --propagation private sh -c '"'"'mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo "$@"'"'"' sh "$@"\n' >"$skopeo_fresh"
+else
+  printf '#!/bin/sh\nrm -rf "%s/skopeo-home" && mkdir -p "%s/skopeo-home" && HOME="%s/skopeo-home" XDG_DATA_HOME= exec skopeo "$@"\n' \
+    "$WORK" "$WORK" "$WORK" >"$skopeo_fresh"
+fi
+chmod +x "$skopeo_fresh"
+"$skopeo_fresh" copy -q --dest-tls-verify=false "oci:$WORK/image:bench" "docker://$REG/bench/image:v1" >/dev/null
 
-# timed NAME CMD...: appends "NAME seconds peak_kib" to results.
+DOCKER_WHY=
+if [ "${BENCH_DOCKER:-1}" = 0 ]; then
+  DOCKER_WHY="BENCH_DOCKER=0"
+else
+  source "$HERE/../tests/docker/dockerd.sh"
+  if ! dockerd_start "$WORK/dockerd" overlay2 2>"$WORK/dockerd.err"; then
+    DOCKER_WHY=$(tr '\n' ' ' <"$WORK/dockerd.err" | cut -c1-300)
+    [ -n "$DOCKER_WHY" ] || DOCKER_WHY="dockerd did not start"
+  fi
+fi
+CLK_TCK=$(getconf CLK_TCK)
+# utime+stime of a process and its reaped children, in clock ticks.
+proc_cpu() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+
+# timed NAME CMD...: appends "NAME wall user sys peak_kib" to results.
 timed() {
   local name=$1
   shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }
-  echo "$name $(cat "$WORK/time")" >>"$WORK/results"
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || { cat "$WORK/stderr" >&2; exit 1; }
+  echo "$name $(tail -n 1 "$WORK/time")" >>"$WORK/results"
+}
+# timed_docker_pull: a cold docker pull; its CPU is the daemon's plus the client's.
+timed_docker_pull() {
+  docker rmi -f "$REG/bench/image:v1" >/dev/null 2>&1 || true
+  docker image prune -af >/dev/null 2>&1 || true
+  sync
+  local c0 c1
+  c0=$(proc_cpu "$DOCKERD_PID")
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" docker pull -q "$REG/bench/image:v1" >/dev/null 2>"$WORK/stderr" ||
+    { cat "$WORK/stderr" >&2; exit 1; }
+  c1=$(proc_cpu "$DOCKERD_PID")
+  local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DOCKERD_PID/status")
+  read -r wall user sys _ < <(tail -n 1 "$WORK/time")
+  echo "docker_pull $wall $(python3 -c "print($user + ($c1 - $c0) / $CLK_TCK)") $sys $hwm" >>"$WORK/results"
 }
 : >"$WORK/results"
 for r in $(seq 1 "$RUNS"); do
   rm -rf "$WORK/s1" "$WORK/s2" "$WORK/oci"
+  sync
   timed rolayer_pull "$ROLAYER" -q --store "$WORK/s1" pull "$REG/bench/image:v1"
-  timed skopeo_copy_pull skopeo copy -q --src-tls-verify=false "docker://$REG/bench/image:v1" "oci:$WORK/oci:v1"
+  rm -rf "$WORK/s1"
+  sync
+  timed skopeo_copy_pull "$skopeo_fresh" copy -q --src-tls-verify=false "docker://$REG/bench/image:v1" "oci:$WORK/oci:v1"
   timed rolayer_import "$ROLAYER" -q --store "$WORK/s2" import "$WORK/oci:v1"
+  if [ -z "$DOCKER_WHY" ]; then timed_docker_pull; fi
   top=$("$ROLAYER" -q --store "$WORK/s2" ls --json | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda l: l["depth"])["chain_id"])')
+  sync
   timed rolayer_push "$ROLAYER" -q --store "$WORK/s2" push "$top" "$REG/push-rolayer-$r/image:v1"
-  timed skopeo_copy_push skopeo copy -q --dest-tls-verify=false "oci:$WORK/oci:v1" "docker://$REG/push-skopeo-$r/image:v1"
+  sync
+  timed skopeo_copy_push "$skopeo_fresh" copy -q --dest-tls-verify=false "oci:$WORK/oci:v1" "docker://$REG/push-skopeo-$r/image:v1"
 done
-python3 - "$WORK/results" "$LAYERS" "$MIB" <<'EOF'
+if [ -z "$DOCKER_WHY" ]; then
+  docker rmi -f "$REG/bench/image:v1" >/dev/null 2>&1 || true
+  dockerd_stop
+fi
+python3 - "$WORK/results" "$LAYERS" "$MIB" "$DOCKER_WHY" <<'EOF'
 import statistics, sys
 res = {}
 for line in open(sys.argv[1]):
-    name, sec, kib = line.split()
-    res.setdefault(name, []).append((float(sec), int(kib)))
-med = {k: statistics.median(s for s, _ in v) for k, v in res.items()}
-rss = {k: max(m for _, m in v) for k, v in res.items()}
-print(f"image: {sys.argv[2]} layers x {sys.argv[3]} MiB (uncompressed), runs: {len(res['rolayer_pull'])}")
+    name, sec, user, sys_, kib = line.split()
+    res.setdefault(name, []).append((float(sec), float(user) + float(sys_), int(kib)))
+med = {k: statistics.median(s for s, _, _ in v) for k, v in res.items()}
+cpu = {k: statistics.median(c for _, c, _ in v) for k, v in res.items()}
+rss = {k: max(m for _, _, m in v) for k, v in res.items()}
+print(f"image: {sys.argv[2]} layers x {sys.argv[3]} MiB (uncompressed), runs: {len(res['rolayer_pull'])} (medians)")
+print(f"  {'':18s} {'wall':>8s}   {'CPU (user+sys)':>14s}   {'peak RSS':>10s}")
 for k in med:
-    print(f"  {k:18s} {med[k]:8.2f} s   peak RSS {rss[k] / 1024:8.1f} MiB")
-pair = med["skopeo_copy_pull"] + med["rolayer_import"]
-print(f"pull: rolayer pull / (skopeo copy + rolayer import) = {med['rolayer_pull'] / pair:.2f}  (goal <= 0.80)")
-print(f"push: rolayer push / skopeo copy = {med['rolayer_push'] / med['skopeo_copy_push']:.2f}  (goal < 1)")
+    note = "  (dockerd's peak since start)" if k == "docker_pull" else ""
+    print(f"  {k:18s} {med[k]:8.2f} s {cpu[k]:12.2f} s   {rss[k] / 1024:8.1f} MiB{note}")
+if sys.argv[4]:
+    print(f"  docker_pull        skipped: {sys.argv[4]}")
+pair, pair_cpu = med["skopeo_copy_pull"] + med["rolayer_import"], cpu["skopeo_copy_pull"] + cpu["rolayer_import"]
+print(f"pull: rolayer pull / (skopeo copy + rolayer import) = {med['rolayer_pull'] / pair:.2f} wall, "
+      f"{cpu['rolayer_pull'] / pair_cpu:.2f} CPU  (goal <= 0.80)")
+if "docker_pull" in med:
+    print(f"pull: rolayer pull / docker pull = {med['rolayer_pull'] / med['docker_pull']:.2f} wall, "
+          f"{cpu['rolayer_pull'] / cpu['docker_pull']:.2f} CPU  (goal < 1)")
+print(f"push: rolayer push / skopeo copy = {med['rolayer_push'] / med['skopeo_copy_push']:.2f} wall, "
+      f"{cpu['rolayer_push'] / cpu['skopeo_copy_push']:.2f} CPU  (goal < 1)")
 EOF

@@ -74,7 +74,8 @@ ParsedArgs parse_args(const std::string& command, const std::vector<std::string>
   bool options_done = false;
   for (size_t i = 0; i < args.size(); i++) {
     const std::string& a = args[i];
-    if (options_done || a == "-" || a.size() < 2 || a[0] != '-') {
+    // "-" is standard input; "-:REF" too (import -:REF): ':' is no option letter.
+    if (options_done || a == "-" || a.rfind("-:", 0) == 0 || a.size() < 2 || a[0] != '-') {
       out.positionals.push_back(a);
       continue;
     }

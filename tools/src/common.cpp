@@ -156,6 +156,23 @@ Layer open_layer(rolayer_store* store, const std::string& chain_id) {
   return Layer(l);
 }
 
+std::vector<Layer> open_chain(rolayer_store* store, const std::string& top, int64_t* total_size) {
+  std::vector<Layer> chain;
+  int64_t total = 0;
+  for (std::string c = top; !c.empty();) {
+    Layer l = open_layer(store, c);
+    int64_t sz = 0;
+    rolayer_layer_stream_size(&sz, l.get(), nullptr);
+    total += std::max<int64_t>(0, sz);
+    const char* par = rolayer_layer_parent(l.get());
+    c = par ? par : "";
+    chain.push_back(std::move(l));
+  }
+  std::reverse(chain.begin(), chain.end());
+  if (total_size) *total_size = total;
+  return chain;
+}
+
 std::vector<std::string> list_chain_ids(rolayer_store* store) {
   rolayer_string_list* l = nullptr;
   Err err;

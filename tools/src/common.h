@@ -137,12 +137,23 @@ class Layer {
 
 Layer open_layer(rolayer_store* store, const std::string& chain_id);
 
+// The chain ending at top: a handle on each layer, base first (CliError(kNotFound) when one is
+// missing). *total_size, when given, is the sum of the layers' stream sizes (an unknown size
+// counts 0).
+std::vector<Layer> open_chain(rolayer_store* store, const std::string& top, int64_t* total_size = nullptr);
+
 // All ChainIDs in the store.
 std::vector<std::string> list_chain_ids(rolayer_store* store);
 
 // Resolves a user's ChainID argument: "sha256:<hex>", "<hex>" or a unique prefix of the hex.
 // Not found: CliError(kNotFound); ambiguous or malformed: CliError(kUsage).
 std::string resolve_chain_id(rolayer_store* store, const std::string& arg);
+
+// Every JSON document from outside (an image, a registry, an auth file) is refused when nested
+// deeper than this many levels (arrays and objects), checked before it is parsed: nlohmann's
+// parser, copies and destruction recurse (image_plan.h's parse_json, registry.h's
+// check_json_depth).
+constexpr int kMaxJsonDepth = 64;
 
 // --- small utilities --------------------------------------------------------------------------
 std::string human_bytes(int64_t n);        // "12.3 MiB"

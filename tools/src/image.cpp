@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -95,8 +96,15 @@ class TarSource : public ImageSource {
   static constexpr size_t kMaxNameBytes = 16u << 20;
   static constexpr size_t kMaxCached = 64u << 20;
 
-  explicit TarSource(std::string file) : file_(std::move(file)) {
-    decompress_once();
+  // PLAIN, when given, is the archive as a plain tar already (standard input, see
+  // stdin_plain_tar): FILE only names it in messages.
+  explicit TarSource(std::string file, Fd plain = Fd()) : file_(std::move(file)) {
+    if (plain) {
+      tmp_ = std::move(plain);
+      plain_ = "/proc/self/fd/" + std::to_string(tmp_.get());
+    } else {
+      decompress_once();
+    }
     ArchivePtr a = open_archive();
     size_t name_bytes = 0;
     struct archive_entry* e = nullptr;
@@ -301,6 +309,133 @@ class TarSource : public ImageSource {
   std::map<std::string, Entry> entries_;
 };
 
+// `import -`: the archive on standard input, as a plain tar the passes of TarSource can read.
+// A regular file at its start is read where it is (when it is a plain tar); anything else (a
+// pipe, a compressed archive) is copied once, decompressed under the decompression limits, into
+// an unnamed file (O_TMPFILE, mode 0600) in the store's own tmp folder, opened beneath the
+// store's directory without following links: it is nowhere in the file system's names and goes
+// with the process. A docker save archive lists manifest.json last, so no single pass could
+// read it straight from the pipe.
+class StdinReader {
+ public:
+  explicit StdinReader(int fd, bool positional) : fd_(fd), positional_(positional), buf_(1 << 20) {}
+  static la_ssize_t read_cb(struct archive*, void* self, const void** out) {
+    auto* r = static_cast<StdinReader*>(self);
+    *out = r->buf_.data();
+    for (;;) {
+      if (interrupted()) return -1;
+      ssize_t n = r->positional_ ? ::pread(r->fd_, r->buf_.data(), r->buf_.size(), r->off_)
+                                 : ::read(r->fd_, r->buf_.data(), r->buf_.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        r->errno_ = errno;
+        return -1;
+      }
+      r->off_ += n;
+      r->total_ += static_cast<uint64_t>(n);
+      if (r->head_n_ < sizeof r->head_) {
+        size_t k = std::min(sizeof r->head_ - r->head_n_, static_cast<size_t>(n));
+        std::memcpy(r->head_ + r->head_n_, r->buf_.data(), k);
+        r->head_n_ += k;
+      }
+      return n;
+    }
+  }
+  int fd_;
+  bool positional_;
+  off_t off_ = 0;
+  uint64_t total_ = 0;
+  int errno_ = 0;
+  unsigned char head_[16] = {};
+  size_t head_n_ = 0;
+  std::vector<char> buf_;
+};
+
+Fd stdin_plain_tar(const Globals& g) {
+  const std::string name = "standard input";
+  if (::isatty(STDIN_FILENO))
+    usage_error("import -: standard input is a terminal: pipe an image archive into it "
+                "(docker save IMAGE | rolayer import -, or rolayer import - < image.tar)");
+  struct stat st;
+  if (::fstat(STDIN_FILENO, &st) != 0) sys_fail("import -: stat " + name);
+  if (S_ISDIR(st.st_mode)) throw CliError(kBadInput, "import -: " + name + " is a directory, not an image archive");
+  // A regular file at its start: read through a descriptor of its own (its offset is not ours
+  // to move), and used in place when it is a plain tar.
+  Fd direct;
+  if (S_ISREG(st.st_mode) && ::lseek(STDIN_FILENO, 0, SEEK_CUR) == 0)
+    direct = Fd(::open(("/proc/self/fd/" + std::to_string(STDIN_FILENO)).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  StdinReader reader(direct ? direct.get() : STDIN_FILENO, static_cast<bool>(direct));
+  ArchivePtr a(archive_read_new());
+  if (!a) throw CliError(kFailure, "out of memory");
+  add_safe_filters(a.get());
+  archive_read_support_format_raw(a.get());
+  auto fail = [&]() {
+    check_interrupted();
+    if (reader.errno_) {
+      errno = reader.errno_;
+      sys_fail("import -: read " + name);
+    }
+    const char* m = archive_error_string(a.get());
+    throw CliError(kBadInput, "import -: " + name + ": not a readable image archive: " + (m ? m : "unknown error"));
+  };
+  auto empty = [&]() {
+    if (reader.total_ == 0 && reader.errno_ == 0 && !interrupted())
+      throw CliError(kBadInput, "import -: " + name + " is empty: no image archive came in");
+  };
+  if (archive_read_open(a.get(), &reader, nullptr, StdinReader::read_cb, nullptr) != ARCHIVE_OK) empty(), fail();
+  struct archive_entry* e = nullptr;
+  int r = archive_read_next_header(a.get(), &e);
+  empty();
+  if (r != ARCHIVE_OK && r != ARCHIVE_WARN && r != ARCHIVE_EOF) fail();
+  bool plain = r == ARCHIVE_EOF || archive_filter_code(a.get(), 0) == ARCHIVE_FILTER_NONE;
+  if (plain) {
+    std::string kind = unsupported_compression(reader.head_, reader.head_n_);
+    if (!kind.empty()) throw CliError(kBadInput, "import -: " + unsupported_compression_message(name, kind));
+    if (direct) return direct;
+  }
+  // The store's tmp folder (made by open_store), beneath the store's directory, not a link,
+  // and private to its owner.
+  std::string root = default_store_root(g);
+  Fd rootfd = open_user_dir(root);
+  Fd tmpdir(::openat(rootfd.get(), "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!tmpdir) sys_fail("import -: open " + root + "/tmp");
+  struct stat ts;
+  if (::fstat(tmpdir.get(), &ts) != 0) sys_fail("import -: stat " + root + "/tmp");
+  if (ts.st_uid != ::geteuid() || (ts.st_mode & 077) != 0)
+    throw CliError(kFailure, "import -: " + root + "/tmp is not private to this user (owner or mode changed): "
+                                 "standard input is not copied there");
+  Fd tmp(::openat(tmpdir.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!tmp && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // No O_TMPFILE on this file system: a fresh name (O_EXCL, never through a link), unlinked at once.
+    for (int attempt = 0; attempt < 100 && !tmp; attempt++) {
+      unsigned char rnd[8];
+      if (::getentropy(rnd, sizeof rnd) != 0) sys_fail("import -: getentropy");
+      char t[64];
+      std::snprintf(t, sizeof t, ".stdin-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+                    rnd[6], rnd[7]);
+      tmp = Fd(::openat(tmpdir.get(), t, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (tmp)
+        ::unlinkat(tmpdir.get(), t, 0);
+      else if (errno != EEXIST)
+        break;
+    }
+  }
+  if (!tmp) sys_fail("import -: create a temporary file in " + root + "/tmp (for the copy of " + name + ")");
+  if (r == ARCHIVE_EOF) return tmp;
+  std::vector<char> buf(1 << 20);
+  uint64_t total = 0;
+  for (;;) {
+    check_interrupted();
+    la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
+    if (n < 0) fail();
+    if (n == 0) break;
+    total += static_cast<uint64_t>(n);
+    if (!plain) check_decompression(name, total, reader.total_);
+    write_all(tmp.get(), buf.data(), static_cast<size_t>(n), "the copy of " + name + " in " + root + "/tmp");
+  }
+  return tmp;
+}
+
 // "PATH:REF" → PATH and REF: the whole argument when it exists, else the shortest prefix before
 // a colon that exists (as skopeo's oci:PATH:REF does).
 void split_image_arg(const std::string& arg, std::string* path, std::string* ref) {
@@ -347,17 +482,24 @@ int cmd_import(Globals& g, const Args& args) {
   if (p.help) return print_command_help(*find_command("import")), 0;
   if (p.positionals.size() != 1) usage_error("import: needs exactly one DIR or ARCHIVE (with an optional :REF)");
   std::string path, ref;
-  split_image_arg(p.positionals[0], &path, &ref);
-
+  StorePtr store;
   std::unique_ptr<ImageSource> src;
-  if (is_directory(path))
-    src = std::make_unique<DirSource>(path);
-  else
-    src = std::make_unique<TarSource>(path);
+  const std::string& arg = p.positionals[0];
+  if (arg == "-" || arg.rfind("-:", 0) == 0) {  // the archive on standard input (-[:REF])
+    ref = arg.size() > 2 ? arg.substr(2) : "";
+    store = open_store(g);  // its tmp folder takes the copy of standard input
+    src = std::make_unique<TarSource>("standard input", stdin_plain_tar(g));
+  } else {
+    split_image_arg(arg, &path, &ref);
+    if (is_directory(path))
+      src = std::make_unique<DirSource>(path);
+    else
+      src = std::make_unique<TarSource>(path);
+  }
 
   Plan plan = plan_image(*src, ref);
 
-  StorePtr store = open_store(g);
+  if (!store) store = open_store(g);
   int64_t total = 0;
   for (const auto& l : plan.layers) total += std::max<int64_t>(0, l.expect.size);
   Progress prog(progress_enabled(g), "import", total > 0 ? total : -1);
@@ -532,18 +674,8 @@ int cmd_export_image(Globals& g, const Args& args) {
     if (!names.empty()) image_name = names[0];
   }
   if (!image_name.empty()) kept_image_config(store.get(), image_name, &top, &image_config);
-  std::vector<Layer> chain;
   int64_t total = 0;
-  for (std::string c = top; !c.empty();) {
-    Layer l = open_layer(store.get(), c);
-    int64_t sz = 0;
-    rolayer_layer_stream_size(&sz, l.get(), nullptr);
-    total += std::max<int64_t>(0, sz);
-    const char* par = rolayer_layer_parent(l.get());
-    c = par ? par : "";
-    chain.push_back(std::move(l));
-  }
-  std::reverse(chain.begin(), chain.end());
+  std::vector<Layer> chain = open_chain(store.get(), top, &total);
 
   Fd blobs_fd, sha_fd;  // before the rollback, which uses them: closed after it ran
   LayoutRollback rollback;

@@ -18,9 +18,7 @@ const char* const kMtDockerList = "application/vnd.docker.distribution.manifest.
 const char* const kMtDockerManifest = "application/vnd.docker.distribution.manifest.v2+json";
 const char* const kRefAnnotation = "org.opencontainers.image.ref.name";
 
-namespace {
-
-bool known_layer_media_type(const std::string& mt) {
+bool is_layer_media_type(const std::string& mt) {
   static const std::set<std::string> known = {
       "application/vnd.oci.image.layer.v1.tar",
       "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -37,8 +35,6 @@ bool known_layer_media_type(const std::string& mt) {
 }
 
 // "a/./b//c/../d" -> "a/b/d"; ".." above the top is dropped (clamped at the root).
-}  // namespace
-
 std::string clean_path(const std::string& p) {
   std::vector<std::string> parts;
   size_t i = 0;
@@ -245,7 +241,7 @@ Plan plan_from_manifest(ImageSource& src, const json& manifest, const std::strin
   if (n == 0) throw CliError(kBadInput, mwhat + ": the image has no layers");
   for (size_t i = 0; i < n; i++) {
     Descriptor d = parse_descriptor(manifest["layers"][i], mwhat);
-    if (!known_layer_media_type(d.media_type))
+    if (!is_layer_media_type(d.media_type))
       throw CliError(kBadInput, where + ": layer blob " + d.digest + " has unsupported media type \"" + d.media_type + "\"");
     LayerPlan lp;
     lp.path = blob_path(d.digest, flat);

@@ -19,10 +19,10 @@
 namespace cli {
 
 // Every JSON document read from an image or an existing layout: at most this many bytes and
-// this many levels of nesting (arrays and objects). The depth is checked before the document
-// is parsed, so neither the parser nor a copy or destruction of the document recurses deeper.
+// kMaxJsonDepth (common.h) levels of nesting (arrays and objects). The depth is checked before
+// the document is parsed, so neither the parser nor a copy or destruction of the document
+// recurses deeper.
 constexpr size_t kMaxJson = 16u << 20;
-constexpr int kMaxJsonDepth = 64;
 
 extern const char* const kMtOciIndex;
 extern const char* const kMtOciManifest;
@@ -37,6 +37,9 @@ nlohmann::json parse_json(const std::string& text, const std::string& what);
 // The depth of TEXT's deepest array or object, counted without parsing (strings skipped); stops
 // counting at LIMIT + 1.
 int json_nesting_depth(const std::string& text, int limit);
+
+// Whether MT is a layer media type this tool reads (OCI and Docker; tar, gzip, zstd).
+bool is_layer_media_type(const std::string& mt);
 
 std::string str_field(const nlohmann::json& j, const char* key, const std::string& what, bool required = true);
 std::string clean_path(const std::string& p);

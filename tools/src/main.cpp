@@ -139,6 +139,7 @@ const std::vector<Command> kCommands = {
      cmd_verify},
     {"import", "register the layers of an OCI image layout or a docker save archive",
      "usage: rolayer import DIR|ARCHIVE[:REF]\n"
+     "       rolayer import -[:REF]   (the archive on standard input)\n"
      "\n"
      "Reads an OCI image layout (oci-layout, index.json, blobs/) as a directory or a tar\n"
      "(plain or compressed) of one, or a `docker save` archive (manifest.json), and\n"
@@ -151,7 +152,11 @@ const std::vector<Command> kCommands = {
      "\n"
      "REF picks a manifest by its org.opencontainers.image.ref.name annotation when the\n"
      "index holds several (for docker save: a RepoTag). Multi-platform indexes are resolved\n"
-     "to the host's linux platform.\n",
+     "to the host's linux platform.\n"
+     "\n"
+     "`-` reads an archive (docker save, or an OCI layout tar; plain or compressed) from\n"
+     "standard input, e.g. docker save IMAGE | rolayer import -. A pipe is copied once into\n"
+     "an unnamed private file in the store's tmp folder; a plain tar file is read in place.\n",
      cmd_import},
     {"export-image", "write a chain as an OCI image layout with uncompressed layers",
      "usage: rolayer export-image (CHAINID | --image NAME) DIR [--ref NAME] [--arch ARCH] [--os OS]\n"

@@ -17,7 +17,6 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <thread>
 
 #include "args.h"
@@ -188,22 +187,6 @@ Descriptor parse_descriptor_json(const json& j, const std::string& what) {
   return d;
 }
 
-bool is_layer_media_type(const std::string& mt) {
-  static const std::set<std::string> known = {
-      "application/vnd.oci.image.layer.v1.tar",
-      "application/vnd.oci.image.layer.v1.tar+gzip",
-      "application/vnd.oci.image.layer.v1.tar+zstd",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-      "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-      "application/vnd.docker.image.rootfs.diff.tar",
-      "application/vnd.docker.image.rootfs.diff.tar.gzip",
-      "application/vnd.docker.image.rootfs.diff.tar.zstd",
-      "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-  };
-  return known.count(mt) != 0;
-}
-
 std::string chain_id_of(const std::string& parent, const std::string& diff_id) {
   return parent.empty() ? diff_id : Hasher::digest_of(parent + " " + diff_id);
 }
@@ -223,8 +206,8 @@ TransportOptions transport_options(const ParsedArgs& p) {
   return t;
 }
 
-int parse_jobs(const ParsedArgs& p) {
-  if (!p.has("jobs")) return 3;
+int parse_jobs(const ParsedArgs& p, int default_jobs) {
+  if (!p.has("jobs")) return default_jobs;
   const std::string v = p.get("jobs");
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);
@@ -305,7 +288,7 @@ int cmd_pull(Globals& g, const Args& args) {
     ref.mirror = mr.domain;
   }
   Platform plat = parse_platform(p.get("platform"));
-  int jobs = parse_jobs(p);
+  int jobs = parse_jobs(p, 3);  // dockerd's max-concurrent-downloads
   TransportOptions topts = transport_options(p);
 
   StorePtr store = open_store(g);  // also installs the signal handlers
@@ -554,7 +537,7 @@ const char* const kPushHelp =
     "Options:\n"
     "  --compression ALG   gzip (default), zstd or none\n"
     "  --from-repo REPO    mount known blobs from this repository of the same registry\n"
-    "  -j, --jobs N        layers pushed at once (1-32, default 3)\n"
+    "  -j, --jobs N        layers pushed at once (1-32, default 5)\n"
     "  --platform P        the config's os/architecture (default: linux/host)\n"
     "  --retries, --insecure, --ca-file, --cert-dir   as for pull\n";
 

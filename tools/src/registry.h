@@ -52,10 +52,10 @@ Reference parse_reference(const std::string& s, const std::string& default_tag =
 
 std::string base64_encode(const std::string& in);
 
-// JSON from outside (a registry, an auth file): nesting deeper than 64 levels is refused before
-// nlohmann's recursive parser sees it (a hostile document cannot exhaust the stack). Throws
-// nlohmann::json::exception for invalid JSON, CliError(kBadInput) for too deep.
-constexpr int kMaxJsonDepth = 64;
+// JSON from outside (a registry, an auth file): nesting deeper than kMaxJsonDepth (common.h)
+// levels is refused before nlohmann's recursive parser sees it (a hostile document cannot
+// exhaust the stack). Throws nlohmann::json::exception for invalid JSON, CliError(kBadInput) for
+// too deep.
 void check_json_depth(const std::string& text, const std::string& what);
 // Text from outside for a message: control characters and DEL as \xNN (no terminal escapes).
 std::string printable(const std::string& s);

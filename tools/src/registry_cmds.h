@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "image_plan.h"
 #include "kept_images.h"
 #include "registry.h"
 
@@ -40,7 +41,6 @@ struct Descriptor {
   int64_t size = -1;
 };
 Descriptor parse_descriptor_json(const nlohmann::json& j, const std::string& what);
-bool is_layer_media_type(const std::string& mt);
 std::string chain_id_of(const std::string& parent, const std::string& diff_id);
 
 struct ResolvedImage {
@@ -64,6 +64,7 @@ std::optional<StoredImage> find_image(rolayer_store* store, const std::string& a
 
 // --insecure, --cert-dir, --ca-file, --retries.
 TransportOptions transport_options(const ParsedArgs& p);
-int parse_jobs(const ParsedArgs& p);
+// --jobs N (1-32), else default_jobs.
+int parse_jobs(const ParsedArgs& p, int default_jobs);
 
 }  // namespace cli

@@ -1379,6 +1379,91 @@ t_rm_kept_image() {
   [ "$(image_names | wc -w)" = 0 ] || fail "rmi left the image"
 }
 
+# Issue 16: `import -` reads an archive from standard input (a pipe, a file, compressed or not,
+# docker save or OCI layout tar): the same chain and kept image as the import of the file; a pipe
+# is copied into an unnamed file in the store's tmp folder, nowhere else; a terminal, empty input
+# and garbage are clean errors that leave nothing registered.
+t_import_stdin() {
+  read -r -a diffs <<<"$(make_docker_archive "$WORK/d.tar" plain)"
+  local want; want=$(chain_of "${diffs[@]}")
+  local top; top=$(R import "$WORK/d.tar")
+  [ "$top" = "$want" ] || fail "import of the file: $top != $want"
+  rmi_all
+  [ "$(layer_count)" = 0 ] || fail "rmi left layers"
+  # docker save archive through a pipe (its manifest.json is the last member).
+  cat "$WORK/d.tar" | R import - >"$WORK/out" || fail "cat archive | import -"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "cat docker archive | import - printed $(cat "$WORK/out"), want $want"
+  [ "$(image_names)" = "docker.io/demo/docker:v1" ] || fail "import - kept the image as: $(image_names)"
+  [ -z "$(ls -A "$STORE/tmp")" ] || fail "import - left files in the store's tmp folder: $(ls -A "$STORE/tmp")"
+  rmi_all
+  # Compressed, through a pipe, with $TMPDIR unusable: the copy goes to the store's tmp folder.
+  gzip -c "$WORK/d.tar" >"$WORK/d.tar.gz"
+  [ "$(gzip -dc "$WORK/d.tar.gz" | gzip -c | TMPDIR=$WORK/nonexistent R import -)" = "$want" ] || fail "gzip'd archive through a pipe"
+  rmi_all
+  # A regular file on standard input (read in place), gzip'd too, and -:REF.
+  [ "$(R import - <"$WORK/d.tar")" = "$want" ] || fail "import - < file"
+  [ "$(TMPDIR=$WORK/nonexistent R import - <"$WORK/d.tar.gz")" = "$want" ] || fail "import - < file.gz"
+  [ "$(cat "$WORK/d.tar" | R import -:demo/docker:v1)" = "$want" ] || fail "import -:TAG"
+  cat "$WORK/d.tar" | expect_code 3 R import -:demo/docker:v2
+  rmi_all
+  # An OCI layout tar (plain and zstd) gives what the import of the file gives.
+  read -r -a diffs <<<"$(demo_diff_ids)"
+  want=$(chain_of "${diffs[@]}")
+  tar -C "$DEMO_IMAGE" -cf "$WORK/layout.tar" .
+  [ "$(R import "$WORK/layout.tar")" = "$want" ] || fail "import of the layout tar"
+  rmi_all
+  [ "$(cat "$WORK/layout.tar" | R import -)" = "$want" ] || fail "cat layout.tar | import -"
+  rmi_all
+  if command -v zstd >/dev/null; then
+    [ "$(zstd -q -c "$WORK/layout.tar" | R import -:latest)" = "$want" ] || fail "zstd layout tar through a pipe"
+    rmi_all
+  fi
+  # While the pipe is read, the copy is an unnamed file of the store's tmp folder (O_TMPFILE).
+  mkfifo "$WORK/fifo"
+  "$ROLAYER" --store "$STORE" --driver "$DRIVER" import - <"$WORK/fifo" >"$WORK/out" 2>"$WORK/err" &
+  local pid=$!
+  exec 3>"$WORK/fifo"
+  head -c 10240 "$WORK/layout.tar" >&3
+  local seen="" i
+  for i in $(seq 100); do
+    seen=$(ls -l "/proc/$pid/fd" 2>/dev/null | grep -F "$STORE/tmp/" || true)
+    [ -n "$seen" ] && break
+    sleep 0.1
+  done
+  tail -c +10241 "$WORK/layout.tar" >&3
+  exec 3>&-
+  wait "$pid" || fail "import - from the FIFO: $(cat "$WORK/err")"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "import - from the FIFO printed $(cat "$WORK/out")"
+  [ -n "$seen" ] || fail "no copy of standard input open in $STORE/tmp"
+  echo "$seen" | grep -q "(deleted)" || fail "the copy of standard input has a name: $seen"
+  [ -z "$(ls -A "$STORE/tmp")" ] || fail "import - left files in the store's tmp folder"
+  rmi_all
+  [ "$(layer_count)" = 0 ] || fail "rmi left layers"
+  # Garbage, an empty input, a truncated archive: clean errors, nothing registered or kept.
+  head -c 200000 /dev/urandom >"$WORK/garbage"
+  cat "$WORK/garbage" | expect_code 6 R import -
+  grep -q "standard input" "$WORK/err" || fail "the garbage error does not name standard input: $(cat "$WORK/err")"
+  expect_code 6 R import - <"$WORK/garbage"
+  expect_code 6 R import - </dev/null
+  grep -q "empty" "$WORK/err" || fail "empty input: $(cat "$WORK/err")"
+  : | expect_code 6 R import -
+  head -c 3000 "$WORK/d.tar" | gzip -c | expect_code 6 R import -
+  head -c 5000 "$WORK/layout.tar" | expect_code 6 R import -
+  [ "$(layer_count)" = 0 ] || fail "a failed import - left layers"
+  [ "$(image_names | wc -w)" = 0 ] || fail "a failed import - kept an image"
+  [ -z "$(ls -A "$STORE/tmp")" ] || fail "a failed import - left files in the store's tmp folder"
+  # A terminal on standard input: a usage error, no waiting for keystrokes.
+  python3 - "$ROLAYER" --store "$STORE" --driver "$DRIVER" import - >"$WORK/tty" 2>&1 <<'EOF' || fail "pty run: $(cat "$WORK/tty")"
+import os, pty, subprocess, sys
+m, s = pty.openpty()
+r = subprocess.run(sys.argv[1:], stdin=s, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+print(r.returncode)
+print(r.stderr.decode())
+EOF
+  [ "$(head -1 "$WORK/tty")" = 2 ] || fail "import - on a terminal: $(cat "$WORK/tty")"
+  grep -q "terminal" "$WORK/tty" || fail "import - on a terminal does not say so: $(cat "$WORK/tty")"
+}
+
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"

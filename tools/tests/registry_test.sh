@@ -21,6 +21,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-reg-$TEST.XXXXXX")
 PIDS=()
 cleanup() {
   local rc=$?
+  if declare -F dockerd_stop >/dev/null; then dockerd_stop; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
@@ -281,6 +282,10 @@ t_pull_push() {
     timeout 60 skopeo inspect --tls-verify=false --raw "docker://$REG/fresh-$comp/multi:v2" >"$WORK/raw.json"
     [ "$(sha256sum <"$WORK/raw.json" | awk '{print "sha256:" $1}')" = "$pushed" ] || fail "the registry's manifest is not the one pushed"
     grep -q "tar+$comp" "$WORK/raw.json" || fail "layers are not $comp"
+    # The compression depends on the layer's bytes only (gzip: fixed blocks, stored parts where
+    # the bytes look random): the same chain pushed again gives the same blobs and manifest.
+    expect_code 0 R push --compression "$comp" "$top" "$PROXY_REG/again-$comp/multi:v2"
+    [ "$(cat "$WORK/out")" = "$pushed" ] || fail "a second $comp push of the same chain gave another manifest"
     rm -rf "$WORK/back"
     timeout 120 skopeo copy -q --src-tls-verify=false "docker://$REG/fresh-$comp/multi:v2" "oci:$WORK/back:v2" >/dev/null
     expect_code 0 "$ROLAYER" --store "$WORK/back-store-$comp" --driver "$DRIVER" import "$WORK/back:v2"
@@ -464,6 +469,62 @@ t_reference() {
   expect_code 2 R pull "alpine:bad tag"
   expect_code 2 R pull "alpine@sha256:1234"
   expect_code 2 R pull --platform linux "alpine"
+}
+
+# dockerd 20.10 (Debian's docker.io, a private daemon on this machine) as the independent client:
+# an image it loads (docker load of an archive made here, no network) and pushes to the loopback
+# registry is pulled by rolayer with the config's DiffIDs and the chain `rolayer import` of its
+# `docker save` gives; rolayer's push of it is pulled back by dockerd with the same RootFS layers.
+t_dockerd() {
+  source "$TOOLS_DIR/../tests/docker/dockerd.sh"
+  local mk="python3 $TOOLS_DIR/../tests/docker/make_save_archive.py"
+  mkdir -p "$WORK/img"
+  (
+    cd "$WORK/img"
+    $mk --layer l1.tar $'etc/;etc/os=base\n;bin/;bin/tool=@rep:300000:0123456789abcdef;bin/sh->tool'
+    $mk --layer l2.tar 'usr/;usr/share/;usr/share/doc=@rep:5000:doc;etc/;etc/.wh.os='
+    $mk --layer l3.tar 'app/;app/data=@rep:200000:xyz;app/link->data'
+    $mk img.tar rolayer-test/fromdocker:v1 l1.tar l2.tar l3.tar
+  ) >/dev/null || fail "making the image archive"
+  local rc=0 drv
+  for drv in overlay2 vfs; do
+    rc=0
+    dockerd_start "$WORK/d-$drv" "$drv" 2>"$WORK/dockerd.err" || rc=$?
+    [ "$rc" = 0 ] && break
+  done
+  [ "$rc" = 0 ] || skip "dockerd cannot start here: $(cat "$WORK/dockerd.err")"
+  start_registry plain
+  note "dockerd ($drv) loads the image and pushes it to $REG (loopback: plain HTTP)"
+  timeout 60 docker load -q -i "$WORK/img/img.tar" >/dev/null || fail "docker load"
+  timeout 20 docker tag rolayer-test/fromdocker:v1 "$REG/from-docker/img:v1" || fail "docker tag"
+  timeout 60 docker push -q "$REG/from-docker/img:v1" >"$WORK/push.out" 2>&1 || { cat "$WORK/push.out" >&2; fail "docker push"; }
+  timeout 60 docker save -o "$WORK/saved.tar" "$REG/from-docker/img:v1" || fail "docker save"
+
+  note "rolayer pull: the config's DiffIDs, the chain rolayer import of docker save gives"
+  expect_code 0 R pull "$REG/from-docker/img:v1"
+  local top; top=$(cat "$WORK/out")
+  [ "$(chain_diff_ids "$top")" = "$(config_diff_ids "$REG/from-docker/img:v1")" ] || fail "DiffIDs differ from the config's"
+  expect_code 0 "$ROLAYER" --store "$WORK/ref-store" --driver "$DRIVER" import "$WORK/saved.tar"
+  [ "$(cat "$WORK/out")" = "$top" ] || fail "pull gave $top, import of docker save $(cat "$WORK/out")"
+  expect_code 0 R verify
+  # docker push compressed the layers: the recorded descriptors are the registry's gzip blobs.
+  R ls --json >"$WORK/ls.json"
+  [ "$(json 'sorted(set(o["descriptor"]["media_type"] for o in j))' "$WORK/ls.json")" = "['application/vnd.docker.image.rootfs.diff.tar.gzip']" ] ||
+    fail "descriptors: $(cat "$WORK/ls.json")"
+
+  note "rolayer push of it; dockerd pulls it back: the same RootFS layers"
+  expect_code 0 R push "$top" "$REG/from-rolayer/img:v1"
+  timeout 60 docker pull -q "$REG/from-rolayer/img:v1" >"$WORK/pull.out" 2>&1 || { cat "$WORK/pull.out" >&2; fail "docker pull"; }
+  local a b
+  a=$(timeout 20 docker image inspect --format '{{json .RootFS.Layers}}' "$REG/from-docker/img:v1")
+  b=$(timeout 20 docker image inspect --format '{{json .RootFS.Layers}}' "$REG/from-rolayer/img:v1")
+  [ -n "$a" ] && [ "$a" = "$b" ] || fail "RootFS layers differ: docker's $a, pulled back $b"
+  [ "$(echo "$b" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)))')" = "$(chain_diff_ids "$top")" ] ||
+    fail "dockerd's RootFS layers are not the chain's DiffIDs"
+  # The config came back byte for byte: the same image ID.
+  [ "$(timeout 20 docker image inspect --format '{{.Id}}' "$REG/from-rolayer/img:v1")" = \
+    "$(timeout 20 docker image inspect --format '{{.Id}}' "$REG/from-docker/img:v1")" ] || fail "the image ID changed"
+  dockerd_stop
 }
 
 "t_$TEST"
