@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "record/format.h"
 #include "record/record.h"
+#include "digest/offload.h"
 #include "digest/pipelined.h"
 #include "record/xxh3.h"
 #include "store/record_bind.h"
@@ -68,13 +69,16 @@ class ChunkSource : public ByteSource {
 // saves that byte: the size is compared with the record's when the file opens.
 //
 // SHA-256 of the output: every byte is hashed (into sha) from the caller's buffer, in stream
-// order, by read() before it returns: a streamed payload piece by piece (kHashChunk) right
-// after its read and checksum, everything else (headers, small payloads, what comes out of
-// pending_) once kHashChunk bytes have gathered or read() returns. One read of the bytes from
-// the page cache, one pass of each hash over cache-hot data, no copy and no thread handoff.
+// order, before read() returns: a streamed payload piece by piece (kHashChunk) right after
+// its read and checksum, everything else (headers, small payloads, what comes out of
+// pending_) once kHashChunk bytes have gathered or read() returns. The pieces are lent to the
+// OffloadHasher, which hashes them on its worker while this thread reads the next ones (or
+// inline: short streams, one CPU); read() waits for it before it returns, and on an error
+// abandons what is not hashed, so the caller's buffer is never read after the read that
+// filled it. One read of the bytes from the page cache, no copy for the hash.
 class Assembler : public ByteSource {
  public:
-  Assembler(std::shared_ptr<StoreState> st, const LayerNode& node, Hasher& sha)
+  Assembler(std::shared_ptr<StoreState> st, const LayerNode& node, OffloadHasher& sha)
       : chunks_(st, node.chain_id.str()),
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
@@ -85,6 +89,21 @@ class Assembler : public ByteSource {
     obuf_ = buf;
     ocap_ = cap;
     hashed_ = 0;
+    try {
+      size_t out = assemble(buf, cap);
+      hash_to(out);
+      sha_.drain();
+      obuf_ = nullptr;
+      return out;
+    } catch (...) {
+      sha_.abandon();  // the caller's buffer is its own again when read() leaves
+      obuf_ = nullptr;
+      throw;
+    }
+  }
+
+ private:
+  size_t assemble(uint8_t* buf, size_t cap) {
     size_t out = 0;
     while (out < cap) {
       if (out - hashed_ >= kHashChunk) hash_to(out);
@@ -119,12 +138,9 @@ class Assembler : public ByteSource {
         out += start_file(buf + out, cap - out);
       }
     }
-    hash_to(out);
-    obuf_ = nullptr;
     return out;
   }
 
- private:
   // The check of the record's body against the digests in the layer's row (none for a row
   // registered before records were bound: such a record is read as before).
   static std::unique_ptr<RecordBodyCheck> bound_check(StoreState& st, const std::string& chain_id) {
@@ -154,7 +170,7 @@ class Assembler : public ByteSource {
 
   // Hashes the output not hashed yet, up to offset end of the caller's buffer.
   void hash_to(size_t end) {
-    if (end > hashed_) sha_.update(obuf_ + hashed_, end - hashed_);
+    if (end > hashed_) sha_.lend(obuf_ + hashed_, end - hashed_);
     hashed_ = end;
   }
 
@@ -326,7 +342,7 @@ class Assembler : public ByteSource {
   };
   static constexpr size_t kBounceSize = kHashChunk + 2 * 4096;
   std::unique_ptr<uint8_t, FreeDeleter> bounce_;  // see read_at()
-  Hasher& sha_;               // the output's SHA-256 (VerifiedStream's)
+  OffloadHasher& sha_;        // the output's SHA-256 (VerifiedStream's)
   uint8_t* obuf_ = nullptr;   // the caller's buffer during read(), else null
   size_t ocap_ = 0;
   size_t hashed_ = 0;         // obuf_[0, hashed_) is in sha_
@@ -461,7 +477,7 @@ class VerifiedStream : public ByteSource {
   std::unique_ptr<LayerRef> keep_;
   std::unique_ptr<ByteSource> inner_;
   PipelinedHasher sha_;  // SHA-256 of a driver's diff on a worker thread (our copy of the bytes only)
-  Hasher inline_sha_;    // SHA-256 of an assembled stream, hashed by the Assembler in place
+  OffloadHasher inline_sha_;  // SHA-256 of an assembled stream, lent by the Assembler in place
   bool self_hashed_ = false;
   uint64_t total_ = 0;   // bytes returned so far
   bool done_ = false;
