@@ -152,7 +152,7 @@ def main():
     # ---- targets
     tp = "large" if "large" in profiles else (profiles[-1] if profiles else None)
     if tp:
-        note = "" if tp == "large" else " (quick mode: measured on **%s**, not large)" % tp
+        note = "" if tp == "large" else " (measured on **%s**: the large layer was not in this run)" % tp
         w("## Targets%s" % note)
         w("")
         w("Ratios of process wall times from this run, best of the rounds (see the tables above), on "

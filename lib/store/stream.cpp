@@ -270,7 +270,8 @@ class Assembler : public ByteSource {
     if (n > rest) longer();
     if (probe && n == rest) eof_seen_ = true;
     (item_.blocks.empty() ? xxh_ : bxxh_).update(dst, n);
-    if (obuf_ && dst >= obuf_ && dst < obuf_ + ocap_) hash_to(static_cast<size_t>(dst - obuf_) + n);
+    const uintptr_t d = reinterpret_cast<uintptr_t>(dst), o = reinterpret_cast<uintptr_t>(obuf_);
+    if (obuf_ && d >= o && d - o < ocap_) hash_to(d - o + n);  // (else pending_: hashed when it goes out)
     frag_pos_ += n;
     left_ -= n;
     return n;
