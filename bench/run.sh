@@ -6,9 +6,11 @@
 #
 #   bash bench/run.sh [--quick] [--dir DIR] [--fs loop|dir] [--build DIR] [--seed N]
 #                     [--reps N] [--layers N] [--nice N] [--no-moby] [--no-open] [--micro]
-#                     [--diagnose] [--keep] [--report FILE]
+#                     [--diagnose] [--keep] [--report FILE] [--profiles "P1 P2 ..."]
 #
 #   --quick        small and medium layers only, and a 1,000-layer store for the open test
+#   --profiles L   the workloads to measure (bench/gen profiles, space-separated; default
+#                  "small medium large bigfiles", with --quick "small medium")
 #   --dir DIR      where the work happens (default: a fresh directory under ${TMPDIR:-/tmp});
 #                  everything made there is removed at the end
 #   --fs loop      (default) measure on a private ext4 file system, loop-mounted from a sparse
@@ -43,6 +45,7 @@ src=$(cd "$here/.." && pwd)
 
 quick=0 dir="" fsmode=loop build="${TMPDIR:-/tmp}/rolayer-bench-build" seed=1 reps=3 layers=""
 nice_level=-10 moby=1 openbench=1 micro=0 diagnose=0 keep=0 report=""
+profiles_opt=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -59,13 +62,15 @@ while [ $# -gt 0 ]; do
     --diagnose) diagnose=1 ;;
     --keep) keep=1 ;;
     --report) report=$2; shift ;;
+    --profiles) profiles_opt=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 case "$fsmode" in loop|dir) ;; *) echo "run.sh: --fs loop|dir" >&2; exit 2 ;; esac
-if [ "$quick" = 1 ]; then profiles="small medium"; else profiles="small medium large"; fi
+if [ "$quick" = 1 ]; then profiles="small medium"; else profiles="small medium large bigfiles"; fi
+if [ -n "$profiles_opt" ]; then profiles=$profiles_opt; fi
 if [ -z "$layers" ]; then if [ "$quick" = 1 ]; then layers=1000; else layers=10000; fi; fi
 if [ "$report" != "" ]; then report=$(cd "$(dirname "$report")" && pwd)/$(basename "$report"); fi
 

@@ -328,7 +328,7 @@ class TarWriter {
 // Builds the entry list of a profile: "small" (~5 MB, ~500 files, an Alpine-like root
 // filesystem), "medium" (~200 MB, a Debian-like tree of shared libraries, Python modules and
 // docs), "large" (~1 GiB, an application tree of ~70,000 small files plus a few big blobs),
-// "tiny-N" (one file of N bytes: the 10,000-layer store). Returns an empty list for an unknown
+// "bigfiles" (~1 GiB in three big files), "tiny-N" (one file of N bytes: the 10,000-layer store). Returns an empty list for an unknown
 // profile. The list is in walk order (directories before their contents, names sorted
 // bytewise per directory), as a builder walking the tree writes it.
 class Builder {
@@ -339,6 +339,7 @@ class Builder {
     if (profile == "small") small();
     else if (profile == "medium") medium();
     else if (profile == "large") large();
+    else if (profile == "bigfiles") bigfiles();
     else return {};
     return finalize();
   }
@@ -542,6 +543,22 @@ class Builder {
     file("app/data/index.db", 96ull << 20, Content::Binary);
     file("usr/local/bin/node", 64ull << 20, Content::Binary, 0755);
     symlink("usr/local/bin/nodejs", "node");
+  }
+
+  // "bigfiles" (~1.0 GiB): three big incompressible files (384, 352 and 320 MiB: model weights,
+  // a database, a bundle) and a handful of small ones; the payload-bound shape of issue 18,
+  // where export is the SHA-256 of the payloads plus little else.
+  void bigfiles() {
+    rootfs_skeleton();
+    file("etc/os-release", 400, Content::Text);
+    file("etc/hostname", 12, Content::Text);
+    file("usr/local/bin/serve", 900 * 1024, Content::Binary, 0755);
+    file("opt/app/config.json", 2048, Content::Text);
+    file("opt/app/README.md", 6000, Content::Text);
+    file("opt/app/models/weights-0.bin", 384ull << 20, Content::Binary);
+    file("opt/app/models/weights-1.bin", 352ull << 20, Content::Binary);
+    file("opt/app/data/store.db", 320ull << 20, Content::Binary);
+    symlink("opt/app/current", "models/weights-0.bin");
   }
 
   // Adds the missing parent directories, sorts in walk order and turns hard-link groups into
