@@ -6,7 +6,7 @@
 #
 #   bash bench/run.sh [--quick] [--dir DIR] [--fs loop|dir] [--build DIR] [--seed N]
 #                     [--reps N] [--layers N] [--nice N] [--no-moby] [--no-open] [--micro]
-#                     [--diagnose] [--keep] [--report FILE] [--profiles "P1 P2 ..."]
+#                     [--diagnose] [--keep] [--report FILE] [--profiles LIST] [--moby-skip LIST]
 #
 #   --quick        small and medium layers only, and a 1,000-layer store for the open test
 #   --profiles L   the workloads to measure (bench/gen profiles, space-separated; default
@@ -31,6 +31,10 @@
 #                  (LD_PRELOAD shim): how much of a register is its durability
 #   --keep         keep DIR/work (raw results) instead of removing it
 #   --report FILE  also write the report to FILE
+#   --profiles LIST  the layers to measure, e.g. "large tiny" (default: small medium large tiny;
+#                  with --quick: small medium). tiny: >= 200,000 entries of 0-512-byte files
+#   --moby-skip LIST  profiles on which the Docker engine rows are skipped, e.g. "tiny" (its
+#                  Register of 240,000 entries takes minutes per round)
 #
 # Needs root (the vfs driver, tar -x restoring owners and capabilities, mounting), cmake,
 # ninja or make, a C/C++ compiler, go (the baseline), python3 (the report), GNU tar, OpenSSL.
@@ -45,7 +49,7 @@ src=$(cd "$here/.." && pwd)
 
 quick=0 dir="" fsmode=loop build="${TMPDIR:-/tmp}/rolayer-bench-build" seed=1 reps=3 layers=""
 nice_level=-10 moby=1 openbench=1 micro=0 diagnose=0 keep=0 report=""
-profiles_opt=""
+profiles_opt="" moby_skip=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -63,13 +67,14 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 ;;
     --report) report=$2; shift ;;
     --profiles) profiles_opt=$2; shift ;;
+    --moby-skip) moby_skip=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 case "$fsmode" in loop|dir) ;; *) echo "run.sh: --fs loop|dir" >&2; exit 2 ;; esac
-if [ "$quick" = 1 ]; then profiles="small medium"; else profiles="small medium large bigfiles"; fi
+if [ "$quick" = 1 ]; then profiles="small medium"; else profiles="small medium large bigfiles tiny"; fi
 if [ -n "$profiles_opt" ]; then profiles=$profiles_opt; fi
 if [ -z "$layers" ]; then if [ "$quick" = 1 ]; then layers=1000; else layers=10000; fi; fi
 if [ "$report" != "" ]; then report=$(cd "$(dirname "$report")" && pwd)/$(basename "$report"); fi
@@ -210,13 +215,15 @@ timed() {
 # Each round runs every operation once, in the same order, so that load that comes and goes
 # on a shared machine hits all of them alike. The report gives the best (min) and the median.
 for p in $profiles; do
+  pmoby=$moby
+  case " $moby_skip " in *" $p "*) pmoby=0 ;; esac
   tarf="$fs/$p.tar"
   log "$p: generating the workload (seed $seed)"
   "$GEN" "$p" "$seed" "$tarf" 2>"$work/gen-$p.txt"
   read -r bytes entries files payload <"$work/gen-$p.txt"
   echo "{\"profile\":\"$p\",\"name\":\"workload\",\"bytes\":$bytes,\"entries\":$entries,\"files\":$files,\"payload\":$payload}" >>"$results"
   cat "$tarf" >/dev/null # page-cache the input
-  if [ "$moby" = 1 ]; then timed "$p" tar-split 1 -- "$MOBY" tarsplit -tar "$tarf" || true; fi
+  if [ "$pmoby" = 1 ]; then timed "$p" tar-split 1 -- "$MOBY" tarsplit -tar "$tarf" || true; fi
 
   for r in $(seq "$reps"); do
     log "$p: round $r of $reps"
@@ -249,7 +256,7 @@ for p in $profiles; do
     fi
 
     # The Docker engine's layer store, vfs driver: the same.
-    if [ "$moby" = 1 ]; then
+    if [ "$pmoby" = 1 ]; then
       mr="$fs/moby-$p"
       rm -rf "$mr"
       if timed "$p" moby-register "$r" -- "$MOBY" register -root "$mr" -tar "$tarf"; then

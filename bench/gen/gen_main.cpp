@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // rolayer-bench-gen: writes a deterministic benchmark layer tar (see workload.h).
 //
-//   rolayer-bench-gen PROFILE SEED OUT      PROFILE: small | medium | large | bigfiles; OUT: a path or -
+//   rolayer-bench-gen PROFILE SEED OUT      PROFILE: small | medium | large | bigfiles | tiny; OUT: a path or -
 //
 // Prints "<bytes> <entries> <files> <payload bytes>" on stderr. The same seed gives the same
 // bytes everywhere.
@@ -18,7 +18,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::fprintf(stderr, "usage: %s small|medium|large|bigfiles SEED OUT.tar|-\n", argv[0]);
+    std::fprintf(stderr, "usage: %s small|medium|large|bigfiles|tiny SEED OUT.tar|-\n", argv[0]);
     return 2;
   }
   std::string profile = argv[1];

@@ -136,14 +136,12 @@ SafetyChecker::SafetyChecker() {
 
 namespace {
 
-// a * b mod 2^61-1 for a, b < 2^61, in 64-bit arithmetic.
+// a * b mod 2^61-1 for a, b < 2^61: the 122-bit product folded at bit 61 (2^61 = 1 mod p).
 uint64_t mul_mod61(uint64_t a, uint64_t b) {
-  const uint64_t l1 = a & 0xffffffffu, h1 = a >> 32, l2 = b & 0xffffffffu, h2 = b >> 32;
-  const uint64_t l = l1 * l2, m = l1 * h2 + l2 * h1, h = h1 * h2;
-  uint64_t r = (l & kMod) + (l >> 61) + (h << 3) + (m >> 29) + (m << 35 >> 3) + 1;
-  r = (r & kMod) + (r >> 61);
-  r = (r & kMod) + (r >> 61);
-  return r - 1;
+  const unsigned __int128 p = static_cast<unsigned __int128>(a) * b;
+  uint64_t r = (static_cast<uint64_t>(p) & kMod) + static_cast<uint64_t>(p >> 61);  // < 2^62
+  r = (r & kMod) + (r >> 61);                                                       // <= 2^61
+  return r >= kMod ? r - kMod : r;
 }
 
 }  // namespace
@@ -160,16 +158,18 @@ SafetyChecker::Key SafetyChecker::key_of(const std::string& cleaned) const {
   return h;
 }
 
-// True when a proper ancestor of cleaned (or cleaned itself, with include_self) is a
-// symlink created earlier in this layer.
-bool SafetyChecker::through_symlink(const std::string& cleaned, bool include_self) const {
-  if (symlinks_.empty()) return false;
+// Whether a proper ancestor of cleaned is a symlink created earlier in this layer, and
+// (in *self) whether cleaned itself is one; *whole is the key of cleaned. One pass.
+bool SafetyChecker::through_symlink(const std::string& cleaned, bool* self, Key* whole) const {
   Key h;
+  bool through = false;
   for (size_t i = 0; i < cleaned.size(); ++i) {
-    if (cleaned[i] == '/' && i > 0 && symlinks_.count(h)) return true;
+    if (cleaned[i] == '/' && i > 0 && !through && symlinks_.count(h)) through = true;
     h = step(h, static_cast<unsigned char>(cleaned[i]));
   }
-  return include_self && symlinks_.count(h);
+  if (self) *self = symlinks_.count(h) != 0;
+  if (whole) *whole = h;
+  return through;
 }
 
 SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
@@ -180,7 +180,11 @@ SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
     err.with_path(e.name);
     throw;
   }
-  if (through_symlink(r.path, false))
+  // With no symlink in the layer so far nothing can go through one (and no key is needed
+  // unless this entry makes the first); otherwise one pass gives both the verdict and the key.
+  const bool any = !symlinks_.empty();
+  Key key;
+  if (any && through_symlink(r.path, nullptr, &key))
     throw Error(Code::Unsafe,
                 "tar entry goes through a symlink created earlier in the layer: " + e.name)
         .with_path(e.name);
@@ -198,19 +202,20 @@ SafetyChecker::Checked SafetyChecker::check_entry(const Entry& e) {
     }
     if (r.link_target.empty())
       throw Error(Code::Unsafe, "hard link to the layer root: " + e.name).with_path(e.name);
-    if (through_symlink(r.link_target, false))
+    bool target_is_symlink = false;
+    if (any && through_symlink(r.link_target, &target_is_symlink, nullptr))
       throw Error(Code::Unsafe, "hard link target goes through a symlink created earlier in the layer: " +
                                     e.name)
           .with_path(e.name);
     // link(2) does not follow a symlink target: the new name is then a symlink too.
-    if (through_symlink(r.link_target, true)) becomes_symlink = true;
+    if (target_is_symlink) becomes_symlink = true;
   }
 
   if (becomes_symlink) {
-    symlinks_.insert(key_of(r.path));
-  } else if (!symlinks_.empty()) {
+    symlinks_.insert(any ? key : key_of(r.path));
+  } else if (any) {
     // A later entry at a symlink's path replaces it.
-    symlinks_.erase(key_of(r.path));
+    symlinks_.erase(key);
   }
   return r;
 }

@@ -58,7 +58,7 @@ class SafetyChecker {
   struct KeyHash {
     size_t operator()(const Key& k) const { return static_cast<size_t>(k.a ^ (k.b * 0x9e3779b97f4a7c15ull)); }
   };
-  bool through_symlink(const std::string& cleaned, bool include_self) const;
+  bool through_symlink(const std::string& cleaned, bool* self, Key* whole) const;
   Key step(Key h, unsigned char c) const;
   Key key_of(const std::string& cleaned) const;
 

@@ -993,6 +993,30 @@ TEST_F(DirDriverTest, AufsMetadataIsSkippedAndItsLinksResolved) {
   EXPECT_EQ(code_of([&] { apply("wh", "", TarBuilder().file("a/.wh.b/c", "x").finish()); }), Code::Archive);
 }
 
+// The check for an entry below a whiteout name looks at every directory component (first,
+// middle, last) and only at components: ".wh." inside a name, or as the last component, is no
+// directory of the layer.
+TEST_F(DirDriverTest, EntriesBelowAWhiteoutNameAreRefusedAtAnyDepth) {
+  for (const char* p : {".wh.a/f", ".wh.a/b/f", "x/.wh.a/f", "x/y/.wh.a/z/f", "x/y/z/.wh./f"}) {
+    SCOPED_TRACE(p);
+    EXPECT_EQ(code_of([&] { apply("whd", "", TarBuilder().file(p, "x").finish()); }), Code::Archive);
+    drv_.remove("whd");
+  }
+  apply("ok", "", TarBuilder()
+                      .file("x.wh.a/f", "1")
+                      .file("x/a.wh.b/f", "2")
+                      .file("x/y/..wh.c/f", "3")
+                      .file("x/wh.d/f", "4")
+                      .file("x/y/.wh.gone", "")
+                      .finish());
+  const std::string d = diff_dir("ok");
+  EXPECT_TRUE(fs::exists(d + "/x.wh.a/f"));
+  EXPECT_TRUE(fs::exists(d + "/x/a.wh.b/f"));
+  EXPECT_TRUE(fs::exists(d + "/x/y/..wh.c/f"));
+  EXPECT_TRUE(fs::exists(d + "/x/wh.d/f"));
+  EXPECT_FALSE(fs::exists(d + "/x/y/.wh.gone"));  // a whiteout, recorded, not a file
+}
+
 TEST_F(DirDriverTest, LowerLayerSymlinksAreNeverFollowed) {
   std::string outside = tmp_ + "/outside";
   fs::create_directories(outside);

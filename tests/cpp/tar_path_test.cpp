@@ -2,9 +2,11 @@
 // Tests of entry path cleaning, whiteouts and the per-layer escape checks (lib/tar/path.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "tar/path.h"
@@ -172,6 +174,39 @@ TEST(SafetyChecker, HardLinks) {
   // A hard link *to* the symlink is a second symlink: writes through it are refused.
   EXPECT_EQ(c.check(make("alias", EntryKind::Hardlink, "lnk")), "alias");
   EXPECT_EQ(code_of([&] { c.check(make("alias/passwd")); }), Code::Unsafe);
+}
+
+// The symlink set is keyed by a polynomial hash of the path: distinct names (long, non-ASCII,
+// differing in one byte) must not be taken for one another, and one pass over a name gives
+// both the verdict on its ancestors and its own key (replacing a symlink removes exactly it).
+TEST(SafetyChecker, ManySymlinksNoFalseHits) {
+  SafetyChecker c;
+  std::vector<std::string> links;
+  for (int i = 0; i < 3000; ++i) {
+    std::string n = "d" + std::to_string(i % 37) + "/\xc3\xa9" + std::string(static_cast<size_t>(i % 200), 'x') + "/l" +
+                    std::to_string(i);
+    links.push_back(n);
+    EXPECT_EQ(c.check(make(n, EntryKind::Symlink, "/")), n);
+  }
+  for (int i = 0; i < 3000; ++i) {
+    EXPECT_EQ(code_of([&] { c.check(make(links[i] + "/f")); }), Code::Unsafe) << links[i];
+    std::string other = links[i];
+    other.back() = other.back() == '9' ? '8' : static_cast<char>(other.back() + 1);
+    if (std::find(links.begin(), links.end(), other) == links.end()) {
+      EXPECT_EQ(c.check(make(other + "/f")), other + "/f");
+    }
+    EXPECT_EQ(c.check(make(links[i] + "x/f")), links[i] + "x/f");
+  }
+  // Replacing one symlink by a directory frees exactly that name.
+  EXPECT_EQ(c.check(make(links[5], EntryKind::Directory)), links[5]);
+  EXPECT_EQ(c.check(make(links[5] + "/f")), links[5] + "/f");
+  EXPECT_EQ(code_of([&] { c.check(make(links[6] + "/f")); }), Code::Unsafe);
+  // A hard link to a symlink, checked in the same pass as its ancestors, is a symlink too.
+  EXPECT_EQ(c.check(make("alias", EntryKind::Hardlink, links[7])), "alias");
+  EXPECT_EQ(code_of([&] { c.check(make("alias/f")); }), Code::Unsafe);
+  EXPECT_EQ(code_of([&] { c.check(make("h2", EntryKind::Hardlink, links[7] + "/x")); }), Code::Unsafe);
+  EXPECT_EQ(c.check(make("h3", EntryKind::Hardlink, links[5])), "h3");
+  EXPECT_EQ(c.check(make("h3/f")), "h3/f");
 }
 
 TEST(SafetyChecker, LinearOnHugeNamesWithSymlinks) {

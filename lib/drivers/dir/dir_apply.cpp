@@ -939,10 +939,16 @@ void Applier::on_entry(const tar::Entry& e) {
   if (layer_.diff.size() + 1 + path.size() >= PATH_MAX)
     throw Error(Code::Io, "path too long: '" + path + "'").with_errno(ENAMETOOLONG).with_path(path);
   if (apply_aufs_meta(path, e)) return;
-  auto comps = dirfs::split(path);
-  for (size_t i = 0; i + 1 < comps.size(); ++i)
-    if (comps[i].substr(0, tar::kWhiteoutPrefix.size()) == tar::kWhiteoutPrefix)
+  {
+    // A directory component (any but the last) named ".wh.*": the path is clean, so that is
+    // the parent path starting with ".wh." or holding "/.wh." (no split: this runs per entry).
+    const std::string_view pdir = dirfs::dir_of(path);
+    constexpr std::string_view slash_prefix = "/.wh.";  // "/" + tar::kWhiteoutPrefix
+    static_assert(slash_prefix.substr(1) == tar::kWhiteoutPrefix);
+    if (pdir.substr(0, tar::kWhiteoutPrefix.size()) == tar::kWhiteoutPrefix ||
+        pdir.find(slash_prefix) != std::string_view::npos)
       throw Error(Code::Archive, "entry below a whiteout name: '" + path + "'").with_path(path);
+  }
   if (tar::is_whiteout(path)) {
     apply_whiteout(path, e);
     return;
