@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
 // driver's exact diff), hashed on the way out and checked against the DiffID.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -24,7 +26,10 @@ class ChunkSource : public ByteSource {
  public:
   ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
       : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
+  // A staged layer's record, still in its temporary file (read from offset 0).
+  explicit ChunkSource(int record_fd) : fd_(record_fd) {}
   size_t read(uint8_t* buf, size_t cap) override {
+    if (fd_ >= 0) return read_file(buf, cap);
     if (pos_ == chunk_.size()) {
       if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
         if (seq_ == 0 && !done_)
@@ -43,12 +48,25 @@ class ChunkSource : public ByteSource {
   }
 
  private:
+  size_t read_file(uint8_t* buf, size_t cap) {
+    for (;;) {
+      ssize_t n = ::pread(fd_, buf, cap, off_);
+      if (n >= 0) {
+        off_ += n;
+        return static_cast<size_t>(n);
+      }
+      if (errno != EINTR) throw_errno("read a staged layer's record");
+    }
+  }
+
   std::shared_ptr<StoreState> st_;
   std::string chain_id_;
   std::string chunk_;
   size_t pos_ = 0;
   int64_t seq_ = 0;
   bool done_ = false;
+  int fd_ = -1;
+  off_t off_ = 0;
 };
 
 // Record + payloads -> the original stream.
@@ -68,6 +86,9 @@ class Assembler : public ByteSource {
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
         session_(st->driver->payloads(node.cache_id)) {}
+  // A staged layer (Store::stage): its record in a temporary file, its payloads in cache_id.
+  Assembler(const std::shared_ptr<StoreState>& st, int record_fd, const std::string& cache_id)
+      : chunks_(record_fd), reader_(chunks_, nullptr), session_(st->driver->payloads(cache_id)) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     size_t out = 0;
@@ -407,6 +428,11 @@ class VerifiedStream : public ByteSource {
 
 std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep) {
   return std::make_unique<VerifiedStream>(std::move(st), std::move(keep));
+}
+
+std::unique_ptr<ByteSource> make_staged_stream(const std::shared_ptr<StoreState>& st, int record_fd,
+                                               const std::string& cache_id) {
+  return std::make_unique<Assembler>(st, record_fd, cache_id);
 }
 
 }  // namespace rolayer
