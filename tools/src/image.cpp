@@ -477,6 +477,7 @@ void import_layers_parallel(rolayer_store* store, ImageSource& src, const Plan& 
 int cmd_import(Globals& g, const Args& args) {
   auto p = parse_args("import", args, {{"jobs", 'j', true}}, g);
   if (p.help) return print_command_help(*find_command("import")), 0;
+  const int jobs = parse_import_jobs(p);
   if (p.positionals.size() != 1) usage_error("import: needs exactly one DIR or ARCHIVE (with an optional :REF)");
   std::string path, ref;
   split_image_arg(p.positionals[0], &path, &ref);
@@ -498,7 +499,6 @@ int cmd_import(Globals& g, const Args& args) {
   // import registered goes with them; layers that existed before keep their own references.
   std::vector<Layer> held;
   std::string parent;
-  const int jobs = parse_import_jobs(p);
   try {
     if (jobs > 1 && plan.layers.size() > 1) {
       prog.set_label("import " + std::to_string(plan.layers.size()) + " layers");
