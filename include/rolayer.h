@@ -20,5 +20,6 @@
 #include "rolayer/driver.h"
 #include "rolayer/docker.h"
 #include "rolayer/mount.h"
+#include "rolayer/stage.h"
 
 #endif /* ROLAYER_H */

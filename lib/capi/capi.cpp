@@ -521,6 +521,7 @@ ROLAYER_API void rolayer_tar_stream_free(rolayer_tar_stream* s) {
 // For the other shim files (declared in handles.h).
 int capi_guard(rolayer_error** err, const std::function<void()>& f) noexcept { return guard(err, f); }
 rolayer::Store& capi_store_of(rolayer_store* s) { return store_of(s); }
+rolayer::Descriptor capi_descriptor_of(const rolayer_register_options* o) { return descriptor_of(o); }
 rolayer_string_list* capi_new_string_list(std::vector<std::string> items) {
   return new rolayer_string_list{std::move(items)};
 }

@@ -59,3 +59,5 @@ int capi_guard(rolayer_error** err, const std::function<void()>& f) noexcept;
 rolayer_string_list* capi_new_string_list(std::vector<std::string> items);
 // The store behind a handle; Error(Inval) for NULL or a handle that is not a store.
 rolayer::Store& capi_store_of(rolayer_store* s);
+// capi.cpp's reading of rolayer_register_options (validated), for the staging shims.
+rolayer::Descriptor capi_descriptor_of(const rolayer_register_options* o);

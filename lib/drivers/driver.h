@@ -51,6 +51,16 @@ class Driver {
   virtual std::unique_ptr<PayloadSession> payloads(const std::string& id) = 0;
   // Key/value metadata of layer id.
   virtual std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) = 0;
+
+  // Staging (a layer applied before its parent is known; Store::stage). A driver that cannot
+  // (the default) is staged by the store keeping the stream aside and applying it at commit.
+  virtual bool can_stage() const { return false; }
+  // Applies tar to id (made with create(id, "")) without reading any other layer; returns the
+  // bytes stored, durable on return. *needs_parent: the result would differ on a parent, and
+  // the store applies the layer again on it at commit.
+  virtual int64_t apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent);
+  // Makes id, applied with apply_staged, a child of parent (an applied layer). Durable on return.
+  virtual void set_parent(const std::string& id, const std::string& parent);
 };
 
 }  // namespace rolayer

@@ -73,5 +73,10 @@ struct StoreState {
 // lib/store/stream.cpp
 std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st,
                                                  std::unique_ptr<LayerRef> keep);
+// A staged layer's stream rebuilt from its record (a temporary file, read from offset 0) and
+// the driver's payloads of cache_id, each payload checked against the record; the caller
+// checks the DiffID (Store::commit_staged applies it again on the parent, which hashes it).
+std::unique_ptr<ByteSource> make_staged_stream(const std::shared_ptr<StoreState>& st, int record_fd,
+                                               const std::string& cache_id);
 
 }  // namespace rolayer

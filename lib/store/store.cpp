@@ -1360,3 +1360,281 @@ std::unique_ptr<ByteSource> Store::verified_diff_from(const LayerRef& ref, const
 }
 
 }  // namespace rolayer
+
+// ---- Staged registers (Store::stage / commit_staged) -------------------------------------
+//
+// A staged layer is what a register has done before it needs the parent: the input hashed
+// (DiffID), scanned and validated, the fidelity record written to <root>/tmp, and — on a driver
+// that can stage (the dir driver) — the layer applied under a fresh cache id made on no parent,
+// named by an intent mark in <root>/pending. A crash leaves exactly what a crashed register
+// leaves, collected the same way. Drivers that cannot stage keep the stream in <root>/tmp and
+// apply it at commit. A layer that depends on its parent (the dir driver says so) is applied
+// again at commit, from its own record and payloads (each payload checked against the record,
+// the whole stream against the DiffID by the register on the parent).
+
+namespace rolayer {
+
+struct StagedLayer::Impl {
+  std::shared_ptr<StoreState> st;
+  Descriptor descriptor;
+  std::string cache_id;  // driver data applied with no parent ("" when the stream is kept aside)
+  std::string rec_name;  // <root>/tmp: the record, or the kept stream
+  std::unique_ptr<fs::FdSink> rec_sink;
+  RecordBodyHashes body_hashes;
+  bool has_record = false;
+  bool needs_parent = false;
+  Digest diff_id;
+  int64_t diff_size = 0, stream_size = 0;
+  enum class State { Open, Committed, Discarded } state = State::Open;
+
+  int tmp_fd() const { return rec_sink ? rec_sink->fd() : -1; }
+  // Removes what the staged layer holds on disk (nothing once the store was closed: the
+  // session is over and the next open collects its intent mark).
+  void discard() noexcept {
+    if (state != State::Open) return;
+    state = State::Discarded;
+    bool closed;
+    {
+      std::lock_guard<std::mutex> g(st->mu);
+      closed = st->closed;
+    }
+    rec_sink.reset();
+    if (closed) return;
+    if (!cache_id.empty()) {
+      try {
+        st->driver->remove(cache_id);
+        st->clear_pending(cache_id);  // kept if the removal failed: collected once the session ends
+      } catch (...) {
+      }
+    }
+    if (!rec_name.empty()) ::unlinkat(st->tmp_fd.get(), rec_name.c_str(), 0);
+  }
+};
+
+StagedLayer::StagedLayer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+StagedLayer::~StagedLayer() { impl_->discard(); }
+const Digest& StagedLayer::diff_id() const { return impl_->diff_id; }
+int64_t StagedLayer::stream_size() const { return impl_->stream_size; }
+int64_t StagedLayer::diff_size() const { return impl_->diff_size; }
+bool StagedLayer::deferred() const { return impl_->cache_id.empty() || impl_->needs_parent; }
+
+void Store::discard_staged(StagedLayer& staged) noexcept { staged.impl_->discard(); }
+
+std::unique_ptr<StagedLayer> Store::stage(ByteSource& tar, const Descriptor& descriptor) {
+  if (!descriptor.digest.empty()) Digest::parse(descriptor.digest);
+  if (!descriptor.media_type.empty() && descriptor.media_type.size() > 255)
+    throw Error(Code::Inval, "descriptor media type is too long");
+  {
+    std::lock_guard<std::mutex> g(st_->mu);
+    st_->check_open();
+  }
+  st_->check_writable();
+  auto im = std::make_unique<StagedLayer::Impl>();
+  im->st = st_;
+  im->descriptor = descriptor;
+  std::unique_ptr<StagedLayer> staged(new StagedLayer(std::move(im)));
+  StagedLayer::Impl& s = *staged->impl_;  // discarded by staged's destructor on any failure below
+  const bool apply_now = st_->driver->can_stage() && !st_->caps.exact_diffs;
+  std::string id = fs::random_hex();
+  s.rec_name = st_->session + (apply_now ? "-record-" : "-stage-") + id;
+  {
+    fs::Fd fd(::openat(st_->tmp_fd.get(), s.rec_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + st_->tmp_dir + "/" + s.rec_name);
+    s.rec_sink = std::make_unique<fs::FdSink>(std::move(fd));
+  }
+  if (apply_now) {
+    record::Writer rec(*s.rec_sink, &s.body_hashes);
+    st_->mark_pending(id);
+    s.cache_id = id;
+    st_->driver->create(id, "");
+    ROLAYER_FAULT_POINT("stage.created");
+    RegisterTee tee(tar, &rec, nullptr);
+    try {
+      st_->driver->apply_staged(id, tee, &s.needs_parent);
+      tee.drain();
+    } catch (...) {
+      if (tee.failure()) std::rethrow_exception(tee.failure());
+      throw;
+    }
+    if (tee.failure()) std::rethrow_exception(tee.failure());
+    rec.finish();
+    s.rec_sink->flush();
+    s.has_record = true;
+    s.diff_id = tee.diff_id();
+    s.diff_size = tee.diff_size();
+    s.stream_size = static_cast<int64_t>(tee.total());
+  } else {
+    // Kept aside as it came (validated and hashed on the way), applied at commit.
+    RegisterTee tee(tar, nullptr, nullptr);
+    constexpr size_t kBuf = 1 << 20;
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[kBuf]);
+    for (;;) {
+      size_t n = tee.read(buf.get(), kBuf);
+      if (n == 0) break;
+      s.rec_sink->write(buf.get(), n);
+    }
+    s.rec_sink->flush();
+    s.diff_id = tee.diff_id();
+    s.diff_size = tee.diff_size();
+    s.stream_size = static_cast<int64_t>(tee.total());
+  }
+  ROLAYER_FAULT_POINT("stage.done");
+  return staged;
+}
+
+std::unique_ptr<LayerRef> Store::commit_staged(StagedLayer& staged, const std::string& parent_id) {
+  StagedLayer::Impl& s = *staged.impl_;
+  if (s.st != st_) throw Error(Code::Inval, "the staged layer belongs to another store");
+  if (s.state == StagedLayer::Impl::State::Committed) throw Error(Code::Inval, "the staged layer was committed already");
+  if (s.state == StagedLayer::Impl::State::Discarded) throw Error(Code::Inval, "the staged layer was discarded");
+  st_->check_writable();
+
+  if (staged.deferred()) {
+    // Applied now, on the parent, by an ordinary register: from the stream kept aside, or
+    // rebuilt from the staged record and payloads (each checked; the DiffID is compared below).
+    std::unique_ptr<ByteSource> src;
+    if (s.cache_id.empty()) {
+      fs::Fd fd(::fcntl(s.tmp_fd(), F_DUPFD_CLOEXEC, 0));
+      if (!fd) throw_errno("reopen " + st_->tmp_dir + "/" + s.rec_name);
+      if (::lseek(fd.get(), 0, SEEK_SET) != 0) throw_errno("seek " + st_->tmp_dir + "/" + s.rec_name);
+      src = std::make_unique<fs::FdSource>(std::move(fd));
+    } else {
+      src = make_staged_stream(st_, s.tmp_fd(), s.cache_id);
+    }
+    auto ref = register_layer(parent_id, *src, s.descriptor);
+    if (ref->node().diff_id != s.diff_id) {
+      Store::release_ref(*ref);  // what this commit registered goes again
+      throw Error(Code::Digest, "could not verify the staged layer " + s.diff_id.str() +
+                                    ": applied again on its parent it gives " + ref->node().diff_id.str() +
+                                    ". This may be because internal files in the layer store were modified")
+          .with_diff_id(s.diff_id.str());
+    }
+    s.discard();
+    s.state = StagedLayer::Impl::State::Committed;
+    return ref;
+  }
+
+  // Hold the parent for the duration (a temporary handle, dropped without deletion).
+  std::unique_ptr<LayerRef> parent_ref;
+  std::shared_ptr<LayerNode> parent;
+  if (!parent_id.empty()) {
+    Digest::parse(parent_id);
+    parent_ref = get(parent_id);
+    parent = parent_ref->node_;
+    if (parent->depth >= kMaxDepth)
+      throw Error(Code::MaxDepth, "max depth exceeded: layer " + parent_id + " has depth " +
+                                      std::to_string(parent->depth) + " (the maximum is " +
+                                      std::to_string(kMaxDepth) + ")");
+  }
+  struct ParentHold {
+    std::unique_ptr<LayerRef>& ref;
+    ~ParentHold() {
+      try {
+        if (ref) Store::close_ref(*ref);
+      } catch (...) {
+      }
+    }
+  } hold{parent_ref};
+
+  const std::string cache_id = s.cache_id;
+  st_->driver->set_parent(cache_id, parent ? parent->cache_id : std::string());
+  ROLAYER_FAULT_POINT("stage.attached");
+  const Digest chain = chain_id(parent ? parent->chain_id : Digest(), s.diff_id);
+
+  std::unique_lock<std::mutex> g(st_->mu);
+  st_->check_open();
+  auto& db = *st_->db;
+  auto converge = [&](std::unique_ptr<LayerRef> ref) {
+    g.unlock();
+    s.discard();
+    s.state = StagedLayer::Impl::State::Committed;
+    return ref;
+  };
+  {
+    auto it = st_->nodes.find(chain.str());
+    if (it != st_->nodes.end() && it->second->handles > 0) return converge(st_->new_ref(st_, it->second));
+  }
+  auto node = std::make_shared<LayerNode>();
+  node->chain_id = chain;
+  node->diff_id = s.diff_id;
+  node->parent = parent;
+  node->depth = parent ? parent->depth + 1 : 1;
+  node->cache_id = cache_id;
+  node->diff_size = s.diff_size;
+  node->stream_size = s.stream_size;
+  node->descriptor = s.descriptor;
+  node->has_record = s.has_record;
+  std::string stale_cache;
+  {
+    sql::Transaction tx(db);
+    if (auto existing = st_->load_locked(chain.str())) {
+      st_->hold_locked(existing);
+      tx.commit();
+      return converge(std::unique_ptr<LayerRef>(new LayerRef(st_, existing)));
+    }
+    {
+      sql::Stmt q(db, "SELECT cache_id FROM layers WHERE chain_id = ?");
+      q.bind(1, chain.str());
+      if (q.step()) stale_cache = q.text(0);
+    }
+    if (!stale_cache.empty()) st_->mark_pending(stale_cache);
+    const Descriptor& d = s.descriptor;
+    sql::Stmt ins(db,
+                  "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
+                  "desc_media_type, desc_digest, desc_size, has_record, persistent, created, release_requested) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'), 0)");
+    ins.bind(1, chain.str()).bind(2, s.diff_id.str());
+    if (parent) ins.bind(3, parent->chain_id.str()); else ins.bind_null(3);
+    ins.bind(4, static_cast<int64_t>(node->depth)).bind(5, cache_id).bind(6, node->diff_size)
+        .bind(7, node->stream_size);
+    if (d.media_type.empty()) ins.bind_null(8); else ins.bind(8, d.media_type);
+    if (d.digest.empty()) ins.bind_null(9); else ins.bind(9, d.digest);
+    if (d.size < 0) ins.bind_null(10); else ins.bind(10, d.size);
+    ins.bind(11, static_cast<int64_t>(node->has_record ? 1 : 0));
+    ins.run();
+    sql::Stmt(db,
+              "WITH RECURSIVE d(id) AS (SELECT chain_id FROM layers WHERE parent = ?1 AND chain_id <> ?1 "
+              "UNION SELECT l.chain_id FROM layers l JOIN d ON l.parent = d.id) "
+              "UPDATE layers SET diff_id = 'damaged:' || diff_id WHERE chain_id IN d AND diff_id NOT LIKE 'damaged:%'")
+        .bind(1, chain.str()).run();
+    sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain.str()).run();
+    {
+      sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
+      std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);
+      off_t off = 0;
+      for (int64_t seq = 0;; seq++) {
+        ssize_t n;
+        do n = ::pread(s.tmp_fd(), buf.get(), kRecordChunk, off);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) throw_errno("read " + st_->tmp_dir + "/" + s.rec_name);
+        if (n == 0) break;
+        off += n;
+        chunk.reset();
+        chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), static_cast<size_t>(n));
+        chunk.run();
+      }
+      store_record_digests(db, chain.str(), s.body_hashes.bound(chain.str()));
+    }
+    st_->nodes.erase(chain.str());
+    st_->hold_locked(node);
+    ROLAYER_FAULT_POINT("stage.before_commit");
+    try {
+      tx.commit();
+    } catch (...) {
+      node->handles--;
+      st_->nodes.erase(chain.str());
+      throw;
+    }
+  }
+  // Committed: from here on nothing undoes the layer.
+  s.state = StagedLayer::Impl::State::Committed;
+  auto ref = std::unique_ptr<LayerRef>(new LayerRef(st_, node));
+  g.unlock();
+  if (!stale_cache.empty() && stale_cache != cache_id) st_->remove_driver_data({stale_cache});
+  st_->clear_pending(cache_id);
+  s.rec_sink.reset();
+  ::unlinkat(st_->tmp_fd.get(), s.rec_name.c_str(), 0);
+  return ref;
+}
+
+}  // namespace rolayer

@@ -71,6 +71,29 @@ class LayerRef {
   std::atomic<bool> released_{false};
 };
 
+// A layer applied before its parent is known (Store::stage): its DiffID, sizes and record are
+// computed, its data is applied (dir driver) or kept aside (other drivers); commit_staged puts
+// it on a parent. Destroying one that was not committed discards it (nothing stays behind).
+// One thread at a time; it may move between threads.
+class StagedLayer {
+ public:
+  ~StagedLayer();
+  StagedLayer(const StagedLayer&) = delete;
+  StagedLayer& operator=(const StagedLayer&) = delete;
+  const Digest& diff_id() const;
+  int64_t stream_size() const;
+  int64_t diff_size() const;
+  // The layer is applied at commit, on its parent: the driver cannot stage, or the layer
+  // depends on its parent (a hard link to a lower file, a parent directory it did not declare).
+  bool deferred() const;
+
+ private:
+  friend class Store;
+  struct Impl;
+  explicit StagedLayer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 struct StoreOptions {
   std::string driver_name;          // built-in driver, "" = "dir"; ignored when driver is set
   std::unique_ptr<Driver> driver;   // a driver instance (e.g. a caller's C driver)
@@ -90,6 +113,15 @@ class Store {
 
   std::unique_ptr<LayerRef> register_layer(const std::string& parent_chain_id, ByteSource& tar,
                                            const Descriptor& descriptor = {});
+  // Two-phase register (docs/store.md, "Staged registers"): stage applies and hashes a layer's
+  // stream with no parent (safe on many threads at once); commit_staged puts it on parent_chain_id
+  // ("" = a base layer), computing the ChainID and running the checks that need the parent
+  // chain, with the same outcomes as register_layer on that parent. Throws Error(Inval) for a
+  // staged layer of another store, or one already committed or discarded.
+  std::unique_ptr<StagedLayer> stage(ByteSource& tar, const Descriptor& descriptor = {});
+  std::unique_ptr<LayerRef> commit_staged(StagedLayer& staged, const std::string& parent_chain_id);
+  // Discards an uncommitted staged layer now (its data and temporary files); idempotent.
+  static void discard_staged(StagedLayer& staged) noexcept;
   std::unique_ptr<LayerRef> get(const std::string& chain_id);
   // Drops the reference; throws Error(NotRetained) if it was already released.
   std::vector<Removed> release(LayerRef& ref);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
 // driver's exact diff), hashed on the way out and checked against the DiffID.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -30,7 +32,10 @@ class ChunkSource : public ByteSource {
  public:
   ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
       : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
+  // A staged layer's record, still in its temporary file (read from offset 0).
+  explicit ChunkSource(int record_fd) : fd_(record_fd) {}
   size_t read(uint8_t* buf, size_t cap) override {
+    if (fd_ >= 0) return read_file(buf, cap);
     if (pos_ == chunk_.size()) {
       if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
         if (seq_ == 0 && !done_)
@@ -49,12 +54,25 @@ class ChunkSource : public ByteSource {
   }
 
  private:
+  size_t read_file(uint8_t* buf, size_t cap) {
+    for (;;) {
+      ssize_t n = ::pread(fd_, buf, cap, off_);
+      if (n >= 0) {
+        off_ += n;
+        return static_cast<size_t>(n);
+      }
+      if (errno != EINTR) throw_errno("read a staged layer's record");
+    }
+  }
+
   std::shared_ptr<StoreState> st_;
   std::string chain_id_;
   std::string chunk_;
   size_t pos_ = 0;
   int64_t seq_ = 0;
   bool done_ = false;
+  int fd_ = -1;
+  off_t off_ = 0;
 };
 
 // Record + payloads -> the original stream.
@@ -83,7 +101,11 @@ class Assembler : public ByteSource {
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
         session_(st->driver->payloads(node.cache_id)),
-        sha_(sha) {}
+        sha_(&sha) {}
+  // A staged layer (Store::stage): its record in a temporary file, its payloads in cache_id.
+  // Its output is not hashed here: the commit that reads it registers it, which hashes it.
+  Assembler(const std::shared_ptr<StoreState>& st, int record_fd, const std::string& cache_id)
+      : chunks_(record_fd), reader_(chunks_, nullptr), session_(st->driver->payloads(cache_id)), sha_(nullptr) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     obuf_ = buf;
@@ -92,11 +114,11 @@ class Assembler : public ByteSource {
     try {
       size_t out = assemble(buf, cap);
       hash_to(out);
-      sha_.drain();
+      if (sha_) sha_->drain();
       obuf_ = nullptr;
       return out;
     } catch (...) {
-      sha_.abandon();  // the caller's buffer is its own again when read() leaves
+      if (sha_) sha_->abandon();  // the caller's buffer is its own again when read() leaves
       obuf_ = nullptr;
       throw;
     }
@@ -170,7 +192,7 @@ class Assembler : public ByteSource {
 
   // Hashes the output not hashed yet, up to offset end of the caller's buffer.
   void hash_to(size_t end) {
-    if (end > hashed_) sha_.lend(obuf_ + hashed_, end - hashed_);
+    if (sha_ && end > hashed_) sha_->lend(obuf_ + hashed_, end - hashed_);
     hashed_ = end;
   }
 
@@ -343,7 +365,7 @@ class Assembler : public ByteSource {
   };
   static constexpr size_t kBounceSize = kHashChunk + 2 * 4096;
   std::unique_ptr<uint8_t, FreeDeleter> bounce_;  // see read_at()
-  OffloadHasher& sha_;        // the output's SHA-256 (VerifiedStream's)
+  OffloadHasher* sha_;        // the output's SHA-256 (VerifiedStream's); null: not hashed
   uint8_t* obuf_ = nullptr;   // the caller's buffer during read(), else null
   size_t ocap_ = 0;
   size_t hashed_ = 0;         // obuf_[0, hashed_) is in sha_
@@ -489,6 +511,11 @@ class VerifiedStream : public ByteSource {
 
 std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep) {
   return std::make_unique<VerifiedStream>(std::move(st), std::move(keep));
+}
+
+std::unique_ptr<ByteSource> make_staged_stream(const std::shared_ptr<StoreState>& st, int record_fd,
+                                               const std::string& cache_id) {
+  return std::make_unique<Assembler>(st, record_fd, cache_id);
 }
 
 }  // namespace rolayer

@@ -5,9 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "args.h"
 #include "blob.h"
@@ -493,8 +497,16 @@ int cmd_rm(Globals& g, const Args& args) {
 // --- verify -----------------------------------------------------------------------------------
 
 int cmd_verify(Globals& g, const Args& args) {
-  auto p = parse_args("verify", args, {{"json", 0, false}}, g);
+  auto p = parse_args("verify", args, {{"json", 0, false}, {"jobs", 'j', true}}, g);
   if (p.help) return print_command_help(*find_command("verify")), 0;
+  int jobs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (p.has("jobs")) {
+    const std::string js = p.get("jobs");  // one string that outlives strtol's end pointer
+    char* end = nullptr;
+    long v = std::strtol(js.c_str(), &end, 10);
+    if (js.empty() || *end || v < 1 || v > 256) usage_error("verify: -j needs a number from 1 to 256");
+    jobs = static_cast<int>(v);
+  }
   StorePtr store = open_store(g);
   bool as_json = p.has("json");
 
@@ -548,16 +560,31 @@ int cmd_verify(Globals& g, const Args& args) {
   Progress prog(progress_enabled(g), "verify", total);
   size_t ok = 0, bad = 0;
   int64_t done = 0;
-  for (size_t k = 0; k < targets.size(); k++) {
-    check_interrupted();
+  // Layers are checked on up to `jobs` threads at once (the store and its layer handles are
+  // safe to share: docs/threading.md), each with its own handle; results are reported here,
+  // in the order of `targets`, as soon as each is in: the output is the same whatever -j.
+  struct Outcome {
+    bool ready = false;
+    bool open_failed = false;
+    CliError open_error{kOk, ""};
+    int rc = ROLAYER_OK;
+    std::string msg, path, diff_id;
+    bool has_path = false;
+  };
+  std::vector<Outcome> outcomes(targets.size());
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0;
+  bool stop = false;
+  auto check_one = [&](size_t k, Outcome& o) {
     const auto& t = targets[k];
-    prog.set_label("verify " + std::to_string(k + 1) + "/" + std::to_string(targets.size()));
     Layer layer;
     try {
       layer = open_layer(store.get(), t.id);
     } catch (const CliError& e) {
-      report_error(t.id, e);
-      continue;
+      o.open_failed = true;
+      o.open_error = e;
+      return;
     }
     Err err;
     int rc;
@@ -575,13 +602,72 @@ int cmd_verify(Globals& g, const Args& args) {
         if (rc != ROLAYER_OK || n == 0) break;
         prog.add(n);
       }
-      check_interrupted();
     } else {
       rc = rolayer_layer_verify(layer.get(), err.out());
     }
+    o.rc = rc;
+    o.diff_id = rolayer_layer_diff_id(layer.get());
+    if (rc != ROLAYER_OK) {
+      o.msg = err.message(rc);
+      if (const char* path = err.path()) {
+        o.has_path = true;
+        o.path = path;
+      }
+    }
+  };
+  auto worker = [&] {
+    for (;;) {
+      size_t k;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        if (stop || next >= targets.size()) return;
+        k = next++;
+      }
+      Outcome o;
+      try {
+        if (!interrupted()) check_one(k, o);
+      } catch (const std::exception& e) {  // out of memory: reported for this layer
+        o.open_failed = true;
+        o.open_error = CliError(kFailure, std::string("internal error: ") + e.what());
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      outcomes[k] = std::move(o);
+      outcomes[k].ready = true;
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < jobs && static_cast<size_t>(t) < targets.size(); t++) pool.emplace_back(worker);
+  struct Joiner {
+    std::vector<std::thread>& pool;
+    std::mutex& mu;
+    bool& stop;
+    ~Joiner() {
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        stop = true;
+      }
+      for (auto& th : pool) th.join();
+    }
+  } joiner{pool, mu, stop};
+  for (size_t k = 0; k < targets.size(); k++) {
+    const auto& t = targets[k];
+    Outcome o;
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return outcomes[k].ready; });
+      o = std::move(outcomes[k]);
+    }
+    check_interrupted();
+    prog.set_label("verify " + std::to_string(k + 1) + "/" + std::to_string(targets.size()));
+    if (o.open_failed) {
+      report_error(t.id, o.open_error);
+      continue;
+    }
+    const int rc = o.rc;
     done += std::max<int64_t>(0, t.size);
-    prog.set_done(done);
-    std::string diff_id = rolayer_layer_diff_id(layer.get());
+    if (!prog.enabled()) prog.set_done(done);
+    const std::string& diff_id = o.diff_id;
     json r;
     json_text(r, "chain_id", t.id);
     json_text(r, "diff_id", diff_id);
@@ -595,8 +681,8 @@ int cmd_verify(Globals& g, const Args& args) {
         print_text(t.id + "  ok");
       }
     } else {
-      std::string msg = err.message(rc);
-      const char* path = err.path();
+      const std::string& msg = o.msg;
+      const char* path = o.has_path ? o.path.c_str() : nullptr;
       r["ok"] = false;
       json_text(r, "error", msg);
       if (path)

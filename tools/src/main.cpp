@@ -128,18 +128,20 @@ const std::vector<Command> kCommands = {
      "(exit 2): remove the image with rmi; --force drops the layer's reference anyway.\n",
      cmd_rm},
     {"verify", "check stored layers against their DiffIDs",
-     "usage: rolayer verify [--json] [CHAINID...]\n"
+     "usage: rolayer verify [--json] [-j N] [CHAINID...]\n"
      "\n"
      "Reads each layer's stream (all layers by default) without writing it anywhere and\n"
      "checks it against its DiffID: one line per layer, `ok` or `DAMAGED` with the damaged\n"
      "path when known. Exit code 0 when all passed, 4 when any layer is damaged.\n"
      "\n"
      "Options:\n"
-     "  --json   a JSON array of {chain_id, diff_id, ok, error, path}\n",
+     "  --json   a JSON array of {chain_id, diff_id, ok, error, path}\n"
+     "  -j, --jobs N   layers checked at once (1-256, default: the number of CPUs); the\n"
+     "                 output is the same, in the same order, whatever N\n",
      cmd_verify},
     {"import", "register the layers of an OCI image layout or a docker save archive",
-     "usage: rolayer import DIR|ARCHIVE[:REF]\n"
-     "       rolayer import -[:REF]   (the archive on standard input)\n"
+     "usage: rolayer import [--jobs N] DIR|ARCHIVE[:REF]\n"
+     "       rolayer import [--jobs N] -[:REF]   (the archive on standard input)\n"
      "\n"
      "Reads an OCI image layout (oci-layout, index.json, blobs/) as a directory or a tar\n"
      "(plain or compressed) of one, or a `docker save` archive (manifest.json), and\n"
@@ -156,7 +158,12 @@ const std::vector<Command> kCommands = {
      "\n"
      "`-` reads an archive (docker save, or an OCI layout tar; plain or compressed) from\n"
      "standard input, e.g. docker save IMAGE | rolayer import -. A pipe is copied once into\n"
-     "an unnamed private file in the store's tmp folder; a plain tar file is read in place.\n",
+     "an unnamed private file in the store's tmp folder; a plain tar file is read in place.\n"
+     "\n"
+     "Options:\n"
+     "  -j, --jobs N   layers applied at once (1-64, default: the number of CPUs), each on\n"
+     "                 its own thread, committed in chain order; 1 registers them one after\n"
+     "                 the other. The result is the same whatever N.\n",
      cmd_import},
     {"export-image", "write a chain as an OCI image layout with uncompressed layers",
      "usage: rolayer export-image (CHAINID | --image NAME) DIR [--ref NAME] [--arch ARCH] [--os OS]\n"

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "progress.h"
 
+#include <mutex>
+
 #include "text.h"
 
 #include <unistd.h>
@@ -45,18 +47,21 @@ Progress::Progress(bool enabled, std::string label, int64_t total)
 Progress::~Progress() { clear(); }
 
 void Progress::add(uint64_t n) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // import stages layers on several threads
   if (!enabled_) return;
   done_ += static_cast<int64_t>(n);
   draw(false);
 }
 
 void Progress::set_done(int64_t done) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // import stages layers on several threads
   if (!enabled_) return;
   done_ = done;
   draw(false);
 }
 
 void Progress::set_label(std::string label) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // import stages layers on several threads
   label_ = std::move(label);
   if (enabled_) draw(true);
 }
@@ -64,11 +69,13 @@ void Progress::set_label(std::string label) {
 void Progress::set_total(int64_t total) { total_ = total; }
 
 void Progress::clear() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // import stages layers on several threads
   if (enabled_ && drawn_) put("\r\033[K");
   drawn_ = false;
 }
 
 void Progress::note(const std::string& line) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // import stages layers on several threads
   if (!enabled_) return;
   clear();
   put(term_safe(line) + "\n");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <mutex>
 #include <cstdint>
 #include <string>
 
@@ -34,6 +35,7 @@ class Progress {
   int64_t total_;
   int64_t done_ = 0;
   bool drawn_ = false;
+  std::recursive_mutex mu_;  // every public call may come from any thread
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 

@@ -1462,6 +1462,126 @@ print(r.stderr.decode())
 EOF
   [ "$(head -1 "$WORK/tty")" = 2 ] || fail "import - on a terminal: $(cat "$WORK/tty")"
   grep -q "terminal" "$WORK/tty" || fail "import - on a terminal does not say so: $(cat "$WORK/tty")"
+
+# Issue 18: import --jobs N stages the layers on N threads and commits them in chain order. The
+# result must be what --jobs 1 (one register after the other) gives: the same ChainIDs, rows,
+# exports, driver trees; the same errors, with nothing of the image left behind.
+layer_rows() { R ls --json | python3 -c 'import json,sys; print(sorted((o["chain_id"],o["diff_id"],o["parent"],o["depth"],o["size"],o["diff_size"],o["retained"]) for o in json.load(sys.stdin)))'; }
+# The driver's tree of every layer, by ChainID (names, kinds, modes, owners, sizes, link counts,
+# and the times of the layer's own files; not the times of what the store itself made).
+layer_trees() {
+  python3 - "$STORE" "$DRIVER" <<'EOF'
+import os, sqlite3, stat, sys
+store, driver = sys.argv[1], sys.argv[2]
+db = sqlite3.connect(store + "/metadata.db")
+for chain, cache in sorted(db.execute("select chain_id, cache_id from layers")):
+    root = os.path.join(store, driver, cache)
+    print(chain)
+    for d, dirs, files in sorted(os.walk(root)):
+        for n in sorted(dirs + files):
+            p = os.path.join(d, n); st = os.lstat(p); rel = os.path.relpath(p, root)
+            if rel in ("meta/parent", "parent"):
+                continue
+            # (a whiteout object is the store's: its time is when it was made)
+            t = st.st_mtime if rel.startswith("diff/") and stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else ""
+            print(rel, oct(st.st_mode), st.st_uid, 0 if stat.S_ISDIR(st.st_mode) else st.st_size, st.st_nlink, t)
+EOF
+}
+store_leftovers() { (cd "$STORE" && find tmp pending "$DRIVER" -mindepth 1 -maxdepth 1 ! -name .format ! -name .empty | sort); }
+
+t_import_parallel() {
+  local img=$WORK/img.tar
+  read -r -a diffs <<<"$(python3 "$TOOLS_DIR/tests/staged_image.py" "$img" plain)"
+  local want; want=$(chain_of "${diffs[@]}")
+  expect_code 0 R import --jobs 1 "$img"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 1 printed $(cat "$WORK/out"), expected $want"
+  layer_rows >"$WORK/rows1"
+  layer_trees >"$WORK/trees1"
+  [ "$(wc -l <"$WORK/trees1")" -gt 6 ] || fail "layer_trees saw no driver data"
+  rmi_all
+  [ "$(layer_count)" = 0 ] || fail "rmi left layers"
+  local jobs
+  for jobs in 2 4 ""; do
+    expect_code 0 R import ${jobs:+--jobs $jobs} "$img"
+    [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs ${jobs:-default} printed $(cat "$WORK/out"), expected $want"
+    layer_rows >"$WORK/rows"
+    diff "$WORK/rows1" "$WORK/rows" >&2 || fail "--jobs ${jobs:-default}: rows differ from --jobs 1"
+    layer_trees >"$WORK/trees"
+    diff "$WORK/trees1" "$WORK/trees" >&2 || fail "--jobs ${jobs:-default}: driver trees differ from --jobs 1"
+    expect_code 0 R verify
+    local c="" d
+    for d in "${diffs[@]}"; do
+      if [ -z "$c" ]; then c=$d; else c=$(chain_id "$c" "$d"); fi
+      R export "$c" -o "$WORK/l.tar"
+      [ "$(sha256 "$WORK/l.tar")" = "$d" ] || fail "--jobs ${jobs:-default}: layer $c does not export to its DiffID"
+    done
+    [ -z "$(cd "$STORE" && find tmp pending -mindepth 1)" ] || fail "temporary files left: $(store_leftovers)"
+    rmi_all
+    [ "$(layer_count)" = 0 ] || fail "rmi left layers"
+    [ -z "$(store_leftovers)" ] || fail "driver data left after rmi: $(store_leftovers)"
+  done
+  # The same failures as --jobs 1, and nothing of the image left (not even staged layers).
+  local mode code
+  for mode in badlink bad-diffid; do
+    python3 "$TOOLS_DIR/tests/staged_image.py" "$WORK/$mode.tar" "$mode" >/dev/null
+    code=4; [ "$mode" = badlink ] && code=6
+    expect_code $code R import --jobs 1 "$WORK/$mode.tar"
+    cp "$WORK/err" "$WORK/err1"
+    expect_code $code R import --jobs 4 "$WORK/$mode.tar"
+    diff "$WORK/err1" "$WORK/err" >&2 || fail "$mode: --jobs 4 reports differently from --jobs 1"
+    [ "$(layer_count)" = 0 ] || fail "$mode: a failed import left layers"
+    [ -z "$(store_leftovers)" ] || fail "$mode: a failed import left files: $(store_leftovers)"
+  done
+  expect_code 2 R import --jobs 0 "$img"
+  expect_code 2 R import --jobs x "$img"
+}
+
+# Issue 18: verify -j N checks layers in parallel; output and exit code are those of -j 1.
+t_verify_jobs() {
+  local i ids=()
+  for i in 1 2 3 4 5 6; do
+    make_tree "$WORK/t$i" "v$i"
+    make_tar "$WORK/t$i" "$WORK/t$i.tar"
+    ids+=("$(R register "$WORK/t$i.tar")")
+  done
+  local j
+  for j in 1 2 4; do
+    expect_code 0 R verify -j $j
+    cp "$WORK/out" "$WORK/ok$j.out"; cp "$WORK/err" "$WORK/ok$j.err"
+  done
+  cmp "$WORK/ok1.out" "$WORK/ok2.out" && cmp "$WORK/ok1.out" "$WORK/ok4.out" && cmp "$WORK/ok1.err" "$WORK/ok4.err" ||
+    fail "verify -j N does not print what -j 1 prints"
+  [ "$(grep -c '  ok$' "$WORK/ok1.out")" = 6 ] || fail "verify -j 1: $(cat "$WORK/ok1.out")"
+  # Damage layers 2 and 5: same lines, same order, same exit code (4) for every -j; also --json,
+  # an unknown ChainID among the arguments, and a single layer.
+  local marker stored
+  for i in 2 5; do
+    marker=$(tr -d '\n' <"$WORK/t$i/etc/marker.txt")
+    stored=$(find_stored_marker "$marker")
+    [ -n "$stored" ] || fail "cannot find the stored copy of marker $i"
+    chmod u+w "$stored"
+    flip_byte "$stored" "$marker"
+  done
+  local unknown args
+  unknown="sha256:$(printf '%064d' 7)"
+  for args in "" "--json" "${ids[4]} $unknown ${ids[0]} ${ids[1]}"; do
+    # shellcheck disable=SC2086
+    expect_code 4 R verify -j 1 $args
+    cp "$WORK/out" "$WORK/bad1.out"; cp "$WORK/err" "$WORK/bad1.err"
+    for j in 2 3 8; do
+      # shellcheck disable=SC2086
+      expect_code 4 R verify -j $j $args
+      cmp -s "$WORK/bad1.out" "$WORK/out" || { diff "$WORK/bad1.out" "$WORK/out" >&2; fail "verify -j $j $args: stdout differs from -j 1"; }
+      cmp -s "$WORK/bad1.err" "$WORK/err" || { diff "$WORK/bad1.err" "$WORK/err" >&2; fail "verify -j $j $args: stderr differs from -j 1"; }
+    done
+  done
+  expect_code 4 R verify -j 1
+  grep -q "${ids[1]}  DAMAGED" "$WORK/out" || fail "damaged layer 2 not reported: $(cat "$WORK/out")"
+  grep -q "${ids[4]}  DAMAGED" "$WORK/out" || fail "damaged layer 5 not reported: $(cat "$WORK/out")"
+  [ "$(grep -c '  ok$' "$WORK/out")" = 4 ] || fail "undamaged layers: $(cat "$WORK/out")"
+  expect_code 3 R verify -j 2 "$unknown"
+  expect_code 0 R verify -j 2 "${ids[0]}"
+  expect_code 2 R verify -j 0
 }
 
 declare -F "t_$TEST" >/dev/null || fail "no such test: $TEST"

@@ -137,6 +137,8 @@ class Applier final : public tar::ScanHandler {
       : layer_(layer), lowers_(lowers), owner_(::geteuid() == 0), euid_(::geteuid()) {}
 
   int64_t run(ByteSource& src);
+  // Staged apply (no parent known yet): what would read a lower layer sets *needs instead.
+  void set_staged(bool* needs) { staged_needs_ = needs; }
 
   void on_raw(const uint8_t*, size_t) override {}
   void on_entry(const tar::Entry& e) override;
@@ -232,6 +234,7 @@ class Applier final : public tar::ScanHandler {
 
   const LayerPaths& layer_;
   const std::vector<LayerPaths>& lowers_;
+  bool* staged_needs_ = nullptr;  // staged apply: set when the result depends on a parent
   bool owner_;
   uid_t euid_;
   Fd diff_fd_, meta_fd_, reloc_fd_;
@@ -657,6 +660,7 @@ void Applier::load_lowers() {
 // The object visible at `rel` in the merged view of the lower layers, as seen from this layer
 // (its whiteouts and opaque directories so far apply).
 std::optional<LowerHit> Applier::lower_lookup(const std::string& rel) {
+  if (staged_needs_ && !own_.hides(rel)) return *staged_needs_ = true, std::nullopt;  // staged: parent unknown
   if (lowers_.empty() || own_.hides(rel)) return std::nullopt;
   load_lowers();
   for (size_t i = 0; i < lowers_.size(); ++i) {
@@ -845,6 +849,8 @@ void Applier::apply_hardlink(const std::string& path, const std::string& target)
       throw Error(Code::Unsafe, "hard link '" + path + "' to '" + target + "' goes through a symlink")
           .with_path(path);
     std::optional<LowerHit> hit;
+    // Staged: the target may be in the parent, unknown yet: the layer is applied again on it.
+    if (why != Walk::NotDir && staged_needs_ && !own_.hides(target)) return void(*staged_needs_ = true);
     if (why != Walk::NotDir) hit = lower_lookup(target);
     if (!hit)
       throw Error(Code::Archive, "hard link '" + path + "': target '" + target + "' not found").with_path(path);
@@ -1069,6 +1075,14 @@ int64_t Applier::run(ByteSource& src) {
 
 int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar) {
   Applier a(layer, lowers);
+  return a.run(tar);
+}
+
+int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent) {
+  static const std::vector<LayerPaths> kNoLowers;
+  *needs_parent = false;
+  Applier a(layer, kNoLowers);
+  a.set_staged(needs_parent);
   return a.run(tar);
 }
 

@@ -542,6 +542,42 @@ int64_t DirDriver::apply_diff(const std::string& id, const std::string& parent, 
   return apply_layer(lp, lowers, tar);
 }
 
+int64_t DirDriver::apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent) {
+  require_init();
+  check_id(id);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
+  if (!read_parent(id).empty()) throw Error(Code::Inval, "layer " + id + " was not created for staging");
+  LayerPaths lp = paths_of(root_, id);
+  {
+    Fd mfd = open_layer_dir(lp, lp.meta, true);
+    struct stat st;
+    if (::fstatat(mfd.get(), kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
+      throw Error(Code::Exists, "layer already applied: " + id).with_path(lp.dir);
+  }
+  return apply_layer_staged(lp, tar, needs_parent);
+}
+
+void DirDriver::set_parent(const std::string& id, const std::string& parent) {
+  require_init();
+  check_id(id);
+  if (!parent.empty()) check_id(parent);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
+  if (!parent.empty() && !is_dir_at(rootfd.get(), parent))
+    throw Error(Code::NotFound, "parent layer not found: " + parent);
+  std::string recorded = read_parent(id);
+  if (recorded == parent) return;
+  if (!recorded.empty())
+    throw Error(Code::Inval, "layer " + id + " has parent '" + recorded + "' already, not '" + parent + "'");
+  LayerPaths lp = paths_of(root_, id);
+  Fd mfd = open_layer_dir(lp, lp.meta);
+  // Written to a temporary name, fsynced, renamed over the old record, the folder fsynced.
+  dirfs::write_file_atomic(mfd.get(), kParentFile, parent, lp.meta + "/" + kParentFile);
+}
+
 std::unique_ptr<ByteSource> DirDriver::diff(const std::string& id, const std::string& ancestor) {
   require_init();
   check_id(id);

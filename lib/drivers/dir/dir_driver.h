@@ -31,6 +31,11 @@ class DirDriver : public Driver {
   void remove(const std::string& id) override;
   int64_t apply_diff(const std::string& id, const std::string& parent, ByteSource& tar) override;
   std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) override;
+  // Staging (lib/store): a layer created on no parent, applied without reading any other
+  // layer, then attached to its parent at commit.
+  bool can_stage() const override { return true; }
+  int64_t apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent) override;
+  void set_parent(const std::string& id, const std::string& parent) override;
   std::unique_ptr<PayloadSession> payloads(const std::string& id) override;
   std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override;
 

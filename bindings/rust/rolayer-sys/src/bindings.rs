@@ -1122,3 +1122,84 @@ extern "C" {
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rolayer_staged {
+    _unused: [u8; 0],
+}
+extern "C" {
+    /** Stage a layer from an uncompressed tar stream read through read(…, user_data) to its end.
+ opts: as for rolayer_register_ext() (NULL = none); the descriptor is kept for the commit.
+
+ Errors: ROLAYER_EARCHIVE, ROLAYER_EUNSAFE (as rolayer_register()), ROLAYER_EINVAL (NULL out
+ or read, a malformed descriptor, a closed store), ROLAYER_EUNSUPPORTED (a newer opts->version),
+ ROLAYER_EUSER (read failed), ROLAYER_EIO (also a read-only store), ROLAYER_ENOMEM. A failure
+ leaves nothing behind.
+ Ownership: *out is a new staged layer the caller ends with rolayer_stage_commit() and/or
+ rolayer_stage_free(); NULL on failure. opts is only read during the call.
+ Threads: safe concurrently on one store; read is called on the calling thread only.*/
+    pub fn rolayer_stage(
+        out: *mut *mut rolayer_staged,
+        store: *mut rolayer_store,
+        read: rolayer_read_fn,
+        user_data: *mut ::core::ffi::c_void,
+        opts: *const rolayer_register_options,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** As rolayer_stage(), reading an open file descriptor to its end (the descriptor is not closed;
+ it stays the caller's). ROLAYER_EINVAL for a negative fd; a read error is ROLAYER_EIO.*/
+    pub fn rolayer_stage_fd(
+        out: *mut *mut rolayer_staged,
+        store: *mut rolayer_store,
+        fd: ::core::ffi::c_int,
+        opts: *const rolayer_register_options,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Commit a staged layer on top of parent_chain_id (NULL = a base layer), in store: the store it
+ was staged in (the store is passed again, rather than remembered, so that a staged layer that
+ outlives its store handle is refused, not used). An existing ChainID
+ gives a new reference to the existing layer (the staged data is dropped), as a register does.
+
+ Errors: ROLAYER_ENOTFOUND (unknown parent), ROLAYER_EMAXDEPTH (parent depth >=
+ ROLAYER_MAX_DEPTH), ROLAYER_EARCHIVE (a hard link whose target is in neither the layer nor
+ its parent chain), ROLAYER_EINVAL (NULL out, store or staged, a malformed parent ChainID, a closed
+ store, a staged layer of another store, or one already committed or freed), ROLAYER_EDIGEST /
+ ROLAYER_ECORRUPT (the staged data was modified before a commit that applies it again),
+ ROLAYER_EIO, ROLAYER_ENOMEM. After a failure the staged layer is unchanged: commit it again
+ (on the same parent, or another when nothing was attached yet) or free it.
+ Ownership: staged stays the caller's (free it with rolayer_stage_free()); on success *out is
+ a new reference (rolayer_release() or rolayer_layer_close()); NULL on failure.
+ Threads: safe concurrently on one store, one call per staged layer at a time.*/
+    pub fn rolayer_stage_commit(
+        out: *mut *mut rolayer_layer,
+        store: *mut rolayer_store,
+        staged: *mut rolayer_staged,
+        parent_chain_id: *const ::core::ffi::c_char,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /// The staged layer's DiffID ("sha256:…"), borrowed for the handle's life; NULL for NULL.
+    pub fn rolayer_staged_diff_id(
+        staged: *const rolayer_staged,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The staged stream's size in bytes; -1 for NULL.
+    pub fn rolayer_staged_stream_size(staged: *const rolayer_staged) -> i64;
+}
+extern "C" {
+    /** 1 when the layer is applied at commit (see above), 0 when it was applied while staged, -1
+  for NULL.*/
+    pub fn rolayer_staged_deferred(staged: *const rolayer_staged) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Free a staged layer. One that was not committed is discarded: its data and temporary files
+ are removed (once its store was freed, they are left to the store's next open). NULL is a
+ no-op. Ownership: consumes staged. Threads: not while another thread uses staged.*/
+    pub fn rolayer_stage_free(staged: *mut rolayer_staged);
+}
