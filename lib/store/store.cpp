@@ -833,10 +833,9 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
         .bind(1, st->session).bind(2, st->slot).bind(3, static_cast<int64_t>(::getpid())).run();
     tx.commit();
   }
-  if (exclusive && !st->read_only)
-    st->driver->init(root);  // alone: the driver may clean up its own leftovers
-  else
-    st->driver->init_shared(root);
+  // Alone: the driver may clean up its own leftovers (Driver::open_store: init() or
+  // init_shared(), without listing every layer when the driver can avoid it).
+  st->driver->open_store(root, exclusive && !st->read_only);
   if (!st->read_only) {
     std::vector<std::string> doomed;
     {
