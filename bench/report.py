@@ -284,6 +284,21 @@ def main():
             fmt(R.med("open", "rolayer-open", "op_open_seconds") * 1000, "{:.1f}"),
             fmt(R.med("open", "rolayer-open", "op_seconds") * 1000, "{:.1f}"),
             fmt(R.wall("open", "rolayer-open") * 1000, "{:.1f}"), fmt(R.rss("open", "rolayer-open"), "{:.1f}")))
+        if R.runs("open", "rolayer-ls-json"):
+            w("- `rolayer ls --json` (the CLI, whole process): best %s ms, median %s ms, median CPU %s ms; peak RSS %s MiB" % (
+                fmt(R.wall("open", "rolayer-ls-json") * 1000, "{:.0f}"), fmt(R.wall_med("open", "rolayer-ls-json") * 1000, "{:.0f}"),
+                fmt(R.cpu("open", "rolayer-ls-json") * 1000, "{:.0f}"), fmt(R.rss("open", "rolayer-ls-json"), "{:.1f}")))
+        for op in ("register", "export"):
+            big = "%s-%s" % (op, "into-big" if op == "register" else "from-big")
+            empty = "%s-%s" % (op, "into-empty" if op == "register" else "from-empty")
+            if R.runs("open", big) and R.runs("open", empty):
+                w("- %s of a layer, %s-layer store vs empty store: the operation alone best %s s vs %s s (%s ×); "
+                  "whole process (store open included) best %s s vs %s s, median CPU %s s vs %s s; peak RSS %s vs %s MiB" % (
+                    op, n, fmt(R.op_best("open", big), "{:.3f}"), fmt(R.op_best("open", empty), "{:.3f}"),
+                    fmt(ratio(R.op_best("open", big), R.op_best("open", empty)), "{:.2f}"),
+                    fmt(R.wall("open", big), "{:.3f}"), fmt(R.wall("open", empty), "{:.3f}"),
+                    fmt(R.cpu("open", big), "{:.3f}"), fmt(R.cpu("open", empty), "{:.3f}"),
+                    fmt(R.rss("open", big), "{:.1f}"), fmt(R.rss("open", empty), "{:.1f}")))
         sc = R.one("open", "open-syscalls")
         if sc:
             calls = sc["calls"]

@@ -21,7 +21,11 @@
 #                  between runs so that a rerun only rebuilds what changed)
 #   --seed N       workload seed (default 1); the same seed gives the same bytes
 #   --reps N       rounds; each round runs every operation once, interleaved (default 3)
-#   --layers N     layers in the store-open test (default 10000; 1000 with --quick)
+#   --layers N     layers in the store-open test (default 10000; 1000 with --quick); the test
+#                  also times `rolayer ls --json` (the CLI) on that store, and a register and
+#                  an export of a medium layer (small with --quick) into it against the same
+#                  into an empty store (issue 18 "Scale": 100,000 layers: open < 300 ms,
+#                  ls --json < 2 s, peak RSS < 128 MiB, register/export flat): --layers 100000
 #   --nice N       run every measured process at this nice value (default -10, so that other
 #                  work on a shared machine disturbs the numbers less; 0 to leave it)
 #   --no-moby      skip the Docker engine baseline
@@ -154,6 +158,13 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     { cat "$work/cmake.log" >&2; exit 1; }
 fi
 targets=(rolayer-bench rolayer-bench-gen)
+if [ "$openbench" = 1 ]; then
+  # The store-open test also times the CLI's `rolayer ls --json`.
+  if ! grep -q '^ROLAYER_BUILD_TOOLS:BOOL=ON' "$build/CMakeCache.txt"; then
+    cmake -DROLAYER_BUILD_TOOLS=ON "$build" >>"$work/cmake.log" 2>&1 || { cat "$work/cmake.log" >&2; exit 1; }
+  fi
+  targets+=(rolayer_cli)
+fi
 [ "$micro" = 1 ] && targets+=(rolayer-bench-micro)
 [ "$diagnose" = 1 ] && targets+=(rolayer-bench-nosync)
 # What is measured: the work tree as built now (commit, and whether lib/ or include/ differ from it).
@@ -290,6 +301,31 @@ if [ "$openbench" = 1 ]; then
   nice -n "$nice_level" "$RB" open "$st" >/dev/null # warm
   for r in $(seq 5); do
     timed "open" rolayer-open "$r" -- "$RB" open "$st"
+  done
+  # The CLI's listing of every layer (one query: rolayer_store_layers).
+  for r in $(seq 3); do
+    timed "open" rolayer-ls-json "$r" --stdout "$null" -- "$build/tools/rolayer" --store "$st" --quiet ls --json
+  done
+  # Register and export do not grow with the store: a layer into the big store and into an
+  # empty one, interleaved (a new seed each round, so that the layer is new to the big store).
+  sp=medium
+  [ "$quick" = 1 ] && sp=small
+  log "store open: register + export of a $sp layer, $layers-layer store vs empty store"
+  for r in $(seq "$reps"); do
+    stf="$fs/scale-$r.tar"
+    "$GEN" "$sp" "$((seed + 1000 + r))" "$stf" 2>/dev/null
+    cat "$stf" >/dev/null
+    se="$fs/rolayer-empty"
+    rm -rf "$se"
+    for which in big empty; do
+      target=$st
+      [ "$which" = empty ] && target=$se
+      if timed "open" "register-into-$which" "$r" -- "$RB" register "$target" "$stf"; then
+        c=$(field "$work/o.json" chain_id)
+        timed "open" "export-from-$which" "$r" -- "$RB" export "$target" "$c" || true
+      fi
+    done
+    rm -rf "$se" "$stf"
   done
   if command -v strace >/dev/null; then
     # What opening does, counted by system call.

@@ -67,6 +67,8 @@ typedef struct rolayer_error rolayer_error;
 typedef struct rolayer_string_list rolayer_string_list;
 /** The layers a release deleted, child first. Owned by the caller. */
 typedef struct rolayer_removed rolayer_removed;
+/** Every layer of a store with what a handle tells of it (rolayer_store_layers()). */
+typedef struct rolayer_layer_list rolayer_layer_list;
 
 /**
  * Read callback used for every input stream.

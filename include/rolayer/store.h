@@ -229,6 +229,52 @@ ROLAYER_API int rolayer_store_list(rolayer_string_list **out, rolayer_store *sto
                                    rolayer_error **err);
 
 /**
+ * Every layer that rolayer_store_list() names, with what rolayer_open() and the layer getters
+ * would tell of each, read in one query of the store's database: no handle is made, nothing is
+ * held or written (listing a store of 100,000 layers takes a fraction of a second, where a
+ * rolayer_open() per layer takes minutes). The list is a snapshot: a layer may be removed by
+ * another process right after. In no particular order.
+ * Errors: ROLAYER_EINVAL (NULL out, closed store), ROLAYER_EIO, ROLAYER_ENOMEM.
+ * Ownership: *out is a new list the caller frees with rolayer_layer_list_free(); NULL on failure.
+ * Threads: safe concurrently on one store; the list is a plain value (any thread may read it).
+ */
+ROLAYER_API int rolayer_store_layers(rolayer_layer_list **out, rolayer_store *store, rolayer_error **err);
+
+/**
+ * @defgroup layer_list Layer lists
+ * What rolayer_store_layers() found. Index i in [0, count). The getters cannot fail: NULL or
+ * out-of-range gives 0 / NULL / -1. Strings are borrowed from the list.
+ * @{
+ */
+/** Number of layers (0 for NULL). */
+ROLAYER_API size_t rolayer_layer_list_count(const rolayer_layer_list *l);
+/** The i-th layer's ChainID (borrowed). */
+ROLAYER_API const char *rolayer_layer_list_chain_id(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's DiffID (borrowed). */
+ROLAYER_API const char *rolayer_layer_list_diff_id(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's parent ChainID (borrowed), NULL for a base layer. */
+ROLAYER_API const char *rolayer_layer_list_parent(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's depth (1 for a base layer), as rolayer_layer_depth(); 0 when out of range. */
+ROLAYER_API int rolayer_layer_list_depth(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's size (its chain's DiffSize sum), as rolayer_layer_size(). */
+ROLAYER_API int64_t rolayer_layer_list_size(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's DiffSize, as rolayer_layer_diff_size(). */
+ROLAYER_API int64_t rolayer_layer_list_diff_size(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's exported stream size, as rolayer_layer_stream_size(). */
+ROLAYER_API int64_t rolayer_layer_list_stream_size(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's persistent references, as rolayer_store_retained(). */
+ROLAYER_API int64_t rolayer_layer_list_retained(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's descriptor media type (borrowed), as rolayer_layer_descriptor_media_type(). */
+ROLAYER_API const char *rolayer_layer_list_descriptor_media_type(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's descriptor digest (borrowed), as rolayer_layer_descriptor_digest(). */
+ROLAYER_API const char *rolayer_layer_list_descriptor_digest(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's descriptor size, as rolayer_layer_descriptor_size() (-1: none). */
+ROLAYER_API int64_t rolayer_layer_list_descriptor_size(const rolayer_layer_list *l, size_t i);
+/** Free a list. NULL is a no-op. */
+ROLAYER_API void rolayer_layer_list_free(rolayer_layer_list *l);
+/** @} */
+
+/**
  * Add a persistent reference to chain_id, kept in the store's database across processes (what
  * a command-line tool uses).
  * Errors: ROLAYER_ENOTFOUND (no such layer), ROLAYER_EINVAL (NULL or malformed ChainID, closed

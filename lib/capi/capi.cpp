@@ -23,6 +23,9 @@ using rolayer::Error;
 struct rolayer_removed {
   std::vector<rolayer::Removed> items;
 };
+struct rolayer_layer_list {
+  std::vector<rolayer::LayerInfo> items;
+};
 
 namespace {
 
@@ -360,6 +363,50 @@ ROLAYER_API int rolayer_store_list(rolayer_string_list** out, rolayer_store* sto
     *out = new rolayer_string_list{std::move(ids)};
   });
 }
+
+ROLAYER_API int rolayer_store_layers(rolayer_layer_list** out, rolayer_store* store, rolayer_error** err) {
+  if (out) *out = nullptr;
+  return guard(err, [&] {
+    if (!out) invalid("out must not be NULL");
+    auto infos = store_of(store).layer_infos();
+    *out = new rolayer_layer_list{std::move(infos)};
+  });
+}
+ROLAYER_API size_t rolayer_layer_list_count(const rolayer_layer_list* l) { return l ? l->items.size() : 0; }
+ROLAYER_API const char* rolayer_layer_list_chain_id(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].chain_id.c_str() : nullptr;
+}
+ROLAYER_API const char* rolayer_layer_list_diff_id(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].diff_id.c_str() : nullptr;
+}
+ROLAYER_API const char* rolayer_layer_list_parent(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() && !l->items[i].parent.empty() ? l->items[i].parent.c_str() : nullptr;
+}
+ROLAYER_API int rolayer_layer_list_depth(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].depth : 0;
+}
+ROLAYER_API int64_t rolayer_layer_list_size(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].size : -1;
+}
+ROLAYER_API int64_t rolayer_layer_list_diff_size(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].diff_size : -1;
+}
+ROLAYER_API int64_t rolayer_layer_list_stream_size(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].stream_size : -1;
+}
+ROLAYER_API int64_t rolayer_layer_list_retained(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].retained : -1;
+}
+ROLAYER_API const char* rolayer_layer_list_descriptor_media_type(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() && !l->items[i].media_type.empty() ? l->items[i].media_type.c_str() : nullptr;
+}
+ROLAYER_API const char* rolayer_layer_list_descriptor_digest(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() && !l->items[i].digest.empty() ? l->items[i].digest.c_str() : nullptr;
+}
+ROLAYER_API int64_t rolayer_layer_list_descriptor_size(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].desc_size : -1;
+}
+ROLAYER_API void rolayer_layer_list_free(rolayer_layer_list* l) { delete l; }
 
 ROLAYER_API int rolayer_store_retain(rolayer_store* store, const char* chain_id, rolayer_error** err) {
   return guard(err, [&] {

@@ -39,6 +39,15 @@ class Driver {
   // looks like the leftover of an interrupted create or remove may be another's work in
   // progress and must be kept. The store calls init() only when it is the store's only user.
   virtual std::vector<std::string> init_shared(const std::string& store_root) { return init(store_root); }
+  // What a store's open calls: init() when alone, else init_shared(), without the ids (a store
+  // of 100,000 layers need not list and sort them on every open). A driver may override it
+  // with a cheaper start that does the same clean-up.
+  virtual void open_store(const std::string& store_root, bool alone) {
+    if (alone)
+      init(store_root);
+    else
+      init_shared(store_root);
+  }
   // Create empty storage for layer id on top of parent ("" = base).
   virtual void create(const std::string& id, const std::string& parent) = 0;
   // Remove a layer's storage; no error if it does not exist.

@@ -843,10 +843,9 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
         .bind(1, st->session).bind(2, st->slot).bind(3, static_cast<int64_t>(::getpid())).run();
     tx.commit();
   }
-  if (exclusive && !st->read_only)
-    st->driver->init(root);  // alone: the driver may clean up its own leftovers
-  else
-    st->driver->init_shared(root);
+  // Alone: the driver may clean up its own leftovers (Driver::open_store: init() or
+  // init_shared(), without listing every layer when the driver can avoid it).
+  st->driver->open_store(root, exclusive && !st->read_only);
   if (!st->read_only) {
     std::vector<std::string> doomed;
     {
@@ -1161,6 +1160,64 @@ std::vector<std::string> Store::list() {
   out.reserve(parent_of.size());
   for (const auto& kv : parent_of)
     if (good(kv.first, 0)) out.push_back(kv.first);
+  return out;
+}
+
+std::vector<LayerInfo> Store::layer_infos() {
+  std::lock_guard<std::mutex> g(st_->mu);
+  st_->check_open();
+  // One statement: one read snapshot of every row, whatever other processes write meanwhile.
+  std::unordered_map<std::string, size_t> index;
+  std::vector<LayerInfo> rows;
+  {
+    sql::Stmt q(*st_->db,
+                "SELECT chain_id, diff_id, parent, depth, diff_size, stream_size, desc_media_type, desc_digest, "
+                "desc_size, persistent FROM layers");
+    while (q.step()) {
+      LayerInfo i;
+      i.chain_id = q.text(0);
+      i.diff_id = q.text(1);
+      try {
+        Digest::parse(i.chain_id);
+        Digest::parse(i.diff_id);
+      } catch (const Error&) {
+        continue;  // an unreadable row: the layer is reported missing (as list() and get() do)
+      }
+      if (!q.is_null(2)) i.parent = q.text(2);
+      i.depth = static_cast<int>(q.int64(3));
+      i.diff_size = q.int64(4);
+      i.stream_size = q.int64(5);
+      if (!q.is_null(6)) i.media_type = q.text(6);
+      if (!q.is_null(7)) i.digest = q.text(7);
+      i.desc_size = q.is_null(8) ? -1 : q.int64(8);
+      i.retained = q.int64(9);
+      index.emplace(i.chain_id, rows.size());
+      rows.push_back(std::move(i));
+    }
+  }
+  // A layer is listed when its ancestors are (list()'s rule); its size is its chain's DiffSize
+  // sum. -1: not yet known, -2: being visited (a loop), -3: not listed.
+  std::vector<int64_t> size(rows.size(), -1);
+  std::function<int64_t(size_t, int)> chain = [&](size_t k, int level) -> int64_t {
+    if (size[k] != -1) return size[k] == -2 ? -3 : size[k];
+    if (level > kMaxDepth + 1) return -3;
+    size[k] = -2;
+    int64_t s = rows[k].diff_size;
+    if (!rows[k].parent.empty()) {
+      auto it = index.find(rows[k].parent);
+      int64_t ps = it == index.end() ? -3 : chain(it->second, level + 1);
+      s = ps < 0 ? -3 : s + ps;
+    }
+    size[k] = s;
+    return s;
+  };
+  std::vector<LayerInfo> out;
+  out.reserve(rows.size());
+  for (size_t k = 0; k < rows.size(); k++)
+    if (chain(k, 0) >= 0) {
+      rows[k].size = size[k];
+      out.push_back(std::move(rows[k]));
+    }
   return out;
 }
 

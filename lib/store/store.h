@@ -50,6 +50,15 @@ struct Removed {
   int64_t size = 0, diff_size = 0;
 };
 
+// One layer as rolayer_store_layers() reports it (the getters of a layer handle, in one list).
+struct LayerInfo {
+  std::string chain_id, diff_id, parent;  // parent empty for a base layer
+  int depth = 0;
+  int64_t size = 0, diff_size = 0, stream_size = 0, retained = 0;
+  std::string media_type, digest;  // the descriptor's; empty when not recorded
+  int64_t desc_size = -1;
+};
+
 struct StoreState;
 
 // A reference to a layer: what rolayer_layer wraps.
@@ -126,6 +135,9 @@ class Store {
   // Drops the reference; throws Error(NotRetained) if it was already released.
   std::vector<Removed> release(LayerRef& ref);
   std::vector<std::string> list();
+  // Every layer that list() names, with what a handle tells about it, read in one query
+  // (no handle, no hold, no write): listing a store of many layers.
+  std::vector<LayerInfo> layer_infos();
 
   void retain(const std::string& chain_id);
   std::vector<Removed> unretain(const std::string& chain_id);

@@ -33,6 +33,9 @@ int cmd_gc(Globals& g, const Args& args);
 int cmd_verify(Globals& g, const Args& args);
 int cmd_import(Globals& g, const Args& args);
 int cmd_export_image(Globals& g, const Args& args);
+// tools/src/image_archive.cpp: export-image --format docker-archive (p: export-image's options).
+struct ParsedArgs;
+int export_image_archive(Globals& g, const ParsedArgs& p);
 // tools/src/docker.cpp: `rolayer docker verify|import`, and its help text.
 int cmd_docker(Globals& g, const Args& args);
 extern const char* const kDockerHelp;

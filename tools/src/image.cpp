@@ -751,8 +751,14 @@ void check_text_option(const std::string& opt, const std::string& v) {
 }  // namespace
 
 int cmd_export_image(Globals& g, const Args& args) {
-  auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}, {"image", 0, true}}, g);
+  auto p = parse_args("export-image", args, {{"ref", 0, true}, {"arch", 0, true}, {"os", 0, true}, {"image", 0, true},
+                                             {"format", 0, true}, {"tag", 0, true}}, g);
   if (p.help) return print_command_help(*find_command("export-image")), 0;
+  // --format docker-archive: one tar file (tools/src/image_archive.cpp).
+  std::string format = p.get("format", "oci");
+  if (format == "docker-archive") return export_image_archive(g, p);
+  if (format != "oci") usage_error("export-image: --format is oci (a layout directory, the default) or docker-archive");
+  if (p.has("tag")) usage_error("export-image: --tag goes with --format docker-archive");
   bool by_image = p.has("image");
   if (by_image && p.positionals.size() != 1) usage_error("export-image: with --image NAME, needs only DIR");
   if (!by_image && p.positionals.size() != 2) usage_error("export-image: needs CHAINID and DIR");

@@ -179,7 +179,12 @@ const std::vector<Command> kCommands = {
      "  --ref NAME    the org.opencontainers.image.ref.name (default: latest)\n"
      "  --arch ARCH   the config's architecture (default: the host's)\n"
      "  --os OS       the config's os (default: linux)\n"
-     "  --image NAME  the kept image to export (its top layer and its config)\n",
+     "  --image NAME  the kept image to export (its top layer and its config)\n"
+     "  --format docker-archive\n"
+     "                write one tar archive to FILE (in place of DIR; - for standard\n"
+     "                output) that docker load reads: manifest.json and repositories\n"
+     "                beside the OCI layout. Prints the image ID (the config digest).\n"
+     "  --tag NAME[:TAG]  the archive's RepoTags (default: the kept image's name)\n",
      cmd_export_image},
     {"pull", "pull an image's layers from a registry (verified, streamed, in parallel)", kPullHelp, cmd_pull},
     {"push", "push a chain to a registry as an image", kPushHelp, cmd_push},

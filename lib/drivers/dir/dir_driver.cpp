@@ -310,7 +310,7 @@ void DirDriver::require_init() const {
 
 std::string DirDriver::layer_dir(const std::string& id) const { return root_ + "/" + id; }
 
-std::vector<std::string> DirDriver::init_impl(const std::string& store_root, bool cleanup) {
+std::vector<std::string> DirDriver::init_impl(const std::string& store_root, bool cleanup, bool want_ids) {
   if (store_root.empty()) throw Error(Code::Inval, "empty store root");
   if (::mkdir(store_root.c_str(), 0711) != 0 && errno != EEXIST)
     throw sys_error("cannot create store root", store_root, errno);
@@ -326,6 +326,19 @@ std::vector<std::string> DirDriver::init_impl(const std::string& store_root, boo
   if (!S_ISDIR(st.st_mode)) throw Error(Code::Io, "not a directory: " + root).with_path(root);
   Fd rootfd = dirfs::open_dir(root);
   std::vector<std::string> ids;
+  if (!want_ids) {
+    // The layout needs no migration: only the leftovers matter, and only to an open alone.
+    std::string data, want = std::string(dirdrv::kFormatMagic) + '\0' + std::to_string(dirdrv::kFormatVersion) + '\0';
+    if (dirfs::read_file(rootfd.get(), dirdrv::kFormatFile, data, 4096, root + "/" + dirdrv::kFormatFile) && data == want) {
+      if (cleanup)
+        dirfs::for_each_dot_entry(rootfd.get(), root, [&](const std::string& name) {
+          if (name.rfind(".tmp-", 0) == 0 || name.rfind(".removing-", 0) == 0)
+            dirfs::remove_tree(rootfd.get(), name, root + "/" + name);
+        });
+      root_ = root;
+      return ids;
+    }
+  }
   auto entries = dirfs::list_dir(rootfd.get(), root);
   ids.reserve(entries.size());
   for (auto& [name, type] : entries) {

@@ -24,6 +24,10 @@ class DirDriver : public Driver {
   std::vector<std::string> init_shared(const std::string& store_root) override {
     return init_impl(store_root, false);
   }
+  // As init()/init_shared() without collecting the ids: one pass over the driver directory
+  // that only looks at the crash leftovers (".tmp-", ".removing-"), unless the layout needs
+  // its migration (which visits every layer).
+  void open_store(const std::string& store_root, bool alone) override { init_impl(store_root, alone, false); }
   // Uses the driver directory of a store that is already open (another instance ran init):
   // no clean-up, no migration. For read-only helpers such as lib/mount.
   void attach(const std::string& store_root);
@@ -54,7 +58,7 @@ class DirDriver : public Driver {
   std::vector<std::string> chain(const std::string& id) const;
   void require_init() const;
   // cleanup: remove the .tmp-*/.removing-* leftovers (only when no one else uses the store).
-  std::vector<std::string> init_impl(const std::string& store_root, bool cleanup);
+  std::vector<std::string> init_impl(const std::string& store_root, bool cleanup, bool want_ids = true);
   void upgrade_layout(int rootfd, const std::vector<std::string>& ids);
 
   std::string root_;  // canonical <store_root>/dir

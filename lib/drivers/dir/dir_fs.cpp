@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -347,6 +348,30 @@ std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd, const std
   ::closedir(d);
   if (e != 0) throw sys_error("cannot list directory", what_path, e);
   return out;
+}
+
+void for_each_dot_entry(int dirfd, const std::string& what_path, const std::function<void(const std::string&)>& f) {
+  Fd fd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) throw sys_error("cannot open directory", what_path, errno);
+  std::vector<std::string> dots;
+  std::unique_ptr<char[]> buf(new char[1 << 18]);
+  for (;;) {
+    ssize_t n = ::getdents64(fd.get(), buf.get(), 1 << 18);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw sys_error("cannot list directory", what_path, errno);
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      struct dirent64 de;
+      std::memcpy(&de, buf.get() + off, offsetof(struct dirent64, d_name));
+      const char* nm = buf.get() + off + offsetof(struct dirent64, d_name);
+      off += de.d_reclen;
+      if (nm[0] != '.' || nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)) continue;
+      dots.emplace_back(nm);
+    }
+  }
+  for (const auto& n : dots) f(n);
 }
 
 std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,

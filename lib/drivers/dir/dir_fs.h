@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -121,6 +122,10 @@ std::vector<std::pair<std::string, unsigned char>> list_dir(int dirfd,
                                                             const std::string& what_path);
 // The same, reading `dirfd` itself from its current offset (no new open file description): for
 // a directory fd the caller just opened (O_RDONLY) and uses only as a base for *at calls.
+// Calls f with the name of each entry of the directory at dirfd that starts with '.' (not "."
+// or ".."), after the listing ended (f may remove them). One pass with a large getdents
+// buffer, keeping no other name: a driver directory of 100,000 layers.
+void for_each_dot_entry(int dirfd, const std::string& what_path, const std::function<void(const std::string&)>& f);
 std::vector<std::pair<std::string, unsigned char>> list_dir_fd(int dirfd,
                                                                const std::string& what_path);
 

@@ -62,6 +62,11 @@ pub struct rolayer_string_list {
 pub struct rolayer_removed {
     _unused: [u8; 0],
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct rolayer_layer_list {
+    _unused: [u8; 0],
+}
 /** Read callback used for every input stream.
  Fill up to cap bytes into buf and set *n_read. Return 0 with *n_read > 0 for data,
  0 with *n_read == 0 for end of input, non-zero to abort: the operation then fails with
@@ -404,6 +409,94 @@ extern "C" {
         store: *mut rolayer_store,
         err: *mut *mut rolayer_error,
     ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /** Every layer that rolayer_store_list() names, with what rolayer_open() and the layer getters
+ would tell of each, read in one query of the store's database: no handle is made, nothing is
+ held or written (listing a store of 100,000 layers takes a fraction of a second, where a
+ rolayer_open() per layer takes minutes). The list is a snapshot: a layer may be removed by
+ another process right after. In no particular order.
+ Errors: ROLAYER_EINVAL (NULL out, closed store), ROLAYER_EIO, ROLAYER_ENOMEM.
+ Ownership: *out is a new list the caller frees with rolayer_layer_list_free(); NULL on failure.
+ Threads: safe concurrently on one store; the list is a plain value (any thread may read it).*/
+    pub fn rolayer_store_layers(
+        out: *mut *mut rolayer_layer_list,
+        store: *mut rolayer_store,
+        err: *mut *mut rolayer_error,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    #[doc = " @defgroup layer_list Layer lists\n What rolayer_store_layers() found. Index i in [0, count). The getters cannot fail: NULL or\n out-of-range gives 0 / NULL / -1. Strings are borrowed from the list.\n @{\n/\n/** Number of layers (0 for NULL)."]
+    pub fn rolayer_layer_list_count(l: *const rolayer_layer_list) -> usize;
+}
+extern "C" {
+    /// The i-th layer's ChainID (borrowed).
+    pub fn rolayer_layer_list_chain_id(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The i-th layer's DiffID (borrowed).
+    pub fn rolayer_layer_list_diff_id(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The i-th layer's parent ChainID (borrowed), NULL for a base layer.
+    pub fn rolayer_layer_list_parent(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The i-th layer's depth (1 for a base layer), as rolayer_layer_depth(); 0 when out of range.
+    pub fn rolayer_layer_list_depth(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> ::core::ffi::c_int;
+}
+extern "C" {
+    /// The i-th layer's size (its chain's DiffSize sum), as rolayer_layer_size().
+    pub fn rolayer_layer_list_size(l: *const rolayer_layer_list, i: usize) -> i64;
+}
+extern "C" {
+    /// The i-th layer's DiffSize, as rolayer_layer_diff_size().
+    pub fn rolayer_layer_list_diff_size(l: *const rolayer_layer_list, i: usize) -> i64;
+}
+extern "C" {
+    /// The i-th layer's exported stream size, as rolayer_layer_stream_size().
+    pub fn rolayer_layer_list_stream_size(l: *const rolayer_layer_list, i: usize) -> i64;
+}
+extern "C" {
+    /// The i-th layer's persistent references, as rolayer_store_retained().
+    pub fn rolayer_layer_list_retained(l: *const rolayer_layer_list, i: usize) -> i64;
+}
+extern "C" {
+    /// The i-th layer's descriptor media type (borrowed), as rolayer_layer_descriptor_media_type().
+    pub fn rolayer_layer_list_descriptor_media_type(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The i-th layer's descriptor digest (borrowed), as rolayer_layer_descriptor_digest().
+    pub fn rolayer_layer_list_descriptor_digest(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /// The i-th layer's descriptor size, as rolayer_layer_descriptor_size() (-1: none).
+    pub fn rolayer_layer_list_descriptor_size(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> i64;
+}
+extern "C" {
+    /// Free a list. NULL is a no-op.
+    pub fn rolayer_layer_list_free(l: *mut rolayer_layer_list);
 }
 extern "C" {
     /** Add a persistent reference to chain_id, kept in the store's database across processes (what
