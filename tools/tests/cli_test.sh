@@ -1462,6 +1462,7 @@ print(r.stderr.decode())
 EOF
   [ "$(head -1 "$WORK/tty")" = 2 ] || fail "import - on a terminal: $(cat "$WORK/tty")"
   grep -q "terminal" "$WORK/tty" || fail "import - on a terminal does not say so: $(cat "$WORK/tty")"
+}
 
 # Issue 18: import --jobs N stages the layers on N threads and commits them in chain order. The
 # result must be what --jobs 1 (one register after the other) gives: the same ChainIDs, rows,
