@@ -9,8 +9,6 @@
 #                     [--diagnose] [--keep] [--report FILE] [--profiles LIST] [--moby-skip LIST]
 #
 #   --quick        small and medium layers only, and a 1,000-layer store for the open test
-#   --profiles L   the workloads to measure (bench/gen profiles, space-separated; default
-#                  "small medium large bigfiles", with --quick "small medium")
 #   --dir DIR      where the work happens (default: a fresh directory under ${TMPDIR:-/tmp});
 #                  everything made there is removed at the end
 #   --fs loop      (default) measure on a private ext4 file system, loop-mounted from a sparse
@@ -35,8 +33,9 @@
 #                  (LD_PRELOAD shim): how much of a register is its durability
 #   --keep         keep DIR/work (raw results) instead of removing it
 #   --report FILE  also write the report to FILE
-#   --profiles LIST  the layers to measure, e.g. "large tiny" (default: small medium large tiny;
-#                  with --quick: small medium). tiny: >= 200,000 entries of 0-512-byte files
+#   --profiles LIST  the layers to measure, e.g. "large tiny" (default: small medium large
+#                  bigfiles tiny; with --quick: small medium). bigfiles: three files of 320-384
+#                  MiB; tiny: >= 200,000 entries of 0-512-byte files
 #   --moby-skip LIST  profiles on which the Docker engine rows are skipped, e.g. "tiny" (its
 #                  Register of 240,000 entries takes minutes per round)
 #
