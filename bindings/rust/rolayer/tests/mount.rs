@@ -44,7 +44,7 @@ fn mount_and_unmount() {
     }
     let dir = tempdir();
     let store = open(dir.path(), "dir");
-    let (base, top) = two_layers(&store);
+    let (_base, top) = two_layers(&store);
     let mnt = tempdir();
     if let Err(e) = store.mount(top.chain_id(), mnt.path(), rolayer::MOUNT_NOSUID) {
         if matches!(e.kind(), ErrorKind::Unsupported) || e.message().contains("ENODEV") {
