@@ -53,7 +53,7 @@ std::unique_ptr<Store> open_dir_store(const std::string& root) {
 
 // A buffer of cap bytes that starts `skew` bytes into a page.
 struct SkewedBuffer {
-  SkewedBuffer(size_t cap, size_t skew) : base(static_cast<uint8_t*>(std::aligned_alloc(4096, cap + 8192))) {
+  SkewedBuffer(size_t cap, size_t skew) : base(static_cast<uint8_t*>(std::aligned_alloc(4096, (cap + 8192 + 4095) / 4096 * 4096))) {
     if (!base) throw std::bad_alloc();
     p = base + skew;
   }
