@@ -884,30 +884,8 @@ int cmd_export_image(Globals& g, const Args& args) {
     if (!replaced) rollback.file(sha_fd.get(), d.substr(7));
     return d;
   };
-  std::string config_data;
-  if (!image_name.empty()) {
-    // The image's own config, byte for byte, when its DiffIDs are the chain's.
-    json cj;
-    try {
-      cj = json::parse(image_config);
-    } catch (const json::exception& e) {
-      throw CliError(kVerify, "export-image: the config of image " + image_name + " is not readable: " + e.what());
-    }
-    if (!cj.is_object() || !cj.contains("rootfs") || !cj["rootfs"].is_object() || cj["rootfs"].value("diff_ids", json()) != diff_ids)
-      throw CliError(kVerify, "export-image: the config of image " + image_name + " does not list the chain's DiffIDs");
-    config_data = image_config;
-    for (auto [key, opt, val] : {std::tuple<const char*, const char*, std::string*>{"architecture", "arch", &arch}, {"os", "os", &os}})
-      if (cj.contains(key) && cj[key].is_string()) {
-        if (p.has(opt) && p.get(opt) != cj[key].get<std::string>())
-          usage_error("export-image: --" + std::string(opt) + " " + p.get(opt) + " differs from the " + key + " of image " +
-                      image_name + " (" + cj[key].get<std::string>() + ")");
-        *val = cj[key].get<std::string>();
-      }
-  } else {
-    json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
-                   {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
-    config_data = config.dump();
-  }
+  std::string config_data = export_config(image_name, image_config, diff_ids, p.has("arch") ? p.get("arch") : "",
+                                          p.has("os") ? p.get("os") : "", &arch, &os);
   std::string config_digest = write_blob(config_data);
   json manifest = {{"schemaVersion", 2},
                    {"mediaType", kMtOciManifest},

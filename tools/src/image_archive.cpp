@@ -165,29 +165,8 @@ int export_image_archive(Globals& g, const ParsedArgs& p) {
 
   // The config: the kept image's own, byte for byte (its digest is the image ID `docker load`
   // reports), else a minimal one naming the chain's DiffIDs.
-  std::string config_data;
-  if (!image_name.empty()) {
-    json cj;
-    try {
-      cj = json::parse(image_config);
-    } catch (const json::exception& e) {
-      throw CliError(kVerify, "export-image: the config of image " + image_name + " is not readable: " + e.what());
-    }
-    if (!cj.is_object() || !cj.contains("rootfs") || !cj["rootfs"].is_object() || cj["rootfs"].value("diff_ids", json()) != diff_ids)
-      throw CliError(kVerify, "export-image: the config of image " + image_name + " does not list the chain's DiffIDs");
-    config_data = image_config;
-    for (auto [key, opt, val] : {std::tuple<const char*, const char*, std::string*>{"architecture", "arch", &arch}, {"os", "os", &os}})
-      if (cj.contains(key) && cj[key].is_string()) {
-        if (p.has(opt) && p.get(opt) != cj[key].get<std::string>())
-          usage_error("export-image: --" + std::string(opt) + " " + p.get(opt) + " differs from the " + key + " of image " +
-                      image_name + " (" + cj[key].get<std::string>() + ")");
-        *val = cj[key].get<std::string>();
-      }
-  } else {
-    json config = {{"architecture", arch}, {"os", os}, {"config", json::object()},
-                   {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
-    config_data = config.dump();
-  }
+  std::string config_data = export_config(image_name, image_config, diff_ids, p.has("arch") ? p.get("arch") : "",
+                                          p.has("os") ? p.get("os") : "", &arch, &os);
   std::string config_digest = Hasher::digest_of(config_data);
   json layers = json::array(), layer_paths = json::array();
   for (size_t i = 0; i < chain.size(); i++) {

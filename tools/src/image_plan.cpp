@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <set>
+#include <tuple>
 
 namespace cli {
 
@@ -481,6 +482,35 @@ Plan plan_image(ImageSource& src, const std::string& ref) {
   throw CliError(kBadInput, src.describe() +
                                 ": neither an OCI image layout (index.json), a docker save archive (manifest.json) "
                                 "nor a skopeo dir: layout (version, manifest.json)");
+}
+
+std::string export_config(const std::string& image_name, const std::string& image_config,
+                          const nlohmann::json& diff_ids, const std::string& want_arch, const std::string& want_os,
+                          std::string* arch, std::string* os) {
+  using nlohmann::json;
+  if (image_name.empty()) {
+    json config = {{"architecture", *arch}, {"os", *os}, {"config", json::object()},
+                   {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
+    return config.dump();
+  }
+  json cj;
+  try {
+    cj = json::parse(image_config);
+  } catch (const json::exception& e) {
+    throw CliError(kVerify, "export-image: the config of image " + image_name + " is not readable: " + e.what());
+  }
+  if (!cj.is_object() || !cj.contains("rootfs") || !cj["rootfs"].is_object() || cj["rootfs"].value("diff_ids", json()) != diff_ids)
+    throw CliError(kVerify, "export-image: the config of image " + image_name + " does not list the chain's DiffIDs");
+  for (auto [key, opt, want, val] : {std::tuple<const char*, const char*, const std::string*, std::string*>{
+                                         "architecture", "arch", &want_arch, arch},
+                                     {"os", "os", &want_os, os}})
+    if (cj.contains(key) && cj[key].is_string()) {
+      if (!want->empty() && *want != cj[key].get<std::string>())
+        usage_error("export-image: --" + std::string(opt) + " " + *want + " differs from the " + key + " of image " +
+                    image_name + " (" + cj[key].get<std::string>() + ")");
+      *val = cj[key].get<std::string>();
+    }
+  return image_config;
 }
 
 }  // namespace cli

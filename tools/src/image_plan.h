@@ -95,4 +95,13 @@ struct Plan {
 // digest or size mismatch of a manifest or config), kUsage (REF needed).
 Plan plan_image(ImageSource& src, const std::string& ref);
 
+// The config export-image writes: the kept image's own (image_name non-empty, its bytes
+// image_config), byte for byte, when it lists diff_ids (else CliError kVerify); its
+// architecture and os then go to *arch and *os, and an --arch/--os given (want_arch/want_os
+// non-empty) that differs is a usage error. Without an image: a minimal config of *arch, *os
+// and the DiffIDs.
+std::string export_config(const std::string& image_name, const std::string& image_config,
+                          const nlohmann::json& diff_ids, const std::string& want_arch, const std::string& want_os,
+                          std::string* arch, std::string* os);
+
 }  // namespace cli

@@ -49,6 +49,18 @@ register_fixtures() {
   C3=$(R register --parent "$C2" "$WORK/fx/l3.tar")
 }
 
+# Registers the 125-layer chain of mount_tree.py (one tiny file and one deletion per layer) in
+# $WORK/ch and prints its top ChainID.
+register_deep_chain() {
+  $TREE chain "$WORK/ch" 125
+  local p="" c i
+  for i in $(seq -f %03g 1 125); do
+    if [ -z "$p" ]; then c=$(R register "$WORK/ch/c$i.tar"); else c=$(R register --parent "$p" "$WORK/ch/c$i.tar"); fi
+    p=$c
+  done
+  echo "$c"
+}
+
 # Export of every layer is still byte-exact, and the diffs never show a whiteout object.
 t_export_exact() {
   register_fixtures
@@ -189,12 +201,8 @@ t_killed() {
 # A 125-layer chain mounts (lowerdir+ has no option-length limit); mount + umount timing.
 t_deep_chain() {
   need_overlay
-  $TREE chain "$WORK/ch" 125
-  local p="" c
-  for i in $(seq -f %03g 1 125); do
-    if [ -z "$p" ]; then c=$(R register "$WORK/ch/c$i.tar"); else c=$(R register --parent "$p" "$WORK/ch/c$i.tar"); fi
-    p=$c
-  done
+  local c
+  c=$(register_deep_chain)
   [ "$(R mount --lower-dirs "$c" | wc -l)" = 125 ] || fail "not 125 lower dirs"
   R mount --lower-dirs --json "$c" | python3 -c "import json,sys; j=json.load(sys.stdin); assert len(j['lower_dirs'])==125"
   mkdir -p "$WORK/mnt"
@@ -222,12 +230,8 @@ t_deep_chain() {
 # 125-layer chain fits in one page of options as /proc/self/fd paths, and mounts the same tree.
 t_legacy() {
   need_overlay
-  $TREE chain "$WORK/ch" 125
-  local p="" c
-  for i in $(seq -f %03g 1 125); do
-    if [ -z "$p" ]; then c=$(R register "$WORK/ch/c$i.tar"); else c=$(R register --parent "$p" "$WORK/ch/c$i.tar"); fi
-    p=$c
-  done
+  local c
+  c=$(register_deep_chain)
   mkdir -p "$WORK/mnt"
   ROLAYER_FAULT_ERRNO=mount.fsopen=38 R mount "$c" "$WORK/mnt"
   MOUNTS+=("$WORK/mnt")
