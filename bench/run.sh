@@ -137,7 +137,7 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 if [ "$fsmode" = loop ]; then
   if command -v mkfs.ext4 >/dev/null && truncate -s 16G "$img" &&
-    mkfs.ext4 -q -F -i 32768 -E lazy_itable_init=0,lazy_journal_init=0 "$img" >/dev/null 2>&1 &&
+    mkfs.ext4 -q -F -i 8192 -E lazy_itable_init=0,lazy_journal_init=0 "$img" >/dev/null 2>&1 &&
     mount -o loop "$img" "$fs" 2>/dev/null; then
     mounted_fs=1
   else
