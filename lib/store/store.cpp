@@ -892,6 +892,26 @@ const std::string& Store::root() const { return st_->root; }
 std::string Store::driver_name() const { return st_->driver->name(); }
 bool Store::read_only() const { return st_->read_only; }
 
+// The parent a new layer goes on, held by a temporary handle for the duration of a register or
+// a commit and dropped without deletion; "" is no parent. Throws NotFound for an unknown parent
+// and MaxDepth when a child would exceed kMaxDepth.
+Store::ParentHold::ParentHold(Store& store, const std::string& parent_id) {
+  if (parent_id.empty()) return;
+  Digest::parse(parent_id);
+  ref = store.get(parent_id);
+  node = ref->node_;
+  if (node->depth >= kMaxDepth)
+    throw Error(Code::MaxDepth, "max depth exceeded: layer " + parent_id + " has depth " +
+                                    std::to_string(node->depth) + " (the maximum is " + std::to_string(kMaxDepth) + ")");
+}
+
+Store::ParentHold::~ParentHold() {
+  try {
+    if (ref) Store::close_ref(*ref);
+  } catch (...) {
+  }
+}
+
 std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, ByteSource& tar,
                                                 const Descriptor& descriptor) {
   if (!descriptor.digest.empty()) Digest::parse(descriptor.digest);
@@ -900,26 +920,8 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
   st_->check_writable();
 
   // Hold the parent for the duration (a temporary handle, dropped without deletion).
-  std::unique_ptr<LayerRef> parent_ref;
-  std::shared_ptr<LayerNode> parent;
-  if (!parent_id.empty()) {
-    Digest::parse(parent_id);
-    parent_ref = get(parent_id);
-    parent = parent_ref->node_;
-    if (parent->depth >= kMaxDepth)
-      throw Error(Code::MaxDepth, "max depth exceeded: layer " + parent_id + " has depth " +
-                                      std::to_string(parent->depth) + " (the maximum is " +
-                                      std::to_string(kMaxDepth) + ")");
-  }
-  struct ParentHold {
-    std::unique_ptr<LayerRef>& ref;
-    ~ParentHold() {
-      try {
-        if (ref) Store::close_ref(*ref);
-      } catch (...) {
-      }
-    }
-  } hold{parent_ref};
+  ParentHold hold(*this, parent_id);
+  const std::shared_ptr<LayerNode>& parent = hold.node;
 
   std::string cache_id = fs::random_hex();
   const std::string parent_cache = parent ? parent->cache_id : std::string();
@@ -1572,26 +1574,8 @@ std::unique_ptr<LayerRef> Store::commit_staged(StagedLayer& staged, const std::s
   }
 
   // Hold the parent for the duration (a temporary handle, dropped without deletion).
-  std::unique_ptr<LayerRef> parent_ref;
-  std::shared_ptr<LayerNode> parent;
-  if (!parent_id.empty()) {
-    Digest::parse(parent_id);
-    parent_ref = get(parent_id);
-    parent = parent_ref->node_;
-    if (parent->depth >= kMaxDepth)
-      throw Error(Code::MaxDepth, "max depth exceeded: layer " + parent_id + " has depth " +
-                                      std::to_string(parent->depth) + " (the maximum is " +
-                                      std::to_string(kMaxDepth) + ")");
-  }
-  struct ParentHold {
-    std::unique_ptr<LayerRef>& ref;
-    ~ParentHold() {
-      try {
-        if (ref) Store::close_ref(*ref);
-      } catch (...) {
-      }
-    }
-  } hold{parent_ref};
+  ParentHold hold(*this, parent_id);
+  const std::shared_ptr<LayerNode>& parent = hold.node;
 
   const std::string cache_id = s.cache_id;
   st_->driver->set_parent(cache_id, parent ? parent->cache_id : std::string());

@@ -175,6 +175,15 @@ class Store {
 
  private:
   friend struct ImagesAccess;  // lib/store/images.cpp
+  // lib/store/store.cpp: a register's or a commit's parent, held while it runs.
+  struct ParentHold {
+    ParentHold(Store& store, const std::string& parent_id);
+    ~ParentHold();
+    ParentHold(const ParentHold&) = delete;
+    ParentHold& operator=(const ParentHold&) = delete;
+    std::unique_ptr<LayerRef> ref;
+    std::shared_ptr<LayerNode> node;
+  };
   explicit Store(std::shared_ptr<StoreState> st) : st_(std::move(st)) {}
   std::shared_ptr<StoreState> st_;
 };
