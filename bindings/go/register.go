@@ -51,23 +51,13 @@ func (s *Store) RegisterWithDescriptor(ts io.Reader, parent ChainID, desc Descri
 	if ts == nil {
 		return nil, &Error{Code: CodeInvalid, Message: "rolayer: Register needs a reader"}
 	}
-	var cparent, cmedia, cdigest *C.char
+	var cparent *C.char
 	if parent != "" {
 		cparent = C.CString(string(parent))
 		defer C.free(unsafe.Pointer(cparent))
 	}
-	size := C.int64_t(0)
-	if desc.MediaType != "" || desc.Digest != "" {
-		if desc.MediaType != "" {
-			cmedia = C.CString(desc.MediaType)
-			defer C.free(unsafe.Pointer(cmedia))
-		}
-		if desc.Digest != "" {
-			cdigest = C.CString(string(desc.Digest))
-			defer C.free(unsafe.Pointer(cdigest))
-		}
-		size = C.int64_t(desc.Size)
-	}
+	cd := newCDescriptor(desc)
+	defer cd.free()
 	if !s.gate.enter() {
 		return nil, errClosed("store")
 	}
@@ -78,20 +68,51 @@ func (s *Store) RegisterWithDescriptor(ts io.Reader, parent ChainID, desc Descri
 	defer h.Delete()
 	var out *C.rolayer_layer
 	var cerr *C.rolayer_error
-	rc := C.rl_register(&out, s.c, cparent, C.uintptr_t(h), cmedia, cdigest, size, &cerr)
+	rc := C.rl_register(&out, s.c, cparent, C.uintptr_t(h), cd.media, cd.digest, cd.size, &cerr)
 	runtime.KeepAlive(st)
 	if rc != 0 {
-		e := fromC(rc, cerr)
-		switch {
-		case st.panicked != nil:
-			e.Code = CodeCallback
-			e.Message = st.panicked.Error()
-			e.Err = st.panicked
-		case st.err != nil && e.Code == CodeCallback:
-			e.Message = "rolayer: reading the layer stream failed: " + st.err.Error()
-			e.Err = st.err
-		}
-		return nil, e
+		return nil, st.failure(rc, cerr)
 	}
 	return s.newRef(out), nil
+}
+
+// cDescriptor is a Descriptor as C strings for rolayer_register_options (NULL for what is unset).
+type cDescriptor struct {
+	media, digest *C.char
+	size          C.int64_t
+}
+
+func newCDescriptor(desc Descriptor) cDescriptor {
+	var cd cDescriptor
+	if desc.MediaType != "" || desc.Digest != "" {
+		if desc.MediaType != "" {
+			cd.media = C.CString(desc.MediaType)
+		}
+		if desc.Digest != "" {
+			cd.digest = C.CString(string(desc.Digest))
+		}
+		cd.size = C.int64_t(desc.Size)
+	}
+	return cd
+}
+
+func (cd cDescriptor) free() {
+	C.free(unsafe.Pointer(cd.media))
+	C.free(unsafe.Pointer(cd.digest))
+}
+
+// failure is the error of a call that read the layer stream through st and failed with rc: the
+// library's, or the reader's own error or panic when that is what stopped it.
+func (st *readState) failure(rc C.int, cerr *C.rolayer_error) *Error {
+	e := fromC(rc, cerr)
+	switch {
+	case st.panicked != nil:
+		e.Code = CodeCallback
+		e.Message = st.panicked.Error()
+		e.Err = st.panicked
+	case st.err != nil && e.Code == CodeCallback:
+		e.Message = "rolayer: reading the layer stream failed: " + st.err.Error()
+		e.Err = st.err
+	}
+	return e
 }

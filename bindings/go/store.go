@@ -271,16 +271,63 @@ func (s *Store) CloseLayer(l Layer) error {
 // ErrLayerDoesNotExist after it was deleted. Map returns an empty map on a closed store.
 func (s *Store) Map() map[ChainID]Layer {
 	out := make(map[ChainID]Layer)
-	ids, err := s.list()
+	infos, err := s.layers()
 	if err != nil {
 		return out
 	}
-	for _, id := range ids {
-		if v, err := s.view(id); err == nil {
-			out[id] = v
-		}
+	for _, in := range infos {
+		out[in.chainID] = &layerView{layerBase{s: s, info: in}}
 	}
 	return out
+}
+
+// layers describes every layer of the store from one read of its database
+// (rolayer_store_layers: no handle per layer), and remembers what it read.
+func (s *Store) layers() ([]*layerInfo, error) {
+	if !s.gate.enter() {
+		return nil, errClosed("store")
+	}
+	defer s.gate.exit()
+	var l *C.rolayer_layer_list
+	var cerr *C.rolayer_error
+	if rc := C.rolayer_store_layers(&l, s.c, &cerr); rc != 0 {
+		return nil, fromC(rc, cerr)
+	}
+	defer C.rolayer_layer_list_free(l)
+	n := int(C.rolayer_layer_list_count(l))
+	infos := make([]*layerInfo, 0, n)
+	s.infoMu.Lock()
+	defer s.infoMu.Unlock()
+	for i := 0; i < n; i++ {
+		ci := C.size_t(i)
+		id := ChainID(C.GoString(C.rolayer_layer_list_chain_id(l, ci)))
+		if in, ok := s.info[id]; ok && in != nil {
+			infos = append(infos, in) // immutable for a ChainID: keep the one already shared
+			continue
+		}
+		in := &layerInfo{
+			chainID:    id,
+			diffID:     DiffID(C.GoString(C.rolayer_layer_list_diff_id(l, ci))),
+			depth:      int(C.rolayer_layer_list_depth(l, ci)),
+			size:       int64(C.rolayer_layer_list_size(l, ci)),
+			diffSize:   int64(C.rolayer_layer_list_diff_size(l, ci)),
+			streamSize: int64(C.rolayer_layer_list_stream_size(l, ci)),
+			cacheID:    C.GoString(C.rolayer_layer_list_cache_id(l, ci)),
+		}
+		if p := C.rolayer_layer_list_parent(l, ci); p != nil {
+			in.parent = ChainID(C.GoString(p))
+		}
+		if p := C.rolayer_layer_list_descriptor_media_type(l, ci); p != nil {
+			in.desc.MediaType = C.GoString(p)
+		}
+		if p := C.rolayer_layer_list_descriptor_digest(l, ci); p != nil {
+			in.desc.Digest = digestOf(C.GoString(p))
+		}
+		in.desc.Size = int64(C.rolayer_layer_list_descriptor_size(l, ci))
+		s.info[id] = in
+		infos = append(infos, in)
+	}
+	return infos, nil
 }
 
 func (s *Store) list() ([]ChainID, error) {

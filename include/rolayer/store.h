@@ -252,6 +252,8 @@ ROLAYER_API size_t rolayer_layer_list_count(const rolayer_layer_list *l);
 ROLAYER_API const char *rolayer_layer_list_chain_id(const rolayer_layer_list *l, size_t i);
 /** The i-th layer's DiffID (borrowed). */
 ROLAYER_API const char *rolayer_layer_list_diff_id(const rolayer_layer_list *l, size_t i);
+/** The i-th layer's cache id (borrowed), as rolayer_layer_cache_id(). */
+ROLAYER_API const char *rolayer_layer_list_cache_id(const rolayer_layer_list *l, size_t i);
 /** The i-th layer's parent ChainID (borrowed), NULL for a base layer. */
 ROLAYER_API const char *rolayer_layer_list_parent(const rolayer_layer_list *l, size_t i);
 /** The i-th layer's depth (1 for a base layer), as rolayer_layer_depth(); 0 when out of range. */

@@ -379,6 +379,9 @@ ROLAYER_API const char* rolayer_layer_list_chain_id(const rolayer_layer_list* l,
 ROLAYER_API const char* rolayer_layer_list_diff_id(const rolayer_layer_list* l, size_t i) {
   return l && i < l->items.size() ? l->items[i].diff_id.c_str() : nullptr;
 }
+ROLAYER_API const char* rolayer_layer_list_cache_id(const rolayer_layer_list* l, size_t i) {
+  return l && i < l->items.size() ? l->items[i].cache_id.c_str() : nullptr;
+}
 ROLAYER_API const char* rolayer_layer_list_parent(const rolayer_layer_list* l, size_t i) {
   return l && i < l->items.size() && !l->items[i].parent.empty() ? l->items[i].parent.c_str() : nullptr;
 }

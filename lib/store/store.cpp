@@ -1174,7 +1174,7 @@ std::vector<LayerInfo> Store::layer_infos() {
   {
     sql::Stmt q(*st_->db,
                 "SELECT chain_id, diff_id, parent, depth, diff_size, stream_size, desc_media_type, desc_digest, "
-                "desc_size, persistent FROM layers");
+                "desc_size, persistent, cache_id FROM layers");
     while (q.step()) {
       LayerInfo i;
       i.chain_id = q.text(0);
@@ -1193,6 +1193,7 @@ std::vector<LayerInfo> Store::layer_infos() {
       if (!q.is_null(7)) i.digest = q.text(7);
       i.desc_size = q.is_null(8) ? -1 : q.int64(8);
       i.retained = q.int64(9);
+      i.cache_id = q.text(10);
       index.emplace(i.chain_id, rows.size());
       rows.push_back(std::move(i));
     }

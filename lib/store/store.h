@@ -53,6 +53,7 @@ struct Removed {
 // One layer as rolayer_store_layers() reports it (the getters of a layer handle, in one list).
 struct LayerInfo {
   std::string chain_id, diff_id, parent;  // parent empty for a base layer
+  std::string cache_id;                    // the driver's id for the layer
   int depth = 0;
   int64_t size = 0, diff_size = 0, stream_size = 0, retained = 0;
   std::string media_type, digest;  // the descriptor's; empty when not recorded

@@ -74,6 +74,7 @@ static void check_against_handles(rolayer_store *s, size_t want) {
     rolayer_layer *h = NULL;
     assert_int_equal(rolayer_open(&h, s, c, NULL), 0);
     assert_string_equal(rolayer_layer_diff_id(h), rolayer_layer_list_diff_id(l, i));
+    assert_string_equal(rolayer_layer_cache_id(h), rolayer_layer_list_cache_id(l, i));
     if (rolayer_layer_parent(h))
       assert_string_equal(rolayer_layer_parent(h), rolayer_layer_list_parent(l, i));
     else
@@ -100,12 +101,14 @@ static void check_against_handles(rolayer_store *s, size_t want) {
   assert_null(rolayer_layer_list_chain_id(l, want));
   assert_null(rolayer_layer_list_diff_id(l, want));
   assert_null(rolayer_layer_list_parent(l, want));
+  assert_null(rolayer_layer_list_cache_id(l, want));
   assert_int_equal(rolayer_layer_list_depth(l, want), 0);
   assert_int_equal(rolayer_layer_list_size(l, want), -1);
   assert_int_equal(rolayer_layer_list_retained(l, want), -1);
   assert_null(rolayer_layer_list_descriptor_digest(l, want));
   assert_int_equal(rolayer_layer_list_count(NULL), 0);
   assert_null(rolayer_layer_list_chain_id(NULL, 0));
+  assert_null(rolayer_layer_list_cache_id(NULL, 0));
   rolayer_string_list_free(ids);
   rolayer_layer_list_free(l);
   rolayer_layer_list_free(NULL);
