@@ -444,6 +444,13 @@ extern "C" {
     ) -> *const ::core::ffi::c_char;
 }
 extern "C" {
+    /// The i-th layer's cache id (borrowed), as rolayer_layer_cache_id().
+    pub fn rolayer_layer_list_cache_id(
+        l: *const rolayer_layer_list,
+        i: usize,
+    ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
     /// The i-th layer's parent ChainID (borrowed), NULL for a base layer.
     pub fn rolayer_layer_list_parent(
         l: *const rolayer_layer_list,
