@@ -99,6 +99,7 @@ mod driver;
 mod error;
 mod layer;
 mod mount;
+mod stage;
 mod store;
 mod stream;
 mod util;
@@ -108,6 +109,7 @@ pub use driver::{Capabilities, Driver, DriverError, Payload};
 pub use error::{Error, ErrorKind, Result};
 pub use layer::{Layer, Removed};
 pub use mount::{MOUNT_NODEV, MOUNT_NOEXEC, MOUNT_NOSUID};
+pub use stage::{LayerInfo, Staged};
 pub use store::{Descriptor, RegisterOptions, Store, StoreOptions, MAX_DEPTH};
 pub use stream::TarStream;
 

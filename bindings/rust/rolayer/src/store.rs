@@ -314,43 +314,24 @@ impl Store {
         reader: R,
         options: &RegisterOptions,
     ) -> Result<Layer<'_>> {
-        let mut state = ReadState {
+        read_with(
             reader,
-            error: None,
-            panic: None,
-        };
-        let state_ptr = (&mut state as *mut ReadState<R>).cast::<c_void>();
-        let result = self.register_raw(parent, options, |out, store, parent, opts, err| {
-            // SAFETY: state outlives the call and nothing else touches it during it;
-            // read_trampoline::<R> matches the type behind state_ptr.
-            unsafe {
-                sys::rolayer_register_ext(
-                    out,
-                    store,
-                    parent,
-                    Some(read_trampoline::<R>),
-                    state_ptr,
-                    opts,
-                    err,
-                )
-            }
-        });
-        if let Some(payload) = state.panic {
-            // The caller never sees this registration: in the unlikely case the library still
-            // succeeded, give its reference back explicitly (a close would keep a layer nobody
-            // asked for).
-            if let Ok(layer) = result {
+            |state_ptr, read| {
+                self.register_raw(parent, options, |out, store, parent, opts, err| {
+                    // SAFETY: state_ptr outlives the call and read matches its type
+                    // (read_with's contract).
+                    unsafe {
+                        sys::rolayer_register_ext(out, store, parent, read, state_ptr, opts, err)
+                    }
+                })
+            },
+            |layer| {
+                // The caller never sees this registration: in the unlikely case the library
+                // still succeeded, give its reference back explicitly (a close would keep a
+                // layer nobody asked for).
                 let _ = layer.release();
-            }
-            panic::resume_unwind(payload);
-        }
-        match (result, state.error) {
-            (Err(e), Some(io_err)) => {
-                let msg = format!("{} (reading the layer stream: {io_err})", e.message());
-                Err(Error::new(e.kind().clone(), msg).with_source(io_err))
-            }
-            (result, _) => result,
-        }
+            },
+        )
     }
 
     /// Registers a layer from bytes in memory.
@@ -406,21 +387,8 @@ impl Store {
         let parent = parent
             .map(|p| c_string(p.as_str(), "the parent ChainID"))
             .transpose()?;
-        let (media_type, digest, size) = match &options.descriptor {
-            Some(d) => (
-                Some(c_string(&d.media_type, "the descriptor's media type")?),
-                Some(c_string(d.digest.as_str(), "the descriptor's digest")?),
-                i64::try_from(d.size)
-                    .map_err(|_| Error::invalid("the descriptor's size is too large"))?,
-            ),
-            None => (None, None, 0),
-        };
-        let opts = sys::rolayer_register_options {
-            descriptor_media_type: opt_ptr(media_type.as_ref()),
-            descriptor_digest: opt_ptr(digest.as_ref()),
-            descriptor_size: size,
-            ..sys::rolayer_register_options::INIT
-        };
+        let c_options = COptions::new(options)?;
+        let opts = c_options.raw();
         let mut out = ptr::null_mut();
         call(|err| {
             f(
@@ -558,6 +526,73 @@ pub(crate) unsafe fn take_string_list(l: *mut sys::rolayer_string_list) -> Vec<S
             .collect();
         sys::rolayer_string_list_free(l);
         v
+    }
+}
+
+/// A [`RegisterOptions`] as the C strings that `rolayer_register_options` points to.
+pub(crate) struct COptions {
+    media_type: Option<std::ffi::CString>,
+    digest: Option<std::ffi::CString>,
+    size: i64,
+}
+
+impl COptions {
+    pub(crate) fn new(options: &RegisterOptions) -> Result<COptions> {
+        Ok(match &options.descriptor {
+            Some(d) => COptions {
+                media_type: Some(c_string(&d.media_type, "the descriptor's media type")?),
+                digest: Some(c_string(d.digest.as_str(), "the descriptor's digest")?),
+                size: i64::try_from(d.size)
+                    .map_err(|_| Error::invalid("the descriptor's size is too large"))?,
+            },
+            None => COptions {
+                media_type: None,
+                digest: None,
+                size: 0,
+            },
+        })
+    }
+
+    /// The C options, borrowing from self.
+    pub(crate) fn raw(&self) -> sys::rolayer_register_options {
+        sys::rolayer_register_options {
+            descriptor_media_type: opt_ptr(self.media_type.as_ref()),
+            descriptor_digest: opt_ptr(self.digest.as_ref()),
+            descriptor_size: self.size,
+            ..sys::rolayer_register_options::INIT
+        }
+    }
+}
+
+/// Runs `f` with a `user_data` pointer and the matching `rolayer_read_fn` over `reader`, then
+/// turns what the reader did into the result: its `io::Error` becomes the returned error's
+/// source, and its panic is resumed once the C call has returned (after `undo` was given any
+/// value the library produced anyway).
+pub(crate) fn read_with<R: Read, T>(
+    reader: R,
+    f: impl FnOnce(*mut c_void, sys::rolayer_read_fn) -> Result<T>,
+    undo: impl FnOnce(T),
+) -> Result<T> {
+    let mut state = ReadState {
+        reader,
+        error: None,
+        panic: None,
+    };
+    let state_ptr = (&mut state as *mut ReadState<R>).cast::<c_void>();
+    // read_trampoline::<R> matches the type behind state_ptr, which outlives the call.
+    let result = f(state_ptr, Some(read_trampoline::<R>));
+    if let Some(payload) = state.panic {
+        if let Ok(value) = result {
+            undo(value);
+        }
+        panic::resume_unwind(payload);
+    }
+    match (result, state.error) {
+        (Err(e), Some(io_err)) => {
+            let msg = format!("{} (reading the layer stream: {io_err})", e.message());
+            Err(Error::new(e.kind().clone(), msg).with_source(io_err))
+        }
+        (result, _) => result,
     }
 }
 
