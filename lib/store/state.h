@@ -38,9 +38,20 @@ struct StoreState {
   std::mutex mu;  // guards everything below, and every use of db
   std::unique_ptr<sql::Db> db;
   // Nodes this store has loaded, by ChainID; a node with handles > 0 is held by this store.
-  std::unordered_map<std::string, std::shared_ptr<LayerNode>> nodes;
+  // Weak: a node lives as long as a reference (LayerRef) or a child node uses it, so a
+  // long-lived process that looks at many layers keeps only what it still uses, and there is
+  // never a second live node for a ChainID while the first one lives. Expired entries are
+  // dropped when the map has doubled since the last sweep (node_locked / remember_locked).
+  std::unordered_map<std::string, std::weak_ptr<LayerNode>> nodes;
+  size_t nodes_sweep_at = 1024;
   bool closed = false;
 
+  // With mu held: the live node of chain_id (nullptr when none is loaded), and the same when it
+  // is held here (handles > 0), else nullptr.
+  std::shared_ptr<LayerNode> node_locked(const std::string& chain_id);
+  std::shared_ptr<LayerNode> held_locked(const std::string& chain_id);
+  // With mu held: node becomes the loaded node of its ChainID.
+  void remember_locked(const std::shared_ptr<LayerNode>& node);
   void check_open() const;      // throws Error(Inval) once the store was closed
   void check_writable() const;  // throws Error(Io, EROFS) on a read-only store
   // With mu held: the layer from the database (nullptr when there is none, or its row or an

@@ -320,8 +320,8 @@ std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id, 
   q.bind(1, chain_id);
   if (!q.step()) return nullptr;
   std::string cache_id = q.text(3);
-  auto it = nodes.find(chain_id);
-  if (it != nodes.end() && it->second->cache_id == cache_id) return it->second;
+  auto cached = node_locked(chain_id);
+  if (cached && cached->cache_id == cache_id) return cached;
   auto n = std::make_shared<LayerNode>();
   std::string parent;
   try {
@@ -347,9 +347,26 @@ std::shared_ptr<LayerNode> StoreState::load_locked(const std::string& chain_id, 
   }
   // A node still held under an old cache id cannot be: a held layer is never deleted. Replace
   // only what nobody holds here.
-  if (it != nodes.end() && it->second->handles > 0) return it->second;
-  nodes[chain_id] = n;
+  if (cached && cached->handles > 0) return cached;
+  remember_locked(n);
   return n;
+}
+
+std::shared_ptr<LayerNode> StoreState::node_locked(const std::string& chain_id) {
+  auto it = nodes.find(chain_id);
+  return it == nodes.end() ? nullptr : it->second.lock();
+}
+
+std::shared_ptr<LayerNode> StoreState::held_locked(const std::string& chain_id) {
+  auto n = node_locked(chain_id);
+  return n && n->handles > 0 ? n : nullptr;
+}
+
+void StoreState::remember_locked(const std::shared_ptr<LayerNode>& node) {
+  nodes[node->chain_id.str()] = node;
+  if (nodes.size() < nodes_sweep_at) return;
+  std::erase_if(nodes, [](const auto& kv) { return kv.second.expired(); });
+  nodes_sweep_at = std::max<size_t>(1024, 2 * nodes.size());
 }
 
 void StoreState::hold_locked(const std::shared_ptr<LayerNode>& node) {
@@ -357,7 +374,7 @@ void StoreState::hold_locked(const std::shared_ptr<LayerNode>& node) {
     sql::Stmt(*db, "INSERT OR IGNORE INTO holds (session, chain_id) VALUES (?, ?)")
         .bind(1, session).bind(2, node->chain_id.str()).run();
   node->handles++;
-  nodes[node->chain_id.str()] = node;
+  remember_locked(node);
 }
 
 std::unique_ptr<LayerRef> StoreState::new_ref(const std::shared_ptr<StoreState>& self,
@@ -392,8 +409,7 @@ std::vector<Removed> StoreState::collect_locked(std::string chain, bool asked, s
   std::vector<Removed> out;
   if (read_only) return out;
   while (!chain.empty()) {
-    auto it = nodes.find(chain);
-    if (it != nodes.end() && it->second->handles > 0) break;  // held here
+    if (held_locked(chain)) break;  // held here
     {
       // A cheap look first: most handles dropped have nothing to collect.
       sql::Stmt q(*db, "SELECT persistent, release_requested FROM layers WHERE chain_id = ?");
@@ -455,7 +471,7 @@ std::vector<Removed> StoreState::collect_locked(std::string chain, bool asked, s
     ROLAYER_FAULT_POINT("release.before_commit");
     tx.commit();
     ROLAYER_FAULT_POINT("release.row_deleted");
-    if (it != nodes.end()) nodes.erase(it);
+    nodes.erase(chain);
     doomed.push_back(cache_id);
     out.push_back({chain, diff_id, size, diff_size});
     chain = parent;
@@ -985,9 +1001,8 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
     auto& db = *st_->db;
     // Held here already: the same layer, registered again.
     {
-      auto it = st_->nodes.find(chain.str());
-      if (it != st_->nodes.end() && it->second->handles > 0) {
-        auto ref = st_->new_ref(st_, it->second);
+      if (auto held = st_->held_locked(chain.str())) {
+        auto ref = st_->new_ref(st_, held);
         g.unlock();
         cleanup();
         return ref;
@@ -1091,8 +1106,7 @@ std::unique_ptr<LayerRef> Store::get(const std::string& chain_id) {
   Digest::parse(chain_id);
   std::lock_guard<std::mutex> g(st_->mu);
   st_->check_open();
-  auto it = st_->nodes.find(chain_id);
-  if (it != st_->nodes.end() && it->second->handles > 0) return st_->new_ref(st_, it->second);
+  if (auto held = st_->held_locked(chain_id)) return st_->new_ref(st_, held);
   auto& db = *st_->db;
   if (st_->session.empty()) {
     auto n = st_->load_locked(chain_id);
@@ -1163,6 +1177,12 @@ std::vector<std::string> Store::list() {
   for (const auto& kv : parent_of)
     if (good(kv.first, 0)) out.push_back(kv.first);
   return out;
+}
+
+size_t Store::loaded_layers() {
+  std::lock_guard<std::mutex> g(st_->mu);
+  return static_cast<size_t>(
+      std::count_if(st_->nodes.begin(), st_->nodes.end(), [](const auto& kv) { return !kv.second.expired(); }));
 }
 
 std::vector<LayerInfo> Store::layer_infos() {
@@ -1593,8 +1613,7 @@ std::unique_ptr<LayerRef> Store::commit_staged(StagedLayer& staged, const std::s
     return ref;
   };
   {
-    auto it = st_->nodes.find(chain.str());
-    if (it != st_->nodes.end() && it->second->handles > 0) return converge(st_->new_ref(st_, it->second));
+    if (auto held = st_->held_locked(chain.str())) return converge(st_->new_ref(st_, held));
   }
   auto node = std::make_shared<LayerNode>();
   node->chain_id = chain;

@@ -139,6 +139,9 @@ class Store {
   // Every layer that list() names, with what a handle tells about it, read in one query
   // (no handle, no hold, no write): listing a store of many layers.
   std::vector<LayerInfo> layer_infos();
+  // How many layers this open store has loaded and still uses (held, or the parent of one that
+  // is): what a long-lived process keeps in memory for the store's layers.
+  size_t loaded_layers();
 
   void retain(const std::string& chain_id);
   std::vector<Removed> unretain(const std::string& chain_id);

@@ -377,6 +377,41 @@ TEST_P(StoreTest, StreamKeepsTheLayerAlive) {
   EXPECT_TRUE(s->list().empty());
 }
 
+// A long-lived process that looks at many layers keeps only the layers it still uses: closed
+// handles free their layer's node (and the parents only they used), while a held layer keeps
+// itself and its chain, and one live node serves every reference to a ChainID.
+TEST_P(StoreTest, ClosedHandlesLeaveNothingLoaded) {
+  auto s = open_store();
+  std::vector<std::string> ids;
+  std::string parent;
+  for (int i = 0; i < 40; i++) {  // 4 chains of 10
+    if (i % 10 == 0) parent.clear();
+    auto l = reg(*s, make_tar({{TarItem::File, "f" + std::to_string(i), std::to_string(i)}}), parent);
+    parent = l->node().chain_id.str();
+    ids.push_back(parent);
+    Store::close_ref(*l);
+  }
+  EXPECT_EQ(s->loaded_layers(), 0u);
+  for (int round = 0; round < 3; round++)
+    for (const auto& id : ids) Store::close_ref(*s->get(id));
+  EXPECT_EQ(s->loaded_layers(), 0u) << "closed handles keep their layers in memory";
+
+  auto top = s->get(ids[9]);  // a chain of 10: the top holds its nine parents' nodes
+  EXPECT_EQ(s->loaded_layers(), 10u);
+  auto mid = s->get(ids[4]);
+  EXPECT_EQ(&mid->node(), top->node().parent->parent->parent->parent->parent.get())
+      << "a second node for a loaded ChainID";
+  auto stream = Store::tar_stream(*mid);
+  top.reset();  // a dropped handle is closed (LayerRef's destructor)
+  EXPECT_EQ(s->loaded_layers(), 5u);
+  mid.reset();
+  EXPECT_EQ(s->loaded_layers(), 5u) << "the stream holds its layer";
+  read_all(*stream);
+  stream.reset();
+  EXPECT_EQ(s->loaded_layers(), 0u);
+  EXPECT_EQ(s->list().size(), ids.size()) << "dropping handles deleted layers";
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, StoreTest, ::testing::Values("exact", "dir"),
                          [](const auto& info) { return info.param; });
 
