@@ -13,6 +13,7 @@
 
 #include "rolayer.h"
 #include "capi/handles.h"
+#include "capi/sources.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "store/store.h"
@@ -28,6 +29,9 @@ struct rolayer_layer_list {
 };
 
 namespace {
+
+using rolayer::capi::BorrowedFdSource;
+using rolayer::capi::CallbackSource;
 
 void set_error(rolayer_error** err, int code, std::string message, int err_no = 0, int user_code = 0,
                std::string diff_id = {}, std::string path = {}) {
@@ -85,24 +89,6 @@ rolayer::LayerRef& layer_of(const rolayer_layer* l) {
 
 std::string opt_str(const char* s) { return s ? std::string(s) : std::string(); }
 
-// The caller's read callback as a ByteSource.
-class CallbackSource : public rolayer::ByteSource {
- public:
-  CallbackSource(rolayer_read_fn fn, void* ud) : fn_(fn), ud_(ud) {}
-  size_t read(uint8_t* buf, size_t cap) override {
-    size_t n = 0;
-    int rc = fn_(buf, cap, &n, ud_);
-    if (rc != 0)
-      throw Error(Code::User, "the read callback failed (returned " + std::to_string(rc) + ")").with_user_code(rc);
-    if (n > cap) throw Error(Code::Inval, "the read callback reported more bytes than the buffer holds");
-    return n;
-  }
-
- private:
-  rolayer_read_fn fn_;
-  void* ud_;
-};
-
 class MemorySource : public rolayer::ByteSource {
  public:
   MemorySource(const uint8_t* p, size_t n) : p_(p), n_(n) {}
@@ -116,21 +102,6 @@ class MemorySource : public rolayer::ByteSource {
  private:
   const uint8_t* p_;
   size_t n_, pos_ = 0;
-};
-
-class BorrowedFdSource : public rolayer::ByteSource {
- public:
-  explicit BorrowedFdSource(int fd) : fd_(fd) {}
-  size_t read(uint8_t* buf, size_t cap) override {
-    for (;;) {
-      ssize_t n = ::read(fd_, buf, cap);
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) rolayer::throw_errno("read from the input descriptor");
-    }
-  }
-
- private:
-  int fd_;
 };
 
 rolayer::Descriptor descriptor_of(const rolayer_register_options* o) {

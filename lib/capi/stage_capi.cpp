@@ -10,6 +10,7 @@
 
 #include "rolayer.h"
 #include "capi/handles.h"
+#include "capi/sources.h"
 #include "core/error.h"
 
 using rolayer::Code;
@@ -27,42 +28,13 @@ struct rolayer_staged {
 
 namespace {
 
+using rolayer::capi::BorrowedFdSource;
+using rolayer::capi::CallbackSource;
+
 template <class F>
 int guard(rolayer_error** err, F&& f) noexcept {
   return capi_guard(err, std::forward<F>(f));
 }
-
-class CallbackSource : public rolayer::ByteSource {
- public:
-  CallbackSource(rolayer_read_fn fn, void* ud) : fn_(fn), ud_(ud) {}
-  size_t read(uint8_t* buf, size_t cap) override {
-    size_t n = 0;
-    int rc = fn_(buf, cap, &n, ud_);
-    if (rc != 0)
-      throw Error(Code::User, "the read callback failed (returned " + std::to_string(rc) + ")").with_user_code(rc);
-    if (n > cap) throw Error(Code::Inval, "the read callback reported more bytes than the buffer holds");
-    return n;
-  }
-
- private:
-  rolayer_read_fn fn_;
-  void* ud_;
-};
-
-class BorrowedFdSource : public rolayer::ByteSource {
- public:
-  explicit BorrowedFdSource(int fd) : fd_(fd) {}
-  size_t read(uint8_t* buf, size_t cap) override {
-    for (;;) {
-      ssize_t n = ::read(fd_, buf, cap);
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) rolayer::throw_errno("read from the input descriptor");
-    }
-  }
-
- private:
-  int fd_;
-};
 
 int do_stage(rolayer_staged** out, rolayer_store* store, rolayer::ByteSource& src,
              const rolayer_register_options* opts, rolayer_error** err) {
