@@ -5,7 +5,8 @@
 # on a private data root, and `rolayer`, on the same generated image archive.
 #
 #   bash bench/engine.sh [--dir DIR] [--build DIR] [--rolayer PATH] [--layers N] [--profile P]
-#                        [--reps N] [--seed N] [--driver overlay2|vfs] [--keep] [--report FILE]
+#                        [--reps N] [--seed N] [--driver overlay2|vfs] [--fs loop|dir] [--keep]
+#                        [--archive FILE] [--report FILE]
 #
 #   --dir DIR       where the work happens (default: a fresh directory under ${TMPDIR:-/tmp})
 #   --build DIR     CMake build directory for rolayer and rolayer-bench (Release; default
@@ -15,8 +16,19 @@
 #   --profile P     bench/gen profile of each layer (default medium: 6 × 174 MiB ≈ 1 GiB)
 #   --reps N        interleaved rounds (default 3)
 #   --driver D      dockerd's storage driver (default overlay2)
+#   --fs loop       (default) each side on its own fresh ext4 file system (a sparse file under
+#                   DIR, mkfs.ext4 -i 8192, loop-mounted), made anew for every round: rolayer's
+#                   store on one, dockerd's data root on the other (dockerd restarted on it).
+#                   Neither side then pays for what an earlier round deleted (ext4 skips
+#                   recently deleted inodes when it allocates new ones: a store or image removed
+#                   just before a measured command made its inode allocations scan; that was
+#                   most of import's system time in session 4). Skips (exit 77) with the reason
+#                   where no loop file system can be made.
+#   --fs dir        measure on DIR's file system as it is (deletions of earlier rounds included)
+#   --archive FILE  measure this docker-archive (one image, tagged rolayer-bench/engine:1, as an
+#                   earlier run made it) instead of generating one (--layers/--profile unused)
 #
-# What is compared, each in its own process, after `sync -f` of the work file system:
+# What is compared, each in its own process, after `sync -f` of its file system:
 #   import   `rolayer import ARCHIVE` into a fresh store (durable: every layer is synced)
 #            vs `docker load -i ARCHIVE` after `docker rmi` of the image (its layers go too)
 #   export   `rolayer export-image --format docker-archive CHAIN FILE` (fsync'd, renamed)
@@ -31,7 +43,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/.." && pwd)
 dir="" build="${TMPDIR:-/tmp}/rolayer-engine-build" rolayer="" layers=6 profile=medium reps=3 seed=1
-driver=overlay2 keep=0 report=""
+driver=overlay2 keep=0 report="" fsmode=loop given_archive=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=$2; shift ;;
@@ -42,6 +54,8 @@ while [ $# -gt 0 ]; do
     --reps) reps=$2; shift ;;
     --seed) seed=$2; shift ;;
     --driver) driver=$2; shift ;;
+    --fs) fsmode=$2; shift ;;
+    --archive) given_archive=$(realpath "$2"); shift ;;
     --keep) keep=1 ;;
     --report) report=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -49,6 +63,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case "$fsmode" in loop|dir) ;; *) echo "engine.sh: --fs loop|dir" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "engine.sh: run as root (dockerd)" >&2; exit 2; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -62,11 +77,36 @@ mkdir -p "$work"
 results="$work/results.jsonl"
 : >"$results"
 . "$src/tests/docker/dockerd.sh"
+# The measured file systems: rolayer's store and export on $rfs, dockerd's data root and its
+# save on $dfs (with --fs dir both are directories under $work).
+rfs="$work/rolayer-fs" dfs="$work/docker-fs"
+mounted=()
 cleanup() {
   set +e
   dockerd_stop
+  local m
+  for m in "${mounted[@]}"; do umount "$m"; done
+  rm -f "$dir/rolayer-fs.img" "$dir/docker-fs.img"
   if [ "$keep" = 0 ]; then rm -rf "$work"; [ "$made_dir" = 1 ] && rmdir "$dir" 2>/dev/null; else echo "engine.sh: kept $work" >&2; fi
   return 0
+}
+# fresh_fs MNT: MNT empty, on a file system that has seen no deletion (--fs loop: a new ext4,
+# as bench/run.sh makes; --fs dir: a fresh directory). Returns 1 with the reason on stderr.
+fresh_fs() {
+  local mnt=$1 img="$dir/$(basename "$1").img" i
+  if [ "$fsmode" = dir ]; then rm -rf "$mnt"; mkdir -p "$mnt"; return 0; fi
+  for i in "${!mounted[@]}"; do
+    if [ "${mounted[$i]}" = "$mnt" ]; then umount "$mnt" || return 1; unset "mounted[$i]"; fi
+  done
+  mounted=("${mounted[@]}")
+  mkdir -p "$mnt"
+  rm -f "$img"
+  command -v mkfs.ext4 >/dev/null || { echo "mkfs.ext4 is not installed" >&2; return 1; }
+  truncate -s 8G "$img" || return 1
+  mkfs.ext4 -q -F -i 8192 -E lazy_itable_init=0,lazy_journal_init=0 "$img" >"$work/mkfs.log" 2>&1 ||
+    { cat "$work/mkfs.log" >&2; rm -f "$img"; return 1; }
+  mount -o loop "$img" "$mnt" 2>"$work/mount.log" || { cat "$work/mount.log" >&2; rm -f "$img"; return 1; }
+  mounted+=("$mnt")
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -89,12 +129,24 @@ RB="$bdir/rolayer-bench"
 GEN="$bdir/rolayer-bench-gen"
 
 # ---- the image archive ---------------------------------------------------------------------
-fs="$work/fs"
+fs="$work/fs" # the archive (read by both sides, from the page cache) and the generator's scratch
 mkdir -p "$fs"
+fresh_fs "$rfs" || { echo "engine.sh: SKIP: cannot make a loop-mounted ext4 file system here (see above); --fs dir measures on $dir as it is" >&2; exit 77; }
 st0="$fs/source-store"
 parent=""
-log "generating $layers $profile layers and the image archive"
-for i in $(seq "$layers"); do
+if [ -n "$given_archive" ]; then
+  archive=$given_archive
+  # The image ID is the config's digest, as manifest.json names it.
+  read -r image_id layers < <(python3 - "$archive" <<'EOF'
+import json, sys, tarfile
+m = json.load(tarfile.open(sys.argv[1]).extractfile("manifest.json"))
+print("sha256:" + m[0]["Config"].split("/")[-1].removesuffix(".json"), len(m[0]["Layers"]))
+EOF
+)
+  profile="(given archive)"
+fi
+[ -n "$given_archive" ] || log "generating $layers $profile layers and the image archive"
+for i in $( [ -n "$given_archive" ] || seq "$layers"); do
   "$GEN" "$profile" "$((seed + i - 1))" "$fs/layer$i.tar" 2>/dev/null
   if [ -z "$parent" ]; then
     parent=$("$rolayer" --store "$st0" --quiet register "$fs/layer$i.tar" | tail -1)
@@ -103,26 +155,36 @@ for i in $(seq "$layers"); do
   fi
   rm -f "$fs/layer$i.tar"
 done
-archive="$fs/image.tar"
-image_id=$("$rolayer" --store "$st0" --quiet export-image "$parent" "$archive" --format docker-archive --tag rolayer-bench/engine:1)
-rm -rf "$st0"
+if [ -z "$given_archive" ]; then
+  archive="$fs/image.tar"
+  image_id=$("$rolayer" --store "$st0" --quiet export-image "$parent" "$archive" --format docker-archive --tag rolayer-bench/engine:1)
+  rm -rf "$st0"
+fi
 archive_bytes=$(stat -c %s "$archive")
 cat "$archive" >/dev/null
 
 # ---- dockerd -------------------------------------------------------------------------------
-log "starting dockerd ($driver) on a private data root"
-rc=0
-dockerd_start "$dir/dockerd" "$driver" || rc=$?
-if [ "$rc" != 0 ]; then echo "engine.sh: SKIP: dockerd cannot start here (see above)" >&2; exit 77; fi
+# start_engine: dockerd on a fresh $dfs (a new file system with --fs loop). Exits 77 with the
+# reason when it cannot start.
+start_engine() {
+  dockerd_stop
+  fresh_fs "$dfs" || { echo "engine.sh: SKIP: cannot make a fresh file system for dockerd (see above)" >&2; exit 77; }
+  local rc=0
+  dockerd_start "$dfs/dockerd" "$driver" || rc=$?
+  if [ "$rc" != 0 ]; then echo "engine.sh: SKIP: dockerd cannot start here (see above)" >&2; exit 77; fi
+}
+log "starting dockerd ($driver) on a private data root ($fsmode)"
+start_engine
 docker_ver=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown)
 
 dcpu() { awk '{print $14 + $15 + $16 + $17}' "/proc/$DOCKERD_PID/stat"; }
-# timed NAME REP [docker] -- CMD...: sync, run CMD under rolayer-bench time, record.
+# timed NAME REP [docker] -- CMD...: sync, run CMD under rolayer-bench time, record; then time a
+# `sync -f` of the file system the command wrote to.
 timed() {
-  local name=$1 rep=$2 engine=0; shift 2
-  if [ "$1" = docker ]; then engine=1; shift; fi
+  local name=$1 rep=$2 engine=0 out=$rfs; shift 2
+  if [ "$1" = docker ]; then engine=1; out=$dfs; shift; fi
   shift # --
-  sync -f "$fs"
+  sync -f "$fs"; sync -f "$rfs"; sync -f "$dfs"
   local before=0 after=0
   [ "$engine" = 1 ] && before=$(dcpu)
   "$RB" time "$work/t.json" --stdout "$work/out.txt" -- "$@" 2>"$work/err.txt" ||
@@ -130,7 +192,7 @@ timed() {
   [ "$engine" = 1 ] && after=$(dcpu)
   local t0 t1
   t0=$(date +%s.%N)
-  sync -f "$fs"
+  sync -f "$out"
   t1=$(date +%s.%N)
   python3 - "$name" "$rep" "$work/t.json" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" >>"$results" <<'EOF'
 import json, sys
@@ -143,28 +205,33 @@ print(json.dumps(t))
 EOF
 }
 
-st="$fs/store"
+st="$rfs/store"
 for r in $(seq "$reps"); do
   log "round $r of $reps"
+  if [ "$r" -gt 1 ]; then
+    # Fresh file systems for both sides (dockerd restarted on its own): nothing deleted before.
+    fresh_fs "$rfs" || { echo "engine.sh: cannot remake the file system for the store" >&2; exit 1; }
+    start_engine
+  fi
   rm -rf "$st"
   timed rolayer-import "$r" -- "$rolayer" --store "$st" --quiet import "$archive"
   chain=$(tail -1 "$work/out.txt")
   docker rmi -f rolayer-bench/engine:1 >/dev/null 2>&1 || true
   timed docker-load "$r" docker -- docker load -i "$archive"
-  rm -f "$fs/out-rolayer.tar" "$fs/out-docker.tar"
-  timed rolayer-export-image "$r" -- "$rolayer" --store "$st" --quiet export-image "$chain" "$fs/out-rolayer.tar" \
+  rm -f "$rfs/out-rolayer.tar" "$dfs/out-docker.tar"
+  timed rolayer-export-image "$r" -- "$rolayer" --store "$st" --quiet export-image "$chain" "$rfs/out-rolayer.tar" \
     --format docker-archive --tag rolayer-bench/engine:1
   got=$(tail -1 "$work/out.txt")
   [ "$got" = "$image_id" ] || { echo "engine.sh: export-image gave image $got, not $image_id" >&2; exit 1; }
-  timed docker-save "$r" docker -- docker save -o "$fs/out-docker.tar" rolayer-bench/engine:1
-  rm -f "$fs/out-rolayer.tar" "$fs/out-docker.tar"
+  timed docker-save "$r" docker -- docker save -o "$dfs/out-docker.tar" rolayer-bench/engine:1
+  rm -f "$rfs/out-rolayer.tar" "$dfs/out-docker.tar"
 done
 loaded=$(docker image inspect --format '{{.Id}}' rolayer-bench/engine:1)
 [ "$loaded" = "$image_id" ] || { echo "engine.sh: docker loaded image $loaded, not $image_id" >&2; exit 1; }
 
-python3 - "$results" "$archive_bytes" "$layers" "$profile" "$docker_ver" "$driver" "$reps" "${report:-}" <<'EOF'
+python3 - "$results" "$archive_bytes" "$layers" "$profile" "$docker_ver" "$driver" "$reps" "${report:-}" "$fsmode" <<'EOF'
 import json, statistics, sys, platform, os
-res, nbytes, layers, profile, dver, driver, reps, report = sys.argv[1:9]
+res, nbytes, layers, profile, dver, driver, reps, report, fsmode = sys.argv[1:10]
 rows = [json.loads(l) for l in open(res)]
 by = {}
 for r in rows:
@@ -179,7 +246,9 @@ out = []
 out.append(f"## rolayer vs dockerd {dver} ({driver}), one image archive")
 out.append("")
 out.append(f"{layers} × `{profile}` layers, archive {int(nbytes)/2**20:.0f} MiB; {reps} interleaved rounds; "
-           f"{platform.release()}, {os.cpu_count()} CPUs, load at end {' '.join(open('/proc/loadavg').read().split()[:3])}")
+           f"{platform.release()}, {os.cpu_count()} CPUs, load at end {' '.join(open('/proc/loadavg').read().split()[:3])}; "
+           + ("each side on a fresh loop-mounted ext4 (mkfs -i 8192) every round" if fsmode == "loop"
+              else "on the work directory's file system as found (--fs dir)"))
 out.append("")
 out.append("| operation | best wall s | median wall s | median wall + sync -f s | median CPU s | peak RSS MiB |")
 out.append("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -86,6 +86,10 @@ struct BlobExpectation {
   std::string name;    // how errors name the blob (e.g. "blob sha256:abcd…" or a file name)
   std::string digest;  // empty: not checked
   int64_t size = -1;   // -1: not checked
+  // The caller compares the DiffID the library computes with `digest` (sha256) once the layer is
+  // in (import: uncompressed layers of image archives, whose digest is their DiffID): when the
+  // blob turns out uncompressed, LayerReader does not hash it a second time (unhashed()).
+  bool diff_id_verifies = false;
 };
 
 // Reads src through libarchive's raw format with every decompression filter (plain, gzip,
@@ -113,6 +117,9 @@ class LayerReader {
   std::optional<CliError> blob_mismatch();
 
   const std::string& compressed_digest() const { return digest_; }  // valid after the end
+  // The blob is uncompressed and expect->diff_id_verifies: it was not hashed here (digest not
+  // checked, compressed_digest() empty); the caller checks the library's DiffID against it.
+  bool unhashed() const { return unhashed_; }
   uint64_t compressed_size() const { return compressed_; }
   std::string compression() const;  // "none", "gzip", "zstd", "xz", …
 
@@ -131,6 +138,7 @@ class LayerReader {
   const BlobExpectation* expect_;
   struct archive* a_ = nullptr;
   bool opened_ = false, eof_ = false, src_eof_ = false;
+  bool unhashed_ = false, drained_ = false;
   std::vector<unsigned char> buf_;
   std::unique_ptr<Hasher> hash_;
   uint64_t compressed_ = 0;

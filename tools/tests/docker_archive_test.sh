@@ -3,6 +3,11 @@
 # rolayer export-image --format docker-archive (issue 18).
 #   docker_archive_test.sh ROLAYER roundtrip   the archive's layout, stdout = file, rolayer import
 #                                              of it gives the same chain and image ID
+#   docker_archive_test.sh ROLAYER tampered    rolayer import of the archive with a layer blob
+#                                              changed (a valid tar, or a broken one): exit 4,
+#                                              "digest mismatch", nothing left in the store, with
+#                                              --jobs 1 and --jobs 2 (the uncompressed blob is
+#                                              checked through its DiffID, not hashed twice)
 #   docker_archive_test.sh ROLAYER docker      docker load (dockerd 20.10, overlay2, private) of
 #                                              it: same image ID and RootFS layers; skips (77)
 #                                              with the reason where dockerd cannot start
@@ -102,6 +107,54 @@ roundtrip)
   [ ! -e "$work/none.tar" ] || fail "a failed export left a file"
   [ "$rc2" = 2 ] && [ "$rc3" = 2 ] && [ "$rc4" = 2 ] || fail "bad options exited $rc2/$rc3/$rc4, not 2"
   ls -a "$work" | grep -q rolayer- && fail "a temporary file was left behind"
+  echo "PASS [$test]"
+  ;;
+tampered)
+  # tamper ARCHIVE OUT LAYER MODE: OUT is ARCHIVE with layer LAYER's blob (1-based, manifest
+  # order) changed in place, same size: MODE content = one payload byte of a file (still a valid
+  # tar), header = the first header's checksum (a tar the library refuses).
+  tamper() {
+    python3 - "$@" <<'EOF'
+import json, sys, tarfile
+src, out, k, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+t = tarfile.open(src)
+name = json.load(t.extractfile("manifest.json"))[0]["Layers"][k - 1]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as o:
+    for m in t.getmembers():
+        data = t.extractfile(m).read() if m.isfile() else None
+        if m.name == name:
+            b = bytearray(data)
+            if mode == "content":
+                i = b.index(b"xxxxxxxx")
+                b[i + 3] = ord("y")
+            else:
+                b[148] = ord("9") if b[148] != ord("9") else ord("8")
+            data = bytes(b)
+        o.addfile(m, None if data is None else __import__("io").BytesIO(data))
+EOF
+  }
+  tamper "$A" "$work/content.tar" 3 content
+  tamper "$A" "$work/header.tar" 2 header
+  for f in content header; do
+    for jobs in 1 2; do
+      rm -rf "$work/st"
+      set +e
+      "$R" --store "$work/st" import --jobs "$jobs" "$work/$f.tar" >"$work/out" 2>"$work/err"
+      rc=$?
+      set -e
+      [ "$rc" = 4 ] || fail "$f --jobs $jobs: exit $rc, not 4: $(cat "$work/err")"
+      grep -q "digest mismatch" "$work/err" || fail "$f --jobs $jobs: no digest mismatch reported: $(cat "$work/err")"
+      n=$("$R" --store "$work/st" ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+      [ "$n" = 0 ] || fail "$f --jobs $jobs: a failed import left $n layers"
+      m=$("$R" --store "$work/st" images --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+      [ "$m" = 0 ] || fail "$f --jobs $jobs: a failed import kept $m images"
+    done
+  done
+  # The archive as written imports, with either number of jobs.
+  for jobs in 1 2; do
+    top=$("$R" --store "$work/ok$jobs" import --jobs "$jobs" "$A" | tail -1)
+    [ "$top" = "$c3" ] || fail "--jobs $jobs: import gave $top, not $c3"
+  done
   echo "PASS [$test]"
   ;;
 docker)
