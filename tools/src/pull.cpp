@@ -37,8 +37,8 @@ namespace {
 
 constexpr size_t kPipeBytes = 1u << 20;
 
-// A bounded single-producer single-consumer byte pipe between a download thread and the
-// registering thread.
+// A bounded single-producer single-consumer byte pipe between a download thread and the thread
+// that applies the layer.
 class Pipe {
  public:
   // Producer: blocks while full; false when the consumer cancelled.
