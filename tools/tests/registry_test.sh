@@ -530,10 +530,11 @@ t_dockerd() {
 # make_layout4 DIR MIB: an OCI layout "four" of four layers, each with MIB MiB of random bytes in
 # one file: gzip, plain, plain (a hard link to a file of layer 1 and a whiteout of another: its
 # staged apply is deferred to the commit), gzip. MIB=0: small layers (the random file 300 KiB).
+# BAD=3: the config lists a wrong DiffID for layer 3.
 make_layout4() {
-  python3 - "$1" "$2" <<'EOF'
+  python3 - "$1" "$2" "${3:-0}" <<'EOF'
 import gzip, hashlib, io, json, os, sys, tarfile
-out, mib = sys.argv[1], int(sys.argv[2])
+out, mib, bad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 size = mib << 20 if mib else 300 << 10
 os.makedirs(out + "/blobs/sha256", exist_ok=True)
 def blob(data):
@@ -564,7 +565,8 @@ mts = ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image
        "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"]
 blobs = [gzip.compress(l, compresslevel=1, mtime=0) if "gzip" in mt else l for l, mt in zip(L, mts)]
 config = json.dumps({"architecture": "amd64", "os": "linux",
-                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(l).hexdigest() for l in L]}}).encode()
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(l + (b"x" if i + 1 == bad else b"")).hexdigest()
+                                                              for i, l in enumerate(L)]}}).encode()
 manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config), "size": len(config)},
     "layers": [{"mediaType": mt, "digest": blob(c), "size": len(c)} for c, mt in zip(blobs, mts)]}).encode()
@@ -641,6 +643,23 @@ t_pull_parallel() {
     [ -z "$(ls -A "$WORK/f$j/tmp")" ] || fail "--jobs $j: the store's tmp is not empty: $(ls -A "$WORK/f$j/tmp")"
   done
   diff "$WORK/f1.err" "$WORK/f4.err" >&2 || fail "--jobs 1 and --jobs 4 report different errors"
+
+  note "a wrong DiffID in the config for layer 3 of 4: the same error as --jobs 1, nothing left"
+  make_layout4 "$WORK/bad" 0 3
+  skopeo_push "$WORK/bad:four" "$REG/test/bad:v1"
+  for j in 1 4; do
+    rm -rf "$WORK/d$j"
+    expect_code 0 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls
+    store_files "$WORK/d$j" >"$WORK/d$j.before"
+    expect_code 4 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" pull --jobs "$j" "$REG/test/bad:v1"
+    expect_err "DiffID mismatch"
+    expect_err "for layer 3"
+    cp "$WORK/err" "$WORK/d$j.err"
+    [ "$("$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
+    store_files "$WORK/d$j" >"$WORK/d$j.after"
+    diff "$WORK/d$j.before" "$WORK/d$j.after" >&2 || fail "--jobs $j: a failed pull left something in the store"
+  done
+  diff "$WORK/d1.err" "$WORK/d4.err" >&2 || fail "--jobs 1 and --jobs 4 report different DiffID errors"
 
   note "the same with the base layer in the store before: it stays, with its own reference"
   base=$(STORE=$WORK/s1 chain_diff_ids "$top1" | sed -n 1p)  # a base layer's ChainID is its DiffID
