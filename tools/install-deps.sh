@@ -12,6 +12,7 @@ pkgs+=(strace)  # tools/tests/cli_test.sh import_archive_one_pass: counts the op
 pkgs+=(libcurl4-openssl-dev docker-registry apache2-utils openssl)  # rolayer pull/push and their tests
 # tests/docker: Debian's dockerd 20.10 (started privately by the test), a private registry, curl.
 pkgs+=(docker.io docker-registry curl)
+pkgs+=(time)  # tools/tests/registry_test.sh pull_rss: peak RSS of a pull (/usr/bin/time %M)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

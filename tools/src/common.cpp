@@ -15,10 +15,11 @@
 
 namespace cli {
 
-volatile std::sig_atomic_t g_interrupted = 0;
+std::atomic<int> g_interrupted{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free atomic");
 
 namespace {
-extern "C" void on_signal(int sig) { g_interrupted = sig; }
+extern "C" void on_signal(int sig) { g_interrupted.store(sig, std::memory_order_relaxed); }
 }  // namespace
 
 void install_signal_handlers() {
@@ -46,7 +47,7 @@ void ignore_sigpipe() {
 }
 
 CliError interrupted_error() {
-  int sig = g_interrupted ? static_cast<int>(g_interrupted) : SIGINT;
+  int sig = g_interrupted.load() ? g_interrupted.load() : SIGINT;
   return CliError(kInterrupted + sig, std::string("interrupted (") + (sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT") + ")");
 }
 

@@ -4,6 +4,7 @@
 // The tool is a client of the public C API only (include/rolayer.h).
 #pragma once
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <map>
@@ -71,10 +72,13 @@ class Err {
 [[noreturn]] void lib_fail(int rc, const Err& err, const std::string& context = {});
 
 // --- interruption -----------------------------------------------------------------------------
-extern volatile std::sig_atomic_t g_interrupted;
+// Set by the signal handler, read by every thread (downloads, staging): a lock-free atomic, as
+// both a signal handler and other threads may use it (a volatile sig_atomic_t is a data race
+// between threads).
+extern std::atomic<int> g_interrupted;
 void install_signal_handlers();  // done by open_store()
 void ignore_sigpipe();
-inline bool interrupted() { return g_interrupted != 0; }
+inline bool interrupted() { return g_interrupted.load(std::memory_order_relaxed) != 0; }
 void check_interrupted();  // throws interrupted_error() when a signal came
 CliError interrupted_error();  // exit 128 + the signal, "interrupted"
 inline bool is_interruption(int code) { return code > kInterrupted; }

@@ -30,6 +30,7 @@
 #include "fsat.h"
 #include "image_plan.h"
 #include "progress.h"
+#include "staged_chain.h"
 #include "kept_images.h"
 #include "text.h"
 
@@ -480,18 +481,6 @@ std::vector<std::string> image_names_of(const Plan& plan, const std::string& man
   return out;
 }
 
-// --jobs: layers staged at once (default: the number of CPUs).
-int parse_import_jobs(const ParsedArgs& p) {
-  if (!p.has("jobs")) return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const std::string v = p.get("jobs");  // one string that outlives strtol's end pointer
-  char* end = nullptr;
-  long n = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end || n < 1 || n > 64) usage_error("import: --jobs needs a number from 1 to 64, not \"" + v + "\"");
-  return static_cast<int>(n);
-}
-
-using StagedPtr = std::unique_ptr<rolayer_staged, void (*)(rolayer_staged*)>;
-
 // An uncompressed layer blob is not hashed by its LayerReader (BlobExpectation::diff_id_verifies):
 // its digest is the DiffID the library computes anyway, checked here once the layer is in, with
 // the message a hashing reader gives. Saves one SHA-256 pass over every uncompressed layer.
@@ -525,127 +514,49 @@ std::optional<CliError> unhashed_blob_mismatch(const LayerReader& reader, ImageS
   return std::nullopt;
 }
 
-// Stages one layer (rolayer/stage.h), with register_layer's error reporting (blob.cpp).
-StagedPtr stage_layer(rolayer_store* store, LayerReader& reader, const rolayer_register_options* opts,
-                      const std::string& context) {
-  rolayer_staged* st = nullptr;
-  Err err;
-  int rc = rolayer_stage(&st, store, LayerReader::read_cb, &reader, opts, err.out());
-  if (rc == ROLAYER_OK) return StagedPtr(st, rolayer_stage_free);
-  if (rc == ROLAYER_EUSER && reader.failed()) throw reader.error();
-  if (interrupted()) throw interrupted_error();
-  if (auto mismatch = reader.blob_mismatch()) throw *mismatch;
-  lib_fail(rc, err, context);
-}
-
-// The layers of the plan, applied on up to `jobs` threads at once (each layer staged on its own
-// thread: the dir driver stores each layer's own changes, so applying needs no parent) and
-// committed here, in chain order, as soon as the layer below is. What is committed goes to
-// `held` (the caller releases it on failure); a failure anywhere stops new layers from starting,
-// waits for the ones under way, and discards every staged layer. Errors are reported as the
-// serial loop reports them: the first layer in chain order that fails.
+// The layers of the plan, applied at once and committed in chain order (staged_chain.h). What is
+// committed goes to `held` (the caller releases it on failure). Errors are reported as the serial
+// loop reports them: the first layer in chain order that fails.
 void import_layers_parallel(rolayer_store* store, ImageSource& src, const Plan& plan, int jobs, Progress& prog,
                             std::vector<Layer>& held, std::string& parent) {
   const size_t n = plan.layers.size();
-  struct Slot {
-    StagedPtr staged{nullptr, rolayer_stage_free};
-    std::exception_ptr error;
-    bool done = false;
-  };
-  std::vector<Slot> slots(n);
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t next = 0, committed = 0;
-  bool stop = false;
-  // Staged but not committed yet, at most: keeps the disk a failure would have to give back bounded.
-  const size_t window = static_cast<size_t>(jobs) * 2;
-  auto worker = [&] {
-    for (;;) {
-      size_t i;
-      {
-        std::unique_lock<std::mutex> lk(mu);
-        cv.wait(lk, [&] { return stop || next >= n || next < committed + window; });
-        if (stop || next >= n) return;
-        i = next++;
-      }
-      StagedPtr staged(nullptr, rolayer_stage_free);
-      std::exception_ptr error;
-      try {
-        const LayerPlan& lp = plan.layers[i];
-        auto in = src.open(lp.path);
-        BlobExpectation expect = lp.expect;
-        expect.name = src.describe() + ": " + lp.display;
-        expect.diff_id_verifies = true;
-        LayerReader reader(*in, expect.name, &prog, &expect);
-        rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
-        if (lp.record) {
-          opts.descriptor_media_type = lp.media_type.c_str();
-          opts.descriptor_digest = lp.expect.digest.c_str();
-          opts.descriptor_size = lp.expect.size;
-        }
-        try {
-          staged = stage_layer(store, reader, &opts, src.describe() + ": " + lp.display);
-        } catch (const CliError& e) {
-          if (e.code() == kVerify) throw;
-          if (auto mismatch = unhashed_blob_mismatch(reader, src, lp, expect)) throw *mismatch;
-          throw;
-        }
-        check_unhashed_blob(reader, expect, rolayer_staged_diff_id(staged.get()));
-      } catch (...) {
-        error = std::current_exception();
-      }
-      std::lock_guard<std::mutex> lk(mu);
-      slots[i].staged = std::move(staged);
-      slots[i].error = error;
-      slots[i].done = true;
-      if (error) stop = true;  // no new layer starts; the committer reports in chain order
-      cv.notify_all();
+  ChainSteps steps;
+  steps.stage = [&](size_t i) {
+    const LayerPlan& lp = plan.layers[i];
+    auto in = src.open(lp.path);
+    BlobExpectation expect = lp.expect;
+    expect.name = src.describe() + ": " + lp.display;
+    expect.diff_id_verifies = true;
+    LayerReader reader(*in, expect.name, &prog, &expect);
+    rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
+    if (lp.record) {
+      opts.descriptor_media_type = lp.media_type.c_str();
+      opts.descriptor_digest = lp.expect.digest.c_str();
+      opts.descriptor_size = lp.expect.size;
     }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < jobs && static_cast<size_t>(t) < n; t++) pool.emplace_back(worker);
-  auto finish = [&] {
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      stop = true;
-      cv.notify_all();
+    StagedPtr staged(nullptr, rolayer_stage_free);
+    try {
+      staged = stage_layer(store, reader, &opts, src.describe() + ": " + lp.display);
+    } catch (const CliError& e) {
+      if (e.code() == kVerify) throw;
+      if (auto mismatch = unhashed_blob_mismatch(reader, src, lp, expect)) throw *mismatch;
+      throw;
     }
-    for (auto& th : pool) th.join();
-    pool.clear();
-    for (auto& sl : slots) sl.staged.reset();  // discards what was not committed
+    check_unhashed_blob(reader, expect, rolayer_staged_diff_id(staged.get()));
+    return staged;
   };
-  try {
-    for (size_t i = 0; i < n; i++) {
-      const LayerPlan& lp = plan.layers[i];
-      StagedPtr staged(nullptr, rolayer_stage_free);
-      {
-        std::unique_lock<std::mutex> lk(mu);
-        cv.wait(lk, [&] { return slots[i].done; });
-        if (slots[i].error) std::rethrow_exception(slots[i].error);
-        staged = std::move(slots[i].staged);
-      }
-      std::string diff_id = rolayer_staged_diff_id(staged.get());
-      if (diff_id != lp.diff_id)
-        throw CliError(kVerify, src.describe() + ": " + lp.display + ": DiffID mismatch: the config lists " + lp.diff_id +
-                                    " for layer " + std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
-      rolayer_layer* l = nullptr;
-      Err err;
-      int rc = rolayer_stage_commit(&l, store, staged.get(), parent.empty() ? nullptr : parent.c_str(), err.out());
-      if (rc != ROLAYER_OK) lib_fail(rc, err, src.describe() + ": " + lp.display);
-      held.emplace_back(l);
-      parent = rolayer_layer_chain_id(l);
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        committed = i + 1;
-        cv.notify_all();
-      }
-      prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(n) + "  " + parent);
-    }
-  } catch (...) {
-    finish();
-    throw;
-  }
-  finish();
+  steps.check = [&](size_t i, const rolayer_staged* staged) {
+    const LayerPlan& lp = plan.layers[i];
+    std::string diff_id = rolayer_staged_diff_id(staged);
+    if (diff_id != lp.diff_id)
+      throw CliError(kVerify, src.describe() + ": " + lp.display + ": DiffID mismatch: the config lists " + lp.diff_id +
+                                  " for layer " + std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
+  };
+  steps.context = [&](size_t i) { return src.describe() + ": " + plan.layers[i].display; };
+  steps.committed = [&](size_t i, const std::string& chain_id) {
+    prog.note("layer " + std::to_string(i + 1) + "/" + std::to_string(n) + "  " + chain_id);
+  };
+  stage_and_commit_chain(store, n, jobs, steps, held, parent);
 }
 
 }  // namespace
@@ -655,7 +566,7 @@ void import_layers_parallel(rolayer_store* store, ImageSource& src, const Plan& 
 int cmd_import(Globals& g, const Args& args) {
   auto p = parse_args("import", args, {{"jobs", 'j', true}}, g);
   if (p.help) return print_command_help(*find_command("import")), 0;
-  const int jobs = parse_import_jobs(p);
+  const int jobs = parse_stage_jobs(p, "import");
   if (p.positionals.size() != 1) usage_error("import: needs exactly one DIR or ARCHIVE (with an optional :REF)");
   std::string path, ref;
   StorePtr store;

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // rolayer pull: an image's layers straight from a registry into the store.
 //
-// How the stream flows: up to --jobs download threads fetch layer blobs at once, each into its
-// own bounded in-memory pipe (kPipeBytes); the main thread registers the layers in chain order,
-// reading each blob through its pipe into LayerReader (the same one-pass reader `import` uses:
-// it hashes and counts the compressed bytes against the descriptor and decompresses them for
-// rolayer_register). Registration is sequential because a child needs its parent's ChainID in
-// the store; downloads run ahead of it by at most kPipeBytes per blob, so memory stays bounded
-// whatever the image size, and no blob is ever written to a temporary file.
+// How the stream flows: each layer blob is downloaded by its own thread into a small bounded
+// in-memory pipe (kPipeBytes) and read from it by the thread that applies the layer, through
+// LayerReader (the same one-pass reader `import` uses: it hashes and counts the compressed bytes
+// against the descriptor and decompresses them). With --jobs N > 1 (default: the number of CPUs)
+// up to N layers are downloaded and applied at once with the staged-register API and committed
+// in chain order, as `import --jobs N` does (staged_chain.h); with --jobs 1 they are registered
+// one after the other. Memory stays bounded by N pipes whatever the image size, and no blob is
+// ever written to a temporary file.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +27,7 @@
 #include "progress.h"
 #include "registry.h"
 #include "registry_cmds.h"
+#include "staged_chain.h"
 
 namespace cli {
 
@@ -33,10 +35,10 @@ using nlohmann::json;
 
 namespace {
 
-constexpr size_t kPipeBytes = 32u << 20;
+constexpr size_t kPipeBytes = 1u << 20;
 
-// A bounded single-producer single-consumer byte pipe between a download thread and the
-// registering thread.
+// A bounded single-producer single-consumer byte pipe between a download thread and the thread
+// that applies the layer.
 class Pipe {
  public:
   // Producer: blocks while full; false when the consumer cancelled.
@@ -288,7 +290,7 @@ int cmd_pull(Globals& g, const Args& args) {
     ref.mirror = mr.domain;
   }
   Platform plat = parse_platform(p.get("platform"));
-  int jobs = parse_jobs(p, 3);  // dockerd's max-concurrent-downloads
+  const int jobs = parse_stage_jobs(p, "pull");
   TransportOptions topts = transport_options(p);
 
   StorePtr store = open_store(g);  // also installs the signal handlers
@@ -384,21 +386,11 @@ int cmd_pull(Globals& g, const Args& args) {
     if (i < first) bars.set_status(bar[i], "already in the store");
   }
 
-  // Download threads: layer indexes handed out in chain order, so the lowest layer not yet
-  // registered always has a thread and the pipes cannot deadlock.
-  std::mutex next_mu;
-  size_t next = first;
-  std::vector<std::thread> threads;
-  auto worker = [&]() {
-    for (;;) {
-      size_t i;
-      {
-        std::lock_guard<std::mutex> gl(next_mu);
-        if (next >= n) return;
-        i = next++;
-      }
-      PullLayer& l = *layers[i];
-      if (!l.local.empty()) continue;  // registered from the store's copy
+  // Each layer not in the store is downloaded by its own thread into its pipe while the layer's
+  // applying thread (the main one with --jobs 1, else one of stage_and_commit_chain's) reads it.
+  auto start_download = [&](size_t i) {
+    PullLayer& l = *layers[i];
+    return std::thread([&reg, &bars, &bar, &l, i] {
       try {
         reg.fetch_blob(
             l.desc.digest, l.desc.size,
@@ -414,60 +406,110 @@ int cmd_pull(Globals& g, const Args& args) {
       } catch (const std::exception& e) {
         l.pipe.fail(CliError(kFailure, e.what()));
       }
+    });
+  };
+  // Stops a layer's download (when its reader gave up early) and waits for its thread.
+  struct Download {
+    PullLayer& l;
+    std::thread t;
+    ~Download() {
+      l.pipe.cancel();
+      if (t.joinable()) t.join();
     }
   };
-  auto stop_all = [&] {
-    for (auto& l : layers) l->pipe.cancel();
-    for (auto& t : threads) t.join();
-    threads.clear();
+  auto options_of = [](const PullLayer& l) {
+    rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
+    opts.descriptor_media_type = l.desc.media_type.c_str();
+    opts.descriptor_digest = l.desc.digest.c_str();
+    opts.descriptor_size = l.desc.size;
+    return opts;
+  };
+  auto name_of = [&](const PullLayer& l) { return reg.describe() + ": layer blob " + l.desc.digest; };
+  auto local_what = [](const PullLayer& l) { return "the store's copy of " + l.desc.digest + " (" + l.local + ")"; };
+  auto check_diff_id = [&](size_t i, const std::string& diff_id) {
+    const PullLayer& l = *layers[i];
+    if (diff_id != l.diff_id)
+      throw CliError(kVerify, name_of(l) + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
+                                  std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
+  };
+  auto registered = [&](size_t i, const std::string& chain_id) {
+    bars.set_status(bar[i], (layers[i]->local.empty() ? "registered " : "registered from the store's copy as ") + short_id(chain_id));
   };
   parent = first > 0 ? layers[first - 1]->chain_id : "";
   try {
-    for (int t = 0; t < jobs && static_cast<size_t>(t) < n - first; t++) threads.emplace_back(worker);
-    for (size_t i = first; i < n; i++) {
-      PullLayer& l = *layers[i];
-      std::string name = reg.describe() + ": layer blob " + l.desc.digest;
-      BlobExpectation expect{name, l.desc.digest, l.desc.size};
-      rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
-      opts.descriptor_media_type = l.desc.media_type.c_str();
-      opts.descriptor_digest = l.desc.digest.c_str();
-      opts.descriptor_size = l.desc.size;
-      if (!l.local.empty()) {
-        Layer from = open_layer(store.get(), l.local);
-        LocalStream ls;
-        Err err;
-        int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
-        if (rc != ROLAYER_OK) lib_fail(rc, err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
-        rolayer_layer* out = nullptr;
-        rc = rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read, &ls,
-                                  &opts, err.out());
-        if (rc != ROLAYER_OK) {
-          check_interrupted();
-          if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, "the store's copy of " + l.desc.digest + " (" + l.local + ")");
-          lib_fail(rc, err, name);
+    if (jobs > 1 && n - first > 1) {
+      // Layers applied at once, committed in chain order (as import --jobs N; docs/cli.md).
+      ChainSteps steps;
+      steps.stage = [&](size_t k) -> StagedPtr {
+        const size_t i = first + k;
+        PullLayer& l = *layers[i];
+        rolayer_register_options opts = options_of(l);
+        if (!l.local.empty()) {
+          Layer from = open_layer(store.get(), l.local);
+          LocalStream ls;
+          Err err;
+          int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
+          if (rc != ROLAYER_OK) lib_fail(rc, err, local_what(l));
+          rolayer_staged* st = nullptr;
+          rc = rolayer_stage(&st, store.get(), LocalStream::read, &ls, &opts, err.out());
+          if (rc != ROLAYER_OK) {
+            check_interrupted();
+            if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, local_what(l));
+            lib_fail(rc, err, name_of(l));
+          }
+          bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+          return StagedPtr(st, rolayer_stage_free);
         }
-        held.emplace_back(out);
-        bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
-      } else {
+        Download dl{l, start_download(i)};
         PipeSource src(l.pipe);
-        // LayerReader counts the compressed bytes for its progress: the download threads do here.
-        LayerReader reader(src, name, nullptr, &expect);
-        held.push_back(register_layer(store.get(), parent, reader, &opts, name));
+        BlobExpectation expect{name_of(l), l.desc.digest, l.desc.size};
+        LayerReader reader(src, expect.name, nullptr, &expect);
+        return stage_layer(store.get(), reader, &opts, expect.name);
+      };
+      steps.check = [&](size_t k, const rolayer_staged* st) { check_diff_id(first + k, rolayer_staged_diff_id(st)); };
+      steps.context = [&](size_t k) { return name_of(*layers[first + k]); };
+      steps.committed = [&](size_t k, const std::string& chain_id) { registered(first + k, chain_id); };
+      steps.abandon = [&](size_t k) { layers[first + k]->pipe.cancel(); };
+      stage_and_commit_chain(store.get(), n - first, jobs, steps, held, parent);
+    } else {
+      for (size_t i = first; i < n; i++) {
+        PullLayer& l = *layers[i];
+        const std::string name = name_of(l);
+        rolayer_register_options opts = options_of(l);
+        if (!l.local.empty()) {
+          Layer from = open_layer(store.get(), l.local);
+          LocalStream ls;
+          Err err;
+          int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
+          if (rc != ROLAYER_OK) lib_fail(rc, err, local_what(l));
+          rolayer_layer* out = nullptr;
+          rc = rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read, &ls,
+                                    &opts, err.out());
+          if (rc != ROLAYER_OK) {
+            check_interrupted();
+            if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, local_what(l));
+            lib_fail(rc, err, name);
+          }
+          held.emplace_back(out);
+          bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+        } else {
+          Download dl{l, start_download(i)};
+          PipeSource src(l.pipe);
+          BlobExpectation expect{name, l.desc.digest, l.desc.size};
+          // LayerReader counts the compressed bytes for its progress: the download thread does here.
+          LayerReader reader(src, name, nullptr, &expect);
+          held.push_back(register_layer(store.get(), parent, reader, &opts, name));
+        }
+        check_diff_id(i, rolayer_layer_diff_id(held.back().get()));
+        parent = rolayer_layer_chain_id(held.back().get());
+        registered(i, parent);
       }
-      std::string diff_id = rolayer_layer_diff_id(held.back().get());
-      if (diff_id != l.diff_id)
-        throw CliError(kVerify, name + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
-                                    std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
-      parent = rolayer_layer_chain_id(held.back().get());
-      bars.set_status(bar[i], (l.local.empty() ? "registered " : "registered from the store's copy as ") + short_id(parent));
     }
-    stop_all();
     check_interrupted();
     // The image: its manifest (for an index, the platform's) and config, under its name.
     store_image(store.get(), ref.str(), parent, img.manifest_media_type, img.manifest, cfg);
     retain_once(store.get(), parent);
   } catch (...) {
-    stop_all();
     bars.finish();
     while (held.size() > preexisting) {
       Err ignored;
@@ -498,16 +540,18 @@ const char* const kPullHelp =
     "does: alpine, library/alpine:3.19, HOST[:PORT]/PATH[:TAG], or with @sha256:<hex>;\n"
     "a name without a registry host means docker.io (and library/ for one component).\n"
     "An index (manifest list) is resolved to --platform (default: linux and the host's\n"
-    "architecture). Up to N blobs (default 3) download at once; each is streamed once:\n"
-    "hashed against its descriptor's digest and size, decompressed (gzip, zstd or plain)\n"
-    "and registered in the same pass, in chain order, without a temporary copy. DiffIDs\n"
-    "are checked against the config. Layers already in the store are not downloaded.\n"
+    "architecture). Each blob is streamed once: hashed against its descriptor's digest\n"
+    "and size, decompressed (gzip, zstd or plain) and applied in the same pass, without\n"
+    "a temporary copy; up to N layers are downloaded and applied at once and committed\n"
+    "in chain order, as import --jobs N does. DiffIDs are checked against the config.\n"
+    "Layers already in the store are not downloaded.\n"
     "A dropped connection resumes with a Range request (--retries times in a row without\n"
     "progress). Any failure or Ctrl-C leaves the store as it was.\n"
     "\n"
     "Options:\n"
     "  --platform OS/ARCH[/VARIANT]  the platform to pick from an index\n"
-    "  -j, --jobs N                  blobs downloaded at once (1-32, default 3)\n"
+    "  -j, --jobs N                  layers downloaded and applied at once (1-64,\n"
+    "                                default: the number of CPUs; 1 = one by one)\n"
     "  --retries N                   resumptions after a dropped connection (default 5)\n"
     "  --insecure                    allow plain HTTP and unverified TLS for any host\n"
     "                                (without it, plain HTTP only for loopback hosts)\n"

@@ -527,5 +527,174 @@ t_dockerd() {
   dockerd_stop
 }
 
+# make_layout4 DIR MIB: an OCI layout "four" of four layers, each with MIB MiB of random bytes in
+# one file: gzip, plain, plain (a hard link to a file of layer 1 and a whiteout of another: its
+# staged apply is deferred to the commit), gzip. MIB=0: small layers (the random file 300 KiB).
+# BAD=3: the config lists a wrong DiffID for layer 3.
+make_layout4() {
+  python3 - "$1" "$2" "${3:-0}" <<'EOF'
+import gzip, hashlib, io, json, os, sys, tarfile
+out, mib, bad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+size = mib << 20 if mib else 300 << 10
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(out + "/blobs/sha256/" + d, "wb").write(data)
+    return "sha256:" + d
+def tar(entries):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data, link in entries:
+            ti = tarfile.TarInfo(name); ti.mtime = 1700000000; ti.mode = 0o644
+            if link:
+                ti.type = tarfile.LNKTYPE; ti.linkname = link; t.addfile(ti)
+            elif data is None:
+                ti.type = tarfile.DIRTYPE; ti.mode = 0o755; t.addfile(ti)
+            else:
+                ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+    return b.getvalue()
+L = [
+    tar([("etc", None, None), ("etc/base", b"base\n", None), ("etc/gone", b"gone\n", None), ("data", None, None),
+         ("data/r1.bin", os.urandom(size), None)]),
+    tar([("data", None, None), ("data/r2.bin", os.urandom(size), None), ("data/r2.link", None, "data/r2.bin")]),
+    tar([("etc", None, None), ("etc/.wh.gone", b"", None), ("etc/base.link", None, "etc/base"), ("data", None, None),
+         ("data/r3.bin", os.urandom(size), None)]),
+    tar([("data", None, None), ("data/r4.bin", os.urandom(size), None), ("etc", None, None), ("etc/base", b"top\n", None)]),
+]
+mts = ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar",
+       "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"]
+blobs = [gzip.compress(l, compresslevel=1, mtime=0) if "gzip" in mt else l for l, mt in zip(L, mts)]
+config = json.dumps({"architecture": "amd64", "os": "linux",
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(l + (b"x" if i + 1 == bad else b"")).hexdigest()
+                                                              for i, l in enumerate(L)]}}).encode()
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(config), "size": len(config)},
+    "layers": [{"mediaType": mt, "digest": blob(c), "size": len(c)} for c, mt in zip(blobs, mts)]}).encode()
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
+                        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "four"}}]}
+open(out + "/index.json", "w").write(json.dumps(index))
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+EOF
+}
+# The layer blob digests of an image in the registry, one per line.
+registry_blobs() {
+  timeout 60 skopeo inspect --tls-verify=false --raw "docker://$1" | python3 -c 'import json,sys; print("\n".join(l["digest"] for l in json.load(sys.stdin)["layers"]))'
+}
+# What a store holds besides its database: staged or temporary leftovers would show here.
+store_files() {
+  (cd "$1" && find . -mindepth 1 | grep -v -e '\.db' -e '^\./lock' | sort)
+}
+# ls --json of a store without what differs between two stores of the same layers.
+ls_rows() {
+  "$ROLAYER" --store "$1" --driver "$DRIVER" ls --json | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+for r in rows:
+    for k in list(r):
+        if k in ("created", "created_at", "time", "registered_at", "cache_id"): del r[k]
+print(json.dumps(sorted(rows, key=lambda r: r["chain_id"]), sort_keys=True, indent=1))'
+}
+
+# Issue 18: pull applies the layers of an image at once (--jobs N); the result is --jobs 1's.
+t_pull_parallel() {
+  start_registry plain
+  make_layout4 "$WORK/four" 0
+  skopeo_push "$WORK/four:four" "$REG/test/four:v1"
+
+  note "pull --jobs 1 and --jobs 4: the same ChainIDs, rows and trees"
+  expect_code 0 "$ROLAYER" --store "$WORK/s1" --driver "$DRIVER" pull --jobs 1 "$REG/test/four:v1"
+  top1=$(cat "$WORK/out")
+  expect_code 0 "$ROLAYER" --store "$WORK/s4" --driver "$DRIVER" pull --jobs 4 "$REG/test/four:v1"
+  top4=$(cat "$WORK/out")
+  [ "$top1" = "$top4" ] || fail "pull --jobs 1 gave $top1, --jobs 4 $top4"
+  [ "$(STORE=$WORK/s4 chain_diff_ids "$top4")" = "$(config_diff_ids "$REG/test/four:v1")" ] || fail "DiffIDs differ from the config's"
+  ls_rows "$WORK/s1" >"$WORK/ls1"
+  ls_rows "$WORK/s4" >"$WORK/ls4"
+  diff "$WORK/ls1" "$WORK/ls4" >&2 || fail "ls --json differs between --jobs 1 and --jobs 4"
+  [ "$(grep -c '"chain_id"' "$WORK/ls4")" = 4 ] || fail "expected 4 layers: $(cat "$WORK/ls4")"
+  for s in s1 s4; do
+    expect_code 0 "$ROLAYER" --store "$WORK/$s" --driver "$DRIVER" verify
+    expect_code 0 "$ROLAYER" --store "$WORK/$s" --driver "$DRIVER" export "$top1" -o "$WORK/$s.tar"
+  done
+  cmp "$WORK/s1.tar" "$WORK/s4.tar" || fail "the exported top layers differ"
+  # The same chain as import (which stages from the layout).
+  expect_code 0 "$ROLAYER" --store "$WORK/si" --driver "$DRIVER" import --jobs 4 "$WORK/four:four"
+  [ "$(cat "$WORK/out")" = "$top1" ] || fail "import gave another chain than pull"
+  expect_code 2 R pull --jobs 0 "$REG/test/four:v1"
+  expect_err "from 1 to 64"
+  expect_code 2 R pull --jobs 65 "$REG/test/four:v1"
+
+  note "a corrupted blob in the middle (layer 3 of 4): exit 4, the same error as --jobs 1, nothing left"
+  # (skopeo compresses the uncompressed layers on the way: the registry's manifest names the blobs.)
+  mid=$(registry_blobs "$REG/test/four:v1" | sed -n 3p)
+  start_proxy "$REG" corrupt "$mid"
+  for j in 1 4; do
+    rm -rf "$WORK/f$j"
+    expect_code 0 "$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" ls
+    store_files "$WORK/f$j" >"$WORK/f$j.before"
+    expect_code 4 "$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" pull --jobs "$j" "$PROXY_REG/test/four:v1"
+    expect_err "digest mismatch"
+    expect_err "$mid"
+    cp "$WORK/err" "$WORK/f$j.err"
+    [ "$("$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
+    store_files "$WORK/f$j" >"$WORK/f$j.after"
+    diff "$WORK/f$j.before" "$WORK/f$j.after" >&2 || fail "--jobs $j: a failed pull left files in the store (staged data, tmp)"
+    [ -z "$(ls -A "$WORK/f$j/tmp")" ] || fail "--jobs $j: the store's tmp is not empty: $(ls -A "$WORK/f$j/tmp")"
+  done
+  diff "$WORK/f1.err" "$WORK/f4.err" >&2 || fail "--jobs 1 and --jobs 4 report different errors"
+
+  note "a wrong DiffID in the config for layer 3 of 4: the same error as --jobs 1, nothing left"
+  make_layout4 "$WORK/bad" 0 3
+  skopeo_push "$WORK/bad:four" "$REG/test/bad:v1"
+  for j in 1 4; do
+    rm -rf "$WORK/d$j"
+    expect_code 0 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls
+    store_files "$WORK/d$j" >"$WORK/d$j.before"
+    expect_code 4 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" pull --jobs "$j" "$REG/test/bad:v1"
+    expect_err "DiffID mismatch"
+    expect_err "for layer 3"
+    cp "$WORK/err" "$WORK/d$j.err"
+    [ "$("$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
+    store_files "$WORK/d$j" >"$WORK/d$j.after"
+    diff "$WORK/d$j.before" "$WORK/d$j.after" >&2 || fail "--jobs $j: a failed pull left something in the store"
+  done
+  diff "$WORK/d1.err" "$WORK/d4.err" >&2 || fail "--jobs 1 and --jobs 4 report different DiffID errors"
+
+  note "the same with the base layer in the store before: it stays, with its own reference"
+  base=$(STORE=$WORK/s1 chain_diff_ids "$top1" | sed -n 1p)  # a base layer's ChainID is its DiffID
+  expect_code 0 "$ROLAYER" --store "$WORK/s1" --driver "$DRIVER" export "$base" -o "$WORK/base.tar"
+  expect_code 0 "$ROLAYER" --store "$WORK/f4" --driver "$DRIVER" register "$WORK/base.tar"
+  "$ROLAYER" --store "$WORK/f4" --driver "$DRIVER" ls --json >"$WORK/ls.json"
+  [ "$(json '[l["chain_id"] for l in j]' "$WORK/ls.json")" = "['$base']" ] || fail "expected the base layer alone: $(cat "$WORK/ls.json")"
+  store_files "$WORK/f4" >"$WORK/f4.before"
+  expect_code 4 "$ROLAYER" --store "$WORK/f4" --driver "$DRIVER" pull --jobs 4 "$PROXY_REG/test/four:v1"
+  expect_err "digest mismatch"
+  "$ROLAYER" --store "$WORK/f4" --driver "$DRIVER" ls --json >"$WORK/ls.json"
+  [ "$(json '[l["chain_id"] for l in j]' "$WORK/ls.json")" = "['$base']" ] || fail "the base layer did not stay alone: $(cat "$WORK/ls.json")"
+  store_files "$WORK/f4" >"$WORK/f4.after"
+  diff "$WORK/f4.before" "$WORK/f4.after" >&2 || fail "a failed pull on a base left files"
+  expect_code 0 "$ROLAYER" --store "$WORK/f4" --driver "$DRIVER" verify
+}
+
+# Issue 18: the peak RSS of a pull stays under 80 MiB and flat with the image size (it was 133-148
+# MiB with three 32 MiB download pipes), with --jobs 1 and with --jobs 4, on 4 x 64 MiB layers.
+t_pull_rss() {
+  [ -x /usr/bin/time ] || skip "/usr/bin/time is not installed (Debian package: time); this test measures peak RSS with it"
+  start_registry plain
+  make_layout4 "$WORK/big" 64
+  skopeo_push "$WORK/big:four" "$REG/test/big:v1"
+  rm -rf "$WORK/big"
+  local j rss
+  for j in 1 4; do
+    rm -rf "$WORK/r$j"
+    expect_code 0 /usr/bin/time -f 'RSS %M' -o "$WORK/time.$j" "$ROLAYER" --store "$WORK/r$j" --driver "$DRIVER" pull --jobs "$j" "$REG/test/big:v1"
+    rss=$(awk '/^RSS/ {print $2}' "$WORK/time.$j")
+    note "pull --jobs $j of 4 x 64 MiB: peak RSS $((rss / 1024)) MiB"
+    [ "$rss" -le $((80 * 1024)) ] || fail "pull --jobs $j: peak RSS $rss KiB > 80 MiB"
+    rm -rf "$WORK/r$j"
+  done
+}
+
 "t_$TEST"
 echo "PASS [$TEST/$DRIVER]"
