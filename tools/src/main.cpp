@@ -161,9 +161,9 @@ const std::vector<Command> kCommands = {
      "an unnamed private file in the store's tmp folder; a plain tar file is read in place.\n"
      "\n"
      "Options:\n"
-     "  -j, --jobs N   layers applied at once (1-64, default: the number of CPUs), each on\n"
-     "                 its own thread, committed in chain order; 1 registers them one after\n"
-     "                 the other. The result is the same whatever N.\n",
+     "  -j, --jobs N   layers applied at once (1-64, default: the number of CPUs, at most\n"
+     "                 4), each on its own thread, committed in chain order; 1 registers\n"
+     "                 them one after the other. The result is the same whatever N.\n",
      cmd_import},
     {"export-image", "write a chain as an OCI image layout with uncompressed layers",
      "usage: rolayer export-image (CHAINID | --image NAME) DIR [--ref NAME] [--arch ARCH] [--os OS]\n"

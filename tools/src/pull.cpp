@@ -4,7 +4,7 @@
 // How the stream flows: each layer blob is downloaded by its own thread into a small bounded
 // in-memory pipe (kPipeBytes) and read from it by the thread that applies the layer, through
 // LayerReader (the same one-pass reader `import` uses: it hashes and counts the compressed bytes
-// against the descriptor and decompresses them). With --jobs N > 1 (default: the number of CPUs)
+// against the descriptor and decompresses them). With --jobs N > 1 (default: the number of CPUs, at most 4)
 // up to N layers are downloaded and applied at once with the staged-register API and committed
 // in chain order, as `import --jobs N` does (staged_chain.h); with --jobs 1 they are registered
 // one after the other. Memory stays bounded by N pipes whatever the image size, and no blob is
@@ -551,7 +551,8 @@ const char* const kPullHelp =
     "Options:\n"
     "  --platform OS/ARCH[/VARIANT]  the platform to pick from an index\n"
     "  -j, --jobs N                  layers downloaded and applied at once (1-64,\n"
-    "                                default: the number of CPUs; 1 = one by one)\n"
+    "                                default: the number of CPUs, at most 4;\n"
+    "                                1 = one by one)\n"
     "  --retries N                   resumptions after a dropped connection (default 5)\n"
     "  --insecure                    allow plain HTTP and unverified TLS for any host\n"
     "                                (without it, plain HTTP only for loopback hosts)\n"
