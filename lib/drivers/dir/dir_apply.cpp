@@ -27,7 +27,8 @@
 //   would put whiteout names into the layer's tree.
 //
 // Memory: per distinct payload path one hash-map entry (a 64-bit XXH3 hash of the path -> the
-// number of payload entries seen there and whether the latest is still in diff/), ~40 bytes;
+// number of payload entries seen there and whether the latest is still in diff/), a 16-byte
+// slot of an open-addressing table at most 3/4 full;
 // a 64-bit collision (probability ~n^2/2^65) could mis-index a relocated payload, which the
 // store's per-file checksums would then report at export. Plus: the whiteout/opaque records of
 // this layer, the pending metadata of its directories (mode/times, applied at the end), the
@@ -41,7 +42,9 @@
 // Code::Unsafe). The open parent path of the previous entry is reused (entries come in walk
 // order); whatever replaces one of its components (displace) drops the components from there
 // down, so an open descriptor never stands for a path that now names something else.
-// Directory modes and times are set at the end (children first), each directory opened with
+// Directory modes and times are set after the directory's children: through the descriptor
+// apply_dir opened (O_NOFOLLOW|O_DIRECTORY below its verified parent) once the walk leaves it
+// (flush_retired), or, for the rest, at the end (children first), each directory opened with
 // one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) or, without openat2, the O_NOFOLLOW walk.
 // Metadata order as GNU tar and libarchive: owner, mode (so that set-uid bits survive chown),
 // extended attributes (before the mode when unprivileged: a read-only mode could refuse them;
