@@ -26,6 +26,7 @@
 #include "core/error.h"
 #include "drivers/dir/dir_driver.h"
 #include "drivers/dir/dir_fs.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using rolayer::ByteSource;
@@ -1287,4 +1288,216 @@ TEST(DirFsTest, CoalesceSegmentsKeepsTheLargestHoles) {
   ASSERT_EQ(eq.size(), 2u);
   EXPECT_EQ(eq[0], (std::pair<uint64_t, uint64_t>{0, 1}));
   EXPECT_EQ(eq[1], (std::pair<uint64_t, uint64_t>{6, 13}));
+}
+
+// ---------- the tree of a register against GNU tar -x ----------
+// Directories get their modes and times as their entries and their children are done, through
+// the descriptor the apply kept (and at the end for the rest): whatever the order of the
+// entries, the tree must be the one `tar -x` (GNU tar, as root: owners, modes, times) builds,
+// except where GNU tar itself does not give a directory its entry's metadata: a directory
+// entered again after tar left it keeps the time of its last change (tar sets a directory's
+// times when it leaves it), and a directory below a set-gid one keeps the inherited set-gid
+// bit. For directories the expectation is therefore the last entry's mode, owner and times.
+
+namespace {
+
+// Every object below root (the root itself left out): type, mode, owner, mtime (seconds and
+// nanoseconds; atime differs on purpose: tar -x leaves it at the extraction), content or link
+// target, hard-link peer. Names starting with ".wh." (tar -x creates whiteouts as files) and
+// 0/0 character devices (the dir driver's overlay whiteouts) are left out of both.
+std::map<std::string, std::string> exact_tree(const std::string& root) {
+  std::map<std::string, std::string> out;
+  std::map<std::pair<dev_t, ino_t>, std::string> inodes;
+  std::vector<std::string> paths;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it)
+    paths.push_back(it->path().lexically_relative(root).string());
+  std::sort(paths.begin(), paths.end());
+  for (auto& rel : paths) {
+    if (fs::path(rel).filename().string().rfind(".wh.", 0) == 0) continue;
+    std::string p = root + "/" + rel;
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) {
+      out[rel] = "<lstat failed>";
+      continue;
+    }
+    if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) continue;
+    std::string d = std::string(1, S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : S_ISLNK(st.st_mode) ? 'l' : 'o') +
+                    " mode " + std::to_string(st.st_mode & 07777) + " owner " + std::to_string(st.st_uid) + ":" +
+                    std::to_string(st.st_gid) + " mtime " + std::to_string(st.st_mtim.tv_sec) + "." +
+                    std::to_string(st.st_mtim.tv_nsec);
+    if (S_ISREG(st.st_mode)) {
+      d += " data [" + slurp(p) + "]";
+      if (st.st_nlink > 1) d += " peer " + inodes.emplace(std::make_pair(st.st_dev, st.st_ino), rel).first->second;
+    } else if (S_ISLNK(st.st_mode)) {
+      d += " -> " + fs::read_symlink(p).string();
+    }
+    out[rel] = d;
+  }
+  return out;
+}
+
+// GNU tar -x of `tar` into dest (as root: owners and all mode bits). False when tar failed.
+bool gnu_tar_x(const std::string& tar, const std::string& scratch, const std::string& dest) {
+  std::string file = scratch + "/in.tar";
+  {
+    std::ofstream o(file, std::ios::binary | std::ios::trunc);
+    o.write(tar.data(), static_cast<std::streamsize>(tar.size()));
+  }
+  fs::create_directories(dest);
+  std::string cmd = "tar -xf '" + file + "' -C '" + dest + "' --same-owner --same-permissions --numeric-owner 2>/dev/null";
+  return std::system(cmd.c_str()) == 0;
+}
+
+std::string tree_diff(const std::map<std::string, std::string>& want, const std::map<std::string, std::string>& got) {
+  std::string s;
+  for (auto& [k, v] : want) {
+    auto it = got.find(k);
+    if (it == got.end()) s += "missing " + k + ": " + v + "\n";
+    else if (it->second != v) s += "differs " + k + ":\n  tar -x   " + v + "\n  register " + it->second + "\n";
+  }
+  for (auto& [k, v] : got)
+    if (!want.count(k)) s += "extra " + k + ": " + v + "\n";
+  return s;
+}
+
+}  // namespace
+
+class DirTreeVsTarTest : public DirDriverTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root: tar -x by another user cannot set owners and set-gid bits";
+    if (std::system("tar --version 2>/dev/null | grep -q 'GNU tar'") != 0) GTEST_SKIP() << "GNU tar not installed";
+    DirDriverTest::SetUp();
+  }
+  // Registers `tar` as a new layer and compares its diff/ with tar -x of the same stream;
+  // dirs: every directory entry's metadata, the last one for a path (see above).
+  void expect_same_tree(const std::string& tar, const std::map<std::string, Meta>& dirs, const std::string& what) {
+    const std::string id = "cmp" + std::to_string(++counter_);
+    const std::string ref = tmp_ + "/ref-" + id;
+    ASSERT_TRUE(gnu_tar_x(tar, tmp_, ref)) << what << ": tar -x failed";
+    apply(id, "", tar);
+    auto want = exact_tree(ref);
+    for (auto& [path, m] : dirs) {
+      auto it = want.find(path);
+      ASSERT_TRUE(it != want.end() && it->second[0] == 'd') << what << ": tar -x made no directory " << path;
+      it->second = "d mode " + std::to_string(m.mode) + " owner " + std::to_string(m.uid) + ":" +
+                   std::to_string(m.gid) + " mtime " + std::to_string(m.mtime) + "." + std::to_string(m.mtime_nsec);
+    }
+    EXPECT_EQ(tree_diff(want, exact_tree(diff_dir(id))), "") << what;
+  }
+};
+
+// A TarBuilder that remembers the metadata of the last entry of each directory.
+struct DirRecorder {
+  TarBuilder b;
+  std::map<std::string, Meta> dirs;
+  DirRecorder& dir(const std::string& n, Meta m) {
+    b.dir(n, m);
+    dirs[n] = m;
+    return *this;
+  }
+};
+
+TEST_F(DirTreeVsTarTest, DirectoryModesTimesAndOwnersMatchTarX) {
+  auto m = [](unsigned mode, int64_t uid, int64_t gid, int64_t t) { return Meta{mode, uid, gid, t, 0}; };
+  DirRecorder r;
+  TarBuilder& b = r.b;
+  r.dir("ro", m(0555, 0, 0, 1500000001));
+  b.file("ro/f", "x", m(0444, 0, 0, 1500000002));
+  r.dir("ro/sub", m(0555, 7, 8, 1500000003));
+  b.file("ro/sub/f", "y");
+  r.dir("sg", m(02775, 0, 1234, 1500000004));
+  r.dir("sg/child", m(02755, 0, 1234, 1500000005));
+  b.file("sg/child/f", "z", m(0640, 0, 1234, 1500000030));
+  r.dir("sg/plain", m(0755, 0, 0, 1500000006));
+  r.dir("sticky", m(01777, 0, 0, 1500000007));
+  r.dir("priv", m(0700, 5, 5, 1500000008));
+  r.dir("none", m(0, 0, 0, 1500000009));
+  b.file("none/f", "in a 0000 directory");
+  r.dir("exec", m(0311, 0, 0, 1500000010));
+  // Left and entered again later (not walk order), and given new metadata at the end.
+  r.dir("a", m(0755, 0, 0, 1500000011));
+  r.dir("a/b", m(0555, 0, 0, 1500000012));
+  b.file("a/b/f", "1");
+  r.dir("c", m(0750, 0, 0, 1500000013));
+  b.file("a/g", "2");
+  b.file("a/b/h", "3");
+  r.dir("c/d", m(0555, 0, 0, 1500000014));
+  // Hard links into and out of a finished read-only directory.
+  r.dir("h1", m(0555, 0, 0, 1500000015));
+  b.file("h1/f", "linked");
+  r.dir("h2", m(0755, 0, 0, 1500000016));
+  b.hardlink("h2/l", "h1/f");
+  b.hardlink("h1/l2", "h2/l");
+  // A whiteout in a finished read-only directory (the overlay object keeps its times), and
+  // one in a directory that is still open.
+  r.dir("w", m(0555, 0, 0, 1500000017));
+  b.file("w/keep", "k");
+  b.symlink("w/ln", "keep", m(0777, 0, 0, 1500000018));
+  r.dir("v", m(0755, 0, 0, 1500000021));
+  b.file("w/.wh.gone", "");
+  b.file("v/.wh.gone", "");
+  r.dir("a", m(0550, 3, 4, 1500000019));
+  // A chain deeper than the open-directory cache (64), alternating read-only levels.
+  std::string p = "deep";
+  r.dir(p, m(0555, 0, 0, 1500000020));
+  for (int i = 0; i < 70; ++i) {
+    p += "/l" + std::to_string(i);
+    r.dir(p, m(i % 2 ? 0555 : 02750, 0, i, 1500000100 + i));
+  }
+  b.file(p + "/leaf", "bottom");
+  b.file("deep/l0/late", "entered again from the top");
+  expect_same_tree(b.finish(), r.dirs, "hand-made layer");
+}
+
+TEST_F(DirTreeVsTarTest, GeneratedLayersMatchTarX) {
+  // Random trees: directories with modes that forbid writing, set-gid and sticky bits, files,
+  // symlinks and hard links, a fifth of the entries out of walk order, repeated directories.
+  const unsigned modes[] = {0755, 0555, 0700, 02775, 01777, 0511, 02555, 0750};
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    uint64_t st = seed * 0x9E3779B97F4A7C15ull;
+    auto rnd = [&](uint32_t n) {
+      st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+      return static_cast<uint32_t>(st % n);
+    };
+    DirRecorder r;
+    TarBuilder& b = r.b;
+    std::vector<std::string> dirs{""};
+    std::vector<std::string> files;
+    std::set<std::string> names;
+    auto fresh = [&](const std::string& parent, const char* stem) {
+      for (;;) {
+        std::string n = (parent.empty() ? "" : parent + "/") + stem + std::to_string(rnd(100000));
+        if (names.insert(n).second) return n;
+      }
+    };
+    auto meta = [&](unsigned mode) {
+      return Meta{mode, static_cast<int64_t>(rnd(3)), static_cast<int64_t>(rnd(3) * 1000),
+                  1400000000 + static_cast<int64_t>(rnd(1000000)), 0};
+    };
+    std::string cur;  // the directory being filled (walk order)
+    for (int i = 0; i < 1500; ++i) {
+      // Mostly the current directory; a fifth of the time any directory seen so far.
+      std::string parent = rnd(5) == 0 ? dirs[rnd(static_cast<uint32_t>(dirs.size()))] : cur;
+      uint32_t k = rnd(10);
+      if (k < 3) {
+        std::string d = fresh(parent, "d");
+        r.dir(d, meta(modes[rnd(8)]));
+        dirs.push_back(d);
+        if (rnd(3)) cur = d;
+      } else if (k < 8) {
+        std::string f = fresh(parent, "f");
+        b.file(f, std::string(rnd(600), static_cast<char>('a' + rnd(26))), meta(0644 - rnd(2) * 0200));
+        files.push_back(f);
+      } else if (k < 9 && !files.empty()) {
+        b.hardlink(fresh(parent, "h"), files[rnd(static_cast<uint32_t>(files.size()))]);
+      } else if (k < 9) {
+        b.symlink(fresh(parent, "s"), "nowhere");
+      } else if (dirs.size() > 1) {  // a directory again, with new metadata
+        r.dir(dirs[1 + rnd(static_cast<uint32_t>(dirs.size() - 1))], meta(modes[rnd(8)]));
+      }
+      if (rnd(8) == 0) cur = dirs[rnd(static_cast<uint32_t>(dirs.size()))];
+    }
+    expect_same_tree(b.finish(), r.dirs, "generated layer, seed " + std::to_string(seed));
+  }
 }

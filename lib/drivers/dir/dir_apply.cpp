@@ -27,7 +27,8 @@
 //   would put whiteout names into the layer's tree.
 //
 // Memory: per distinct payload path one hash-map entry (a 64-bit XXH3 hash of the path -> the
-// number of payload entries seen there and whether the latest is still in diff/), ~40 bytes;
+// number of payload entries seen there and whether the latest is still in diff/), a 16-byte
+// slot of an open-addressing table at most 3/4 full;
 // a 64-bit collision (probability ~n^2/2^65) could mis-index a relocated payload, which the
 // store's per-file checksums would then report at export. Plus: the whiteout/opaque records of
 // this layer, the pending metadata of its directories (mode/times, applied at the end), the
@@ -41,7 +42,9 @@
 // Code::Unsafe). The open parent path of the previous entry is reused (entries come in walk
 // order); whatever replaces one of its components (displace) drops the components from there
 // down, so an open descriptor never stands for a path that now names something else.
-// Directory modes and times are set at the end (children first), each directory opened with
+// Directory modes and times are set after the directory's children: through the descriptor
+// apply_dir opened (O_NOFOLLOW|O_DIRECTORY below its verified parent) once the walk leaves it
+// (flush_retired), or, for the rest, at the end (children first), each directory opened with
 // one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) or, without openat2, the O_NOFOLLOW walk.
 // Metadata order as GNU tar and libarchive: owner, mode (so that set-uid bits survive chown),
 // extended attributes (before the mode when unprivileged: a read-only mode could refuse them;
@@ -120,8 +123,60 @@ struct DirFix {
   uint32_t mode = 0755;
   int64_t uid = 0, gid = 0;  // for the override_stat attribute (unprivileged)
   bool has_times = false;
+  // Applied early, through the descriptor that apply_dir kept (see Applier::flush_retired):
+  // apply_fixups skips it. `gen` changes whenever the directory may change again.
+  bool done = false;
+  uint64_t gen = 0;
   struct timespec atime {};
   struct timespec mtime {};
+};
+
+// Path hash -> 32-bit value, open addressing with linear probing (the payload bookkeeping has
+// one entry per distinct payload path: ~190,000 on a layer of tiny files, where a node-based
+// unordered_map cost an allocation per path and a cache miss per lookup). Key 0 is the empty
+// slot; a hash of 0 is stored as 1 (a collision like any other, see "Memory" above).
+class PathCounts {
+ public:
+  uint32_t* find(uint64_t h) {
+    if (slots_.empty()) return nullptr;
+    h = h ? h : 1;
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == h) return &slots_[i].val;
+      if (slots_[i].key == 0) return nullptr;
+    }
+  }
+  uint32_t& operator[](uint64_t h) {
+    h = h ? h : 1;
+    if ((used_ + 1) * 4 > slots_.size() * 3) grow();
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == h) return slots_[i].val;
+      if (slots_[i].key == 0) {
+        slots_[i].key = h;
+        ++used_;
+        return slots_[i].val;
+      }
+    }
+  }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    uint32_t val = 0;
+  };
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.key == 0) continue;
+      size_t i = s.key & mask_;
+      while (slots_[i].key != 0) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t used_ = 0;
 };
 
 struct LowerHit {
@@ -155,13 +210,13 @@ class Applier final : public tar::ScanHandler {
     v = (c << 1) | (v & 1u);
     return c;
   }
-  bool is_live(const std::string& p) const {
-    auto it = state_.find(hash(p));
-    return it != state_.end() && (it->second & 1u);
+  bool is_live(const std::string& p) {
+    const uint32_t* v = state_.find(hash(p));
+    return v && (*v & 1u);
   }
-  uint32_t count(const std::string& p) const {
-    auto it = state_.find(hash(p));
-    return it == state_.end() ? 0 : it->second >> 1;
+  uint32_t count(const std::string& p) {
+    const uint32_t* v = state_.find(hash(p));
+    return v ? *v >> 1 : 0;
   }
   void set_live(const std::string& p, bool live) {
     uint32_t& v = state_[hash(p)];
@@ -241,7 +296,7 @@ class Applier final : public tar::ScanHandler {
   tar::SafetyChecker checker_;
 
   LayerCuts own_;  // this layer's whiteouts and opaque dirs so far
-  std::unordered_map<uint64_t, uint32_t> state_;  // path hash -> (count << 1) | live
+  PathCounts state_;                               // path hash -> (count << 1) | live
   std::string index_;                              // encoded relocation records
   uint64_t reloc_seq_ = 0;
   std::map<std::string, DirFix> fixups_;
@@ -258,6 +313,10 @@ class Applier final : public tar::ScanHandler {
   struct CachedDir {
     std::string name;
     Fd fd;
+    // Set by apply_dir (fd is then O_RDONLY): the directory's fixup generation and full path,
+    // for setting its mode and times through fd once the walk has left it (flush_retired).
+    uint64_t fix_gen = 0;
+    std::string path;
   };
   // At most kMaxCachedDirs components are kept open (descriptors are a limited resource); a
   // parent directory deeper than that is reached from the last of them and kept in deep_.
@@ -266,12 +325,39 @@ class Applier final : public tar::ScanHandler {
   Fd deep_;
   std::string deep_path_;
   void retire_deep() {
-    if (deep_.valid()) retired_.push_back(std::move(deep_));
+    if (deep_.valid()) retired_.push_back(Retired{std::move(deep_), 0, {}});
     deep_path_.clear();
   }
+  void retire_parent() {
+    CachedDir& c = parents_.back();
+    retired_.push_back(Retired{std::move(c.fd), c.fix_gen, std::move(c.path)});
+    parents_.pop_back();
+  }
   // Descriptors dropped from parents_ during the current entry (parent_of's results may
-  // still be in use); closed when the next entry starts.
-  std::vector<Fd> retired_;
+  // still be in use); closed when the next entry starts (flush_retired).
+  struct Retired {
+    Fd fd;
+    uint64_t fix_gen = 0;
+    std::string path;
+  };
+  std::vector<Retired> retired_;
+  // Closes retired_; a directory that apply_dir opened gets its mode and times there, through
+  // that descriptor, when its fixup is still the one it was opened with (no walk has reached
+  // the directory again since, so nothing changed in it after its entry and its children):
+  // tar streams come in walk order, so this spares apply_fixups' second open of almost every
+  // directory. Whatever may change the directory later (a walk through it: parent_of,
+  // ensure_parents) gives it a new generation (touch_fixup), and apply_fixups sets it again.
+  void flush_retired();
+  void apply_fix(int fd, const std::string& path, const DirFix& fx);
+  // A walk opened the existing directory `prefix`: it may change, its early fixup is void.
+  void touch_fixup(const std::string& prefix) {
+    if (fixups_.empty()) return;
+    auto it = fixups_.find(prefix);
+    if (it == fixups_.end()) return;
+    it->second.done = false;
+    it->second.gen = ++fix_gen_;
+  }
+  uint64_t fix_gen_ = 0;
 
   struct Current {
     bool active = false;
@@ -459,10 +545,7 @@ void Applier::drop_cached(const std::string& path) {
   }
   if (k == 0) return;
   retire_deep();
-  while (parents_.size() >= k) {
-    retired_.push_back(std::move(parents_.back().fd));
-    parents_.pop_back();
-  }
+  while (parents_.size() >= k) retire_parent();
 }
 
 // Every component is opened with O_NOFOLLOW|O_DIRECTORY; a symlink there is an escape.
@@ -479,10 +562,7 @@ int Applier::parent_of(const std::string& path) {
     return walk_from_deep(path, rest);
   }
   retire_deep();
-  while (parents_.size() > keep) {
-    retired_.push_back(std::move(parents_.back().fd));
-    parents_.pop_back();
-  }
+  while (parents_.size() > keep) retire_parent();
   if (keep == comps.size()) return parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
   std::string prefix;  // the first `keep` components (comps are views into pdir)
   if (keep > 0) prefix = pdir.substr(0, static_cast<size_t>(comps[keep - 1].data() - pdir.data()) + comps[keep - 1].size());
@@ -493,7 +573,9 @@ int Applier::parent_of(const std::string& path) {
     int cur = walk.valid() ? walk.get() : parents_.empty() ? diff_fd_.get() : parents_.back().fd.get();
     constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     Fd next(::openat(cur, name.c_str(), kDirFlags));
-    if (!next.valid()) {
+    if (next.valid()) {
+      touch_fixup(prefix);
+    } else {
       if (errno == ENOENT) {
         make_implicit_dir(cur, name, prefix);
       } else if (errno == ENOTDIR || errno == ELOOP) {
@@ -515,7 +597,7 @@ int Applier::parent_of(const std::string& path) {
       if (!next.valid()) throw sys_error("cannot open directory", prefix, errno);
     }
     if (!walk.valid() && parents_.size() < kMaxCachedDirs)
-      parents_.push_back(CachedDir{std::move(name), std::move(next)});
+      parents_.push_back(CachedDir{std::move(name), std::move(next), 0, {}});
     else
       walk = std::move(next);  // closes the previous one, which nobody else holds
   }
@@ -538,7 +620,9 @@ int Applier::walk_from_deep(const std::string& path, std::string_view rest) {
     int cur = walk.valid() ? walk.get() : deep_.get();
     constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     Fd next(::openat(cur, name.c_str(), kDirFlags));
-    if (!next.valid()) {
+    if (next.valid()) {
+      touch_fixup(prefix);
+    } else {
       if (errno == ENOENT) {
         make_implicit_dir(cur, name, prefix);
       } else if (errno == ENOTDIR || errno == ELOOP) {
@@ -598,6 +682,7 @@ void Applier::make_implicit_dir(int parentfd, const std::string& name, const std
   fx.has_times = true;
   fx.atime = hit->st.st_atim;
   fx.mtime = hit->st.st_mtim;
+  fx.gen = ++fix_gen_;
   fixups_[prefix] = fx;
 }
 
@@ -815,12 +900,13 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   fx.mtime.tv_sec = e.mtime_sec;
   fx.mtime.tv_nsec = e.mtime_nsec;
   fx.atime = fx.mtime;
+  fx.gen = ++fix_gen_;
   fixups_[path] = fx;
   // Its entries usually follow: it becomes the cached parent path's next component.
   // (parent_of left parents_ at its parent path when that is shallow enough; only a displace
   // of a component could have shortened it since.)
   if (depth < kMaxCachedDirs && parents_.size() == depth && !deep_.valid())
-    parents_.push_back(CachedDir{std::move(base), std::move(fd)});
+    parents_.push_back(CachedDir{std::move(base), std::move(fd), fx.gen, path});
 }
 
 void Applier::apply_hardlink(const std::string& path, const std::string& target) {
@@ -920,7 +1006,7 @@ void Applier::apply_other(const std::string& path, const tar::Entry& e) {
 
 void Applier::on_entry(const tar::Entry& e) {
   finish_current();
-  retired_.clear();
+  flush_retired();
   tar::SafetyChecker::Checked checked = checker_.check_entry(e);  // Code::Unsafe on escapes
   const std::string& path = checked.path;
   if (!owner_)
@@ -981,13 +1067,36 @@ void Applier::on_entry(const tar::Entry& e) {
   }
 }
 
+void Applier::apply_fix(int fd, const std::string& path, const DirFix& fx) {
+  const uint32_t disk = disk_mode(fx.mode, true);
+  if (disk != fx.mode) dirfs::set_override_stat_fd(fd, fx.uid, fx.gid, fx.mode, true, path);
+  if (::fchmod(fd, disk) != 0) throw sys_error("cannot chmod", path, errno);
+  if (fx.has_times) {
+    struct timespec ts[2] = {fx.atime, fx.mtime};
+    if (::futimens(fd, ts) != 0) throw sys_error("cannot set times", path, errno);
+  }
+}
+
+void Applier::flush_retired() {
+  for (Retired& r : retired_) {
+    if (r.fix_gen == 0) continue;
+    auto it = fixups_.find(r.path);
+    if (it == fixups_.end() || it->second.gen != r.fix_gen || it->second.done) continue;
+    apply_fix(r.fd.get(), it->first, it->second);
+    it->second.done = true;
+  }
+  retired_.clear();
+}
+
 void Applier::apply_fixups() {
   // Children before parents. When a directory is the parent of the previous one (a deep
   // chain), it is reached through the previous one's "..": that is its real parent, since the
   // previous one was entered without following any symlink, and a chain stays linear.
+  // Directories fixed early (flush_retired) are skipped.
   Fd prev;
   std::string_view prev_parent;
   for (auto it = fixups_.rbegin(); it != fixups_.rend(); ++it) {
+    if (it->second.done) continue;
     Fd fd;
     if (prev.valid() && !it->first.empty() && prev_parent == it->first)
       fd = Fd(::openat(prev.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -998,14 +1107,7 @@ void Applier::apply_fixups() {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;
       throw sys_error("cannot open directory", it->first, errno);
     }
-    const uint32_t disk = disk_mode(it->second.mode, true);
-    if (disk != it->second.mode)
-      dirfs::set_override_stat_fd(fd.get(), it->second.uid, it->second.gid, it->second.mode, true, it->first);
-    if (::fchmod(fd.get(), disk) != 0) throw sys_error("cannot chmod", it->first, errno);
-    if (it->second.has_times) {
-      struct timespec ts[2] = {it->second.atime, it->second.mtime};
-      if (::futimens(fd.get(), ts) != 0) throw sys_error("cannot set times", it->first, errno);
-    }
+    apply_fix(fd.get(), it->first, it->second);
     prev = std::move(fd);
     prev_parent = dirfs::dir_of(it->first);
   }
@@ -1050,9 +1152,9 @@ int64_t Applier::run(ByteSource& src) {
     scanner.finish();
   }
   finish_current();
-  parents_.clear();
   retire_deep();
-  retired_.clear();
+  while (!parents_.empty()) retire_parent();
+  flush_retired();
 
   // Overlay-ready: whiteout objects and opaque attributes (before the directories' times).
   const OverlayForm form = current_form();
