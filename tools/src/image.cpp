@@ -514,6 +514,48 @@ std::optional<CliError> unhashed_blob_mismatch(const LayerReader& reader, ImageS
   return std::nullopt;
 }
 
+// One layer of the plan opened for import: its blob, what the blob is checked against, the
+// reader that checks and decompresses it, and the descriptor to record. `add` registers or stages
+// it (given the call) and reports a refused blob that does not match its descriptor as the root
+// cause; `check` then checks an unhashed blob's digest against the DiffID the library computed.
+class LayerInput {
+ public:
+  LayerInput(ImageSource& src, const LayerPlan& lp, Progress& prog)
+      : src_(src), lp_(lp), in_(src.open(lp.path)), expect_(expectation(src, lp)),
+        reader_(*in_, expect_.name, &prog, &expect_) {
+    if (lp.record) {
+      opts_.descriptor_media_type = lp.media_type.c_str();
+      opts_.descriptor_digest = lp.expect.digest.c_str();
+      opts_.descriptor_size = lp.expect.size;
+    }
+  }
+  template <class F>
+  auto add(F&& f) {
+    try {
+      return f(reader_, &opts_, src_.describe() + ": " + lp_.display);
+    } catch (const CliError& e) {
+      if (e.code() == kVerify) throw;
+      if (auto mismatch = unhashed_blob_mismatch(reader_, src_, lp_, expect_)) throw *mismatch;
+      throw;
+    }
+  }
+  void check(const std::string& diff_id) const { check_unhashed_blob(reader_, expect_, diff_id); }
+
+ private:
+  static BlobExpectation expectation(ImageSource& src, const LayerPlan& lp) {
+    BlobExpectation e = lp.expect;
+    e.name = src.describe() + ": " + lp.display;
+    e.diff_id_verifies = true;
+    return e;
+  }
+  ImageSource& src_;
+  const LayerPlan& lp_;
+  std::unique_ptr<ByteSource> in_;
+  BlobExpectation expect_;
+  LayerReader reader_;
+  rolayer_register_options opts_ = ROLAYER_REGISTER_OPTIONS_INIT;
+};
+
 // The layers of the plan, applied at once and committed in chain order (staged_chain.h). What is
 // committed goes to `held` (the caller releases it on failure). Errors are reported as the serial
 // loop reports them: the first layer in chain order that fails.
@@ -522,27 +564,11 @@ void import_layers_parallel(rolayer_store* store, ImageSource& src, const Plan& 
   const size_t n = plan.layers.size();
   ChainSteps steps;
   steps.stage = [&](size_t i) {
-    const LayerPlan& lp = plan.layers[i];
-    auto in = src.open(lp.path);
-    BlobExpectation expect = lp.expect;
-    expect.name = src.describe() + ": " + lp.display;
-    expect.diff_id_verifies = true;
-    LayerReader reader(*in, expect.name, &prog, &expect);
-    rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
-    if (lp.record) {
-      opts.descriptor_media_type = lp.media_type.c_str();
-      opts.descriptor_digest = lp.expect.digest.c_str();
-      opts.descriptor_size = lp.expect.size;
-    }
-    StagedPtr staged(nullptr, rolayer_stage_free);
-    try {
-      staged = stage_layer(store, reader, &opts, src.describe() + ": " + lp.display);
-    } catch (const CliError& e) {
-      if (e.code() == kVerify) throw;
-      if (auto mismatch = unhashed_blob_mismatch(reader, src, lp, expect)) throw *mismatch;
-      throw;
-    }
-    check_unhashed_blob(reader, expect, rolayer_staged_diff_id(staged.get()));
+    LayerInput input(src, plan.layers[i], prog);
+    StagedPtr staged = input.add([&](LayerReader& reader, const rolayer_register_options* opts, const std::string& what) {
+      return stage_layer(store, reader, opts, what);
+    });
+    input.check(rolayer_staged_diff_id(staged.get()));
     return staged;
   };
   steps.check = [&](size_t i, const rolayer_staged* staged) {
@@ -603,27 +629,13 @@ int cmd_import(Globals& g, const Args& args) {
       for (size_t i = 0; i < plan.layers.size(); i++) {
         const LayerPlan& lp = plan.layers[i];
         prog.set_label("import " + std::to_string(i + 1) + "/" + std::to_string(plan.layers.size()));
-        auto in = src->open(lp.path);
-        BlobExpectation expect = lp.expect;
-        expect.name = src->describe() + ": " + lp.display;
-        expect.diff_id_verifies = true;
-        LayerReader reader(*in, expect.name, &prog, &expect);
-        rolayer_register_options opts = ROLAYER_REGISTER_OPTIONS_INIT;
-        if (lp.record) {
-          opts.descriptor_media_type = lp.media_type.c_str();
-          opts.descriptor_digest = lp.expect.digest.c_str();
-          opts.descriptor_size = lp.expect.size;
-        }
-        try {
-          held.push_back(register_layer(store.get(), parent, reader, &opts, src->describe() + ": " + lp.display));
-        } catch (const CliError& e) {
-          if (e.code() == kVerify) throw;
-          if (auto mismatch = unhashed_blob_mismatch(reader, *src, lp, expect)) throw *mismatch;
-          throw;
-        }
+        LayerInput input(*src, lp, prog);
+        held.push_back(input.add([&](LayerReader& reader, const rolayer_register_options* opts, const std::string& what) {
+          return register_layer(store.get(), parent, reader, opts, what);
+        }));
         const Layer& layer = held.back();
         std::string diff_id = rolayer_layer_diff_id(layer.get());
-        check_unhashed_blob(reader, expect, diff_id);
+        input.check(diff_id);
         if (diff_id != lp.diff_id)
           throw CliError(kVerify, src->describe() + ": " + lp.display + ": DiffID mismatch: the config lists " + lp.diff_id +
                                       " for layer " + std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
