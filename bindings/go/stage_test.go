@@ -27,12 +27,15 @@ func imageLayers(t *testing.T) [][]byte {
 	}
 }
 
-// tmpEntries lists what is left in the store's temporary folder (staged data lives there or
-// beside the layers; either way nothing may be left after a discard).
+// storeEntries lists every path under the store's root (staged data lives in its temporary
+// folder or beside the layers; either way nothing may be left after a discard).
 func storeEntries(t *testing.T, root string) []string {
 	t.Helper()
 	var names []string
 	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // removed while we walk (a finalizer's discard runs meanwhile): the caller looks again
+		}
 		if err != nil {
 			return err
 		}
