@@ -928,6 +928,60 @@ Store::ParentHold::~ParentHold() {
   }
 }
 
+namespace {
+
+// Within the caller's transaction: the new layer's row (replacing a damaged row of that ChainID),
+// the rows on top of that ChainID marked damaged, and the layer's record copied in chunks from
+// rec_fd (read from offset 0; rec_path names it in errors) and bound to the layer, when the layer
+// has one. Shared by register_layer and commit_staged.
+void insert_layer_row(sql::Db& db, const LayerNode& node, int rec_fd, const std::string& rec_path,
+                      const RecordBodyHashes& body_hashes) {
+  const std::string chain = node.chain_id.str();
+  const Descriptor& d = node.descriptor;
+  sql::Stmt ins(db,
+                "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
+                "desc_media_type, desc_digest, desc_size, has_record, persistent, created, release_requested) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'), 0)");
+  ins.bind(1, chain).bind(2, node.diff_id.str());
+  if (node.parent) ins.bind(3, node.parent->chain_id.str()); else ins.bind_null(3);
+  ins.bind(4, static_cast<int64_t>(node.depth)).bind(5, node.cache_id).bind(6, node.diff_size)
+      .bind(7, node.stream_size);
+  if (d.media_type.empty()) ins.bind_null(8); else ins.bind(8, d.media_type);
+  if (d.digest.empty()) ins.bind_null(9); else ins.bind(9, d.digest);
+  if (d.size < 0) ins.bind_null(10); else ins.bind(10, d.size);
+  ins.bind(11, static_cast<int64_t>(node.has_record ? 1 : 0));
+  ins.run();
+  // Rows on top of this ChainID that exist already were made on a parent that is gone (a
+  // damaged store: a parent row deleted or replaced): their driver data names the old
+  // parent's, so they cannot be served; they are marked damaged, to be registered again.
+  sql::Stmt(db,
+            "WITH RECURSIVE d(id) AS (SELECT chain_id FROM layers WHERE parent = ?1 AND chain_id <> ?1 "
+            "UNION SELECT l.chain_id FROM layers l JOIN d ON l.parent = d.id) "
+            "UPDATE layers SET diff_id = 'damaged:' || diff_id WHERE chain_id IN d AND diff_id NOT LIKE 'damaged:%'")
+      .bind(1, chain).run();
+  // A row with this ChainID that cannot be loaded is a damaged leftover: it is replaced.
+  sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain).run();
+  if (!node.has_record) return;
+  sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: pread writes first
+  off_t off = 0;
+  for (int64_t seq = 0;; seq++) {
+    ssize_t n;
+    do n = ::pread(rec_fd, buf.get(), kRecordChunk, off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) throw_errno("read " + rec_path);
+    if (n == 0) break;
+    off += n;
+    chunk.reset();
+    chunk.bind(1, chain).bind(2, seq).bind_blob(3, buf.get(), static_cast<size_t>(n));
+    chunk.run();
+  }
+  // Binds the record to this layer (lib/store/record_bind.h).
+  store_record_digests(db, chain, body_hashes.bound(chain));
+}
+
+}  // namespace
+
 std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, ByteSource& tar,
                                                 const Descriptor& descriptor) {
   if (!descriptor.digest.empty()) Digest::parse(descriptor.digest);
@@ -1036,43 +1090,7 @@ std::unique_ptr<LayerRef> Store::register_layer(const std::string& parent_id, By
         if (q.step()) stale_cache = q.text(0);
       }
       if (!stale_cache.empty()) st_->mark_pending(stale_cache);
-      sql::Stmt ins(db,
-                    "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
-                    "desc_media_type, desc_digest, desc_size, has_record, persistent, created, release_requested) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'), 0)");
-      ins.bind(1, chain.str()).bind(2, diff_id.str());
-      if (parent) ins.bind(3, parent->chain_id.str()); else ins.bind_null(3);
-      ins.bind(4, static_cast<int64_t>(node->depth)).bind(5, cache_id).bind(6, diff_size)
-          .bind(7, node->stream_size);
-      if (descriptor.media_type.empty()) ins.bind_null(8); else ins.bind(8, descriptor.media_type);
-      if (descriptor.digest.empty()) ins.bind_null(9); else ins.bind(9, descriptor.digest);
-      if (descriptor.size < 0) ins.bind_null(10); else ins.bind(10, descriptor.size);
-      ins.bind(11, static_cast<int64_t>(node->has_record ? 1 : 0));
-      ins.run();
-      // Rows on top of this ChainID that exist already were made on a parent that is gone (a
-      // damaged store: a parent row deleted or replaced): their driver data names the old
-      // parent's, so they cannot be served; they are marked damaged, to be registered again.
-      sql::Stmt(db,
-                "WITH RECURSIVE d(id) AS (SELECT chain_id FROM layers WHERE parent = ?1 AND chain_id <> ?1 "
-                "UNION SELECT l.chain_id FROM layers l JOIN d ON l.parent = d.id) "
-                "UPDATE layers SET diff_id = 'damaged:' || diff_id WHERE chain_id IN d AND diff_id NOT LIKE 'damaged:%'")
-          .bind(1, chain.str()).run();
-      // A row with this ChainID that cannot be loaded is a damaged leftover: it is replaced.
-      sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain.str()).run();
-      if (rec) {
-        sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
-        if (::lseek(rec_sink->fd(), 0, SEEK_SET) != 0) throw_errno("seek " + st_->tmp_dir + "/" + rec_name);
-        std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: read_full writes first
-        for (int64_t seq = 0;; seq++) {
-          size_t n = fs::read_full(rec_sink->fd(), buf.get(), kRecordChunk);
-          if (n == 0) break;
-          chunk.reset();
-          chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), n);
-          chunk.run();
-        }
-        // Binds the record to this layer (lib/store/record_bind.h).
-        store_record_digests(db, chain.str(), body_hashes.bound(chain.str()));
-      }
+      insert_layer_row(db, *node, rec ? rec_sink->fd() : -1, st_->tmp_dir + "/" + rec_name, body_hashes);
       if (st_->caps.exact_diffs) store_stream_blocks(db, chain.str(), stream_blocks.finish());
       // The new layer is held by this session from its first moment: a crash before the
       // caller retains it leaves a layer that only a dead session held (collected).
@@ -1639,43 +1657,7 @@ std::unique_ptr<LayerRef> Store::commit_staged(StagedLayer& staged, const std::s
       if (q.step()) stale_cache = q.text(0);
     }
     if (!stale_cache.empty()) st_->mark_pending(stale_cache);
-    const Descriptor& d = s.descriptor;
-    sql::Stmt ins(db,
-                  "INSERT OR REPLACE INTO layers (chain_id, diff_id, parent, depth, cache_id, diff_size, stream_size, "
-                  "desc_media_type, desc_digest, desc_size, has_record, persistent, created, release_requested) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, strftime('%s','now'), 0)");
-    ins.bind(1, chain.str()).bind(2, s.diff_id.str());
-    if (parent) ins.bind(3, parent->chain_id.str()); else ins.bind_null(3);
-    ins.bind(4, static_cast<int64_t>(node->depth)).bind(5, cache_id).bind(6, node->diff_size)
-        .bind(7, node->stream_size);
-    if (d.media_type.empty()) ins.bind_null(8); else ins.bind(8, d.media_type);
-    if (d.digest.empty()) ins.bind_null(9); else ins.bind(9, d.digest);
-    if (d.size < 0) ins.bind_null(10); else ins.bind(10, d.size);
-    ins.bind(11, static_cast<int64_t>(node->has_record ? 1 : 0));
-    ins.run();
-    sql::Stmt(db,
-              "WITH RECURSIVE d(id) AS (SELECT chain_id FROM layers WHERE parent = ?1 AND chain_id <> ?1 "
-              "UNION SELECT l.chain_id FROM layers l JOIN d ON l.parent = d.id) "
-              "UPDATE layers SET diff_id = 'damaged:' || diff_id WHERE chain_id IN d AND diff_id NOT LIKE 'damaged:%'")
-        .bind(1, chain.str()).run();
-    sql::Stmt(db, "DELETE FROM records WHERE chain_id = ?").bind(1, chain.str()).run();
-    {
-      sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
-      std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);
-      off_t off = 0;
-      for (int64_t seq = 0;; seq++) {
-        ssize_t n;
-        do n = ::pread(s.tmp_fd(), buf.get(), kRecordChunk, off);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) throw_errno("read " + st_->tmp_dir + "/" + s.rec_name);
-        if (n == 0) break;
-        off += n;
-        chunk.reset();
-        chunk.bind(1, chain.str()).bind(2, seq).bind_blob(3, buf.get(), static_cast<size_t>(n));
-        chunk.run();
-      }
-      store_record_digests(db, chain.str(), s.body_hashes.bound(chain.str()));
-    }
+    insert_layer_row(db, *node, s.tmp_fd(), st_->tmp_dir + "/" + s.rec_name, s.body_hashes);
     st_->nodes.erase(chain.str());
     st_->hold_locked(node);
     ROLAYER_FAULT_POINT("stage.before_commit");

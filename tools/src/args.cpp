@@ -124,7 +124,8 @@ ParsedArgs parse_args(const std::string& command, const std::vector<std::string>
         value = args[++i];
       }
     } else if (has_inline) {
-      if (short_name) bad("-" + std::string(1, short_name) + " takes no value");
+      // (appended rather than "-" + std::string(…): GCC 12 warns falsely on that, -Wrestrict, PR105651)
+      if (short_name) bad(std::string("-").append(1, short_name).append(" takes no value"));
       bad("--" + spec->name + " takes no value");
     }
     out.values[spec->name] = value;

@@ -51,7 +51,8 @@ void BlobBars::draw_locked(bool force) {
     if (b.total > 0) {
       int width = 24;
       int fill = static_cast<int>(static_cast<double>(std::min(b.done, b.total)) / static_cast<double>(b.total) * width);
-      line += " [" + std::string(static_cast<size_t>(fill), '#') + std::string(static_cast<size_t>(width - fill), '.') + "] ";
+      // (appended piece by piece: " [" + std::string(…) makes GCC 12 warn falsely, -Wrestrict, PR105651)
+      line.append(" [").append(static_cast<size_t>(fill), '#').append(static_cast<size_t>(width - fill), '.').append("] ");
       line += human_bytes(b.done) + " / " + human_bytes(b.total);
     } else {
       line += " " + human_bytes(b.done);

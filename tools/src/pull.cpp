@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -432,6 +433,24 @@ int cmd_pull(Globals& g, const Args& args) {
       throw CliError(kVerify, name_of(l) + ": DiffID mismatch: the config lists " + l.diff_id + " for layer " +
                                   std::to_string(i + 1) + ", the uncompressed blob is " + diff_id);
   };
+  // A layer the store already holds under another chain: its stored stream is read back through
+  // `apply` (rolayer_stage or rolayer_register_ext, given LocalStream::read and the stream), whose
+  // failure is named after the stored copy when reading it failed, after the blob otherwise.
+  auto apply_local = [&](size_t i, const std::function<int(LocalStream&, Err&)>& apply) {
+    const PullLayer& l = *layers[i];
+    Layer from = open_layer(store.get(), l.local);
+    LocalStream ls;
+    Err err;
+    int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
+    if (rc != ROLAYER_OK) lib_fail(rc, err, local_what(l));
+    rc = apply(ls, err);
+    if (rc != ROLAYER_OK) {
+      check_interrupted();
+      if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, local_what(l));
+      lib_fail(rc, err, name_of(l));
+    }
+    bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+  };
   auto registered = [&](size_t i, const std::string& chain_id) {
     bars.set_status(bar[i], (layers[i]->local.empty() ? "registered " : "registered from the store's copy as ") + short_id(chain_id));
   };
@@ -445,19 +464,10 @@ int cmd_pull(Globals& g, const Args& args) {
         PullLayer& l = *layers[i];
         rolayer_register_options opts = options_of(l);
         if (!l.local.empty()) {
-          Layer from = open_layer(store.get(), l.local);
-          LocalStream ls;
-          Err err;
-          int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
-          if (rc != ROLAYER_OK) lib_fail(rc, err, local_what(l));
           rolayer_staged* st = nullptr;
-          rc = rolayer_stage(&st, store.get(), LocalStream::read, &ls, &opts, err.out());
-          if (rc != ROLAYER_OK) {
-            check_interrupted();
-            if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, local_what(l));
-            lib_fail(rc, err, name_of(l));
-          }
-          bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
+          apply_local(i, [&](LocalStream& ls, Err& err) {
+            return rolayer_stage(&st, store.get(), LocalStream::read, &ls, &opts, err.out());
+          });
           return StagedPtr(st, rolayer_stage_free);
         }
         Download dl{l, start_download(i)};
@@ -477,21 +487,12 @@ int cmd_pull(Globals& g, const Args& args) {
         const std::string name = name_of(l);
         rolayer_register_options opts = options_of(l);
         if (!l.local.empty()) {
-          Layer from = open_layer(store.get(), l.local);
-          LocalStream ls;
-          Err err;
-          int rc = rolayer_tar_stream_open(&ls.s, from.get(), err.out());
-          if (rc != ROLAYER_OK) lib_fail(rc, err, local_what(l));
           rolayer_layer* out = nullptr;
-          rc = rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read, &ls,
-                                    &opts, err.out());
-          if (rc != ROLAYER_OK) {
-            check_interrupted();
-            if (ls.rc != ROLAYER_OK) lib_fail(ls.rc, ls.err, local_what(l));
-            lib_fail(rc, err, name);
-          }
+          apply_local(i, [&](LocalStream& ls, Err& err) {
+            return rolayer_register_ext(&out, store.get(), parent.empty() ? nullptr : parent.c_str(), LocalStream::read,
+                                        &ls, &opts, err.out());
+          });
           held.emplace_back(out);
-          bars.add(bar[i], static_cast<uint64_t>(std::max<int64_t>(0, l.desc.size)));
         } else {
           Download dl{l, start_download(i)};
           PipeSource src(l.pipe);

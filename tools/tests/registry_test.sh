@@ -597,6 +597,28 @@ print(json.dumps(sorted(rows, key=lambda r: r["chain_id"]), sort_keys=True, inde
 }
 
 # Issue 18: pull applies the layers of an image at once (--jobs N); the result is --jobs 1's.
+# failed_pull_jobs_1_and_4 NAME REF TEXT1 TEXT2: `pull --jobs 1` and `--jobs 4` of REF into fresh
+# stores $WORK/NAME1 and $WORK/NAME4 both fail with exit 4 and the same error (which names TEXT1
+# and TEXT2), and leave no layer, no file and nothing in the store's tmp.
+failed_pull_jobs_1_and_4() {
+  local name=$1 ref=$2 text1=$3 text2=$4 j st
+  for j in 1 4; do
+    st="$WORK/$name$j"
+    rm -rf "$st"
+    expect_code 0 "$ROLAYER" --store "$st" --driver "$DRIVER" ls
+    store_files "$st" >"$st.before"
+    expect_code 4 "$ROLAYER" --store "$st" --driver "$DRIVER" pull --jobs "$j" "$ref"
+    expect_err "$text1"
+    expect_err "$text2"
+    cp "$WORK/err" "$st.err"
+    [ "$("$ROLAYER" --store "$st" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
+    store_files "$st" >"$st.after"
+    diff "$st.before" "$st.after" >&2 || fail "--jobs $j: a failed pull left files in the store (staged data, tmp)"
+    [ -z "$(ls -A "$st/tmp")" ] || fail "--jobs $j: the store's tmp is not empty: $(ls -A "$st/tmp")"
+  done
+  diff "$WORK/${name}1.err" "$WORK/${name}4.err" >&2 || fail "--jobs 1 and --jobs 4 report different errors"
+}
+
 t_pull_parallel() {
   start_registry plain
   make_layout4 "$WORK/four" 0
@@ -629,37 +651,12 @@ t_pull_parallel() {
   # (skopeo compresses the uncompressed layers on the way: the registry's manifest names the blobs.)
   mid=$(registry_blobs "$REG/test/four:v1" | sed -n 3p)
   start_proxy "$REG" corrupt "$mid"
-  for j in 1 4; do
-    rm -rf "$WORK/f$j"
-    expect_code 0 "$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" ls
-    store_files "$WORK/f$j" >"$WORK/f$j.before"
-    expect_code 4 "$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" pull --jobs "$j" "$PROXY_REG/test/four:v1"
-    expect_err "digest mismatch"
-    expect_err "$mid"
-    cp "$WORK/err" "$WORK/f$j.err"
-    [ "$("$ROLAYER" --store "$WORK/f$j" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
-    store_files "$WORK/f$j" >"$WORK/f$j.after"
-    diff "$WORK/f$j.before" "$WORK/f$j.after" >&2 || fail "--jobs $j: a failed pull left files in the store (staged data, tmp)"
-    [ -z "$(ls -A "$WORK/f$j/tmp")" ] || fail "--jobs $j: the store's tmp is not empty: $(ls -A "$WORK/f$j/tmp")"
-  done
-  diff "$WORK/f1.err" "$WORK/f4.err" >&2 || fail "--jobs 1 and --jobs 4 report different errors"
+  failed_pull_jobs_1_and_4 f "$PROXY_REG/test/four:v1" "digest mismatch" "$mid"
 
   note "a wrong DiffID in the config for layer 3 of 4: the same error as --jobs 1, nothing left"
   make_layout4 "$WORK/bad" 0 3
   skopeo_push "$WORK/bad:four" "$REG/test/bad:v1"
-  for j in 1 4; do
-    rm -rf "$WORK/d$j"
-    expect_code 0 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls
-    store_files "$WORK/d$j" >"$WORK/d$j.before"
-    expect_code 4 "$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" pull --jobs "$j" "$REG/test/bad:v1"
-    expect_err "DiffID mismatch"
-    expect_err "for layer 3"
-    cp "$WORK/err" "$WORK/d$j.err"
-    [ "$("$ROLAYER" --store "$WORK/d$j" --driver "$DRIVER" ls --json)" = "[]" ] || fail "--jobs $j: a failed pull left layers"
-    store_files "$WORK/d$j" >"$WORK/d$j.after"
-    diff "$WORK/d$j.before" "$WORK/d$j.after" >&2 || fail "--jobs $j: a failed pull left something in the store"
-  done
-  diff "$WORK/d1.err" "$WORK/d4.err" >&2 || fail "--jobs 1 and --jobs 4 report different DiffID errors"
+  failed_pull_jobs_1_and_4 d "$REG/test/bad:v1" "DiffID mismatch" "for layer 3"
 
   note "the same with the base layer in the store before: it stays, with its own reference"
   base=$(STORE=$WORK/s1 chain_diff_ids "$top1" | sed -n 1p)  # a base layer's ChainID is its DiffID
