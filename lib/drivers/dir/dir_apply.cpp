@@ -1216,10 +1216,11 @@ int64_t Applier::run(ByteSource& src) {
 // then mode and times as apply_fix sets them. A placeholder that a directory entry declared
 // later got that entry's owner, mode, times and attributes over the copied ones (apply_dir):
 // of the copy only the lower attributes the entry did not set remain, and only those are
-// added. A placeholder with no lower directory there stays the plain directory it is. Each
-// directory is synced; repeating the whole is harmless (the same parent gives the same values).
+// added. A placeholder with no lower directory there stays the plain directory it is. Synced
+// at the end; repeating the whole is harmless (the same parent gives the same values).
 void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared) {
   diff_fd_ = open_layer_dir(layer_, layer_.diff, true);
+  bool fixed = false;
   for (const std::string& path : paths) {
     std::optional<LowerHit> hit = lower_lookup(path);
     if (!hit || !S_ISDIR(hit->st.st_mode)) continue;
@@ -1255,8 +1256,14 @@ void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set
       fx.mtime = hit->st.st_mtim;
       apply_fix(fd.get(), path, fx);
     }
-    dirfs::fsync_fd(fd.get(), layer_.diff + "/" + path);
+    fixed = true;
     ROLAYER_FAULT_POINT("stage.fixup");
+  }
+  // On stable storage before the commit goes on (one syncfs, as the apply's: a directory
+  // fsync each would commit the journal once per directory).
+  if (fixed) {
+    Fd layer_fd = open_layer_dir(layer_, layer_.dir);
+    if (::syncfs(layer_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);
   }
 }
 
