@@ -15,10 +15,11 @@
  *
  * Applied at commit instead (still correct, only not in parallel): a staged layer on a driver
  * other than "dir" (the stream is kept in the store's temporary folder and applied on the
- * parent at commit), and a "dir" layer whose content depends on its parent (a hard link to a
- * file that is not in the layer, a parent directory the layer did not declare): it is applied
- * again on the parent at commit, from its own staged record and payloads, each checked.
- * rolayer_staged_deferred() tells which.
+ * parent at commit), and a "dir" layer that needs its parent's data (a hard link to a file that
+ * is not in the layer): it is applied again on the parent at commit, from its own staged record
+ * and payloads, each checked. rolayer_staged_deferred() tells which. A parent directory the
+ * layer does not declare (no "usr/" entry before "usr/lib/x") does not defer it: the commit
+ * gives such directories the metadata a register on that parent gives them (docs/store.md).
  *
  * Threads: rolayer_stage() is safe concurrently on one store (many layers stage at once); a
  * rolayer_staged is used by one thread at a time and may move between threads.

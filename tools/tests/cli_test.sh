@@ -1537,6 +1537,30 @@ t_import_parallel() {
   expect_code 2 R import --jobs x "$img"
 }
 
+# Issue 18: layers without directory entries (bazel rules_oci, ko): staged in parallel, their
+# implicit directories fixed up from the parent chain at commit; the same result as --jobs 1.
+t_import_parallel_nodirs() {
+  local img=$WORK/img.tar
+  read -r -a diffs <<<"$(python3 "$TOOLS_DIR/tests/staged_image.py" "$img" nodirs)"
+  local want; want=$(chain_of "${diffs[@]}")
+  expect_code 0 R import --jobs 1 "$img"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 1 printed $(cat "$WORK/out"), expected $want"
+  layer_rows >"$WORK/rows1"
+  layer_trees >"$WORK/trees1"
+  # (the base layer's usr/ and the implicit ones above it, with the base layer's mode)
+  [ "$DRIVER" != dir ] || [ "$(grep -c '^diff/usr 0o40711 ' "$WORK/trees1")" -ge 3 ] || fail "no implicit usr/ like the base's"
+  rmi_all
+  expect_code 0 R import --jobs 4 "$img"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 4 printed $(cat "$WORK/out"), expected $want"
+  layer_rows >"$WORK/rows"
+  diff "$WORK/rows1" "$WORK/rows" >&2 || fail "--jobs 4: rows differ from --jobs 1"
+  layer_trees >"$WORK/trees"
+  diff "$WORK/trees1" "$WORK/trees" >&2 || fail "--jobs 4: driver trees differ from --jobs 1"
+  expect_code 0 R verify
+  [ -z "$(cd "$STORE" && find tmp pending -mindepth 1)" ] || fail "temporary files left: $(store_leftovers)"
+  [ -z "$(cd "$STORE" && find "$DRIVER" -path '*/meta/staged-*')" ] || fail "staged lists left in committed layers"
+}
+
 # Issue 18: verify -j N checks layers in parallel; output and exit code are those of -j 1.
 t_verify_jobs() {
   local i ids=()

@@ -3,7 +3,7 @@
 # (rolayer/stage.h): hard links inside a layer and into a lower layer, a parent directory a layer
 # does not declare, whiteouts, an opaque directory, a symlink. Prints the DiffIDs, base first.
 # MODE: plain; badlink (layer 3 links to a file that is in no layer); bad-diffid (the config
-# lists a wrong DiffID for layer 5).
+# lists a wrong DiffID for layer 5); nodirs (as plain, with no directory entries above the base).
 import hashlib, io, json, sys, tarfile
 out, mode = sys.argv[1], sys.argv[2]
 def tarb(entries):
@@ -39,6 +39,17 @@ layers = [
 ]
 if mode == "badlink":
     layers[2] = tarb([("h", "usr/bin/tool3", "usr/bin/nowhere")])
+if mode == "nodirs":
+    # as plain, but above the base layer no directory entries (as bazel rules_oci or ko write
+    # layers): every parent directory is implicit, its metadata the lower layers'
+    def strip_dirs(data):
+        b = io.BytesIO()
+        with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as t:
+            for m in src.getmembers():
+                if not m.isdir():
+                    t.addfile(m, src.extractfile(m) if m.isreg() else None)
+        return b.getvalue()
+    layers = [layers[0]] + [strip_dirs(l) for l in layers[1:]]
 sha = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
 diff_ids = [sha(l) for l in layers]
 if mode == "bad-diffid":

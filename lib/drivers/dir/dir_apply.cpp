@@ -64,6 +64,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_overlay.h"
 #include "drivers/dir/dir_internal.h"
@@ -192,8 +193,12 @@ class Applier final : public tar::ScanHandler {
       : layer_(layer), lowers_(lowers), owner_(::geteuid() == 0), euid_(::geteuid()) {}
 
   int64_t run(ByteSource& src);
-  // Staged apply (no parent known yet): what would read a lower layer sets *needs instead.
+  // Staged apply (no parent known yet): what would read a lower layer sets *needs instead,
+  // except a missing parent directory, made as a placeholder (see kStagedImplicitFile).
   void set_staged(bool* needs) { staged_needs_ = needs; }
+  // At commit (fix_staged_layer): gives the placeholders of a staged apply what make_implicit_dir
+  // would have given them on the parent chain `lowers_`. declared: later declared by an entry.
+  void fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared);
 
   void on_raw(const uint8_t*, size_t) override {}
   void on_entry(const tar::Entry& e) override;
@@ -290,6 +295,21 @@ class Applier final : public tar::ScanHandler {
   const LayerPaths& layer_;
   const std::vector<LayerPaths>& lowers_;
   bool* staged_needs_ = nullptr;  // staged apply: set when the result depends on a parent
+  // Staged apply: the implicit directories made while no lower layer could be read (each a
+  // plain directory, no part of this layer hiding it when made), and those of them that an
+  // entry declared later. Written to meta/ for the commit (fix_staged_layer).
+  std::set<std::string> placeholders_, declared_;
+  void drop_placeholders(const std::string& path) {
+    for (auto it = placeholders_.lower_bound(path); it != placeholders_.end();) {
+      if (*it != path && !dirfs::is_strict_ancestor(path, *it)) {
+        if (it->compare(0, path.size(), path) != 0) break;  // past every "path..." name
+        ++it;
+        continue;
+      }
+      declared_.erase(*it);
+      it = placeholders_.erase(it);
+    }
+  }
   bool owner_;
   uid_t euid_;
   Fd diff_fd_, meta_fd_, reloc_fd_;
@@ -661,6 +681,15 @@ void Applier::make_plain_dir(int parentfd, const std::string& name, const std::s
 }
 
 void Applier::make_implicit_dir(int parentfd, const std::string& name, const std::string& prefix) {
+  if (staged_needs_) {
+    // Staged: a plain directory now; when nothing of this layer hides it from the lower
+    // layers, the commit gives it the metadata of the parent chain's directory there (lower
+    // layers do not change, and the layer's cuts only grow: the lookup at commit, on the lower
+    // layers alone, is the one a register would have made here).
+    make_plain_dir(parentfd, name, prefix);
+    if (!own_.hides(prefix)) placeholders_.insert(prefix);
+    return;
+  }
   std::optional<LowerHit> hit = lower_lookup(prefix);
   if (!hit || !S_ISDIR(hit->st.st_mode)) {
     make_plain_dir(parentfd, name, prefix);
@@ -721,6 +750,7 @@ void Applier::displace(int parentfd, const std::string& base, const std::string&
   if (::renameat(parentfd, base.c_str(), reloc_fd_.get(), name.c_str()) != 0)
     throw sys_error("cannot relocate", path, errno);
   fixups_.erase(fixups_.lower_bound(path), fixups_.lower_bound(path + "0"));  // path and path/...
+  if (!placeholders_.empty()) drop_placeholders(path);
   std::string reloc_root = std::string(kRelocDir) + "/" + name;
   dirfs::prune_tree(reloc_fd_.get(), name, layer_.meta + "/" + reloc_root, [&](const std::string& rel) {
     std::string q = dirfs::join(path, rel);
@@ -889,6 +919,7 @@ void Applier::apply_dir(const std::string& path, const tar::Entry& e) {
   }
   Fd fd(::openat(parent, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) throw sys_error("cannot open directory", path, errno);
+  if (!placeholders_.empty() && placeholders_.count(path)) declared_.insert(path);
   if (owner_ && ::fchown(fd.get(), static_cast<uid_t>(e.uid), static_cast<gid_t>(e.gid)) != 0)
     throw sys_error("cannot chown", path, errno);
   dirfs::set_xattrs_fd(fd.get(), e.xattrs, path);
@@ -1125,6 +1156,12 @@ void Applier::write_meta() {
   if (!owner_)
     dirfs::write_file_atomic(meta_fd_.get(), kOverrideStatFile, encode_list(kOverrideStatMagic, {}),
                              layer_.meta + "/" + kOverrideStatFile);
+  if (!placeholders_.empty())
+    dirfs::write_file_atomic(meta_fd_.get(), kStagedImplicitFile, encode_list(kStagedImplicitMagic, placeholders_),
+                             layer_.meta + "/" + kStagedImplicitFile);
+  if (!declared_.empty())
+    dirfs::write_file_atomic(meta_fd_.get(), kStagedDeclaredFile, encode_list(kStagedDeclaredMagic, declared_),
+                             layer_.meta + "/" + kStagedDeclaredFile);
   if (!index_.empty()) {
     std::string data(kPayloadsMagic);
     data.push_back('\0');
@@ -1173,6 +1210,63 @@ int64_t Applier::run(ByteSource& src) {
   return bytes_;
 }
 
+// The placeholders get, in this order, what make_implicit_dir gives an implicit directory with
+// a lower directory at its path: the owner (as root), the lower directory's attributes (its
+// real mode taken out of the store's override_stat when that layer was applied unprivileged),
+// then mode and times as apply_fix sets them. A placeholder that a directory entry declared
+// later got that entry's owner, mode, times and attributes over the copied ones (apply_dir):
+// of the copy only the lower attributes the entry did not set remain, and only those are
+// added. A placeholder with no lower directory there stays the plain directory it is. Synced
+// at the end; repeating the whole is harmless (the same parent gives the same values).
+void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared) {
+  diff_fd_ = open_layer_dir(layer_, layer_.diff, true);
+  bool fixed = false;
+  for (const std::string& path : paths) {
+    std::optional<LowerHit> hit = lower_lookup(path);
+    if (!hit || !S_ISDIR(hit->st.st_mode)) continue;
+    Fd fd = dirfs::open_beneath(diff_fd_.get(), path, O_RDONLY | O_DIRECTORY);
+    if (!fd.valid()) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+        throw Error(Code::Corrupt, "directory '" + path + "' of the staged layer " + layer_.id + " is missing")
+            .with_path(layer_.diff + "/" + path);
+      throw sys_error("cannot open directory", path, errno);
+    }
+    Fd src(::openat(hit->parent.get(), hit->base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    Xattrs lx;
+    if (src.valid()) lx = dirfs::list_xattrs_fd(src.get());
+    const uint32_t mode = lower_mode(*hit, lx);
+    if (declared.count(path)) {
+      Xattrs have = dirfs::list_xattrs_raw_fd(fd.get());
+      Xattrs add;
+      for (auto& x : lx) {
+        const std::string k = dirfs::escape_xattr_name(x.first);
+        if (std::none_of(have.begin(), have.end(), [&](const auto& h) { return h.first == k; })) add.push_back(x);
+      }
+      dirfs::set_xattrs_fd(fd.get(), add, path);
+    } else {
+      if (owner_ && ::fchown(fd.get(), hit->st.st_uid, hit->st.st_gid) != 0)
+        throw sys_error("cannot chown", path, errno);
+      dirfs::set_xattrs_fd(fd.get(), lx, path);
+      DirFix fx;
+      fx.mode = mode;
+      fx.uid = hit->st.st_uid;
+      fx.gid = hit->st.st_gid;
+      fx.has_times = true;
+      fx.atime = hit->st.st_atim;
+      fx.mtime = hit->st.st_mtim;
+      apply_fix(fd.get(), path, fx);
+    }
+    fixed = true;
+    ROLAYER_FAULT_POINT("stage.fixup");
+  }
+  // On stable storage before the commit goes on (one syncfs, as the apply's: a directory
+  // fsync each would commit the journal once per directory).
+  if (fixed) {
+    Fd layer_fd = open_layer_dir(layer_, layer_.dir);
+    if (::syncfs(layer_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);
+  }
+}
+
 }  // namespace
 
 int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar) {
@@ -1186,6 +1280,32 @@ int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs
   Applier a(layer, kNoLowers);
   a.set_staged(needs_parent);
   return a.run(tar);
+}
+
+}  // namespace rolayer::dirdrv
+
+namespace rolayer::dirdrv {
+
+void fix_staged_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers) {
+  Fd mfd = open_layer_dir(layer, layer.meta);
+  const std::string ip = layer.meta + "/" + kStagedImplicitFile, dp = layer.meta + "/" + kStagedDeclaredFile;
+  std::string data;
+  if (dirfs::read_file(mfd.get(), kStagedImplicitFile, data, kMaxMetaFile, ip)) {
+    if (!lowers.empty()) {  // on no parent the placeholders are what a register makes
+      std::vector<std::string> paths = decode_list(kStagedImplicitMagic, data, false, ip);
+      std::set<std::string> declared;
+      std::string d;
+      if (dirfs::read_file(mfd.get(), kStagedDeclaredFile, d, kMaxMetaFile, dp))
+        for (auto& p : decode_list(kStagedDeclaredMagic, d, false, dp)) declared.insert(std::move(p));
+      Applier a(layer, lowers);
+      a.fix_implicit(paths, declared);
+    }
+    // Done and durable: the list goes first (a repeat then finds nothing to do), then the rest.
+    if (::unlinkat(mfd.get(), kStagedImplicitFile, 0) != 0 && errno != ENOENT)
+      throw sys_error("cannot remove", ip, errno);
+  }
+  if (::unlinkat(mfd.get(), kStagedDeclaredFile, 0) != 0 && errno != ENOENT) throw sys_error("cannot remove", dp, errno);
+  dirfs::fsync_fd(mfd.get(), layer.meta);
 }
 
 }  // namespace rolayer::dirdrv

@@ -53,6 +53,13 @@ inline constexpr const char* kAppliedFile = "applied";
 // it in dirfs::kOverrideStatXattr (an attribute the store wrote, never one of the layer's).
 inline constexpr const char* kOverrideStatFile = "override-stat";
 inline constexpr std::string_view kOverrideStatMagic = "rolayer-dir-override-stat-1";
+// A staged layer (apply_layer_staged) until its commit: the directories its entries needed
+// but did not declare, made plain while no lower layer could be read, that the parent chain
+// may provide (fix_staged_layer), and those of them declared by a later entry.
+inline constexpr const char* kStagedImplicitFile = "staged-implicit";
+inline constexpr const char* kStagedDeclaredFile = "staged-declared";
+inline constexpr std::string_view kStagedImplicitMagic = "rolayer-dir-staged-implicit-1";
+inline constexpr std::string_view kStagedDeclaredMagic = "rolayer-dir-staged-declared-1";
 inline constexpr std::string_view kWhiteoutsMagic = "rolayer-dir-whiteouts-1";
 inline constexpr std::string_view kOpaqueMagic = "rolayer-dir-opaque-1";
 inline constexpr std::string_view kPayloadsMagic = "rolayer-dir-payloads-1";
@@ -101,10 +108,16 @@ struct LayerCuts {
 // apply_diff's body (dir_apply.cpp). lowers: parent first, down to the base layer.
 int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar);
 // As apply_layer for a layer whose parent is not known yet (staging, lib/store): no lower layer
-// is read. *needs_parent is set when the result would differ on a parent (a hard link whose
-// target is not in the layer, a missing parent directory that a lower layer could provide);
-// such a layer is applied again on its parent at commit.
+// is read. *needs_parent is set when the result would differ on a parent in a way that needs
+// the parent's data (a hard link whose target is not in the layer); such a layer is applied
+// again on its parent at commit. A missing parent directory that a lower layer could provide
+// is made as a plain placeholder and listed in meta/staged-implicit for fix_staged_layer.
 int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent);
+// At the commit of a layer applied with apply_layer_staged, on lowers (its new parent first,
+// down to the base layer): gives its placeholders the metadata a register on that parent
+// would have given them, syncs them, then removes the lists. No lists: nothing to do.
+// Repeatable after a failure (on the same lowers).
+void fix_staged_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers);
 
 // diff's body (dir_export.cpp). range: top layer first; emit_whiteouts false for a whole
 // flattened chain.
