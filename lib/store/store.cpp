@@ -26,6 +26,7 @@
 #include "store/record_bind.h"
 #include "store/state.h"
 #include "tar/path.h"
+#include "tar/scanned.h"
 #include "tar/scanner.h"
 
 namespace rolayer {
@@ -203,29 +204,45 @@ class Relaxed {
 
 // The tee between the caller's input and the driver: hashes every byte (DiffID), scans and
 // validates the archive, and records it when the driver needs a fidelity record.
-class RegisterTee : public ByteSource, private tar::ScanHandler {
+//
+// It is a tar::ScannedSource (lib/tar/scanned.h): a driver that would scan and check the same
+// bytes again (the dir driver) attaches its handler instead and gets the tee's entries and
+// verdicts. The tee's own verdict on the bytes of one read() still comes before the driver's,
+// as when the driver scanned a read() only after the tee had: the driver's error is held until
+// the tee has scanned the rest of that read().
+class RegisterTee : public tar::ScannedSource, private tar::ScanHandler {
  public:
   RegisterTee(ByteSource& in, record::Writer* rec, LinkTargets* links = nullptr)
       : in_(in), rec_(rec), links_(links), scanner_(*this) {}
 
+  bool attach(tar::CheckedScanHandler& handler) override {
+    if (total_ != 0 || eof_ || failure_ || sink_) return false;
+    sink_ = &handler;
+    return true;
+  }
+
   size_t read(uint8_t* buf, size_t cap) override {
     if (failure_) std::rethrow_exception(failure_);
+    if (sink_failure_) std::rethrow_exception(sink_failure_);
     if (eof_) return 0;
+    size_t n = 0;
     try {
-      size_t n = in_.read(buf, cap);
+      n = in_.read(buf, cap);
       if (n == 0) {
         eof_ = true;
         scanner_.finish();
-        return 0;
+      } else {
+        sha_.update(buf, n);
+        total_ += n;
+        scanner_.feed(buf, n);
       }
-      sha_.update(buf, n);
-      total_ += n;
-      scanner_.feed(buf, n);
-      return n;
     } catch (...) {
       failure_ = std::current_exception();
       throw;
     }
+    // The tee accepted these bytes: now the attached driver's verdict on them, if it failed.
+    if (sink_failure_) std::rethrow_exception(sink_failure_);
+    return n;
   }
 
   // Reads what the driver left, so that the DiffID covers every byte up to end of input.
@@ -254,9 +271,17 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
     if (path.size() > kMaxEntryPath)
       throw Error(Code::Archive, "tar entry name is longer than " + std::to_string(kMaxEntryPath) + " bytes")
           .with_path(path.substr(0, 256));
-    if (!e.has_payload()) return;
-    if (path.empty())
+    if (e.has_payload() && path.empty())
       throw Error(Code::Archive, "a regular-file entry names the layer's root directory").with_path(e.name);
+    // Accepted: the attached driver gets it (before the record takes the path).
+    if (sink_ && !sink_failure_) {
+      try {
+        sink_->on_checked_entry(e, checked);
+      } catch (...) {
+        sink_failure_ = std::current_exception();
+      }
+    }
+    if (!e.has_payload()) return;
     diff_size_ += static_cast<int64_t>(e.real_size);
     if (!rec_) return;
     file_.type = record::Item::Type::File;
@@ -272,11 +297,25 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
     blocks_.start(file_.size);
   }
   void on_payload(const uint8_t* data, size_t len) override {
+    if (sink_ && !sink_failure_) {
+      try {
+        sink_->on_payload(data, len);
+      } catch (...) {
+        sink_failure_ = std::current_exception();
+      }
+    }
     if (!rec_) return;
     xxh_.update(data, len);
     blocks_.update(data, len);  // per-MiB sums: the export checks each block before it goes out
   }
   void on_entry_end() override {
+    if (sink_ && !sink_failure_) {
+      try {
+        sink_->on_entry_end();
+      } catch (...) {
+        sink_failure_ = std::current_exception();
+      }
+    }
     if (!rec_ || file_.type != record::Item::Type::File) return;
     file_.xxh3 = xxh_.digest();
     file_.blocks = blocks_.finish();
@@ -296,7 +335,9 @@ class RegisterTee : public ByteSource, private tar::ScanHandler {
   uint64_t total_ = 0;
   int64_t diff_size_ = 0;
   bool eof_ = false;
-  std::exception_ptr failure_;
+  std::exception_ptr failure_;            // the tee's own verdict (the input, the archive)
+  tar::CheckedScanHandler* sink_ = nullptr;  // the attached driver's handler
+  std::exception_ptr sink_failure_;       // its error, thrown once the tee accepted the bytes
 };
 
 }  // namespace

@@ -471,4 +471,107 @@ TEST(ExactDriverTamper, SwappedStreamsAreCaught) {
   }
 }
 
+// ---- error order: the store's scanner before the dir driver's ------------------------------
+//
+// The dir driver gets the store's parsed and checked entries (lib/tar/scanned.h) instead of
+// scanning the stream again. The error a register reports must stay the one of two scanners
+// run one after the other per read(): the store's verdict on the bytes of a read() first, then
+// the driver's. "a/.wh.b/c" is an entry only the dir driver refuses (Code::Archive, "below a
+// whiteout name").
+
+struct RegisterOutcome {
+  Code code = Code::Ok;
+  std::string message;
+};
+
+RegisterOutcome register_chunked(const std::string& tar, size_t chunk, bool staged) {
+  TempDir dir;
+  StoreOptions o;
+  o.driver_name = "dir";
+  auto s = Store::open(dir.path() + "/store", std::move(o));
+  RegisterOutcome out;
+  try {
+    MemSource src(tar, chunk);
+    if (staged)
+      s->stage(src);
+    else
+      s->register_layer("", src);
+  } catch (const Error& e) {
+    out.code = e.code();
+    out.message = e.what();
+  }
+  EXPECT_EQ(count_entries(dir.path() + "/store/dir"), 0) << "a failed register left storage";
+  EXPECT_TRUE(s->list().empty());
+  return out;
+}
+
+// Offset of the header block of the entry named `name` (a plain ustar name) in tar.
+size_t header_of(const std::string& tar, const std::string& name) {
+  for (size_t off = 0; off + 512 <= tar.size(); off += 512)
+    if (tar.compare(off, name.size() + 1, name + '\0') == 0) return off;
+  ADD_FAILURE() << "no header for " << name;
+  return 0;
+}
+
+class RegisterErrorOrderTest : public ::testing::TestWithParam<bool> {};
+
+// Both errors in the bytes of one read(): the store's (a bad header checksum after the entry
+// the driver refuses) is reported, as when the store scanned the whole read() first.
+TEST_P(RegisterErrorOrderTest, StoreErrorLaterInTheSameReadComesFirst) {
+  std::string tar = make_tar({{TarItem::File, "a/.wh.b/c", "x"}, {TarItem::File, "z", "y"}});
+  tar[header_of(tar, "z") + 148] ^= 0x11;  // header checksum
+  auto r = register_chunked(tar, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("checksum"), std::string::npos) << r.message;
+  EXPECT_EQ(r.message.find("whiteout"), std::string::npos) << r.message;
+}
+
+TEST_P(RegisterErrorOrderTest, StoreUnsafeLaterInTheSameReadComesFirst) {
+  std::string tar = make_tar({{TarItem::File, "a/.wh.b/c", "x"}, {TarItem::File, "../evil", "y"}});
+  auto r = register_chunked(tar, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Unsafe) << r.message;
+}
+
+// The store's error in a later read(): the driver already refused an earlier one's bytes.
+TEST_P(RegisterErrorOrderTest, DriverErrorInAnEarlierReadComesFirst) {
+  std::string tar = make_tar({{TarItem::File, "a/.wh.b/c", "x"},
+                              {TarItem::File, "pad", std::string(20000, 'p')},
+                              {TarItem::File, "z", "y"}});
+  const size_t z = header_of(tar, "z");
+  ASSERT_GT(z, 4096u * 2);
+  tar[z + 148] ^= 0x11;
+  auto r = register_chunked(tar, 4096, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("whiteout"), std::string::npos) << r.message;
+}
+
+// A stream cut short in the read() where the driver refuses an entry: the store sees the end
+// only on the next read(), which the driver no longer makes, so the driver's error is reported.
+TEST_P(RegisterErrorOrderTest, DriverErrorBeforeTheEndOfATruncatedStream) {
+  std::string tar = make_tar({{TarItem::File, "a/.wh.b/c", "x"}, {TarItem::File, "z", std::string(3000, 'z')}});
+  tar.resize(header_of(tar, "z") + 512 + 1000);
+  auto r = register_chunked(tar, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("whiteout"), std::string::npos) << r.message;
+  // The truncation alone is the store's error.
+  std::string cut = make_tar({{TarItem::File, "z", std::string(3000, 'z')}});
+  cut.resize(512 + 1000);
+  r = register_chunked(cut, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("input ends"), std::string::npos) << r.message;
+}
+
+// A header-only entry last in a stream without an end-of-archive marker is reported by the
+// scanner's finish (end of input): the driver's verdict on it still comes out.
+TEST_P(RegisterErrorOrderTest, DriverErrorOnTheLastEntryReportedAtTheEnd) {
+  std::string tar = make_tar({{TarItem::File, "ok", "1"}, {TarItem::Dir, "a/.wh.b/d", ""}});
+  tar.resize(header_of(tar, "a/.wh.b/d/") + 512);  // no end-of-archive blocks
+  auto r = register_chunked(tar, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("whiteout"), std::string::npos) << r.message;
+}
+
+INSTANTIATE_TEST_SUITE_P(RegisterOrStage, RegisterErrorOrderTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "stage" : "register"; });
+
 }  // namespace

@@ -69,6 +69,7 @@
 #include "drivers/dir/dir_overlay.h"
 #include "drivers/dir/dir_internal.h"
 #include "tar/path.h"
+#include "tar/scanned.h"
 #include "tar/scanner.h"
 
 namespace rolayer::dirdrv {
@@ -187,7 +188,7 @@ struct LowerHit {
   struct stat st {};
 };
 
-class Applier final : public tar::ScanHandler {
+class Applier final : public tar::ScanHandler, public tar::CheckedScanHandler {
  public:
   Applier(const LayerPaths& layer, const std::vector<LayerPaths>& lowers)
       : layer_(layer), lowers_(lowers), owner_(::geteuid() == 0), euid_(::geteuid()) {}
@@ -201,7 +202,10 @@ class Applier final : public tar::ScanHandler {
   void fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared);
 
   void on_raw(const uint8_t*, size_t) override {}
+  // Its own scan: the entry checked here, then on_checked_entry.
   void on_entry(const tar::Entry& e) override;
+  // An entry the store's register tee scanned and checked (lib/tar/scanned.h), or on_entry's.
+  void on_checked_entry(const tar::Entry& e, const tar::SafetyChecker::Checked& checked) override;
   void on_payload(const uint8_t* data, size_t len) override;
   void on_entry_end() override { finish_current(); }
 
@@ -1036,9 +1040,12 @@ void Applier::apply_other(const std::string& path, const tar::Entry& e) {
 }
 
 void Applier::on_entry(const tar::Entry& e) {
+  on_checked_entry(e, checker_.check_entry(e));  // Code::Unsafe on escapes
+}
+
+void Applier::on_checked_entry(const tar::Entry& e, const tar::SafetyChecker::Checked& checked) {
   finish_current();
   flush_retired();
-  tar::SafetyChecker::Checked checked = checker_.check_entry(e);  // Code::Unsafe on escapes
   const std::string& path = checked.path;
   if (!owner_)
     for (const auto& x : e.xattrs)
@@ -1180,13 +1187,20 @@ int64_t Applier::run(ByteSource& src) {
 
   {
     std::vector<uint8_t> buf(size_t(1) << 20);
-    tar::Scanner scanner(*this);
-    for (;;) {
-      size_t n = src.read(buf.data(), buf.size());
-      if (n == 0) break;
-      scanner.feed(buf.data(), n);
+    // Under the store's register tee the entries come already scanned and checked, once.
+    auto* scanned = dynamic_cast<tar::ScannedSource*>(&src);
+    if (scanned && scanned->attach(*this)) {
+      while (src.read(buf.data(), buf.size()) != 0) {
+      }
+    } else {
+      tar::Scanner scanner(*this);
+      for (;;) {
+        size_t n = src.read(buf.data(), buf.size());
+        if (n == 0) break;
+        scanner.feed(buf.data(), n);
+      }
+      scanner.finish();
     }
-    scanner.finish();
   }
   finish_current();
   retire_deep();
