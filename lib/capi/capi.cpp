@@ -480,7 +480,7 @@ ROLAYER_API int rolayer_layer_metadata(rolayer_string_list** out, const rolayer_
 ROLAYER_API int rolayer_layer_verify(rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     auto& ref = layer_of(l);
-    auto s = rolayer::Store::tar_stream(ref);
+    auto s = rolayer::Store::verify_stream(ref);  // the tree as mounts see it, any pack checked against it
     std::vector<uint8_t> buf(1 << 20);
     while (s->read(buf.data(), buf.size()) > 0) {
     }

@@ -66,6 +66,7 @@
 #include "core/error.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_overlay.h"
+#include "drivers/dir/dir_pack.h"
 #include "drivers/dir/dir_internal.h"
 #include "tar/path.h"
 #include "tar/scanner.h"
@@ -194,11 +195,16 @@ class Applier final : public tar::ScanHandler {
   int64_t run(ByteSource& src);
   // Staged apply (no parent known yet): what would read a lower layer sets *needs instead.
   void set_staged(bool* needs) { staged_needs_ = needs; }
+  // Also writes the payload pack (dir_pack.h) of the regular files of 1 to max bytes.
+  void set_pack(uint64_t max) { pack_max_ = max; }
 
   void on_raw(const uint8_t*, size_t) override {}
   void on_entry(const tar::Entry& e) override;
   void on_payload(const uint8_t* data, size_t len) override;
-  void on_entry_end() override { finish_current(); }
+  void on_entry_end() override {
+    finish_current();
+    if (pack_) pack_->end();
+  }
 
  private:
   // --- payload bookkeeping ---
@@ -290,6 +296,9 @@ class Applier final : public tar::ScanHandler {
   const LayerPaths& layer_;
   const std::vector<LayerPaths>& lowers_;
   bool* staged_needs_ = nullptr;  // staged apply: set when the result depends on a parent
+  uint64_t pack_max_ = 0;           // > 0: write the payload pack
+  std::unique_ptr<PackWriter> pack_;
+  uint64_t payload_ordinal_ = 0;    // payload entries so far (the pack's ordinals)
   bool owner_;
   uid_t euid_;
   Fd diff_fd_, meta_fd_, reloc_fd_;
@@ -488,6 +497,7 @@ void Applier::finish_current() {
 void Applier::on_payload(const uint8_t* data, size_t len) {
   if (len == 0) return;
   if (!cur_.active) throw Error(Code::Archive, "payload bytes outside a file entry");
+  if (pack_) pack_->add(data, len);
   while (len > 0) {
     uint64_t offset;
     size_t n;
@@ -1017,6 +1027,9 @@ void Applier::on_entry(const tar::Entry& e) {
             .with_path(path);
   const bool payload = e.has_payload();
   if (payload) {
+    // Counted for every payload entry, as the export's payload session counts its opens.
+    ++payload_ordinal_;
+    if (pack_) pack_->begin(payload_ordinal_, e.kind == tar::EntryKind::Regular, e.payload_size);
     bytes_ += static_cast<int64_t>(e.real_size);
     if (e.kind == tar::EntryKind::Sparse) {
       for (auto& f : e.sparse)
@@ -1140,6 +1153,7 @@ int64_t Applier::run(ByteSource& src) {
     throw sys_error("cannot create", layer_.meta + "/" + kRelocDir, errno);
   reloc_fd_ = Fd(::openat(meta_fd_.get(), kRelocDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!reloc_fd_.valid()) throw sys_error("cannot open", layer_.meta + "/" + kRelocDir, errno);
+  if (pack_max_ > 0) pack_ = std::make_unique<PackWriter>(layer_, meta_fd_.get(), pack_max_);
 
   {
     std::vector<uint8_t> buf(size_t(1) << 20);
@@ -1152,6 +1166,7 @@ int64_t Applier::run(ByteSource& src) {
     scanner.finish();
   }
   finish_current();
+  if (pack_) pack_->finish();  // before the syncfs below, which makes it durable with the tree
   retire_deep();
   while (!parents_.empty()) retire_parent();
   flush_retired();
@@ -1175,16 +1190,19 @@ int64_t Applier::run(ByteSource& src) {
 
 }  // namespace
 
-int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar) {
+int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar,
+                    uint64_t pack_max) {
   Applier a(layer, lowers);
+  a.set_pack(pack_max);
   return a.run(tar);
 }
 
-int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent) {
+int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent, uint64_t pack_max) {
   static const std::vector<LayerPaths> kNoLowers;
   *needs_parent = false;
   Applier a(layer, kNoLowers);
   a.set_staged(needs_parent);
+  a.set_pack(pack_max);
   return a.run(tar);
 }
 

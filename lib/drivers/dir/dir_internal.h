@@ -99,12 +99,15 @@ struct LayerCuts {
 };
 
 // apply_diff's body (dir_apply.cpp). lowers: parent first, down to the base layer.
-int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar);
+// pack_max > 0: the payloads of regular files of 1 to pack_max bytes are also written to the
+// layer's payload pack (dir_pack.h).
+int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar,
+                    uint64_t pack_max = 0);
 // As apply_layer for a layer whose parent is not known yet (staging, lib/store): no lower layer
 // is read. *needs_parent is set when the result would differ on a parent (a hard link whose
 // target is not in the layer, a missing parent directory that a lower layer could provide);
 // such a layer is applied again on its parent at commit.
-int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent);
+int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent, uint64_t pack_max = 0);
 
 // diff's body (dir_export.cpp). range: top layer first; emit_whiteouts false for a whole
 // flattened chain.
