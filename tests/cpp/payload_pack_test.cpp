@@ -280,7 +280,10 @@ TEST_F(PackTest, SettingKeptAcrossOpensAndTurnedOff) {
 }
 
 TEST_F(PackTest, StagedRegistersWriteTheSamePackAsSerialOnes) {
-  std::vector<std::string> tars = {gen_layer(10, 200), gen_layer(11, 200), gen_layer(12, 200)};
+  // The last one needs its parent (a folder only a lower layer declares): applied again at commit.
+  std::vector<std::string> tars = {gen_layer(10, 200), gen_layer(11, 200), gen_layer(12, 200),
+                                   make_tar({{TarItem::File, "app/node_modules/p1/new.js", "needs the parent's folders"},
+                                             {TarItem::File, "app/node_modules/p2/big.js", std::string(70000, 'q')}})};
   std::vector<std::string> serial_packs, serial_idx;
   TempDir other;
   {
@@ -308,6 +311,8 @@ TEST_F(PackTest, StagedRegistersWriteTheSamePackAsSerialOnes) {
       staged[i] = s->stage(src);
     });
   for (auto& t : threads) t.join();
+  EXPECT_FALSE(staged[0]->deferred());
+  EXPECT_TRUE(staged[3]->deferred());
   std::string parent;
   for (size_t i = 0; i < tars.size(); ++i) {
     auto r = s->commit_staged(*staged[i], parent);
