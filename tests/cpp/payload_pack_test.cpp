@@ -178,6 +178,25 @@ TEST_F(PackTest, RoundTripByteExact) {
   EXPECT_FALSE(exists(m));
 }
 
+// More records than one 64 KiB read of the index holds (2,730), and a pack longer than the
+// reader's 1 MiB window: the reader's buffers refill at record and window boundaries.
+TEST_F(PackTest, ManyTinyPayloadsRoundTrip) {
+  std::vector<TarItem> items;
+  items.push_back({TarItem::Dir, "t", "", 0755});
+  for (int i = 0; i < 6000; ++i) items.push_back({TarItem::File, "t/" + std::to_string(i), std::string(1 + i % 700, char('a' + i % 26))});
+  const std::string tar = make_tar(items);
+  auto s = open_store(1024);
+  auto r = add(*s, tar);
+  std::string idx = slurp(meta(*r) + "/pack-index");
+  EXPECT_EQ(get_u64(idx, 24), 6000u);
+  EXPECT_GT(get_u64(idx, 32), uint64_t(1) << 20);
+  Outcome2 e = do_export(*r);
+  ASSERT_EQ(e.code, Code::Ok) << e.message;
+  EXPECT_TRUE(e.data == tar);
+  Outcome2 v = do_verify(*r);
+  ASSERT_EQ(v.code, Code::Ok) << v.message;
+}
+
 TEST_F(PackTest, CorpusRoundTrips) {
   auto corpus = load_corpus();
   if (corpus.empty()) GTEST_SKIP() << "the corpus (" << corpus_dir() << ") is not there";

@@ -203,7 +203,8 @@ std::shared_ptr<PackReader> PackReader::open(const LayerPaths& layer, int meta_f
 bool PackReader::load_next() {
   if (loaded_ == count_) return false;
   if (ipos_ == ilen_) {
-    if (ibuf_.empty()) ibuf_.resize(kIndexBuf);
+    // Whole records only: the buffer is a multiple of the record size.
+    if (ibuf_.empty()) ibuf_.resize(kIndexBuf / kPackRecordSize * kPackRecordSize);
     const uint64_t left = (count_ - loaded_) * kPackRecordSize;
     const size_t want = static_cast<size_t>(std::min<uint64_t>(left, ibuf_.size()));
     size_t got = 0;
