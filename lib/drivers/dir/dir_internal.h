@@ -13,6 +13,8 @@
 //   <id>/meta/reloc/       relocated payloads (earlier duplicates, files displaced by a later
 //                          entry, payloads of whiteout and AUFS metadata entries)
 //   <id>/meta/applied      commit marker written last by apply_diff: magic, byte count
+//   <id>/meta/pack, pack-index  the payload pack (opt-in; dir_pack.h): small regular payloads
+//                          again, back to back in stream order, for exports
 //   .tmp-<random>/         a layer being created (renamed to <id> when complete)
 //   .removing-<random>/    a layer being removed (renamed away from <id> first)
 // init() deletes .tmp-* and .removing-* leftovers. whiteouts/opaque/payloads exist only when
