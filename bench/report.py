@@ -88,6 +88,8 @@ OPS = [
     ("rolayer-register", "librolayer register (dir driver, rolayer_register_fd)"),
     ("rolayer-register-nosync", "librolayer register, fsync/syncfs made no-ops (diagnostic)"),
     ("rolayer-export", "librolayer export (rolayer_tar_stream_read, verified)"),
+    ("rolayer-register-pack", "librolayer register, payload pack on (run.sh --pack)"),
+    ("rolayer-export-pack", "librolayer export from the packed store (run.sh --pack)"),
     ("moby-register", "Docker engine layer.Store.Register (vfs)"),
     ("moby-export", "Docker engine Layer.TarStream -> io.Discard (vfs)"),
     ("tar-split", "tar-split alone (asm + gzip JSON packer)"),

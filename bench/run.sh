@@ -38,6 +38,9 @@
 #                  MiB; tiny: >= 200,000 entries of 0-512-byte files
 #   --moby-skip LIST  profiles on which the Docker engine rows are skipped, e.g. "tiny" (its
 #                  Register of 240,000 entries takes minutes per round)
+#   --pack SIZE    also register into a store with the dir driver's payload pack of SIZE bytes
+#                  (rolayer_store_options.payload_pack_max, e.g. 32768) and export from it: rows
+#                  rolayer-register-pack and rolayer-export-pack
 #
 # Needs root (the vfs driver, tar -x restoring owners and capabilities, mounting), cmake,
 # ninja or make, a C/C++ compiler, go (the baseline), python3 (the report), GNU tar, OpenSSL.
@@ -52,7 +55,7 @@ src=$(cd "$here/.." && pwd)
 
 quick=0 dir="" fsmode=loop build="${TMPDIR:-/tmp}/rolayer-bench-build" seed=1 reps=3 layers=""
 nice_level=-10 moby=1 openbench=1 micro=0 diagnose=0 keep=0 report=""
-profiles_opt="" moby_skip=""
+profiles_opt="" moby_skip="" pack=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -71,6 +74,7 @@ while [ $# -gt 0 ]; do
     --report) report=$2; shift ;;
     --profiles) profiles_opt=$2; shift ;;
     --moby-skip) moby_skip=$2; shift ;;
+    --pack) pack=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -259,6 +263,14 @@ for p in $profiles; do
       fi
     fi
     rm -rf "$st"
+    if [ -n "$pack" ]; then
+      # The same into a store with the payload pack (small payloads also in one file per layer).
+      if timed "$p" rolayer-register-pack "$r" -- env ROLAYER_BENCH_PACK="$pack" "$RB" register "$st" "$tarf"; then
+        chain=$(field "$work/o.json" chain_id)
+        timed "$p" rolayer-export-pack "$r" -- "$RB" export "$st" "$chain" || true
+      fi
+      rm -rf "$st"
+    fi
     if [ "$diagnose" = 1 ]; then
       timed "$p" rolayer-register-nosync "$r" -- env LD_PRELOAD="$build/bench/rolayer-bench-nosync.so" \
         "$RB" register "$st" "$tarf" || true

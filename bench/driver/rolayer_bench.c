@@ -67,9 +67,15 @@ static void self_usage(char *buf, size_t cap) {
 static rolayer_store *open_store(const char *root) {
   rolayer_store *store = NULL;
   rolayer_error *err = NULL;
-  /* ROLAYER_BENCH_DRIVER picks another built-in driver (e.g. "exact"); default "dir". */
+  /* ROLAYER_BENCH_DRIVER picks another built-in driver (e.g. "exact"); default "dir".
+   * ROLAYER_BENCH_PACK=BYTES sets the store's payload pack (rolayer_store_options.payload_pack_max;
+   * -1 turns it off; unset = the store's setting). */
   const char *driver = getenv("ROLAYER_BENCH_DRIVER");
-  int rc = rolayer_store_open(&store, root, driver && *driver ? driver : "dir", &err);
+  const char *pack = getenv("ROLAYER_BENCH_PACK");
+  rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
+  o.driver = driver && *driver ? driver : "dir";
+  o.payload_pack_max = pack && *pack ? strtoll(pack, NULL, 10) : 0;
+  int rc = rolayer_store_open_ext(&store, root, &o, &err);
   if (rc != 0) die_err("open store", rc, err);
   return store;
 }

@@ -36,11 +36,19 @@ typedef struct rolayer_store_options {
   /* Version 2: */
   int read_only;                 /**< non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
                                       and errno EROFS. A store on a read-only file system is opened this way anyway. */
+  /* Version 3: */
+  int64_t payload_pack_max;      /**< the "dir" driver's payload pack (docs/store.md): > 0 = layers registered from
+                                      now on also keep the payloads of their regular files of 1 to this many bytes
+                                      (at most 16 MiB) in one pack file, which exports read instead of one file per
+                                      payload; < 0 = no pack for new layers; 0 = the store's setting as it is. A
+                                      change is kept in the store (later opens, other processes use it); layers
+                                      keep what they were registered with. Other drivers ignore it. Above 16 MiB:
+                                      ROLAYER_EINVAL; a change on a read-only open: ROLAYER_EIO (errno EROFS). */
 } rolayer_store_options;
 /** The rolayer_store_options version this header describes. */
-#define ROLAYER_STORE_OPTIONS_VERSION 2
+#define ROLAYER_STORE_OPTIONS_VERSION 3
 /** Initialiser for rolayer_store_options: current version, defaults everywhere. */
-#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0}
+#define ROLAYER_STORE_OPTIONS_INIT {ROLAYER_STORE_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0}
 
 /**
  * Open (creating it if needed) the store rooted at directory root with the built-in driver
@@ -90,6 +98,12 @@ ROLAYER_API void rolayer_store_free(rolayer_store *store);
 ROLAYER_API const char *rolayer_store_root(const rolayer_store *store);
 /** The driver's name (borrowed from the store; NULL for NULL). Cannot fail; any thread. */
 ROLAYER_API const char *rolayer_store_driver(const rolayer_store *store);
+/**
+ * The store's payload-pack threshold in bytes as this open applies new layers with it
+ * (rolayer_store_options.payload_pack_max; 0 = no pack, and for NULL).
+ * Cannot fail; any thread.
+ */
+ROLAYER_API int64_t rolayer_store_payload_pack_max(const rolayer_store *store);
 
 /**
  * Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT; the struct only grows

@@ -228,6 +228,7 @@ ROLAYER_API int rolayer_store_open_ext(rolayer_store** out, const char* root, co
       so.driver_name = opt_str(opts->driver);
       so.busy_timeout_ms = opts->busy_timeout_ms;
       if (opts->version >= 2) so.read_only = opts->read_only != 0;
+      if (opts->version >= 3) so.payload_pack_max = opts->payload_pack_max;
       if (ops) {
         so.driver = make_user_driver(ops, opts->driver_user_data);
         destroy_owed = false;  // the driver object calls destroy when it goes, open or not
@@ -251,6 +252,9 @@ ROLAYER_API const char* rolayer_store_root(const rolayer_store* s) {
 }
 ROLAYER_API const char* rolayer_store_driver(const rolayer_store* s) {
   return s && s->magic == kStoreMagic ? s->driver_name.c_str() : nullptr;
+}
+ROLAYER_API int64_t rolayer_store_payload_pack_max(const rolayer_store* s) {
+  return s && s->magic == kStoreMagic ? s->store->payload_pack_max() : 0;
 }
 
 ROLAYER_API int rolayer_register(rolayer_layer** out, rolayer_store* store, const char* parent, rolayer_read_fn read,
@@ -480,7 +484,7 @@ ROLAYER_API int rolayer_layer_metadata(rolayer_string_list** out, const rolayer_
 ROLAYER_API int rolayer_layer_verify(rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     auto& ref = layer_of(l);
-    auto s = rolayer::Store::tar_stream(ref);
+    auto s = rolayer::Store::verify_stream(ref);  // the tree as mounts see it, any pack checked against it
     std::vector<uint8_t> buf(1 << 20);
     while (s->read(buf.data(), buf.size()) > 0) {
     }

@@ -24,6 +24,8 @@ class PayloadSession {
   // The payload of the next regular/sparse entry of the stream, by cleaned relative path.
   // Called once per such entry, in stream order (so duplicate paths can be told apart).
   virtual std::unique_ptr<PayloadFile> open(const std::string& path) = 0;
+  // The stream ended (every payload was opened): a driver may check what it read ahead.
+  virtual void finish() {}
 };
 
 class Driver {
@@ -58,6 +60,14 @@ class Driver {
   virtual std::unique_ptr<ByteSource> diff(const std::string& id, const std::string& ancestor) = 0;
   // Payload access for stream reassembly (drivers without exact_diffs).
   virtual std::unique_ptr<PayloadSession> payloads(const std::string& id) = 0;
+  // As payloads(), for a verification: the payloads as mounts see them (a driver that keeps a
+  // second copy for exports, the dir driver's payload pack, reads the files and checks the copy
+  // against them).
+  virtual std::unique_ptr<PayloadSession> verify_payloads(const std::string& id) { return payloads(id); }
+  // The store's payload-pack setting (rolayer_store_options.payload_pack_max): layers applied
+  // from now on keep a pack of their regular files' payloads of 1 to max_bytes bytes (0 = none).
+  // Drivers without a pack ignore it. Called after open_store, before any apply.
+  virtual void set_payload_pack(uint64_t max_bytes) { (void)max_bytes; }
   // Key/value metadata of layer id.
   virtual std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) = 0;
 

@@ -30,6 +30,7 @@ struct StoreState {
   std::string session;
   int64_t slot = 0;
   bool read_only = false;   // no write to the store's layers (option, or a read-only file system)
+  int64_t payload_pack_max = 0;  // the payload-pack threshold this open applies layers with (0 = off)
   bool fs_read_only = false;
   int busy_ms = 5000;
   std::shared_ptr<Driver> driver;
@@ -82,8 +83,9 @@ struct StoreState {
 };
 
 // lib/store/stream.cpp
+// verify: the payloads as mounts see them (Driver::verify_payloads), for a verification.
 std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st,
-                                                 std::unique_ptr<LayerRef> keep);
+                                                 std::unique_ptr<LayerRef> keep, bool verify = false);
 // A staged layer's stream rebuilt from its record (a temporary file, read from offset 0) and
 // the driver's payloads of cache_id, each payload checked against the record; the caller
 // checks the DiffID (Store::commit_staged applies it again on the parent, which hashes it).

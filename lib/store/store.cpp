@@ -671,6 +671,43 @@ LayerRef::~LayerRef() {
 
 // ---- Store --------------------------------------------------------------------------------
 
+namespace {
+
+// The payload-pack setting (meta key 'payload_pack_max', decimal bytes; absent = 0 = off):
+// `requested` > 0 sets it, < 0 turns it off, 0 keeps it. The driver applies new layers with it.
+void apply_pack_setting(StoreState& st, sql::Db& db, int64_t requested) {
+  constexpr int64_t kMax = int64_t(16) << 20;
+  if (requested > kMax)
+    throw Error(Code::Inval, "payload_pack_max " + std::to_string(requested) + " is above the maximum of " +
+                                 std::to_string(kMax) + " bytes");
+  int64_t have = 0;
+  auto read = [&] {
+    sql::Stmt get(db, "SELECT value FROM meta WHERE key = 'payload_pack_max'");
+    if (!get.step()) return int64_t(0);
+    const std::string v = get.text(0);
+    char* end = nullptr;
+    errno = 0;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || errno || x < 0 || x > kMax)
+      throw Error(Code::Corrupt, "invalid payload_pack_max in the store's metadata: '" + v + "'");
+    return static_cast<int64_t>(x);
+  };
+  have = read();
+  const int64_t want = requested > 0 ? requested : requested < 0 ? 0 : have;
+  if (want != have) {
+    if (st.read_only)
+      throw Error(Code::Io, "cannot change the payload pack setting of a store opened read-only").with_errno(EROFS);
+    sql::Transaction tx(db);
+    sql::Stmt(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('payload_pack_max', ?)")
+        .bind(1, std::to_string(want)).run();
+    tx.commit();
+  }
+  if (want > 0) st.driver->set_payload_pack(static_cast<uint64_t>(want));
+  st.payload_pack_max = want;
+}
+
+}  // namespace
+
 std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts) {
   if (root_in.empty()) throw Error(Code::Inval, "the store root must not be empty");
   auto st = std::make_shared<StoreState>();
@@ -903,6 +940,7 @@ std::unique_ptr<Store> Store::open(const std::string& root_in, StoreOptions opts
   // Alone: the driver may clean up its own leftovers (Driver::open_store: init() or
   // init_shared(), without listing every layer when the driver can avoid it).
   st->driver->open_store(root, exclusive && !st->read_only);
+  apply_pack_setting(*st, db, opts.payload_pack_max);
   if (!st->read_only) {
     std::vector<std::string> doomed;
     {
@@ -948,6 +986,7 @@ Store::~Store() {
 const std::string& Store::root() const { return st_->root; }
 std::string Store::driver_name() const { return st_->driver->name(); }
 bool Store::read_only() const { return st_->read_only; }
+int64_t Store::payload_pack_max() const { return st_->payload_pack_max; }
 
 // The parent a new layer goes on, held by a temporary handle for the duration of a register or
 // a commit and dropped without deletion; "" is no parent. Throws NotFound for an unknown parent
@@ -1466,6 +1505,18 @@ std::unique_ptr<ByteSource> Store::tar_stream(const LayerRef& ref) {
     keep = st->new_ref(st, ref.node_);
   }
   return make_verified_stream(st, std::move(keep));
+}
+
+std::unique_ptr<ByteSource> Store::verify_stream(const LayerRef& ref) {
+  auto& st = ref.st_;
+  std::unique_ptr<LayerRef> keep;
+  {
+    std::lock_guard<std::mutex> g(st->mu);
+    st->check_open();
+    if (ref.released()) throw Error(Code::NotRetained, "layer not retained: " + ref.node().chain_id.str());
+    keep = st->new_ref(st, ref.node_);
+  }
+  return make_verified_stream(st, std::move(keep), true);
 }
 
 std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const std::string& ancestor) {

@@ -109,6 +109,10 @@ struct StoreOptions {
   std::unique_ptr<Driver> driver;   // a driver instance (e.g. a caller's C driver)
   int busy_timeout_ms = 5000;       // wait for another process's lock; < 0: fail at once
   bool read_only = false;           // list/inspect/export/verify only; writes fail (EIO, errno EROFS)
+  // The payload pack (docs/store.md): > 0 = layers registered from now on keep a pack of their
+  // regular payloads of 1 to this many bytes (at most 16 MiB); < 0 = no pack for new layers;
+  // 0 = the store's setting as it is. A change is kept in the store's metadata for later opens.
+  int64_t payload_pack_max = 0;
 };
 
 class Store {
@@ -160,12 +164,17 @@ class Store {
   // layer without a persistent reference, a child or a live hold. Returns what was removed.
   std::vector<Removed> gc();
   bool read_only() const;
+  // The store's payload-pack threshold in bytes (0 = off), as this open uses it.
+  int64_t payload_pack_max() const;
 
   // These work through the reference's own store (they fail cleanly once it is closed).
   static int64_t size(const LayerRef& ref);  // DiffSize over the chain
   static std::vector<std::pair<std::string, std::string>> metadata(const LayerRef& ref);
   // The verified stream (keeps its own reference to the layer).
   static std::unique_ptr<ByteSource> tar_stream(const LayerRef& ref);
+  // The same stream for a verification: payloads read as mounts see them (a driver's second copy
+  // for exports, the dir driver's payload pack, is checked against them).
+  static std::unique_ptr<ByteSource> verify_stream(const LayerRef& ref);
   // The diff against ancestor ("" = flattened chain), verified: the registered stream when
   // ancestor is the parent (or "" for a base layer), else built from the verified registered
   // streams of the layers above ancestor (lib/store/flatten.h).

@@ -96,11 +96,12 @@ class ChunkSource : public ByteSource {
 // filled it. One read of the bytes from the page cache, no copy for the hash.
 class Assembler : public ByteSource {
  public:
-  Assembler(std::shared_ptr<StoreState> st, const LayerNode& node, OffloadHasher& sha)
+  // verify: the driver's payloads for a verification (Driver::verify_payloads).
+  Assembler(std::shared_ptr<StoreState> st, const LayerNode& node, OffloadHasher& sha, bool verify = false)
       : chunks_(st, node.chain_id.str()),
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
-        session_(st->driver->payloads(node.cache_id)),
+        session_(verify ? st->driver->verify_payloads(node.cache_id) : st->driver->payloads(node.cache_id)),
         sha_(&sha) {}
   // A staged layer (Store::stage): its record in a temporary file, its payloads in cache_id.
   // Its output is not hashed here: the commit that reads it registers it, which hashes it.
@@ -143,6 +144,7 @@ class Assembler : public ByteSource {
       if (done_) break;
       if (!reader_.next(item_)) {
         if (check_) check_->finish();
+        session_->finish();
         done_ = true;
         break;
       }
@@ -440,8 +442,8 @@ class BlockCheckedSource : public ByteSource {
 
 class VerifiedStream : public ByteSource {
  public:
-  VerifiedStream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep)
-      : st_(std::move(st)), keep_(std::move(keep)) {}
+  VerifiedStream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep, bool verify)
+      : st_(std::move(st)), keep_(std::move(keep)), verify_(verify) {}
 
   size_t read(uint8_t* buf, size_t cap) override {
     if (failure_) std::rethrow_exception(failure_);
@@ -486,7 +488,7 @@ class VerifiedStream : public ByteSource {
   void open_inner() {
     const auto& node = keep_->node();
     if (node.has_record) {
-      inner_ = std::make_unique<Assembler>(st_, node, inline_sha_);
+      inner_ = std::make_unique<Assembler>(st_, node, inline_sha_, verify_);
       self_hashed_ = true;
     } else {
       inner_ = st_->driver->diff(node.cache_id, node.parent ? node.parent->cache_id : std::string());
@@ -498,6 +500,7 @@ class VerifiedStream : public ByteSource {
 
   std::shared_ptr<StoreState> st_;
   std::unique_ptr<LayerRef> keep_;
+  bool verify_;
   std::unique_ptr<ByteSource> inner_;
   PipelinedHasher sha_;  // SHA-256 of a driver's diff on a worker thread (our copy of the bytes only)
   OffloadHasher inline_sha_;  // SHA-256 of an assembled stream, lent by the Assembler in place
@@ -509,8 +512,9 @@ class VerifiedStream : public ByteSource {
 
 }  // namespace
 
-std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep) {
-  return std::make_unique<VerifiedStream>(std::move(st), std::move(keep));
+std::unique_ptr<ByteSource> make_verified_stream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep,
+                                                 bool verify) {
+  return std::make_unique<VerifiedStream>(std::move(st), std::move(keep), verify);
 }
 
 std::unique_ptr<ByteSource> make_staged_stream(const std::shared_ptr<StoreState>& st, int record_fd,

@@ -17,7 +17,7 @@ bool is_global(const std::string& name, char short_name, bool* takes_value, std:
     bool v;
   };
   static const G globals[] = {{"store", 0, true}, {"driver", 0, true}, {"wait", 0, true}, {"quiet", 'q', false},
-                                {"max-uncompressed", 0, true}, {"max-ratio", 0, true}};
+                                {"max-uncompressed", 0, true}, {"max-ratio", 0, true}, {"pack-small", 0, true}};
   for (const auto& x : globals) {
     if ((!name.empty() && name == x.name) || (short_name && short_name == x.s)) {
       *takes_value = x.v;
@@ -50,6 +50,15 @@ bool apply_global(Globals& g, const std::string& name, const std::string& value)
     decompression_limits().max_bytes = parse_size_limit("--max-uncompressed", value);
   } else if (name == "max-ratio") {
     decompression_limits().max_ratio = parse_size_limit("--max-ratio", value);
+  } else if (name == "pack-small") {
+    // The store's payload-pack setting (rolayer_store_options.payload_pack_max): kept in the store.
+    if (value == "off" || value == "0") {
+      g.pack_small = -1;
+    } else {
+      uint64_t v = parse_size_limit("--pack-small", value);
+      if (v > (16ull << 20)) usage_error("--pack-small takes at most 16M, not \"" + value + "\"");
+      g.pack_small = static_cast<int64_t>(v);
+    }
   } else {
     return false;
   }

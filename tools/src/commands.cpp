@@ -637,23 +637,10 @@ int cmd_verify(Globals& g, const Args& args) {
     }
     Err err;
     int rc;
-    if (prog.enabled()) {
-      // On a terminal: read the verified stream here, to show its progress. This is exactly
-      // what rolayer_layer_verify does (read the whole verified stream and discard it).
-      rolayer_tar_stream* s = nullptr;
-      rc = rolayer_tar_stream_open(&s, layer.get(), err.out());
-      StreamPtr stream(s);
-      std::vector<unsigned char> buf(1 << 20);
-      while (rc == ROLAYER_OK) {
-        if (interrupted()) break;
-        size_t n = 0;
-        rc = rolayer_tar_stream_read(s, buf.data(), buf.size(), &n, err.out());
-        if (rc != ROLAYER_OK || n == 0) break;
-        prog.add(n);
-      }
-    } else {
-      rc = rolayer_layer_verify(layer.get(), err.out());
-    }
+    // rolayer_layer_verify, not a tar stream: it reads the files as mounts see them, and checks
+    // a layer's payload pack (which a tar stream reads instead) against them. The progress bar
+    // moves layer by layer.
+    rc = rolayer_layer_verify(layer.get(), err.out());
     o.rc = rc;
     o.diff_id = rolayer_layer_diff_id(layer.get());
     if (rc != ROLAYER_OK) {
@@ -715,7 +702,7 @@ int cmd_verify(Globals& g, const Args& args) {
     }
     const int rc = o.rc;
     done += std::max<int64_t>(0, t.size);
-    if (!prog.enabled()) prog.set_done(done);
+    prog.set_done(done);
     const std::string& diff_id = o.diff_id;
     json r;
     json_text(r, "chain_id", t.id);

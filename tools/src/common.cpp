@@ -124,6 +124,7 @@ StorePtr open_store(const Globals& g) {
   rolayer_store_options opts = ROLAYER_STORE_OPTIONS_INIT;
   opts.driver = driver.empty() ? nullptr : driver.c_str();
   opts.busy_timeout_ms = g.busy_timeout_ms;
+  opts.payload_pack_max = g.pack_small;
   rolayer_store* s = nullptr;
   Err err;
   int rc = rolayer_store_open_ext(&s, root.c_str(), &opts, err.out());

@@ -90,6 +90,7 @@ struct Globals {
   int busy_timeout_ms = 0;  // --wait SECONDS: 0 = library default (5 s), <0 = fail at once
   bool wait_given = false;
   bool quiet = false;       // --quiet: no progress output
+  int64_t pack_small = 0;   // --pack-small SIZE|off: the store's payload pack (> 0 on, < 0 off, 0 as it is)
 };
 
 // The store directory: --store, else $ROLAYER_ROOT, else $XDG_DATA_HOME/rolayer, else

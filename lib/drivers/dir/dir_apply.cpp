@@ -67,6 +67,7 @@
 #include "core/fault.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_overlay.h"
+#include "drivers/dir/dir_pack.h"
 #include "drivers/dir/dir_internal.h"
 #include "tar/path.h"
 #include "tar/scanned.h"
@@ -200,6 +201,8 @@ class Applier final : public tar::ScanHandler, public tar::CheckedScanHandler {
   // At commit (fix_staged_layer): gives the placeholders of a staged apply what make_implicit_dir
   // would have given them on the parent chain `lowers_`. declared: later declared by an entry.
   void fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared);
+  // Also writes the payload pack (dir_pack.h) of the regular files of 1 to max bytes.
+  void set_pack(uint64_t max) { pack_max_ = max; }
 
   void on_raw(const uint8_t*, size_t) override {}
   // Its own scan: the entry checked here, then on_checked_entry.
@@ -207,7 +210,10 @@ class Applier final : public tar::ScanHandler, public tar::CheckedScanHandler {
   // An entry the store's register tee scanned and checked (lib/tar/scanned.h), or on_entry's.
   void on_checked_entry(const tar::Entry& e, const tar::SafetyChecker::Checked& checked) override;
   void on_payload(const uint8_t* data, size_t len) override;
-  void on_entry_end() override { finish_current(); }
+  void on_entry_end() override {
+    finish_current();
+    if (pack_) pack_->end();
+  }
 
  private:
   // --- payload bookkeeping ---
@@ -314,6 +320,9 @@ class Applier final : public tar::ScanHandler, public tar::CheckedScanHandler {
       it = placeholders_.erase(it);
     }
   }
+  uint64_t pack_max_ = 0;           // > 0: write the payload pack
+  std::unique_ptr<PackWriter> pack_;
+  uint64_t payload_ordinal_ = 0;    // payload entries so far (the pack's ordinals)
   bool owner_;
   uid_t euid_;
   Fd diff_fd_, meta_fd_, reloc_fd_;
@@ -512,6 +521,7 @@ void Applier::finish_current() {
 void Applier::on_payload(const uint8_t* data, size_t len) {
   if (len == 0) return;
   if (!cur_.active) throw Error(Code::Archive, "payload bytes outside a file entry");
+  if (pack_) pack_->add(data, len);
   while (len > 0) {
     uint64_t offset;
     size_t n;
@@ -1055,6 +1065,9 @@ void Applier::on_checked_entry(const tar::Entry& e, const tar::SafetyChecker::Ch
             .with_path(path);
   const bool payload = e.has_payload();
   if (payload) {
+    // Counted for every payload entry, as the export's payload session counts its opens.
+    ++payload_ordinal_;
+    if (pack_) pack_->begin(payload_ordinal_, e.kind == tar::EntryKind::Regular, e.payload_size);
     bytes_ += static_cast<int64_t>(e.real_size);
     if (e.kind == tar::EntryKind::Sparse) {
       for (auto& f : e.sparse)
@@ -1184,6 +1197,7 @@ int64_t Applier::run(ByteSource& src) {
     throw sys_error("cannot create", layer_.meta + "/" + kRelocDir, errno);
   reloc_fd_ = Fd(::openat(meta_fd_.get(), kRelocDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!reloc_fd_.valid()) throw sys_error("cannot open", layer_.meta + "/" + kRelocDir, errno);
+  if (pack_max_ > 0) pack_ = std::make_unique<PackWriter>(layer_, meta_fd_.get(), pack_max_);
 
   {
     std::vector<uint8_t> buf(size_t(1) << 20);
@@ -1203,6 +1217,7 @@ int64_t Applier::run(ByteSource& src) {
     }
   }
   finish_current();
+  if (pack_) pack_->finish();  // before the syncfs below, which makes it durable with the tree
   retire_deep();
   while (!parents_.empty()) retire_parent();
   flush_retired();
@@ -1283,16 +1298,19 @@ void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set
 
 }  // namespace
 
-int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar) {
+int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar,
+                    uint64_t pack_max) {
   Applier a(layer, lowers);
+  a.set_pack(pack_max);
   return a.run(tar);
 }
 
-int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent) {
+int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent, uint64_t pack_max) {
   static const std::vector<LayerPaths> kNoLowers;
   *needs_parent = false;
   Applier a(layer, kNoLowers);
   a.set_staged(needs_parent);
+  a.set_pack(pack_max);
   return a.run(tar);
 }
 

@@ -11,11 +11,13 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <unordered_set>
 
 #include "core/error.h"
 #include "drivers/dir/dir_fs.h"
 #include "drivers/dir/dir_internal.h"
+#include "drivers/dir/dir_pack.h"
 #include "drivers/dir/dir_overlay.h"
 
 namespace rolayer {
@@ -187,6 +189,68 @@ class DirPayloadFile : public PayloadFile {
   int64_t size_;
 };
 
+// A payload served from the layer's pack (dir_pack.h): its range, read through the reader's
+// read-ahead window.
+class PackedPayloadFile : public PayloadFile {
+ public:
+  PackedPayloadFile(std::shared_ptr<PackReader> pack, uint64_t offset, uint64_t size)
+      : pack_(std::move(pack)), offset_(offset), size_(size) {}
+  size_t pread(uint64_t offset, uint8_t* buf, size_t cap) override {
+    if (offset >= size_) return 0;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(cap, size_ - offset));
+    pack_->read(offset_ + offset, buf, n);
+    return n;
+  }
+  int64_t size() const override { return static_cast<int64_t>(size_); }
+
+ private:
+  std::shared_ptr<PackReader> pack_;
+  uint64_t offset_, size_;
+};
+
+// A verification's payload: the tree file's bytes; each read is compared with the same bytes of
+// the pack. A difference is noted in *mismatch, and the session reports it at its next open()
+// or finish(): by then the caller has checked the tree's bytes against the record's sums, so
+// that a changed tree file is reported as such, and only a damaged pack as the pack's.
+class CheckedPayloadFile : public PayloadFile {
+ public:
+  CheckedPayloadFile(std::unique_ptr<PayloadFile> tree, std::shared_ptr<PackReader> pack, uint64_t offset,
+                     uint64_t size, std::string path, std::string* mismatch)
+      : tree_(std::move(tree)), pack_(std::move(pack)), offset_(offset), size_(size), path_(std::move(path)),
+        mismatch_(mismatch) {
+    if (tree_->size() >= 0 && static_cast<uint64_t>(tree_->size()) != size_)
+      note("the pack holds " + std::to_string(size_) + " bytes, the file " + std::to_string(tree_->size()));
+  }
+  size_t pread(uint64_t offset, uint8_t* buf, size_t cap) override {
+    size_t n = tree_->pread(offset, buf, cap);
+    if (n == 0 || !mismatch_->empty()) return n;
+    if (offset >= size_) {
+      note("the file is longer than the pack's copy");
+      return n;
+    }
+    const size_t m = static_cast<size_t>(std::min<uint64_t>(n, size_ - offset));
+    if (cmp_.size() < m) cmp_.resize(m);
+    pack_->read(offset_ + offset, cmp_.data(), m);
+    if (m < n) note("the file is longer than the pack's copy");
+    else if (std::memcmp(cmp_.data(), buf, m) != 0)
+      note("bytes " + std::to_string(offset) + " to " + std::to_string(offset + m) + " differ from the file's");
+    return n;
+  }
+  int64_t size() const override { return tree_->size(); }
+
+ private:
+  void note(const std::string& why) {
+    if (mismatch_->empty())
+      *mismatch_ = "the payload pack of layer " + pack_->layer_id() + " does not match '" + path_ + "': " + why;
+  }
+  std::unique_ptr<PayloadFile> tree_;
+  std::shared_ptr<PackReader> pack_;
+  uint64_t offset_, size_;
+  std::string path_;
+  std::string* mismatch_;  // the session's
+  std::vector<uint8_t> cmp_;
+};
+
 // Opens payloads in stream order. Memory: the relocation index (normally empty or tiny) plus
 // one counter per path that appears in it.
 //
@@ -200,8 +264,11 @@ class DirPayloadFile : public PayloadFile {
 // again with fstat.
 class DirPayloadSession : public PayloadSession {
  public:
-  explicit DirPayloadSession(const LayerPaths& lp)
-      : diff_(open_layer_dir(lp, lp.diff, true)), meta_(open_layer_dir(lp, lp.meta, true)) {
+  // verify: payloads come from the tree; a packed one is compared with its pack bytes.
+  DirPayloadSession(const LayerPaths& lp, bool verify)
+      : diff_(open_layer_dir(lp, lp.diff, true)), meta_(open_layer_dir(lp, lp.meta, true)), verify_(verify) {
+    pack_ = PackReader::open(lp, meta_.get());
+    pack_path_ = lp.meta + "/" + kPackFile;
     std::string data;
     std::string ip = lp.meta + "/" + kPayloadsFile;
     if (dirfs::read_file(meta_.get(), kPayloadsFile, data, kMaxMetaFile, ip)) {
@@ -212,11 +279,38 @@ class DirPayloadSession : public PayloadSession {
   std::unique_ptr<PayloadFile> open(const std::string& path) override {
     if (!dirfs::valid_clean_path(path, true))
       throw Error(Code::Inval, "invalid payload path: '" + path + "'").with_path(path);
+    check_mismatch();
+    ++ordinal_;
+    uint64_t poff = 0, psize = 0;
+    if (pack_ && pack_->lookup(ordinal_, &poff, &psize)) {
+      // Relocation bookkeeping goes on as if the tree were read (a later occurrence's number).
+      if (!index_.empty() && index_.count(path)) ++seen_[path];
+      if (!verify_) return std::make_unique<PackedPayloadFile>(pack_, poff, psize);
+      return std::make_unique<CheckedPayloadFile>(open_tree(path, true), pack_, poff, psize, path,
+                                                  mismatch_.get());
+    }
+    return open_tree(path, false);
+  }
+
+  void finish() override {
+    check_mismatch();
+    if (pack_) pack_->finish(ordinal_);
+  }
+
+ private:
+  void check_mismatch() {
+    if (mismatch_->empty()) return;
+    throw Error(Code::Corrupt, *mismatch_ + ". This may be because internal files in the layer store were modified")
+        .with_path(pack_path_);
+  }
+
+  // The payload from the tree (or meta/reloc). counted: the occurrence was counted already.
+  std::unique_ptr<PayloadFile> open_tree(const std::string& path, bool counted) {
     const std::string* file = nullptr;
     if (!index_.empty()) {
       auto it = index_.find(path);
       if (it != index_.end()) {
-        uint32_t occ = ++seen_[path];
+        uint32_t occ = counted ? seen_[path] : ++seen_[path];
         auto jt = it->second.find(occ);
         if (jt != it->second.end()) file = &jt->second;
       }
@@ -229,7 +323,6 @@ class DirPayloadSession : public PayloadSession {
     return open_slow(in_meta, rel, path);
   }
 
- private:
   // Returns null when anything is unexpected: the caller then takes the slow path.
   std::unique_ptr<PayloadFile> open_fast(bool in_meta, const std::string& rel, const std::string& path) {
     std::string_view dir = dirfs::dir_of(rel);
@@ -293,6 +386,12 @@ class DirPayloadSession : public PayloadSession {
   }
 
   Fd diff_, meta_;
+  bool verify_;
+  std::shared_ptr<PackReader> pack_;  // null: the layer has no payload pack
+  uint64_t ordinal_ = 0;              // payloads opened so far
+  std::string pack_path_;
+  // A verification's pack difference (CheckedPayloadFile), reported at the next open/finish.
+  std::unique_ptr<std::string> mismatch_ = std::make_unique<std::string>();
   std::unordered_map<std::string, std::unordered_map<uint32_t, std::string>> index_;
   std::unordered_map<std::string, uint32_t> seen_;
   // The directory of the last payload opened (the fast path's cache).
@@ -552,7 +651,7 @@ int64_t DirDriver::apply_diff(const std::string& id, const std::string& parent, 
   std::vector<LayerPaths> lowers;
   if (!parent.empty())
     for (auto& l : chain(parent)) lowers.push_back(paths_of(root_, l));
-  return apply_layer(lp, lowers, tar);
+  return apply_layer(lp, lowers, tar, pack_max_.load());
 }
 
 int64_t DirDriver::apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent) {
@@ -569,7 +668,7 @@ int64_t DirDriver::apply_staged(const std::string& id, ByteSource& tar, bool* ne
     if (::fstatat(mfd.get(), kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
       throw Error(Code::Exists, "layer already applied: " + id).with_path(lp.dir);
   }
-  return apply_layer_staged(lp, tar, needs_parent);
+  return apply_layer_staged(lp, tar, needs_parent, pack_max_.load());
 }
 
 void DirDriver::set_parent(const std::string& id, const std::string& parent) {
@@ -627,7 +726,23 @@ std::unique_ptr<PayloadSession> DirDriver::payloads(const std::string& id) {
   Fd rootfd = dirfs::open_dir(root_);
   if (!is_dir_at(rootfd.get(), id))
     throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
-  return std::make_unique<DirPayloadSession>(paths_of(root_, id));
+  return std::make_unique<DirPayloadSession>(paths_of(root_, id), false);
+}
+
+std::unique_ptr<PayloadSession> DirDriver::verify_payloads(const std::string& id) {
+  require_init();
+  check_id(id);
+  Fd rootfd = dirfs::open_dir(root_);
+  if (!is_dir_at(rootfd.get(), id))
+    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
+  return std::make_unique<DirPayloadSession>(paths_of(root_, id), true);
+}
+
+void DirDriver::set_payload_pack(uint64_t max_bytes) {
+  if (max_bytes > kMaxPackThreshold)
+    throw Error(Code::Inval, "payload pack threshold " + std::to_string(max_bytes) + " is above the maximum of " +
+                                 std::to_string(kMaxPackThreshold) + " bytes");
+  pack_max_.store(max_bytes);
 }
 
 std::vector<std::pair<std::string, std::string>> DirDriver::metadata(const std::string& id) {

@@ -4,6 +4,8 @@
 // opaque directories and relocated payloads. Layout and formats: dir_internal.h.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -41,6 +43,11 @@ class DirDriver : public Driver {
   int64_t apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent) override;
   void set_parent(const std::string& id, const std::string& parent) override;
   std::unique_ptr<PayloadSession> payloads(const std::string& id) override;
+  // Reads the tree (diff/, meta/reloc) and compares each packed payload with its pack bytes.
+  std::unique_ptr<PayloadSession> verify_payloads(const std::string& id) override;
+  // Payload pack (dir_pack.h): layers applied from now on pack regular payloads of 1 to
+  // max_bytes bytes (at most 16 MiB; 0 = no pack).
+  void set_payload_pack(uint64_t max_bytes) override;
   std::vector<std::pair<std::string, std::string>> metadata(const std::string& id) override;
 
   // Overlay lower directories of id's flattened chain, topmost first (absolute paths of the
@@ -62,6 +69,7 @@ class DirDriver : public Driver {
   void upgrade_layout(int rootfd, const std::vector<std::string>& ids);
 
   std::string root_;  // canonical <store_root>/dir
+  std::atomic<uint64_t> pack_max_{0};
 };
 
 std::unique_ptr<Driver> make_dir_driver();

@@ -13,6 +13,8 @@
 //   <id>/meta/reloc/       relocated payloads (earlier duplicates, files displaced by a later
 //                          entry, payloads of whiteout and AUFS metadata entries)
 //   <id>/meta/applied      commit marker written last by apply_diff: magic, byte count
+//   <id>/meta/pack, pack-index  the payload pack (opt-in; dir_pack.h): small regular payloads
+//                          again, back to back in stream order, for exports
 //   .tmp-<random>/         a layer being created (renamed to <id> when complete)
 //   .removing-<random>/    a layer being removed (renamed away from <id> first)
 // init() deletes .tmp-* and .removing-* leftovers. whiteouts/opaque/payloads exist only when
@@ -106,13 +108,17 @@ struct LayerCuts {
 };
 
 // apply_diff's body (dir_apply.cpp). lowers: parent first, down to the base layer.
-int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar);
+// pack_max > 0: the payloads of regular files of 1 to pack_max bytes are also written to the
+// layer's payload pack (dir_pack.h).
+int64_t apply_layer(const LayerPaths& layer, const std::vector<LayerPaths>& lowers, ByteSource& tar,
+                    uint64_t pack_max = 0);
 // As apply_layer for a layer whose parent is not known yet (staging, lib/store): no lower layer
 // is read. *needs_parent is set when the result would differ on a parent in a way that needs
 // the parent's data (a hard link whose target is not in the layer); such a layer is applied
 // again on its parent at commit. A missing parent directory that a lower layer could provide
 // is made as a plain placeholder and listed in meta/staged-implicit for fix_staged_layer.
-int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent);
+// pack_max: as apply_layer's.
+int64_t apply_layer_staged(const LayerPaths& layer, ByteSource& tar, bool* needs_parent, uint64_t pack_max = 0);
 // At the commit of a layer applied with apply_layer_staged, on lowers (its new parent first,
 // down to the base layer): gives its placeholders the metadata a register on that parent
 // would have given them, syncs them, then removes the lists. No lists: nothing to do.
