@@ -240,7 +240,8 @@ class RegisterTee : public tar::ScannedSource, private tar::ScanHandler {
       failure_ = std::current_exception();
       throw;
     }
-    // The tee accepted these bytes: now the attached driver's verdict on them, if it failed.
+    // The tee accepted these bytes: the driver applies what is queued, then its verdict.
+    dispatch();
     if (sink_failure_) std::rethrow_exception(sink_failure_);
     return n;
   }
@@ -274,13 +275,7 @@ class RegisterTee : public tar::ScannedSource, private tar::ScanHandler {
     if (e.has_payload() && path.empty())
       throw Error(Code::Archive, "a regular-file entry names the layer's root directory").with_path(e.name);
     // Accepted: the attached driver gets it (before the record takes the path).
-    if (sink_ && !sink_failure_) {
-      try {
-        sink_->on_checked_entry(e, checked);
-      } catch (...) {
-        sink_failure_ = std::current_exception();
-      }
-    }
+    if (sink_) queue_entry(e, checked);
     if (!e.has_payload()) return;
     diff_size_ += static_cast<int64_t>(e.real_size);
     if (!rec_) return;
@@ -297,25 +292,13 @@ class RegisterTee : public tar::ScannedSource, private tar::ScanHandler {
     blocks_.start(file_.size);
   }
   void on_payload(const uint8_t* data, size_t len) override {
-    if (sink_ && !sink_failure_) {
-      try {
-        sink_->on_payload(data, len);
-      } catch (...) {
-        sink_failure_ = std::current_exception();
-      }
-    }
+    if (sink_) queue_.push_back({Event::Payload, data, len});
     if (!rec_) return;
     xxh_.update(data, len);
     blocks_.update(data, len);  // per-MiB sums: the export checks each block before it goes out
   }
   void on_entry_end() override {
-    if (sink_ && !sink_failure_) {
-      try {
-        sink_->on_entry_end();
-      } catch (...) {
-        sink_failure_ = std::current_exception();
-      }
-    }
+    if (sink_) queue_.push_back({Event::End, nullptr, 0});
     if (!rec_ || file_.type != record::Item::Type::File) return;
     file_.xxh3 = xxh_.digest();
     file_.blocks = blocks_.finish();
@@ -338,6 +321,71 @@ class RegisterTee : public tar::ScannedSource, private tar::ScanHandler {
   std::exception_ptr failure_;            // the tee's own verdict (the input, the archive)
   tar::CheckedScanHandler* sink_ = nullptr;  // the attached driver's handler
   std::exception_ptr sink_failure_;       // its error, thrown once the tee accepted the bytes
+
+  // The attached driver's events of the current read(), applied once the tee has scanned the
+  // whole read (dispatch): the tee's pass (scanner, checker, record writer and its zstd) then
+  // runs in one tight loop, as when the driver scanned a read() only after the tee, instead of
+  // alternating with the driver's per-entry system calls, which evict zstd's tables (session 6
+  // in bench/RESULTS.md). Memory stays bounded: only entries with at most kQueuedEntryBytes of
+  // names, attributes and sparse map are copied (into slots reused across reads, so at most
+  // one read's count of them, <= 2,048 per MiB); a bigger entry first applies what is queued and
+  // goes to the driver at once. Payload events point into the caller's buffer, valid during
+  // the read(). Every dispatch holds the driver's error (see read()), so the order of errors is
+  // the same wherever the queue is cut.
+  static constexpr size_t kQueuedEntryBytes = 512;
+  struct Event {
+    enum Kind : uint8_t { Entry, Payload, End } kind;
+    const uint8_t* data;  // Payload
+    size_t len;           // Payload: bytes; Entry: slot
+  };
+  static size_t entry_bytes(const tar::Entry& e, const tar::SafetyChecker::Checked& c) {
+    size_t n = e.name.size() + e.linkname.size() + e.uname.size() + e.gname.size() + c.path.size() +
+               c.link_target.size() + e.sparse.size() * sizeof(tar::SparseFragment);
+    for (const auto& x : e.xattrs) n += x.first.size() + x.second.size() + 64;
+    return n;
+  }
+  void queue_entry(const tar::Entry& e, const tar::SafetyChecker::Checked& c) {
+    if (entry_bytes(e, c) > kQueuedEntryBytes) {
+      dispatch();
+      if (!sink_failure_) {
+        try {
+          sink_->on_checked_entry(e, c);
+        } catch (...) {
+          sink_failure_ = std::current_exception();
+        }
+      }
+      return;
+    }
+    if (slots_used_ == slots_.size()) slots_.emplace_back();
+    slots_[slots_used_].first = e;
+    slots_[slots_used_].second = c;
+    queue_.push_back({Event::Entry, nullptr, slots_used_++});
+  }
+  void dispatch() {
+    for (const Event& ev : queue_) {
+      if (sink_failure_) break;
+      try {
+        switch (ev.kind) {
+          case Event::Entry:
+            sink_->on_checked_entry(slots_[ev.len].first, slots_[ev.len].second);
+            break;
+          case Event::Payload:
+            sink_->on_payload(ev.data, ev.len);
+            break;
+          case Event::End:
+            sink_->on_entry_end();
+            break;
+        }
+      } catch (...) {
+        sink_failure_ = std::current_exception();
+      }
+    }
+    queue_.clear();
+    slots_used_ = 0;
+  }
+  std::vector<Event> queue_;
+  std::vector<std::pair<tar::Entry, tar::SafetyChecker::Checked>> slots_;
+  size_t slots_used_ = 0;
 };
 
 }  // namespace

@@ -571,6 +571,23 @@ TEST_P(RegisterErrorOrderTest, DriverErrorOnTheLastEntryReportedAtTheEnd) {
   EXPECT_NE(r.message.find("whiteout"), std::string::npos) << r.message;
 }
 
+// An entry with a long name is not queued: it makes the tee hand the driver what it queued
+// (here the entry the driver refuses) in the middle of a read(). The driver's error is still
+// held: a later bad checksum in the same read() is the store's error.
+TEST_P(RegisterErrorOrderTest, LongNameInTheMiddleOfAReadKeepsTheOrder) {
+  const std::string long_name = std::string(300, 'l') + "/" + std::string(300, 'm');
+  std::string tar = make_tar({{TarItem::File, "a/.wh.b/c", "x"}, {TarItem::File, long_name, "y"},
+                              {TarItem::File, "z", "y"}});
+  std::string bad = tar;
+  bad[header_of(bad, "z") + 148] ^= 0x11;
+  auto r = register_chunked(bad, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("checksum"), std::string::npos) << r.message;
+  r = register_chunked(tar, 1 << 20, GetParam());
+  EXPECT_EQ(r.code, Code::Archive);
+  EXPECT_NE(r.message.find("whiteout"), std::string::npos) << r.message;
+}
+
 INSTANTIATE_TEST_SUITE_P(RegisterOrStage, RegisterErrorOrderTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "stage" : "register"; });
 
