@@ -1450,6 +1450,25 @@ TEST_F(DirTreeVsTarTest, DirectoryModesTimesAndOwnersMatchTarX) {
   expect_same_tree(b.finish(), r.dirs, "hand-made layer");
 }
 
+// A directory replaced by a file in the same layer takes its own pending fix-ups (and those of
+// what is below it) away, and no other: siblings whose names start with its name and a
+// character that sorts before '/' ("a-b", "a.b", "a b") keep theirs. Each sibling here is left
+// by the walk on the very entry that replaces "a", so its fix-up is still pending then.
+TEST_F(DirTreeVsTarTest, ReplacingADirectoryKeepsItsSiblingsFixUps) {
+  auto m = [](unsigned mode, int64_t uid, int64_t gid, int64_t t) { return Meta{mode, uid, gid, t, 0}; };
+  for (const char* sib : {"a-b", "a.b", "a b", "a!"}) {
+    DirRecorder r;
+    TarBuilder& b = r.b;
+    const std::string s = sib;
+    b.dir("a", m(0755, 0, 0, 1500000001));  // empty: tar -x replaces only an empty directory
+    r.dir(s, m(0555, 3, 4, 1500000002));
+    r.dir(s + "/sub", m(0511, 5, 6, 1500000003));
+    b.file(s + "/sub/f", "under the sibling");
+    b.file("a", "a is a file now", m(0644, 0, 0, 1500000004));
+    expect_same_tree(b.finish(), r.dirs, "sibling '" + s + "'");
+  }
+}
+
 TEST_F(DirTreeVsTarTest, GeneratedLayersMatchTarX) {
   // Random trees: directories with modes that forbid writing, set-gid and sticky bits, files,
   // symlinks and hard links, a fifth of the entries out of walk order, repeated directories.

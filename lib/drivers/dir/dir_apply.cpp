@@ -763,7 +763,10 @@ void Applier::displace(int parentfd, const std::string& base, const std::string&
   std::string name = next_reloc_name();
   if (::renameat(parentfd, base.c_str(), reloc_fd_.get(), name.c_str()) != 0)
     throw sys_error("cannot relocate", path, errno);
-  fixups_.erase(fixups_.lower_bound(path), fixups_.lower_bound(path + "0"));  // path and path/...
+  // path itself and path/... ("path/" to "path0": '0' follows '/'); not the siblings that sort in
+  // between ("path-x", "path.x", which [path, path0) would take too).
+  fixups_.erase(path);
+  fixups_.erase(fixups_.lower_bound(path + "/"), fixups_.lower_bound(path + "0"));
   if (!placeholders_.empty()) drop_placeholders(path);
   std::string reloc_root = std::string(kRelocDir) + "/" + name;
   dirfs::prune_tree(reloc_fd_.get(), name, layer_.meta + "/" + reloc_root, [&](const std::string& rel) {
