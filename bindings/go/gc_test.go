@@ -5,6 +5,7 @@
 package rolayer
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -128,5 +129,56 @@ func TestCacheID(t *testing.T) {
 	d.mu.Unlock()
 	if !ok || n != 1 {
 		t.Errorf("the custom driver does not know CacheID %q", l.CacheID())
+	}
+}
+
+// Options.PayloadPackMax turns the dir driver's payload pack on, is kept in the store (a later
+// open with 0 keeps it, < 0 turns it off), and packed layers export byte for byte.
+func TestPayloadPackOption(t *testing.T) {
+	root := t.TempDir()
+	s, err := Open(root, &Options{Driver: "dir", PayloadPackMax: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.PayloadPackMax(); got != 32<<10 {
+		t.Errorf("PayloadPackMax = %d, want %d", got, 32<<10)
+	}
+	big := strings.Repeat("b", 40<<10)
+	data := makeTar(t, file("small", "a small payload"), file("big", big), file("tiny", "t"))
+	l := register(t, s, data, "")
+	if got := export(t, l); !bytes.Equal(got, data) {
+		t.Errorf("the packed layer's export differs from the registered stream")
+	}
+	pack, err := os.ReadFile(filepath.Join(root, "dir", l.CacheID(), "meta", "pack"))
+	if err != nil {
+		t.Fatalf("no payload pack: %v", err)
+	}
+	if string(pack) != "a small payloadt" {
+		t.Errorf("pack holds %q, want the two small payloads in stream order", pack)
+	}
+	s.Close()
+
+	again, err := Open(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.PayloadPackMax(); got != 32<<10 {
+		t.Errorf("reopened with 0: PayloadPackMax = %d, want the kept %d", got, 32<<10)
+	}
+	again.Close()
+	off, err := Open(root, &Options{PayloadPackMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	if got := off.PayloadPackMax(); got != 0 {
+		t.Errorf("turned off: PayloadPackMax = %d, want 0", got)
+	}
+	m := register(t, off, makeTar(t, file("other", "x")), "")
+	if _, err := os.Lstat(filepath.Join(root, "dir", m.CacheID(), "meta", "pack")); !os.IsNotExist(err) {
+		t.Errorf("a layer registered with the pack off has one: %v", err)
+	}
+	if _, err := Open(t.TempDir(), &Options{PayloadPackMax: 17 << 20}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a threshold above 16 MiB: %v, want ErrInvalid", err)
 	}
 }

@@ -8,11 +8,12 @@ package rolayer
 #include <rolayer.h>
 
 static int rl_store_open(rolayer_store **out, const char *root, const char *driver, int busy_ms,
-                         int read_only, rolayer_error **err) {
+                         int read_only, int64_t pack_max, rolayer_error **err) {
 	rolayer_store_options o = ROLAYER_STORE_OPTIONS_INIT;
 	o.driver = driver;
 	o.busy_timeout_ms = busy_ms;
 	o.read_only = read_only;
+	o.payload_pack_max = pack_max;
 	return rolayer_store_open_ext(out, root, &o, err);
 }
 */
@@ -54,6 +55,13 @@ type Options struct {
 	// fails with ErrIO (Errno EROFS) and nothing in the store changes. A store on a read-only
 	// file system is opened this way anyway.
 	ReadOnly bool
+	// PayloadPackMax sets the "dir" driver's payload pack (docs/store.md): > 0 = layers
+	// registered from now on also keep the payloads of their regular files of 1 to this many
+	// bytes (at most 16 MiB) in one pack file, which exports read instead of one file per
+	// payload (those bytes are stored twice); < 0 = no pack for new layers; 0 = the store's
+	// setting as it is. The setting is kept in the store for later opens and other processes.
+	// Above 16 MiB: ErrInvalid; a change on a ReadOnly open: ErrIO. Other drivers ignore it.
+	PayloadPackMax int64
 }
 
 // Store is an open layer store, shaped like the Docker engine's layer.Store.
@@ -138,7 +146,7 @@ func Open(root string, opts *Options) (*Store, error) {
 		}
 	} else {
 		var cerr *C.rolayer_error
-		if rc := C.rl_store_open(&out, croot, cdriver, busy, ro, &cerr); rc != 0 {
+		if rc := C.rl_store_open(&out, croot, cdriver, busy, ro, C.int64_t(o.PayloadPackMax), &cerr); rc != 0 {
 			return nil, fromC(rc, cerr)
 		}
 	}
@@ -162,6 +170,16 @@ func (s *Store) Root() string { return s.root }
 
 // DriverName is the name of the store's driver ("dir", "exact", or a CustomDriver's Name).
 func (s *Store) DriverName() string { return s.driver }
+
+// PayloadPackMax is the payload-pack threshold in bytes this Store applies new layers with
+// (Options.PayloadPackMax, as kept in the store when it was opened; 0 = no pack).
+func (s *Store) PayloadPackMax() int64 {
+	if !s.gate.enter() {
+		return 0
+	}
+	defer s.gate.exit()
+	return int64(C.rolayer_store_payload_pack_max(s.c))
+}
 
 // Close closes the store. It waits for calls in progress (a Register still reading its input, a
 // Verify, a stream Read) to return, then frees the store; Layers and streams still open become

@@ -25,7 +25,7 @@ pub const ROLAYER_VERSION_PATCH: ::core::ffi::c_int = 0;
 pub const ROLAYER_VERSION_NUMBER: ::core::ffi::c_int = 100;
 pub const ROLAYER_VERSION_STRING: &[u8; 6] = b"0.1.0\0";
 pub const ROLAYER_MAX_DEPTH: ::core::ffi::c_int = 125;
-pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 2;
+pub const ROLAYER_STORE_OPTIONS_VERSION: ::core::ffi::c_uint = 3;
 pub const ROLAYER_REGISTER_OPTIONS_VERSION: ::core::ffi::c_uint = 1;
 pub const ROLAYER_DRIVER_CAP_EXACT_DIFFS: u32 = 1;
 pub const ROLAYER_DRIVER_OPS_VERSION: ::core::ffi::c_uint = 1;
@@ -157,6 +157,14 @@ transaction, another open's clean-up at open); 0 = default (5000), <0 = fail at 
     /**< non-zero: list, open, export, verify only; every write fails with ROLAYER_EIO
 and errno EROFS. A store on a read-only file system is opened this way anyway.*/
     pub read_only: ::core::ffi::c_int,
+    /**< the "dir" driver's payload pack (docs/store.md): > 0 = layers registered from
+now on also keep the payloads of their regular files of 1 to this many bytes
+(at most 16 MiB) in one pack file, which exports read instead of one file per
+payload; < 0 = no pack for new layers; 0 = the store's setting as it is. A
+change is kept in the store (later opens, other processes use it); layers
+keep what they were registered with. Other drivers ignore it. Above 16 MiB:
+ROLAYER_EINVAL; a change on a read-only open: ROLAYER_EIO (errno EROFS).*/
+    pub payload_pack_max: i64,
 }
 impl Default for rolayer_store_options {
     fn default() -> Self {
@@ -228,6 +236,12 @@ extern "C" {
     pub fn rolayer_store_driver(
         store: *const rolayer_store,
     ) -> *const ::core::ffi::c_char;
+}
+extern "C" {
+    /** The store's payload-pack threshold in bytes as this open applies new layers with it
+ (rolayer_store_options.payload_pack_max; 0 = no pack, and for NULL).
+ Cannot fail; any thread.*/
+    pub fn rolayer_store_payload_pack_max(store: *const rolayer_store) -> i64;
 }
 /** Options for registering. Initialise with ROLAYER_REGISTER_OPTIONS_INIT; the struct only grows
  at the end. A version newer than this library's is refused with ROLAYER_EUNSUPPORTED.*/

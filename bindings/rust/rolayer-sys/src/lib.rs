@@ -29,6 +29,7 @@ impl rolayer_store_options {
         driver_user_data: core::ptr::null_mut(),
         busy_timeout_ms: 0,
         read_only: 0,
+        payload_pack_max: 0,
     };
 }
 

@@ -37,6 +37,7 @@ pub struct StoreOptions {
     custom_driver: Option<Arc<dyn Driver>>,
     busy_timeout_ms: c_int,
     read_only: bool,
+    payload_pack_max: i64,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -49,6 +50,7 @@ impl fmt::Debug for StoreOptions {
             )
             .field("busy_timeout_ms", &self.busy_timeout_ms)
             .field("read_only", &self.read_only)
+            .field("payload_pack_max", &self.payload_pack_max)
             .finish()
     }
 }
@@ -93,6 +95,18 @@ impl StoreOptions {
         self
     }
 
+    /// The `dir` driver's payload pack (docs/store.md): `bytes > 0` = layers registered from
+    /// now on also keep the payloads of their regular files of 1 to `bytes` bytes (at most
+    /// 16 MiB) in one pack file, which exports read instead of one file per payload (those
+    /// bytes are stored twice); `bytes < 0` = no pack for new layers; 0 (the default) = the
+    /// store's setting as it is. The setting is kept in the store for later opens and other
+    /// processes. Above 16 MiB: [`ErrorKind::Invalid`](crate::ErrorKind::InvalidArgument); a change on
+    /// a read-only open: [`ErrorKind::Io`](crate::ErrorKind::Io). Other drivers ignore it.
+    pub fn payload_pack_max(&mut self, bytes: i64) -> &mut StoreOptions {
+        self.payload_pack_max = bytes;
+        self
+    }
+
     /// How long a call waits for another writer's short lock on the store (a database
     /// transaction of another process or another `Store` on the same root) before failing with
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy). `Duration::ZERO` fails at once.
@@ -131,6 +145,7 @@ impl StoreOptions {
             driver_user_data: prepared.as_ref().map_or(ptr::null_mut(), |p| p.user_data),
             busy_timeout_ms: self.busy_timeout_ms,
             read_only: c_int::from(self.read_only),
+            payload_pack_max: self.payload_pack_max,
             ..sys::rolayer_store_options::INIT
         };
         let mut out = ptr::null_mut();
@@ -280,6 +295,14 @@ impl Store {
     /// The driver's name.
     pub fn driver(&self) -> &str {
         &self.driver
+    }
+
+    /// The payload-pack threshold in bytes this store applies new layers with
+    /// ([`StoreOptions::payload_pack_max`], as kept in the store when it was opened; 0 = no
+    /// pack).
+    pub fn payload_pack_max(&self) -> i64 {
+        // SAFETY: the store pointer is valid while self lives; the call only reads it.
+        unsafe { sys::rolayer_store_payload_pack_max(self.as_ptr()) }
     }
 
     /// Registers a layer from an uncompressed tar stream read from `reader` to its end, on

@@ -93,3 +93,54 @@ fn cache_id_is_the_drivers_directory() {
     let store = open(dir.path(), "dir");
     assert_eq!(store.get(&id).unwrap().cache_id(), cache);
 }
+
+/// StoreOptions::payload_pack_max turns the dir driver's payload pack on, is kept in the store
+/// (a later open without it keeps it, a negative value turns it off), and packed layers export
+/// byte for byte.
+#[test]
+fn payload_pack_option_is_kept_and_exports_exactly() {
+    let dir = tempdir();
+    let data = tar_of(&[
+        ("small", b"a small payload"),
+        ("big", &[b'b'; 40 << 10]),
+        ("tiny", b"t"),
+    ]);
+    let cache = {
+        let store = StoreOptions::new()
+            .driver("dir")
+            .payload_pack_max(32 << 10)
+            .open(dir.path())
+            .unwrap();
+        assert_eq!(store.payload_pack_max(), 32 << 10);
+        let l = store.register_bytes(None, &data).unwrap();
+        assert_eq!(export(&l), data, "the packed layer's export");
+        l.cache_id().to_owned()
+    };
+    let pack = std::fs::read(dir.path().join("dir").join(&cache).join("meta/pack")).unwrap();
+    assert_eq!(
+        pack, b"a small payloadt",
+        "the small payloads, in stream order"
+    );
+    let again = StoreOptions::new().open(dir.path()).unwrap();
+    assert_eq!(again.payload_pack_max(), 32 << 10, "kept in the store");
+    drop(again);
+    let off = StoreOptions::new()
+        .payload_pack_max(-1)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(off.payload_pack_max(), 0);
+    let m = off
+        .register_bytes(None, &tar_of(&[("other", b"x")]))
+        .unwrap();
+    assert!(!dir
+        .path()
+        .join("dir")
+        .join(m.cache_id())
+        .join("meta/pack")
+        .exists());
+    let e = StoreOptions::new()
+        .payload_pack_max(17 << 20)
+        .open(tempdir().path())
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidArgument), "{e}");
+}
