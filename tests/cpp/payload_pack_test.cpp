@@ -299,10 +299,14 @@ TEST_F(PackTest, SettingKeptAcrossOpensAndTurnedOff) {
 }
 
 TEST_F(PackTest, StagedRegistersWriteTheSamePackAsSerialOnes) {
-  // The last one needs its parent (a folder only a lower layer declares): applied again at commit.
+  // Layer 3 does not declare its folders (applied while staged, its folders fixed up at commit);
+  // the last one needs its parent's data (a hard link to a file of layer 3): applied again at
+  // commit.
   std::vector<std::string> tars = {gen_layer(10, 200), gen_layer(11, 200), gen_layer(12, 200),
                                    make_tar({{TarItem::File, "app/node_modules/p1/new.js", "needs the parent's folders"},
-                                             {TarItem::File, "app/node_modules/p2/big.js", std::string(70000, 'q')}})};
+                                             {TarItem::File, "app/node_modules/p2/big.js", std::string(70000, 'q')}}),
+                                   make_tar({{TarItem::File, "app/node_modules/p3/own.js", "a payload of its own"},
+                                             {TarItem::Hardlink, "app/node_modules/p3/linked.js", "app/node_modules/p1/new.js"}})};
   std::vector<std::string> serial_packs, serial_idx;
   TempDir other;
   {
@@ -331,7 +335,8 @@ TEST_F(PackTest, StagedRegistersWriteTheSamePackAsSerialOnes) {
     });
   for (auto& t : threads) t.join();
   EXPECT_FALSE(staged[0]->deferred());
-  EXPECT_TRUE(staged[3]->deferred());
+  EXPECT_FALSE(staged[3]->deferred());
+  EXPECT_TRUE(staged[4]->deferred());
   std::string parent;
   for (size_t i = 0; i < tars.size(); ++i) {
     auto r = s->commit_staged(*staged[i], parent);
