@@ -1543,19 +1543,11 @@ std::vector<std::pair<std::string, std::string>> Store::metadata(const LayerRef&
   return st->driver->metadata(ref.node().cache_id);
 }
 
-std::unique_ptr<ByteSource> Store::tar_stream(const LayerRef& ref) {
-  auto& st = ref.st_;
-  std::unique_ptr<LayerRef> keep;
-  {
-    std::lock_guard<std::mutex> g(st->mu);
-    st->check_open();
-    if (ref.released()) throw Error(Code::NotRetained, "layer not retained: " + ref.node().chain_id.str());
-    keep = st->new_ref(st, ref.node_);
-  }
-  return make_verified_stream(st, std::move(keep));
-}
+std::unique_ptr<ByteSource> Store::tar_stream(const LayerRef& ref) { return verified_stream(ref, false); }
 
-std::unique_ptr<ByteSource> Store::verify_stream(const LayerRef& ref) {
+std::unique_ptr<ByteSource> Store::verify_stream(const LayerRef& ref) { return verified_stream(ref, true); }
+
+std::unique_ptr<ByteSource> Store::verified_stream(const LayerRef& ref, bool verify_tree) {
   auto& st = ref.st_;
   std::unique_ptr<LayerRef> keep;
   {
@@ -1564,7 +1556,7 @@ std::unique_ptr<ByteSource> Store::verify_stream(const LayerRef& ref) {
     if (ref.released()) throw Error(Code::NotRetained, "layer not retained: " + ref.node().chain_id.str());
     keep = st->new_ref(st, ref.node_);
   }
-  return make_verified_stream(st, std::move(keep), true);
+  return make_verified_stream(st, std::move(keep), verify_tree);
 }
 
 std::unique_ptr<ByteSource> Store::tar_stream_from(const LayerRef& ref, const std::string& ancestor) {

@@ -188,6 +188,8 @@ class Store {
 
  private:
   friend struct ImagesAccess;  // lib/store/images.cpp
+  // tar_stream (verify_tree false) and verify_stream (true).
+  static std::unique_ptr<ByteSource> verified_stream(const LayerRef& ref, bool verify_tree);
   // lib/store/store.cpp: a register's or a commit's parent, held while it runs.
   struct ParentHold {
     ParentHold(Store& store, const std::string& parent_id);
