@@ -1490,6 +1490,18 @@ EOF
 }
 store_leftovers() { (cd "$STORE" && find tmp pending "$DRIVER" -mindepth 1 -maxdepth 1 ! -name .format ! -name .empty | sort); }
 
+# import_like_jobs_1 IMG WANT JOBS: `import [--jobs JOBS]` of IMG prints the ChainID WANT and
+# gives the layer rows and driver trees that `--jobs 1` gave ($WORK/rows1, $WORK/trees1).
+import_like_jobs_1() {
+  local img=$1 want=$2 jobs=$3
+  expect_code 0 R import ${jobs:+--jobs $jobs} "$img"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs ${jobs:-default} printed $(cat "$WORK/out"), expected $want"
+  layer_rows >"$WORK/rows"
+  diff "$WORK/rows1" "$WORK/rows" >&2 || fail "--jobs ${jobs:-default}: rows differ from --jobs 1"
+  layer_trees >"$WORK/trees"
+  diff "$WORK/trees1" "$WORK/trees" >&2 || fail "--jobs ${jobs:-default}: driver trees differ from --jobs 1"
+}
+
 t_import_parallel() {
   local img=$WORK/img.tar
   read -r -a diffs <<<"$(python3 "$TOOLS_DIR/tests/staged_image.py" "$img" plain)"
@@ -1503,12 +1515,7 @@ t_import_parallel() {
   [ "$(layer_count)" = 0 ] || fail "rmi left layers"
   local jobs
   for jobs in 2 4 ""; do
-    expect_code 0 R import ${jobs:+--jobs $jobs} "$img"
-    [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs ${jobs:-default} printed $(cat "$WORK/out"), expected $want"
-    layer_rows >"$WORK/rows"
-    diff "$WORK/rows1" "$WORK/rows" >&2 || fail "--jobs ${jobs:-default}: rows differ from --jobs 1"
-    layer_trees >"$WORK/trees"
-    diff "$WORK/trees1" "$WORK/trees" >&2 || fail "--jobs ${jobs:-default}: driver trees differ from --jobs 1"
+    import_like_jobs_1 "$img" "$want" "$jobs"
     expect_code 0 R verify
     local c="" d
     for d in "${diffs[@]}"; do
@@ -1550,12 +1557,7 @@ t_import_parallel_nodirs() {
   # (the base layer's usr/ and the implicit ones above it, with the base layer's mode)
   [ "$DRIVER" != dir ] || [ "$(grep -c '^diff/usr 0o40711 ' "$WORK/trees1")" -ge 3 ] || fail "no implicit usr/ like the base's"
   rmi_all
-  expect_code 0 R import --jobs 4 "$img"
-  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 4 printed $(cat "$WORK/out"), expected $want"
-  layer_rows >"$WORK/rows"
-  diff "$WORK/rows1" "$WORK/rows" >&2 || fail "--jobs 4: rows differ from --jobs 1"
-  layer_trees >"$WORK/trees"
-  diff "$WORK/trees1" "$WORK/trees" >&2 || fail "--jobs 4: driver trees differ from --jobs 1"
+  import_like_jobs_1 "$img" "$want" 4
   expect_code 0 R verify
   [ -z "$(cd "$STORE" && find tmp pending -mindepth 1)" ] || fail "temporary files left: $(store_leftovers)"
   [ -z "$(cd "$STORE" && find "$DRIVER" -path '*/meta/staged-*')" ] || fail "staged lists left in committed layers"
