@@ -1490,6 +1490,16 @@ EOF
 }
 store_leftovers() { (cd "$STORE" && find tmp pending "$DRIVER" -mindepth 1 -maxdepth 1 ! -name .format ! -name .empty | sort); }
 
+# import_jobs_1 IMG WANT: `import --jobs 1` of IMG prints the ChainID WANT; its layer rows and
+# driver trees are kept in $WORK/rows1 and $WORK/trees1 for import_like_jobs_1.
+import_jobs_1() {
+  local img=$1 want=$2
+  expect_code 0 R import --jobs 1 "$img"
+  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 1 printed $(cat "$WORK/out"), expected $want"
+  layer_rows >"$WORK/rows1"
+  layer_trees >"$WORK/trees1"
+}
+
 # import_like_jobs_1 IMG WANT JOBS: `import [--jobs JOBS]` of IMG prints the ChainID WANT and
 # gives the layer rows and driver trees that `--jobs 1` gave ($WORK/rows1, $WORK/trees1).
 import_like_jobs_1() {
@@ -1506,10 +1516,7 @@ t_import_parallel() {
   local img=$WORK/img.tar
   read -r -a diffs <<<"$(python3 "$TOOLS_DIR/tests/staged_image.py" "$img" plain)"
   local want; want=$(chain_of "${diffs[@]}")
-  expect_code 0 R import --jobs 1 "$img"
-  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 1 printed $(cat "$WORK/out"), expected $want"
-  layer_rows >"$WORK/rows1"
-  layer_trees >"$WORK/trees1"
+  import_jobs_1 "$img" "$want"
   [ "$(wc -l <"$WORK/trees1")" -gt 6 ] || fail "layer_trees saw no driver data"
   rmi_all
   [ "$(layer_count)" = 0 ] || fail "rmi left layers"
@@ -1550,10 +1557,7 @@ t_import_parallel_nodirs() {
   local img=$WORK/img.tar
   read -r -a diffs <<<"$(python3 "$TOOLS_DIR/tests/staged_image.py" "$img" nodirs)"
   local want; want=$(chain_of "${diffs[@]}")
-  expect_code 0 R import --jobs 1 "$img"
-  [ "$(cat "$WORK/out")" = "$want" ] || fail "--jobs 1 printed $(cat "$WORK/out"), expected $want"
-  layer_rows >"$WORK/rows1"
-  layer_trees >"$WORK/trees1"
+  import_jobs_1 "$img" "$want"
   # (the base layer's usr/ and the implicit ones above it, with the base layer's mode)
   [ "$DRIVER" != dir ] || [ "$(grep -c '^diff/usr 0o40711 ' "$WORK/trees1")" -ge 3 ] || fail "no implicit usr/ like the base's"
   rmi_all
