@@ -648,10 +648,7 @@ int64_t DirDriver::apply_diff(const std::string& id, const std::string& parent, 
     if (::fstatat(mfd.get(), kAppliedFile, &st, AT_SYMLINK_NOFOLLOW) == 0)
       throw Error(Code::Exists, "layer already applied: " + id).with_path(lp.dir);
   }
-  std::vector<LayerPaths> lowers;
-  if (!parent.empty())
-    for (auto& l : chain(parent)) lowers.push_back(paths_of(root_, l));
-  return apply_layer(lp, lowers, tar, pack_max_.load());
+  return apply_layer(lp, lower_paths(parent), tar, pack_max_.load());
 }
 
 int64_t DirDriver::apply_staged(const std::string& id, ByteSource& tar, bool* needs_parent) {
@@ -696,10 +693,14 @@ void DirDriver::set_parent(const std::string& id, const std::string& parent) {
   if (::fstatat(mfd.get(), kStagedImplicitFile, &st, AT_SYMLINK_NOFOLLOW) != 0 &&
       ::fstatat(mfd.get(), kStagedDeclaredFile, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return;  // (the usual case: every directory was declared)
+  fix_staged_layer(lp, lower_paths(parent));
+}
+
+std::vector<LayerPaths> DirDriver::lower_paths(const std::string& parent) const {
   std::vector<LayerPaths> lowers;
   if (!parent.empty())
     for (auto& l : chain(parent)) lowers.push_back(paths_of(root_, l));
-  fix_staged_layer(lp, lowers);
+  return lowers;
 }
 
 std::unique_ptr<ByteSource> DirDriver::diff(const std::string& id, const std::string& ancestor) {
@@ -720,22 +721,17 @@ std::unique_ptr<ByteSource> DirDriver::diff(const std::string& id, const std::st
   return open_diff_stream(std::move(range), !ancestor.empty());
 }
 
-std::unique_ptr<PayloadSession> DirDriver::payloads(const std::string& id) {
-  require_init();
-  check_id(id);
-  Fd rootfd = dirfs::open_dir(root_);
-  if (!is_dir_at(rootfd.get(), id))
-    throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
-  return std::make_unique<DirPayloadSession>(paths_of(root_, id), false);
-}
+std::unique_ptr<PayloadSession> DirDriver::payloads(const std::string& id) { return payload_session(id, false); }
 
-std::unique_ptr<PayloadSession> DirDriver::verify_payloads(const std::string& id) {
+std::unique_ptr<PayloadSession> DirDriver::verify_payloads(const std::string& id) { return payload_session(id, true); }
+
+std::unique_ptr<PayloadSession> DirDriver::payload_session(const std::string& id, bool verify) {
   require_init();
   check_id(id);
   Fd rootfd = dirfs::open_dir(root_);
   if (!is_dir_at(rootfd.get(), id))
     throw Error(Code::Corrupt, "storage of layer " + id + " is missing").with_path(layer_dir(id));
-  return std::make_unique<DirPayloadSession>(paths_of(root_, id), true);
+  return std::make_unique<DirPayloadSession>(paths_of(root_, id), verify);
 }
 
 void DirDriver::set_payload_pack(uint64_t max_bytes) {

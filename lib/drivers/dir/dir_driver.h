@@ -15,6 +15,10 @@
 
 namespace rolayer {
 
+namespace dirdrv {
+struct LayerPaths;  // dir_internal.h
+}
+
 // Errors: an operation on a layer whose storage (or a part of it) is missing reports
 // Code::Corrupt naming the layer: the store only asks about layers it holds.
 class DirDriver : public Driver {
@@ -63,6 +67,10 @@ class DirDriver : public Driver {
   std::string read_parent(const std::string& id) const;
   // id, its parent, ..., the base layer. Throws Corrupt if a layer of the chain is missing.
   std::vector<std::string> chain(const std::string& id) const;
+  // The paths of parent's chain, parent first (empty for no parent): an apply's lower layers.
+  std::vector<dirdrv::LayerPaths> lower_paths(const std::string& parent) const;
+  // payloads (verify false) and verify_payloads (true).
+  std::unique_ptr<PayloadSession> payload_session(const std::string& id, bool verify);
   void require_init() const;
   // cleanup: remove the .tmp-*/.removing-* leftovers (only when no one else uses the store).
   std::vector<std::string> init_impl(const std::string& store_root, bool cleanup, bool want_ids = true);
