@@ -13,6 +13,10 @@
 
 namespace rolayer {
 
+// The largest payload-pack threshold a store may set (rolayer_store_options.payload_pack_max,
+// documented there as 16 MiB): a packed payload is read whole by an export.
+inline constexpr uint64_t kMaxPayloadPackBytes = uint64_t(16) << 20;
+
 struct DriverCaps {
   bool exact_diffs = false;  // diff(id, parent) reproduces the registered stream byte for byte
 };

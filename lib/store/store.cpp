@@ -724,7 +724,7 @@ namespace {
 // The payload-pack setting (meta key 'payload_pack_max', decimal bytes; absent = 0 = off):
 // `requested` > 0 sets it, < 0 turns it off, 0 keeps it. The driver applies new layers with it.
 void apply_pack_setting(StoreState& st, sql::Db& db, int64_t requested) {
-  constexpr int64_t kMax = int64_t(16) << 20;
+  constexpr auto kMax = static_cast<int64_t>(kMaxPayloadPackBytes);
   if (requested > kMax)
     throw Error(Code::Inval, "payload_pack_max " + std::to_string(requested) + " is above the maximum of " +
                                  std::to_string(kMax) + " bytes");

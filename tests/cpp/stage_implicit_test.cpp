@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "reliability_util.h"
+#include "tar_builder.h"
 
 using namespace rolayer;
 using namespace rolayer::test;
@@ -35,60 +36,8 @@ namespace {
 // are the apply's) is told apart from one with an entry's or a lower layer's times.
 constexpr int64_t kOld = 1500000000;
 
-struct M {
-  unsigned mode = 0644;
-  int64_t uid = 0, gid = 0;
-  int64_t mtime = kOld;
-  long nsec = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;
-};
-
-class Tar {
- public:
-  Tar() {
-    a_ = archive_write_new();
-    archive_write_set_format_pax_restricted(a_);
-    archive_write_set_bytes_per_block(a_, 0);
-    archive_write_open(a_, this, nullptr, &Tar::cb, nullptr);
-  }
-  ~Tar() {
-    if (a_) archive_write_free(a_);
-  }
-  Tar& dir(const std::string& n, M m) { return add(n, AE_IFDIR, "", "", m); }
-  Tar& file(const std::string& n, const std::string& data, M m = {}) { return add(n, AE_IFREG, data, "", m); }
-  Tar& hardlink(const std::string& n, const std::string& target) { return add(n, AE_IFREG, "", target, {}); }
-  std::string finish() {
-    archive_write_close(a_);
-    archive_write_free(a_);
-    a_ = nullptr;
-    return out_;
-  }
-
- private:
-  static la_ssize_t cb(archive*, void* ctx, const void* b, size_t n) {
-    static_cast<Tar*>(ctx)->out_.append(static_cast<const char*>(b), n);
-    return static_cast<la_ssize_t>(n);
-  }
-  Tar& add(const std::string& n, unsigned type, const std::string& data, const std::string& hard, const M& m) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, n.c_str());
-    archive_entry_set_filetype(e, type);
-    archive_entry_set_perm(e, m.mode);
-    archive_entry_set_uid(e, m.uid);
-    archive_entry_set_gid(e, m.gid);
-    archive_entry_set_mtime(e, m.mtime, m.nsec);
-    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
-    if (!hard.empty()) archive_entry_set_hardlink(e, hard.c_str());
-    for (auto& [k, v] : m.xattrs) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
-    EXPECT_GE(archive_write_header(a_, e), ARCHIVE_WARN) << archive_error_string(a_);
-    if (!data.empty()) archive_write_data(a_, data.data(), data.size());
-    archive_write_finish_entry(a_);
-    archive_entry_free(e);
-    return *this;
-  }
-  archive* a_;
-  std::string out_;
-};
+using M = TarMeta;
+using Tar = TarBuilder;
 
 std::string slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

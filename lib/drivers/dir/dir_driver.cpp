@@ -679,16 +679,15 @@ void DirDriver::set_parent(const std::string& id, const std::string& parent) {
     throw Error(Code::NotFound, "parent layer not found: " + parent);
   std::string recorded = read_parent(id);
   LayerPaths lp = paths_of(root_, id);
+  Fd mfd = open_layer_dir(lp, lp.meta);
   if (recorded != parent) {
     if (!recorded.empty())
       throw Error(Code::Inval, "layer " + id + " has parent '" + recorded + "' already, not '" + parent + "'");
-    Fd mfd = open_layer_dir(lp, lp.meta);
     // Written to a temporary name, fsynced, renamed over the old record, the folder fsynced.
     dirfs::write_file_atomic(mfd.get(), kParentFile, parent, lp.meta + "/" + kParentFile);
   }
   // Then the undeclared parent directories get the parent chain's metadata (after the parent
   // record: a failure in between leaves the layer on this parent only, where a repeat is right).
-  Fd mfd = open_layer_dir(lp, lp.meta, true);
   struct stat st;
   if (::fstatat(mfd.get(), kStagedImplicitFile, &st, AT_SYMLINK_NOFOLLOW) != 0 &&
       ::fstatat(mfd.get(), kStagedDeclaredFile, &st, AT_SYMLINK_NOFOLLOW) != 0)

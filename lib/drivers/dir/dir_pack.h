@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "drivers/dir/dir_fs.h"
+#include "drivers/driver.h"
 #include "drivers/dir/dir_internal.h"
 
 namespace rolayer::dirdrv {
@@ -33,7 +34,7 @@ inline constexpr std::string_view kPackMagic = "rolayer-dir-pack-1";
 inline constexpr size_t kPackHeaderSize = 40;
 inline constexpr size_t kPackRecordSize = 24;
 // The largest threshold a store may set (a packed payload is read whole by the export).
-inline constexpr uint64_t kMaxPackThreshold = uint64_t(16) << 20;
+inline constexpr uint64_t kMaxPackThreshold = kMaxPayloadPackBytes;
 
 // Writes meta/pack and meta/pack-index during an apply. Files are created at the first packed
 // payload; finish() completes the index (the apply's syncfs makes both durable).
