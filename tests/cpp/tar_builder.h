@@ -20,7 +20,7 @@ struct TarMeta {
   int64_t uid = 0, gid = 0;
   int64_t mtime = 1500000000;  // far in the past: told apart from the times an apply gives
   long mtime_nsec = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;
+  std::vector<std::pair<std::string, std::string>> xattrs = {};
 };
 
 class TarBuilder {
@@ -60,14 +60,7 @@ class TarBuilder {
   // A sparse file: `size` bytes, data only at the given (offset, bytes) pieces.
   TarBuilder& sparse(const std::string& n, uint64_t size,
                      const std::vector<std::pair<uint64_t, std::string>>& pieces, TarMeta m = {}) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, n.c_str());
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, m.mode);
-    archive_entry_set_uid(e, m.uid);
-    archive_entry_set_gid(e, m.gid);
-    archive_entry_set_mtime(e, m.mtime, 0);
-    archive_entry_set_size(e, static_cast<la_int64_t>(size));
+    archive_entry* e = new_entry(n, AE_IFREG, size, m);
     for (auto& [o, d] : pieces) archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(o), d.size());
     EXPECT_EQ(archive_write_header(a_, e), ARCHIVE_OK) << archive_error_string(a_);
     std::string logical(size, '\0');
@@ -89,8 +82,8 @@ class TarBuilder {
     static_cast<TarBuilder*>(ctx)->out_.append(static_cast<const char*>(b), n);
     return static_cast<la_ssize_t>(n);
   }
-  TarBuilder& add(const std::string& n, unsigned type, const std::string& data, const std::string& sym,
-                  const std::string& hard, TarMeta m) {
+  // An entry with m's metadata and extended attributes, then those of next_xattr().
+  archive_entry* new_entry(const std::string& n, unsigned type, uint64_t size, const TarMeta& m) {
     archive_entry* e = archive_entry_new();
     archive_entry_set_pathname(e, n.c_str());
     archive_entry_set_filetype(e, type);
@@ -98,12 +91,17 @@ class TarBuilder {
     archive_entry_set_uid(e, m.uid);
     archive_entry_set_gid(e, m.gid);
     archive_entry_set_mtime(e, m.mtime, m.mtime_nsec);
-    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
-    if (!sym.empty()) archive_entry_set_symlink(e, sym.c_str());
-    if (!hard.empty()) archive_entry_set_hardlink(e, hard.c_str());
+    archive_entry_set_size(e, static_cast<la_int64_t>(size));
     for (auto& [k, v] : m.xattrs) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
     for (auto& [k, v] : xattrs_) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
     xattrs_.clear();
+    return e;
+  }
+  TarBuilder& add(const std::string& n, unsigned type, const std::string& data, const std::string& sym,
+                  const std::string& hard, TarMeta m) {
+    archive_entry* e = new_entry(n, type, data.size(), m);
+    if (!sym.empty()) archive_entry_set_symlink(e, sym.c_str());
+    if (!hard.empty()) archive_entry_set_hardlink(e, hard.c_str());
     EXPECT_GE(archive_write_header(a_, e), ARCHIVE_WARN) << archive_error_string(a_);
     if (!data.empty()) archive_write_data(a_, data.data(), data.size());
     archive_write_finish_entry(a_);
