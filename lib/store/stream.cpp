@@ -120,7 +120,8 @@ class Assembler : public ByteSource {
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
         session_(verify ? st->driver->verify_payloads(node.cache_id) : st->driver->payloads(node.cache_id)),
-        sha_(&sha) {}
+        sha_(&sha),
+        whole_blocks_(verify) {}
   // A staged layer (Store::stage): its record in a temporary file, its payloads in cache_id.
   // Its output is not hashed here: the commit that reads it registers it, which hashes it.
   Assembler(const std::shared_ptr<StoreState>& st, int record_fd, const std::string& cache_id)
@@ -157,6 +158,10 @@ class Assembler : public ByteSource {
       }
       if (file_) {
         out += stream_payload(buf + out, cap - out);
+        if (next_read_) {  // (whole_blocks_: the next block goes straight into the next read's buffer)
+          next_read_ = false;
+          break;
+        }
         continue;
       }
       if (done_) break;
@@ -336,6 +341,10 @@ class Assembler : public ByteSource {
     }
     const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
     const bool direct = blen <= room;
+    if (!direct && whole_blocks_ && room < ocap_ && blen <= ocap_) {
+      next_read_ = true;  // read() returns what it has: the block fits whole in the next read
+      return 0;
+    }
     uint8_t* p = direct ? dst : pending_buf(blen);
     size_t got = 0;
     bxxh_.reset();
@@ -389,6 +398,11 @@ class Assembler : public ByteSource {
   uint8_t* obuf_ = nullptr;   // the caller's buffer during read(), else null
   size_t ocap_ = 0;
   size_t hashed_ = 0;         // obuf_[0, hashed_) is in sha_
+  // A verification (rolayer_layer_verify drops the bytes) takes a short read rather than a
+  // block copied through pending_: a block that does not fit in what is left of the caller's
+  // buffer, but would in a whole one, ends the read (never with 0 bytes) and opens the next.
+  bool whole_blocks_ = false;
+  bool next_read_ = false;
 };
 
 // A driver's exact diff checked per 1 MiB block against the sums taken at register
