@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -485,8 +486,13 @@ ROLAYER_API int rolayer_layer_verify(rolayer_layer* l, rolayer_error** err) {
   return guard(err, [&] {
     auto& ref = layer_of(l);
     auto s = rolayer::Store::verify_stream(ref);  // the tree as mounts see it, any pack checked against it
-    std::vector<uint8_t> buf(1 << 20);
-    while (s->read(buf.data(), buf.size()) > 0) {
+    // Page-aligned: payloads are read into it at their file offsets modulo a page (a payload
+    // after a 512-byte header, a 1 MiB block at its start), never at the skew of 1 to 63 bytes
+    // that makes the stream copy them through a bounce buffer (lib/store/stream.cpp read_at).
+    constexpr size_t kBuf = size_t{1} << 20;
+    std::unique_ptr<uint8_t, decltype(&std::free)> buf(static_cast<uint8_t*>(std::aligned_alloc(4096, kBuf)), &std::free);
+    if (!buf) throw rolayer::Error(rolayer::Code::NoMem, "cannot allocate a read buffer");
+    while (s->read(buf.get(), kBuf) > 0) {
     }
   });
 }

@@ -54,6 +54,11 @@ void OffloadHasher::start_worker() {
 void OffloadHasher::lend(const void* data, size_t len) {
   if (finished_) throw Error(Code::Inval, "digest update after finish");
   if (len == 0) return;
+  if (force_inline_) {  // the worker, if any, is idle: set_inline drained it
+    hasher_.update(data, len);
+    inline_bytes_ += len;
+    return;
+  }
   if (!started_) {
     if (len <= opts_.inline_limit - std::min<uint64_t>(inline_bytes_, opts_.inline_limit)) {
       hasher_.update(data, len);
@@ -71,6 +76,15 @@ void OffloadHasher::lend(const void* data, size_t len) {
     queue_.push_back({static_cast<const uint8_t*>(data), len});
   }
   work_cv_.notify_one();
+}
+
+void OffloadHasher::set_inline(bool on) {
+  if (on == force_inline_) return;
+  // The worker hashes nothing from here on (or again), in order: every range lent before is
+  // hashed first; the mutex makes its updates of hasher_ visible to this thread, and the next
+  // range queued makes this thread's visible to the worker.
+  drain();
+  force_inline_ = on;
 }
 
 void OffloadHasher::worker() {

@@ -49,6 +49,13 @@ class OffloadHasher {
   // The digest of everything lent; the hasher may not be used afterwards.
   Digest finish();
 
+  // From now on hash every lent range inline, on the owner's thread (on: true), or hand long
+  // streams to the worker again (false; the default). For an owner that shares the CPUs with
+  // other hashing streams of its own (verify -j N, N >= the CPUs): the hand-off to a worker
+  // costs CPU and a second thread gains nothing when every core is busy. Waits for the
+  // ranges lent before (rethrows a failure of the hash, like drain()).
+  void set_inline(bool on);
+
   // Whether the worker thread was started (for tests and diagnostics).
   bool threaded() const { return started_; }
 
@@ -67,6 +74,7 @@ class OffloadHasher {
   bool started_ = false;
   bool finished_ = false;
   bool broken_ = false;
+  bool force_inline_ = false;  // set_inline(true): the owner hashes every range itself
 
   std::mutex mu_;
   std::condition_variable work_cv_, idle_cv_;

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
 // driver's exact diff), hashed on the way out and checked against the DiffID.
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <thread>
 
 #include "core/error.h"
 #include "record/format.h"
@@ -21,6 +24,21 @@
 
 namespace rolayer {
 namespace {
+
+// Verifications open at once in this process (rolayer verify -j N: one per job). While there
+// are at least as many as CPUs to run them, each hashes on its own thread: a hashing worker
+// per stream would only add its hand-off to CPUs that are all busy already.
+std::atomic<int> g_verifying{0};
+
+int usable_cpus() {
+  static const int n = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return n;
+}
 
 constexpr size_t kWholePayload = 1 << 20;  // payloads up to this size are checked before they go out
 // Streamed payloads are read in pieces of this size, each checksummed and SHA-256-hashed right
@@ -102,7 +120,8 @@ class Assembler : public ByteSource {
         check_(bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
         session_(verify ? st->driver->verify_payloads(node.cache_id) : st->driver->payloads(node.cache_id)),
-        sha_(&sha) {}
+        sha_(&sha),
+        whole_blocks_(verify) {}
   // A staged layer (Store::stage): its record in a temporary file, its payloads in cache_id.
   // Its output is not hashed here: the commit that reads it registers it, which hashes it.
   Assembler(const std::shared_ptr<StoreState>& st, int record_fd, const std::string& cache_id)
@@ -139,6 +158,10 @@ class Assembler : public ByteSource {
       }
       if (file_) {
         out += stream_payload(buf + out, cap - out);
+        if (next_read_) {  // (whole_blocks_: the next block goes straight into the next read's buffer)
+          next_read_ = false;
+          break;
+        }
         continue;
       }
       if (done_) break;
@@ -318,6 +341,10 @@ class Assembler : public ByteSource {
     }
     const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
     const bool direct = blen <= room;
+    if (!direct && whole_blocks_ && room < ocap_ && blen <= ocap_) {
+      next_read_ = true;  // read() returns what it has: the block fits whole in the next read
+      return 0;
+    }
     uint8_t* p = direct ? dst : pending_buf(blen);
     size_t got = 0;
     bxxh_.reset();
@@ -371,6 +398,11 @@ class Assembler : public ByteSource {
   uint8_t* obuf_ = nullptr;   // the caller's buffer during read(), else null
   size_t ocap_ = 0;
   size_t hashed_ = 0;         // obuf_[0, hashed_) is in sha_
+  // A verification (rolayer_layer_verify drops the bytes) takes a short read rather than a
+  // block copied through pending_: a block that does not fit in what is left of the caller's
+  // buffer, but would in a whole one, ends the read (never with 0 bytes) and opens the next.
+  bool whole_blocks_ = false;
+  bool next_read_ = false;
 };
 
 // A driver's exact diff checked per 1 MiB block against the sums taken at register
@@ -443,7 +475,12 @@ class BlockCheckedSource : public ByteSource {
 class VerifiedStream : public ByteSource {
  public:
   VerifiedStream(std::shared_ptr<StoreState> st, std::unique_ptr<LayerRef> keep, bool verify)
-      : st_(std::move(st)), keep_(std::move(keep)), verify_(verify) {}
+      : st_(std::move(st)), keep_(std::move(keep)), verify_(verify) {
+    if (verify_) g_verifying.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~VerifiedStream() override {
+    if (verify_) g_verifying.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   size_t read(uint8_t* buf, size_t cap) override {
     if (failure_) std::rethrow_exception(failure_);
@@ -451,6 +488,9 @@ class VerifiedStream : public ByteSource {
     try {
       if (!inner_) open_inner();
       const auto& node = keep_->node();
+      // (Between reads nothing is lent: the switch is in order.)
+      if (verify_ && self_hashed_)
+        inline_sha_.set_inline(g_verifying.load(std::memory_order_relaxed) >= usable_cpus());
       size_t n = inner_->read(buf, cap);
       if (n > cap) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
       if (n > 0) {

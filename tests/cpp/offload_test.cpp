@@ -132,4 +132,43 @@ TEST(OffloadHasherConcurrency, ManyHashersAtOnceAndOwnersMovingBetweenThreads) {
   for (int t = 0; t < 4; ++t) EXPECT_EQ(ok[t], 1) << t;
 }
 
+// set_inline (verify -j N with N >= the CPUs): the owner hashes on its own thread from then on,
+// or hands long streams to the worker again; the digest is the same whatever the switches.
+TEST(OffloadHasher, InlineFromTheStartNeverStartsTheWorker) {
+  const std::string data = random_bytes(6 << 20, 6);
+  OffloadHasher h(threaded_from(0));
+  h.set_inline(true);
+  for (size_t at = 0; at < data.size(); at += 131072) h.lend(data.data() + at, std::min<size_t>(131072, data.size() - at));
+  h.drain();
+  EXPECT_FALSE(h.threaded());
+  EXPECT_EQ(h.finish(), sha256_of(data.data(), data.size()));
+}
+
+// (Named *Concurren*: ThreadSanitizer checks that the hash passes between the owner and the
+// worker with each switch.)
+TEST(OffloadHasherConcurrency, SetInlineSwitchesBetweenOwnerAndWorkerInOrder) {
+  const std::string data = random_bytes(9 << 20, 7);
+  const Digest want = sha256_of(data.data(), data.size());
+  for (size_t every : {size_t{1}, size_t{3}, size_t{16}}) {
+    OffloadHasher h(threaded_from(1 << 20));
+    size_t i = 0;
+    bool on = false;
+    for (size_t at = 0; at < data.size(); at += 100003, ++i) {
+      if (i % every == 0) h.set_inline(on = !on);
+      h.lend(data.data() + at, std::min<size_t>(100003, data.size() - at));
+      // The owner reuses nothing here, but drains now and then as the stream's read() does.
+      if (i % 5 == 4) h.drain();
+    }
+    EXPECT_EQ(h.threaded(), std::thread::hardware_concurrency() != 1) << every;
+    EXPECT_EQ(h.finish(), want) << every;
+  }
+  // Abandoned while inline: broken as before.
+  OffloadHasher b(threaded_from(0));
+  b.lend(data.data(), 1 << 20);
+  b.set_inline(true);
+  b.lend(data.data(), 1 << 20);
+  b.abandon();
+  EXPECT_THROW(b.finish(), Error);
+}
+
 }  // namespace
