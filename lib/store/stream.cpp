@@ -114,14 +114,25 @@ class Assembler : public ByteSource {
     hashed_ = 0;
     try {
       size_t out = assemble(buf, cap);
+      flush_batch();
       hash_to(out);
       if (sha_) sha_->drain();
       obuf_ = nullptr;
       return out;
     } catch (...) {
+      // Payloads read in a batch (before the failure in stream order) are checked first: their
+      // error is the one the stream meets first.
+      std::exception_ptr e = std::current_exception();
+      if (!batch_.empty()) {
+        try {
+          flush_batch();
+        } catch (...) {
+          e = std::current_exception();
+        }
+      }
       if (sha_) sha_->abandon();  // the caller's buffer is its own again when read() leaves
       obuf_ = nullptr;
-      throw;
+      std::rethrow_exception(e);
     }
   }
 
@@ -129,7 +140,10 @@ class Assembler : public ByteSource {
   size_t assemble(uint8_t* buf, size_t cap) {
     size_t out = 0;
     while (out < cap) {
-      if (out - hashed_ >= kHashChunk) hash_to(out);
+      if (out - hashed_ >= kHashChunk) {
+        flush_batch();  // (its bytes are read and checked before they are hashed)
+        hash_to(out);
+      }
       if (pend_pos_ < pend_len_) {
         size_t n = std::min(cap - out, pend_len_ - pend_pos_);
         std::memcpy(buf + out, pending_.get() + pend_pos_, n);
@@ -241,12 +255,20 @@ class Assembler : public ByteSource {
       }
     }
     if (item_.size > kWholePayload) {
+      flush_batch();  // (its pieces are hashed as they are read: what is before them first)
       xxh_.reset();
       block_ = 0;
       return 0;  // streamed by stream_payload (block by block when the record has block sums)
     }
     const size_t size = static_cast<size_t>(item_.size);
     const bool whole = item_.fragments.empty();
+    if (whole && eof_seen_ && size > 0 && size <= room && session_->batchable(*file_)) {
+      // Read later with its neighbours, straight into its place in dst (flush_batch), and
+      // checked there before read() returns or anything past it is hashed.
+      batch_.push_back({std::move(file_), dst, size, item_.xxh3, std::move(item_.path)});
+      return size;
+    }
+    if (!whole) flush_batch();  // (fill() hashes what it reads at once: what is before it first)
     const size_t need = size + (whole && !eof_seen_ ? 1 : 0);  // + the byte that proves the end
     const bool direct = need <= room;
     uint8_t* p = direct ? dst : pending_buf(need);
@@ -272,6 +294,28 @@ class Assembler : public ByteSource {
     if (direct) return size;
     pend_len_ = size;
     return 0;
+  }
+
+  // Reads the payloads gathered in batch_ (the driver: one system call per run of them) into
+  // their places in the caller's buffer and checks each against its XXH3, in stream order.
+  // None of those bytes is output or hashed before this: a failed check throws, and read()
+  // never returns them.
+  void flush_batch() {
+    if (batch_.empty()) return;
+    std::vector<Batched> batch;
+    batch.swap(batch_);  // empty again whatever happens below (read()'s error path flushes)
+    reads_.clear();
+    for (auto& b : batch) reads_.push_back({b.file.get(), b.dst, b.size});
+    session_->read_batch(reads_.data(), reads_.size());
+    for (auto& b : batch) {
+      if (record::Xxh3::hash(b.dst, b.size) != b.xxh3)
+        throw Error(Code::Corrupt, "file integrity checksum failed for \"" + b.path +
+                                       "\": its content differs from what was registered. This may be because "
+                                       "internal files in the layer store were modified")
+            .with_path(b.path);
+    }
+    batch.clear();
+    batch.swap(batch_);  // (keeps the vector's capacity)
   }
 
   // Reads the next bytes of the current file's payload into dst (room bytes available there),
@@ -346,6 +390,17 @@ class Assembler : public ByteSource {
     file_.reset();
   }
 
+  // A whole payload read in a batch (PayloadSession::read_batch): its place in the caller's
+  // buffer, its size and the record's XXH3 of it.
+  struct Batched {
+    std::unique_ptr<PayloadFile> file;
+    uint8_t* dst;
+    size_t size;
+    uint64_t xxh3;
+    std::string path;
+  };
+  std::vector<Batched> batch_;
+  std::vector<PayloadSession::BatchRead> reads_;
   ChunkSource chunks_;
   std::unique_ptr<RecordBodyCheck> check_;
   record::Reader reader_;
