@@ -353,29 +353,34 @@ class Assembler : public ByteSource {
   }
 
   // A large payload with per-block sums (record format 2): each 1 MiB block is read whole and
-  // checked before any of its bytes go out, like a small payload: into dst when it fits in
-  // room (returns its size), else into pending_ (returns 0).
+  // checked before any of its bytes go out, like a small payload. Its first room bytes are read
+  // into dst, the rest (when it does not fit) into pending_, which goes out at the start of the
+  // next read(): returns the bytes in dst. (A caller's buffer of 1 MiB meets every block of a
+  // payload at the same distance from its start; reading whole blocks into pending_ made every
+  // byte of such a payload cost one more copy, this only the part that does not fit.)
   size_t next_block(uint8_t* dst, size_t room) {
     if (left_ == 0) {
       finish_file();
       return 0;
     }
     const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
-    const bool direct = blen <= room;
-    uint8_t* p = direct ? dst : pending_buf(blen);
+    const size_t head = std::min(blen, room);
+    uint8_t* tail = head < blen ? pending_buf(blen - head) : nullptr;
     size_t got = 0;
     bxxh_.reset();
-    while (got < blen) got += fill(p + got, blen - got);
+    while (got < head) got += fill(dst + got, head - got);
+    while (got < blen) got += fill(tail + (got - head), blen - got);
     if (block_ >= item_.blocks.size() || bxxh_.digest() != item_.blocks[block_])
       corrupt("block " + std::to_string(block_) + " (bytes " + std::to_string(block_ * record::format::kBlockSize) +
               " to " + std::to_string(block_ * record::format::kBlockSize + blen) +
               ") differs from what was registered");
     ++block_;
     if (left_ == 0) finish_file();
-    if (direct) return blen;
-    pend_pos_ = 0;
-    pend_len_ = blen;
-    return 0;
+    if (tail) {
+      pend_pos_ = 0;
+      pend_len_ = blen - head;
+    }
+    return head;
   }
 
   void finish_file() {
