@@ -395,8 +395,12 @@ class Assembler : public ByteSource {
     file_.reset();
   }
 
+  ChunkSource chunks_;
+  std::unique_ptr<RecordBodyCheck> check_;
+  record::Reader reader_;
+  std::unique_ptr<PayloadSession> session_;
   // A whole payload read in a batch (PayloadSession::read_batch): its place in the caller's
-  // buffer, its size and the record's XXH3 of it.
+  // buffer, its size and the record's XXH3 of it. (Declared after session_: its files go first.)
   struct Batched {
     std::unique_ptr<PayloadFile> file;
     uint8_t* dst;
@@ -406,10 +410,6 @@ class Assembler : public ByteSource {
   };
   std::vector<Batched> batch_;
   std::vector<PayloadSession::BatchRead> reads_;
-  ChunkSource chunks_;
-  std::unique_ptr<RecordBodyCheck> check_;
-  record::Reader reader_;
-  std::unique_ptr<PayloadSession> session_;
   record::Item item_;
   std::unique_ptr<uint8_t[]> pending_;
   size_t pend_cap_ = 0, pend_pos_ = 0, pend_len_ = 0;
