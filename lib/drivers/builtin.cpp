@@ -21,3 +21,20 @@ void Driver::set_parent(const std::string&, const std::string&) {
 }
 
 }  // namespace rolayer
+
+namespace rolayer {
+
+// One file after the other (a driver that batches nothing never gets here: batchable() is false).
+void PayloadSession::read_batch(const BatchRead* reads, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    size_t got = 0;
+    while (got < reads[i].size) {
+      size_t k = reads[i].file->pread(got, reads[i].dst + got, reads[i].size - got);
+      if (k == 0) throw Error(Code::Corrupt, "a layer payload is shorter than its driver said");
+      if (k > reads[i].size - got) throw Error(Code::Io, "a payload read returned more bytes than asked for");
+      got += k;
+    }
+  }
+}
+
+}  // namespace rolayer

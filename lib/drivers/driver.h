@@ -30,6 +30,24 @@ class PayloadSession {
   virtual std::unique_ptr<PayloadFile> open(const std::string& path) = 0;
   // The stream ended (every payload was opened): a driver may check what it read ahead.
   virtual void finish() {}
+
+  // Batched reads (optional). A driver that keeps consecutive payloads together in one file
+  // (the dir driver's payload pack) reads several whole payloads with one system call, straight
+  // into their places in the caller's output. batchable(f): f, opened from this session, can be
+  // read by read_batch (its size() is its exact length). read_batch(reads, n): reads each
+  // listed payload whole (size bytes, its size()) into dst; the files were opened in the order
+  // listed. The bytes are unchecked: the caller checks them as it checks any read's. A read that
+  // comes up short (the file shrank) throws (Code::Corrupt for the pack).
+  struct BatchRead {
+    PayloadFile* file;
+    uint8_t* dst;
+    size_t size;
+  };
+  virtual bool batchable(const PayloadFile& f) const {
+    (void)f;
+    return false;
+  }
+  virtual void read_batch(const BatchRead* reads, size_t n);
 };
 
 class Driver {

@@ -133,14 +133,25 @@ class Assembler : public ByteSource {
     hashed_ = 0;
     try {
       size_t out = assemble(buf, cap);
+      flush_batch();
       hash_to(out);
       if (sha_) sha_->drain();
       obuf_ = nullptr;
       return out;
     } catch (...) {
+      // Payloads read in a batch (before the failure in stream order) are checked first: their
+      // error is the one the stream meets first.
+      std::exception_ptr e = std::current_exception();
+      if (!batch_.empty()) {
+        try {
+          flush_batch();
+        } catch (...) {
+          e = std::current_exception();
+        }
+      }
       if (sha_) sha_->abandon();  // the caller's buffer is its own again when read() leaves
       obuf_ = nullptr;
-      throw;
+      std::rethrow_exception(e);
     }
   }
 
@@ -148,7 +159,10 @@ class Assembler : public ByteSource {
   size_t assemble(uint8_t* buf, size_t cap) {
     size_t out = 0;
     while (out < cap) {
-      if (out - hashed_ >= kHashChunk) hash_to(out);
+      if (out - hashed_ >= kHashChunk) {
+        flush_batch();  // (its bytes are read and checked before they are hashed)
+        hash_to(out);
+      }
       if (pend_pos_ < pend_len_) {
         size_t n = std::min(cap - out, pend_len_ - pend_pos_);
         std::memcpy(buf + out, pending_.get() + pend_pos_, n);
@@ -264,12 +278,20 @@ class Assembler : public ByteSource {
       }
     }
     if (item_.size > kWholePayload) {
+      flush_batch();  // (its pieces are hashed as they are read: what is before them first)
       xxh_.reset();
       block_ = 0;
       return 0;  // streamed by stream_payload (block by block when the record has block sums)
     }
     const size_t size = static_cast<size_t>(item_.size);
     const bool whole = item_.fragments.empty();
+    if (whole && eof_seen_ && size > 0 && size <= room && session_->batchable(*file_)) {
+      // Read later with its neighbours, straight into its place in dst (flush_batch), and
+      // checked there before read() returns or anything past it is hashed.
+      batch_.push_back({std::move(file_), dst, size, item_.xxh3, std::move(item_.path)});
+      return size;
+    }
+    if (!whole) flush_batch();  // (fill() hashes what it reads at once: what is before it first)
     const size_t need = size + (whole && !eof_seen_ ? 1 : 0);  // + the byte that proves the end
     const bool direct = need <= room;
     uint8_t* p = direct ? dst : pending_buf(need);
@@ -295,6 +317,28 @@ class Assembler : public ByteSource {
     if (direct) return size;
     pend_len_ = size;
     return 0;
+  }
+
+  // Reads the payloads gathered in batch_ (the driver: one system call per run of them) into
+  // their places in the caller's buffer and checks each against its XXH3, in stream order.
+  // None of those bytes is output or hashed before this: a failed check throws, and read()
+  // never returns them.
+  void flush_batch() {
+    if (batch_.empty()) return;
+    std::vector<Batched> batch;
+    batch.swap(batch_);  // empty again whatever happens below (read()'s error path flushes)
+    reads_.clear();
+    for (auto& b : batch) reads_.push_back({b.file.get(), b.dst, b.size});
+    session_->read_batch(reads_.data(), reads_.size());
+    for (auto& b : batch) {
+      if (record::Xxh3::hash(b.dst, b.size) != b.xxh3)
+        throw Error(Code::Corrupt, "file integrity checksum failed for \"" + b.path +
+                                       "\": its content differs from what was registered. This may be because "
+                                       "internal files in the layer store were modified")
+            .with_path(b.path);
+    }
+    batch.clear();
+    batch.swap(batch_);  // (keeps the vector's capacity)
   }
 
   // Reads the next bytes of the current file's payload into dst (room bytes available there),
@@ -332,33 +376,38 @@ class Assembler : public ByteSource {
   }
 
   // A large payload with per-block sums (record format 2): each 1 MiB block is read whole and
-  // checked before any of its bytes go out, like a small payload: into dst when it fits in
-  // room (returns its size), else into pending_ (returns 0).
+  // checked before any of its bytes go out, like a small payload. Its first room bytes are read
+  // into dst, the rest (when it does not fit) into pending_, which goes out at the start of the
+  // next read(): returns the bytes in dst. (A caller's buffer of 1 MiB meets every block of a
+  // payload at the same distance from its start; reading whole blocks into pending_ made every
+  // byte of such a payload cost one more copy, this only the part that does not fit.)
   size_t next_block(uint8_t* dst, size_t room) {
     if (left_ == 0) {
       finish_file();
       return 0;
     }
     const size_t blen = static_cast<size_t>(std::min<uint64_t>(record::format::kBlockSize, left_));
-    const bool direct = blen <= room;
-    if (!direct && whole_blocks_ && room < ocap_ && blen <= ocap_) {
+    if (blen > room && whole_blocks_ && room < ocap_ && blen <= ocap_) {
       next_read_ = true;  // read() returns what it has: the block fits whole in the next read
       return 0;
     }
-    uint8_t* p = direct ? dst : pending_buf(blen);
+    const size_t head = std::min(blen, room);
+    uint8_t* tail = head < blen ? pending_buf(blen - head) : nullptr;
     size_t got = 0;
     bxxh_.reset();
-    while (got < blen) got += fill(p + got, blen - got);
+    while (got < head) got += fill(dst + got, head - got);
+    while (got < blen) got += fill(tail + (got - head), blen - got);
     if (block_ >= item_.blocks.size() || bxxh_.digest() != item_.blocks[block_])
       corrupt("block " + std::to_string(block_) + " (bytes " + std::to_string(block_ * record::format::kBlockSize) +
               " to " + std::to_string(block_ * record::format::kBlockSize + blen) +
               ") differs from what was registered");
     ++block_;
     if (left_ == 0) finish_file();
-    if (direct) return blen;
-    pend_pos_ = 0;
-    pend_len_ = blen;
-    return 0;
+    if (tail) {
+      pend_pos_ = 0;
+      pend_len_ = blen - head;
+    }
+    return head;
   }
 
   void finish_file() {
@@ -377,6 +426,17 @@ class Assembler : public ByteSource {
   std::unique_ptr<RecordBodyCheck> check_;
   record::Reader reader_;
   std::unique_ptr<PayloadSession> session_;
+  // A whole payload read in a batch (PayloadSession::read_batch): its place in the caller's
+  // buffer, its size and the record's XXH3 of it. (Declared after session_: its files go first.)
+  struct Batched {
+    std::unique_ptr<PayloadFile> file;
+    uint8_t* dst;
+    size_t size;
+    uint64_t xxh3;
+    std::string path;
+  };
+  std::vector<Batched> batch_;
+  std::vector<PayloadSession::BatchRead> reads_;
   record::Item item_;
   std::unique_ptr<uint8_t[]> pending_;
   size_t pend_cap_ = 0, pend_pos_ = 0, pend_len_ = 0;
@@ -399,7 +459,7 @@ class Assembler : public ByteSource {
   size_t ocap_ = 0;
   size_t hashed_ = 0;         // obuf_[0, hashed_) is in sha_
   // A verification (rolayer_layer_verify drops the bytes) takes a short read rather than a
-  // block copied through pending_: a block that does not fit in what is left of the caller's
+  // block copied partly through pending_: a block that does not fit in what is left of the caller's
   // buffer, but would in a whole one, ends the read (never with 0 bytes) and opens the next.
   bool whole_blocks_ = false;
   bool next_read_ = false;

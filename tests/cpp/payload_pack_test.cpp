@@ -478,6 +478,96 @@ TEST_F(PackDamage, TreeFileChangedWithAnIntactPack) {
   EXPECT_NE(v.message.find("file integrity checksum failed"), std::string::npos) << v.message;
 }
 
+// Exports read runs of packed payloads with one preadv each, straight into the caller's
+// buffer, and check each payload there before any of it is output (PayloadSession::read_batch).
+
+// Reads a stream in `cap`-byte reads until the end or an error: what came out before it.
+Outcome2 read_in_pieces(ByteSource& s, size_t cap) {
+  Outcome2 o;
+  std::string buf(cap, '\0');
+  try {
+    for (;;) {
+      size_t n = s.read(reinterpret_cast<uint8_t*>(buf.data()), cap);
+      if (n == 0) break;
+      o.data.append(buf.data(), n);
+    }
+  } catch (const Error& e) {
+    o.code = e.code();
+    o.message = e.what();
+    o.path = e.path();
+  }
+  return o;
+}
+
+TEST_F(PackDamage, ChangedPayloadInTheMiddleOfARunIsNamedAndNotOutput) {
+  // A packed payload with packed payloads before and after it in the pack.
+  std::string p = slurp(pack_);
+  std::string path, content;
+  for (int i = 100; i < 200 && path.empty(); ++i) {
+    std::string cand = "app/node_modules/p" + std::to_string(i % 10) + "/f" + std::to_string(i) + ".js";
+    std::string c = slurp(diff(*r_) + "/" + cand);
+    if (c.size() < 64 || c.size() > 32 * 1024) continue;
+    size_t at = p.find(c);
+    if (at == std::string::npos || at == 0 || at + c.size() >= p.size() || p.rfind(c) != at) continue;
+    path = cand;
+    content = c;
+  }
+  ASSERT_FALSE(path.empty());
+  const size_t at = p.find(content);
+  p[at + content.size() / 2] ^= 0x40;
+  spit(pack_, p);
+  const size_t in_tar = tar_.find(content);
+  ASSERT_NE(in_tar, std::string::npos);
+  for (size_t cap : {size_t(1) << 20, size_t(65536 + 7)}) {
+    auto s = Store::tar_stream(*r_);
+    Outcome2 o = read_in_pieces(*s, cap);
+    EXPECT_EQ(o.code, Code::Corrupt) << o.message;
+    EXPECT_EQ(o.path, path) << o.message;
+    EXPECT_NE(o.message.find("differs from what was registered"), std::string::npos) << o.message;
+    // Nothing of the changed payload (nor anything after it) came out.
+    EXPECT_LE(o.data.size(), in_tar);
+    EXPECT_TRUE(tar_.compare(0, o.data.size(), o.data) == 0);
+  }
+}
+
+TEST_F(PackDamage, PackShrinkingDuringTheExportIsReported) {
+  auto s = Store::tar_stream(*r_);
+  uint8_t first[512];
+  ASSERT_GT(s->read(first, sizeof first), 0u);  // the export has opened the pack
+  std::string p = slurp(pack_);
+  spit(pack_, p.substr(0, p.size() / 4));  // the same file, shorter
+  Outcome2 o = read_in_pieces(*s, size_t(1) << 20);
+  EXPECT_EQ(o.code, Code::Corrupt) << o.message;
+  EXPECT_NE(o.message.find("the payload pack of layer " + r_->node().cache_id + " is damaged"), std::string::npos)
+      << o.message;
+  EXPECT_NE(o.message.find("became shorter than its index says"), std::string::npos) << o.message;
+}
+
+TEST_F(PackTest, EarlierDamageIsReportedBeforeALaterFailure) {
+  // b's packed bytes are changed, and the tree file of the next payload (not packed: larger than
+  // the threshold) is gone: b's error comes first in the stream, and is the one reported.
+  std::string a(3000, 'a'), b(5000, 'b'), c(70000, 'c');
+  for (size_t k = 0; k < b.size(); k += 7) b[k] = static_cast<char>('0' + k % 10);
+  std::string tar = make_tar({{TarItem::File, "a", a}, {TarItem::File, "b", b}, {TarItem::File, "c", c}});
+  auto s = open_store(32 * 1024);
+  auto r = add(*s, tar);
+  std::string p = slurp(meta(*r) + "/pack");
+  ASSERT_EQ(p, a + b);
+  p[3000 + 100] ^= 0x01;
+  spit(meta(*r) + "/pack", p);
+  ASSERT_EQ(::unlink((diff(*r) + "/c").c_str()), 0);
+  Outcome2 o = do_export(*r);
+  EXPECT_EQ(o.code, Code::Corrupt) << o.message;
+  EXPECT_EQ(o.path, "b") << o.message;
+  EXPECT_NE(o.message.find("differs from what was registered"), std::string::npos) << o.message;
+  // With b intact, c's absence is what the export meets.
+  p[3000 + 100] ^= 0x01;
+  spit(meta(*r) + "/pack", p);
+  o = do_export(*r);
+  EXPECT_EQ(o.code, Code::Corrupt) << o.message;
+  EXPECT_EQ(o.path, "c") << o.message;
+}
+
 // ---- faults and crashes while the pack is written ------------------------------------------
 
 class PackCrash : public ::testing::Test {

@@ -202,6 +202,7 @@ class PackedPayloadFile : public PayloadFile {
     return n;
   }
   int64_t size() const override { return static_cast<int64_t>(size_); }
+  uint64_t pack_offset() const { return offset_; }
 
  private:
   std::shared_ptr<PackReader> pack_;
@@ -297,7 +298,43 @@ class DirPayloadSession : public PayloadSession {
     if (pack_) pack_->finish(ordinal_);
   }
 
+  // An export's packed payloads (a verification reads the tree: CheckedPayloadFile is not one).
+  bool batchable(const PayloadFile& f) const override {
+    return dynamic_cast<const PackedPayloadFile*>(&f) != nullptr;
+  }
+
+  // Each run of payloads that lie back to back in the pack: one preadv, scattered to their
+  // places in the caller's output.
+  void read_batch(const BatchRead* reads, size_t n) override {
+    size_t i = 0;
+    while (i < n) {
+      const uint64_t start = run_start(reads[i]);
+      uint64_t end = start;
+      iov_.clear();
+      size_t j = i;
+      for (; j < n; ++j) {
+        if (run_start(reads[j]) != end || end == UINT64_MAX) break;
+        iov_.push_back({reads[j].dst, reads[j].size});
+        end += reads[j].size;
+      }
+      if (j == i) {  // not a packed payload of its own size: read as any file
+        PayloadSession::read_batch(reads + i, 1);
+        ++i;
+        continue;
+      }
+      pack_->read_into(start, iov_.data(), iov_.size(), static_cast<size_t>(end - start));
+      i = j;
+    }
+  }
+
  private:
+  // Where r's bytes begin in the pack, or UINT64_MAX when r is not a whole packed payload.
+  static uint64_t run_start(const BatchRead& r) {
+    auto* p = dynamic_cast<const PackedPayloadFile*>(r.file);
+    if (!p || static_cast<uint64_t>(p->size()) != r.size) return UINT64_MAX;
+    return p->pack_offset();
+  }
+
   void check_mismatch() {
     if (mismatch_->empty()) return;
     throw Error(Code::Corrupt, *mismatch_ + ". This may be because internal files in the layer store were modified")
@@ -388,6 +425,7 @@ class DirPayloadSession : public PayloadSession {
   Fd diff_, meta_;
   bool verify_;
   std::shared_ptr<PackReader> pack_;  // null: the layer has no payload pack
+  std::vector<struct iovec> iov_;     // read_batch's
   uint64_t ordinal_ = 0;              // payloads opened so far
   std::string pack_path_;
   // A verification's pack difference (CheckedPayloadFile), reported at the next open/finish.

@@ -4,9 +4,12 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -287,6 +290,32 @@ void PackReader::read(uint64_t offset, uint8_t* buf, size_t n) {
     win_off_ = start;
     win_len_ = got;
     if (offset >= start + got) damaged(kPackFile, "it became shorter than its index says while it was read");
+  }
+}
+
+void PackReader::read_into(uint64_t offset, struct iovec* iov, size_t cnt, size_t total) {
+  if (offset > pack_size_ || total > pack_size_ - offset) damaged(kPackFile, "a read past its end");
+  uint64_t at = offset;
+  while (cnt > 0) {
+    const int k = static_cast<int>(std::min<size_t>(cnt, IOV_MAX));
+    ssize_t r = ::preadv(data_.get(), iov, k, static_cast<off_t>(at));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw dirfs::sys_error("cannot read", layer_.meta + "/" + kPackFile, errno);
+    }
+    if (r == 0) damaged(kPackFile, "it became shorter than its index says while it was read");
+    at += static_cast<uint64_t>(r);
+    // Drop what was filled; a partly filled buffer continues where the read stopped.
+    size_t left = static_cast<size_t>(r);
+    while (cnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --cnt;
+    }
+    if (cnt > 0 && left > 0) {
+      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
   }
 }
 

@@ -17,6 +17,8 @@
 // diff/ stays complete: mounts and verification use it; the pack only serves exports.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -81,6 +83,10 @@ class PackReader {
   bool lookup(uint64_t ordinal, uint64_t* offset, uint64_t* size);
   // Reads n bytes at offset of the pack (inside a range lookup() returned) into buf.
   void read(uint64_t offset, uint8_t* buf, size_t n);
+  // Reads the total bytes at offset of the pack (consecutive ranges lookup() returned) straight
+  // into the cnt buffers of iov, in order (their lengths add up to total; iov is consumed): one
+  // preadv, no window and no copy of ours. A pack that ends early: Code::Corrupt.
+  void read_into(uint64_t offset, struct iovec* iov, size_t cnt, size_t total);
   // The stream ended after payload `last_ordinal`: the index must name no later payload.
   void finish(uint64_t last_ordinal);
   const std::string& layer_id() const { return layer_.id; }
