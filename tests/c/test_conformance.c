@@ -138,7 +138,7 @@ static int load_corpus_file(const char *corpus, const char *file, const char *co
   snprintf(path, sizeof path, "%s/%s", corpus, file);
   if (!compressed_sha[0]) return read_file(path, out);
   /* gzip or bzip2: the registered stream is the tar inside. */
-  char cmd[8300];
+  char cmd[2 * sizeof path + 64];
   snprintf(cmd, sizeof cmd, "(gzip -dc '%s' 2>/dev/null || bzip2 -dc '%s')", path, path);
   FILE *p = popen(cmd, "r");
   if (!p) return -1;

@@ -485,7 +485,9 @@ TEST_P(SharedStoreTest, StressManyProcessesWithKills) {
     for (int p = 0; p < kProcs; p++) {
       int status = 0;
       ::waitpid(kids[p], &status, 0);
-      if (p == victim) EXPECT_TRUE(WIFSIGNALED(status)) << "the victim ended before it was killed";
+      if (p == victim) {
+        EXPECT_TRUE(WIFSIGNALED(status)) << "the victim ended before it was killed";
+      }
       if (WIFSIGNALED(status)) continue;
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(report);
     }
