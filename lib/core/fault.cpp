@@ -48,26 +48,42 @@ Spec parse(const char* env, bool want_errno) {
 std::mutex mu;
 std::unordered_map<std::string, long> hits;
 
-}  // namespace
-
-void point(const char* name) {
+// Counts a hit of `name`; kills the process at ROLAYER_FAULT_KILL's; true (and *err, the errno
+// to inject) at ROLAYER_FAULT_ERRNO's.
+bool hit(const char* name, int* err) {
   static const Spec kill_spec = parse(std::getenv("ROLAYER_FAULT_KILL"), false);
   static const Spec errno_spec = parse(std::getenv("ROLAYER_FAULT_ERRNO"), true);
-  if (!kill_spec.set && !errno_spec.set) return;
+  if (!kill_spec.set && !errno_spec.set) return false;
   long n;
   {
     std::lock_guard<std::mutex> g(mu);
     n = ++hits[name];
   }
   if (kill_spec.set && kill_spec.name == name && n == kill_spec.nth) ::kill(::getpid(), SIGKILL);
-  if (errno_spec.set && errno_spec.name == name && n == errno_spec.nth)
-    throw Error(Code::Io, std::string("injected fault at ") + name + ": " + std::strerror(errno_spec.err))
-        .with_errno(errno_spec.err);
+  if (errno_spec.set && errno_spec.name == name && n == errno_spec.nth) {
+    *err = errno_spec.err;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void point(const char* name) {
+  int err = 0;
+  if (hit(name, &err))
+    throw Error(Code::Io, std::string("injected fault at ") + name + ": " + std::strerror(err)).with_errno(err);
+}
+
+int injected_errno(const char* name) {
+  int err = 0;
+  return hit(name, &err) ? err : 0;
 }
 
 }  // namespace rolayer::fault
 #else
 namespace rolayer::fault {
 void point(const char*) {}
+int injected_errno(const char*) { return 0; }
 }  // namespace rolayer::fault
 #endif

@@ -9,10 +9,16 @@
 
 namespace rolayer::fault {
 void point(const char* name);
+// A point standing for one system call whose failure the caller handles itself (instead of
+// throwing): counts like point() and returns the errno of ROLAYER_FAULT_ERRNO at its N-th time
+// (the caller then acts as if the call had failed with it), else 0.
+int injected_errno(const char* name);
 }
 
 #ifdef ROLAYER_FAULT_HOOKS
 #define ROLAYER_FAULT_POINT(name) ::rolayer::fault::point(name)
+#define ROLAYER_FAULT_INJECTED_ERRNO(name) ::rolayer::fault::injected_errno(name)
 #else
 #define ROLAYER_FAULT_POINT(name) ((void)0)
+#define ROLAYER_FAULT_INJECTED_ERRNO(name) 0
 #endif
