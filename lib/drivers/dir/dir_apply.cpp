@@ -1285,6 +1285,7 @@ int64_t Applier::run(ByteSource& src) {
 // added. A placeholder with no lower directory there stays the plain directory it is. Synced
 // at the end; repeating the whole is harmless (the same parent gives the same values).
 void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set<std::string>& declared) {
+  Fd sync_fd = open_layer_dir(layer_, layer_.dir);  // before any change (see run())
   diff_fd_ = open_layer_dir(layer_, layer_.diff, true);
   bool fixed = false;
   for (const std::string& path : paths) {
@@ -1327,10 +1328,7 @@ void Applier::fix_implicit(const std::vector<std::string>& paths, const std::set
   }
   // On stable storage before the commit goes on (one syncfs, as the apply's: a directory
   // fsync each would commit the journal once per directory).
-  if (fixed) {
-    Fd layer_fd = open_layer_dir(layer_, layer_.dir);
-    if (::syncfs(layer_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);
-  }
+  if (fixed && ::syncfs(sync_fd.get()) != 0) throw sys_error("syncfs failed for", layer_.dir, errno);
 }
 
 }  // namespace

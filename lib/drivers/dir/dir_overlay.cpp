@@ -227,9 +227,10 @@ void migrate_layer(const LayerPaths& layer) {
   LayerCuts cuts;
   cuts.load(layer);
   OverlayForm form = current_form();
+  // Opened before any change: syncfs reports the write-back errors since its descriptor opened.
+  Fd dir = open_layer_dir(layer, layer.dir);
   escape_tree(layer, cuts);
   materialize_overlay(layer, cuts, form);
-  Fd dir = open_layer_dir(layer, layer.dir);
   if (::syncfs(dir.get()) != 0) throw sys_error("syncfs failed for", layer.dir, errno);
   Fd meta = open_layer_dir(layer, layer.meta);
   write_overlay_marker(meta.get(), layer, form);
