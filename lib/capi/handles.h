@@ -49,7 +49,8 @@ struct rolayer_string_list {
 };
 
 // lib/drivers/user: a caller's rolayer_driver_ops as a rolayer::Driver.
-std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops, void* user_data);
+#include "drivers/user/user_driver.h"
+using rolayer::make_user_driver;
 
 // For the shim files besides capi.cpp (docker_capi.cpp): capi.cpp's exception-to-status
 // mapping and its string-list constructor.

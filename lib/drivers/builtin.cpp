@@ -2,7 +2,6 @@
 #include "core/error.h"
 #include "drivers/dir/dir_driver.h"
 #include "drivers/exact/exact_driver.h"
-#include "store/store.h"
 
 namespace rolayer {
 
@@ -19,10 +18,6 @@ int64_t Driver::apply_staged(const std::string&, ByteSource&, bool*) {
 void Driver::set_parent(const std::string&, const std::string&) {
   throw Error(Code::Unsupported, "the \"" + name() + "\" driver cannot attach a staged layer to a parent");
 }
-
-}  // namespace rolayer
-
-namespace rolayer {
 
 // One file after the other (a driver that batches nothing never gets here: batchable() is false).
 void PayloadSession::read_batch(const BatchRead* reads, size_t n) {

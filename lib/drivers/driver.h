@@ -104,4 +104,7 @@ class Driver {
   virtual void set_parent(const std::string& id, const std::string& parent);
 };
 
+// Built-in drivers by name ("dir", "exact"); Error(Inval) for an unknown name (builtin.cpp).
+std::unique_ptr<Driver> make_builtin_driver(const std::string& name);
+
 }  // namespace rolayer

@@ -203,7 +203,4 @@ class Store {
   std::shared_ptr<StoreState> st_;
 };
 
-// Built-in drivers by name ("dir", "exact"); Error(Inval) for an unknown name.
-std::unique_ptr<Driver> make_builtin_driver(const std::string& name);
-
 }  // namespace rolayer

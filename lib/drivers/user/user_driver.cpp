@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "capi/handles.h"
+#include "drivers/user/user_driver.h"
+
 #include "core/error.h"
 
 struct rolayer_driver_error {
@@ -202,7 +203,7 @@ class UserDriver : public Driver {
 }  // namespace
 }  // namespace rolayer
 
-std::unique_ptr<rolayer::Driver> make_user_driver(const rolayer_driver_ops* ops, void* user_data) {
+std::unique_ptr<rolayer::Driver> rolayer::make_user_driver(const rolayer_driver_ops* ops, void* user_data) {
   using rolayer::Code;
   using rolayer::Error;
   if (ops->version != ROLAYER_DRIVER_OPS_VERSION)
