@@ -80,34 +80,19 @@ results="$work/results.jsonl"
 # The measured file systems: rolayer's store and export on $rfs, dockerd's data root and its
 # save on $dfs (with --fs dir both are directories under $work).
 rfs="$work/rolayer-fs" dfs="$work/docker-fs"
-mounted=()
 cleanup() {
   set +e
   dockerd_stop
   local m
-  for m in "${mounted[@]}"; do umount "$m"; done
-  rm -f "$dir/rolayer-fs.img" "$dir/docker-fs.img"
+  fresh_fs_cleanup "$dir"
   if [ "$keep" = 0 ]; then rm -rf "$work"; [ "$made_dir" = 1 ] && rmdir "$dir" 2>/dev/null; else echo "engine.sh: kept $work" >&2; fi
   return 0
 }
 # fresh_fs MNT: MNT empty, on a file system that has seen no deletion (--fs loop: a new ext4,
 # as bench/run.sh makes; --fs dir: a fresh directory). Returns 1 with the reason on stderr.
-fresh_fs() {
-  local mnt=$1 img="$dir/$(basename "$1").img" i
-  if [ "$fsmode" = dir ]; then rm -rf "$mnt"; mkdir -p "$mnt"; return 0; fi
-  for i in "${!mounted[@]}"; do
-    if [ "${mounted[$i]}" = "$mnt" ]; then umount "$mnt" || return 1; unset "mounted[$i]"; fi
-  done
-  mounted=("${mounted[@]}")
-  mkdir -p "$mnt"
-  rm -f "$img"
-  command -v mkfs.ext4 >/dev/null || { echo "mkfs.ext4 is not installed" >&2; return 1; }
-  truncate -s 8G "$img" || return 1
-  mkfs.ext4 -q -F -i 8192 -E lazy_itable_init=0,lazy_journal_init=0 "$img" >"$work/mkfs.log" 2>&1 ||
-    { cat "$work/mkfs.log" >&2; rm -f "$img"; return 1; }
-  mount -o loop "$img" "$mnt" 2>"$work/mount.log" || { cat "$work/mount.log" >&2; rm -f "$img"; return 1; }
-  mounted+=("$mnt")
-}
+# shellcheck source=bench/fresh_fs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fresh_fs.sh"
+FRESH_FS_MODE=$fsmode
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -131,7 +116,7 @@ GEN="$bdir/rolayer-bench-gen"
 # ---- the image archive ---------------------------------------------------------------------
 fs="$work/fs" # the archive (read by both sides, from the page cache) and the generator's scratch
 mkdir -p "$fs"
-fresh_fs "$rfs" || { echo "engine.sh: SKIP: cannot make a loop-mounted ext4 file system here (see above); --fs dir measures on $dir as it is" >&2; exit 77; }
+fresh_fs "$rfs" "$dir" "$work" || { echo "engine.sh: SKIP: cannot make a loop-mounted ext4 file system here (see above); --fs dir measures on $dir as it is" >&2; exit 77; }
 st0="$fs/source-store"
 parent=""
 if [ -n "$given_archive" ]; then
@@ -168,7 +153,7 @@ cat "$archive" >/dev/null
 # reason when it cannot start.
 start_engine() {
   dockerd_stop
-  fresh_fs "$dfs" || { echo "engine.sh: SKIP: cannot make a fresh file system for dockerd (see above)" >&2; exit 77; }
+  fresh_fs "$dfs" "$dir" "$work" || { echo "engine.sh: SKIP: cannot make a fresh file system for dockerd (see above)" >&2; exit 77; }
   local rc=0
   dockerd_start "$dfs/dockerd" "$driver" || rc=$?
   if [ "$rc" != 0 ]; then echo "engine.sh: SKIP: dockerd cannot start here (see above)" >&2; exit 77; fi
@@ -210,7 +195,7 @@ for r in $(seq "$reps"); do
   log "round $r of $reps"
   if [ "$r" -gt 1 ]; then
     # Fresh file systems for both sides (dockerd restarted on its own): nothing deleted before.
-    fresh_fs "$rfs" || { echo "engine.sh: cannot remake the file system for the store" >&2; exit 1; }
+    fresh_fs "$rfs" "$dir" "$work" || { echo "engine.sh: cannot remake the file system for the store" >&2; exit 1; }
     start_engine
   fi
   rm -rf "$st"

@@ -10,8 +10,9 @@
 #
 # --build: a build with tools/rolayer and bench/rolayer-bench-gen (default: builds Release into
 # ${TMPDIR:-/tmp}/rolayer-bench-build, as run.sh does). Rounds are interleaved (serial, parallel,
-# serial, …); each import goes to a fresh store on the work file system, which is flushed
-# (sync -f) before every run. Reports best and median wall time and median CPU time (user+sys)
+# serial, …); each import goes to a fresh store on its own new loop-mounted ext4 (bench/fresh_fs.sh:
+# a store made right after `rm -rf` of the last one pays ext4's scan of recently deleted inodes;
+# FRESH_FS_MODE=dir keeps the old directory under --work), flushed (sync -f) before every run. Reports best and median wall time and median CPU time (user+sys)
 # per variant, and the ratios serial / parallel (the target: >= 1.5 on 2 cores, best wall).
 set -euo pipefail
 
@@ -40,7 +41,12 @@ GEN=$BUILD/bench/rolayer-bench-gen
 [ -x "$ROLAYER" ] && [ -x "$GEN" ] || { echo "bench/image.sh: no $ROLAYER or $GEN" >&2; exit 2; }
 
 mkdir -p "$WORK"
-cleanup() { [ "$KEEP" = 1 ] || rm -rf "$WORK"; }
+# shellcheck source=bench/fresh_fs.sh
+. "$SRC/bench/fresh_fs.sh"
+cleanup() {
+  fresh_fs_cleanup "$WORK"
+  [ "$KEEP" = 1 ] || rm -rf "$WORK"
+}
 trap cleanup EXIT
 IMG=$WORK/image.tar
 if [ ! -f "$IMG" ]; then
@@ -77,17 +83,17 @@ RES=$WORK/results.txt
 : >"$RES"
 run() {  # run NAME CMD...: one timed process, "<name> <wall> <user> <sys> <maxrss KiB>" to RES
   local name=$1; shift
-  sync -f "$WORK"
+  sync -f "$WORK/fs"
   /usr/bin/time -f "$name %e %U %S %M" -a -o "$RES" "$@" >/dev/null
 }
 for r in $(seq 1 "$REPS"); do
   for v in serial parallel; do
-    rm -rf "$WORK/store"
-    if [ $v = serial ]; then run import-serial "$ROLAYER" -q --store "$WORK/store" import --jobs 1 "$IMG"
-    else run import-parallel "$ROLAYER" -q --store "$WORK/store" import "$IMG"; fi
+    fresh_fs "$WORK/fs" "$WORK" "$WORK" || { echo "bench/image.sh: SKIP: cannot make a fresh file system (see above; FRESH_FS_MODE=dir measures in $WORK as it is)" >&2; exit 77; }
+    if [ $v = serial ]; then run import-serial "$ROLAYER" -q --store "$WORK/fs/store" import --jobs 1 "$IMG"
+    else run import-parallel "$ROLAYER" -q --store "$WORK/fs/store" import "$IMG"; fi
   done
-  run verify-serial "$ROLAYER" -q --store "$WORK/store" verify -j 1
-  run verify-parallel "$ROLAYER" -q --store "$WORK/store" verify
+  run verify-serial "$ROLAYER" -q --store "$WORK/fs/store" verify -j 1
+  run verify-parallel "$ROLAYER" -q --store "$WORK/fs/store" verify
 done
 python3 - "$RES" <<'PY'
 import statistics, sys
