@@ -33,18 +33,6 @@ namespace {
 
 constexpr size_t kKiB = 1024, kMiB = 1 << 20, kChunk = 128 * kKiB;
 
-std::string pseudo_random(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
-}
-
 std::unique_ptr<Store> open_dir_store(const std::string& root) {
   StoreOptions o;
   o.driver_name = "dir";

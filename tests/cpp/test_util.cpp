@@ -166,4 +166,16 @@ std::string sha256_hex(const std::string& data) {
   return std::string(sha256_of(data.data(), data.size()).hex());
 }
 
+std::string pseudo_random(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
 }  // namespace rolayer::test

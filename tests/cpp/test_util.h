@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/io.h"
 
 namespace rolayer::test {
@@ -55,5 +56,17 @@ std::string corpus_dir();
 std::vector<CorpusFile> load_corpus();
 
 std::string sha256_hex(const std::string& data);
+
+// n bytes of a xorshift sequence from seed (incompressible test payloads, the same every run).
+std::string pseudo_random(size_t n, uint64_t seed);
+
+// What reading a stream to its end gave: all its bytes (ok), or the error's code, message and
+// path after the bytes read before it.
+struct Read {
+  bool ok = false;
+  std::string data;
+  Code code = Code::Ok;
+  std::string message, path;
+};
 
 }  // namespace rolayer::test

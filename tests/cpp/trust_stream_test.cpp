@@ -37,13 +37,6 @@ using namespace rolayer::test;
 
 namespace {
 
-struct Read {
-  bool ok = false;
-  std::string data;
-  Code code = Code::Ok;
-  std::string message, path;
-};
-
 // Reads src to its end, an error, or max bytes (then ok = false, code Ok: "did not end").
 Read read_bounded(ByteSource& src, size_t max) {
   Read r;
@@ -466,18 +459,6 @@ TEST(RecordBinding, RowsWithoutDigestsReadAsBefore) {
 }
 
 // ---- large payloads: each 1 MiB block is checked before it goes out --------------------------
-
-std::string pseudo_random(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
-}
 
 TEST(LargePayloadBlocks, DamagedBlockFailsBeforeItsBytesGoOut) {
   TempDir d;

@@ -27,13 +27,6 @@ using namespace rolayer::test;
 
 namespace {
 
-struct Read {
-  bool ok = false;
-  std::string data;
-  Code code = Code::Ok;
-  std::string message, path;
-};
-
 Read read_to_end(ByteSource& s, size_t cap) {
   Read r;
   // As rolayer_layer_verify's: page-aligned (and, for the odd sizes, not).
@@ -73,18 +66,6 @@ std::vector<Read> verify_at_once(const LayerRef& ref, int n, size_t cap) {
   for (int i = 0; i < n; ++i) ts.emplace_back([&, i] { out[i] = read_to_end(*streams[i], cap); });
   for (auto& t : ts) t.join();
   return out;
-}
-
-std::string pseudo_random(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
 }
 
 class VerifyConcurrency : public ::testing::Test {
