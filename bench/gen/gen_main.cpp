@@ -3,9 +3,12 @@
 //
 //   rolayer-bench-gen PROFILE SEED OUT      PROFILE: small | medium | large | bigfiles | tiny; OUT: a path or -
 //
+// A regular OUT is written as OUT.partial and renamed; a device or FIFO is written in place.
+//
 // Prints "<bytes> <entries> <files> <payload bytes>" on stderr. The same seed gives the same
 // bytes everywhere.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,6 +29,17 @@ int main(int argc, char** argv) {
   std::string out = argv[3];
   int fd = 1;
   std::string tmp;
+  struct stat st;
+  if (out != "-" && ::stat(out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device or FIFO (/dev/null, a pipe): written as it is. The rename below would have
+    // replaced it with a regular file (as root, /dev/null itself).
+    fd = ::open(out.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+      std::fprintf(stderr, "open %s: %s\n", out.c_str(), std::strerror(errno));
+      return 1;
+    }
+    out = "-";
+  }
   if (out != "-") {
     tmp = out + ".partial";
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
