@@ -55,7 +55,7 @@ void BlobBars::draw_locked(bool force) {
       line.append(" [").append(static_cast<size_t>(fill), '#').append(static_cast<size_t>(width - fill), '.').append("] ");
       line += human_bytes(b.done) + " / " + human_bytes(b.total);
     } else {
-      line += " " + human_bytes(b.done);
+      line.append(" ").append(human_bytes(b.done));  // (not " " + …: GCC 12 -Wrestrict, PR105651)
     }
     if (!b.status.empty()) line += "  " + b.status;
     if (static_cast<int>(line.size()) > cols) line.resize(static_cast<size_t>(cols));
