@@ -8,12 +8,13 @@
 #include <new>
 #include <system_error>
 
+#include "core/cpus.h"
 #include "core/error.h"
 
 namespace rolayer {
 
 OffloadHasher::OffloadHasher(Options opts, DigestAlgorithm algo) : opts_(opts), hasher_(algo) {
-  if (std::thread::hardware_concurrency() == 1) opts_.inline_limit = std::numeric_limits<size_t>::max();
+  if (usable_cpus() == 1) opts_.inline_limit = std::numeric_limits<size_t>::max();
 }
 
 OffloadHasher::~OffloadHasher() { stop(); }

@@ -9,22 +9,14 @@
 #include <new>
 #include <system_error>
 
+#include "core/cpus.h"
 #include "core/error.h"
 
 namespace rolayer {
-namespace {
-
-bool multi_core() {
-  static const bool many = std::thread::hardware_concurrency() != 1;  // 0 = unknown: assume several
-  return many;
-}
-
-}  // namespace
-
 PipelinedHasher::PipelinedHasher(Options opts, DigestAlgorithm algo) : opts_(opts), hasher_(algo) {
   if (opts_.block_size == 0) opts_.block_size = size_t{1} << 20;
   if (opts_.blocks < 2) opts_.blocks = 2;
-  if (!multi_core()) opts_.inline_limit = std::numeric_limits<size_t>::max();
+  if (usable_cpus() == 1) opts_.inline_limit = std::numeric_limits<size_t>::max();
 }
 
 PipelinedHasher::~PipelinedHasher() { stop(); }

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Export: rebuilding a layer's tar from its fidelity record and the driver's payloads (or the
 // driver's exact diff), hashed on the way out and checked against the DiffID.
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,8 +10,8 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
-#include <thread>
 
+#include "core/cpus.h"
 #include "core/error.h"
 #include "record/format.h"
 #include "record/record.h"
@@ -29,16 +28,6 @@ namespace {
 // are at least as many as CPUs to run them, each hashes on its own thread: a hashing worker
 // per stream would only add its hand-off to CPUs that are all busy already.
 std::atomic<int> g_verifying{0};
-
-int usable_cpus() {
-  static const int n = [] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }();
-  return n;
-}
 
 constexpr size_t kWholePayload = 1 << 20;  // payloads up to this size are checked before they go out
 // Streamed payloads are read in pieces of this size, each checksummed and SHA-256-hashed right
@@ -235,11 +224,12 @@ class Assembler : public ByteSource {
     hashed_ = end;
   }
 
-  [[noreturn]] void corrupt(const std::string& why) {
-    throw Error(Code::Corrupt, "file integrity checksum failed for \"" + item_.path + "\": " + why +
+  [[noreturn]] static void corrupt(const std::string& path, const std::string& why) {
+    throw Error(Code::Corrupt, "file integrity checksum failed for \"" + path + "\": " + why +
                                    ". This may be because internal files in the layer store were modified")
-        .with_path(item_.path);
+        .with_path(path);
   }
+  [[noreturn]] void corrupt(const std::string& why) { corrupt(item_.path, why); }
   [[noreturn]] void shorter() {
     corrupt("the file is shorter than recorded (" + std::to_string(item_.size) + " bytes)");
   }
@@ -331,11 +321,7 @@ class Assembler : public ByteSource {
     for (auto& b : batch) reads_.push_back({b.file.get(), b.dst, b.size});
     session_->read_batch(reads_.data(), reads_.size());
     for (auto& b : batch) {
-      if (record::Xxh3::hash(b.dst, b.size) != b.xxh3)
-        throw Error(Code::Corrupt, "file integrity checksum failed for \"" + b.path +
-                                       "\": its content differs from what was registered. This may be because "
-                                       "internal files in the layer store were modified")
-            .with_path(b.path);
+      if (record::Xxh3::hash(b.dst, b.size) != b.xxh3) corrupt(b.path, "its content differs from what was registered");
     }
     batch.clear();
     batch.swap(batch_);  // (keeps the vector's capacity)

@@ -7,7 +7,6 @@
 // these under ThreadSanitizer too.)
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cpus.h"
 #include "core/error.h"
 #include "store/store.h"
 #include "test_util.h"
@@ -46,14 +46,6 @@ Read read_to_end(ByteSource& s, size_t cap) {
     r.path = e.path();
   }
   return r;
-}
-
-// The CPUs this process may run on, counted as the library counts them.
-int cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 // n verify streams of ref, all open before any is read (so each one hashes inline), read to
@@ -107,7 +99,7 @@ class VerifyConcurrency : public ::testing::Test {
 };
 
 TEST_F(VerifyConcurrency, EveryStreamIsTheWholeLayerWhateverTheReadSize) {
-  const int n = std::max(2, cpus());
+  const int n = std::max(2, usable_cpus());
   for (size_t cap : {kMiB, kMiB + 1, size_t{65536}, 3 * kMiB, size_t{4097}}) {
     auto one = Store::verify_stream(*ref_);  // alone (on a single CPU: inline too)
     Read r1 = read_to_end(*one, cap);
@@ -124,7 +116,7 @@ TEST_F(VerifyConcurrency, EveryStreamIsTheWholeLayerWhateverTheReadSize) {
 }
 
 TEST_F(VerifyConcurrency, DamageIsReportedAsByOneStreamAlone) {
-  const int n = std::max(2, cpus());
+  const int n = std::max(2, usable_cpus());
   struct Case {
     std::string rel;
     off_t at;

@@ -171,6 +171,10 @@ bool is_directory(const std::string& path);
 void mkdirs(const std::string& path, unsigned mode = 0755);
 void write_all(int fd, const void* data, size_t len, const std::string& what);
 std::string read_file(const std::string& path, size_t max_bytes);
+// The CPUs this process may run on (its affinity mask: taskset, a cgroup cpuset, a container's
+// --cpuset-cpus), at least 1: what the default --jobs of verify, import and pull count. The
+// library counts the same way (lib/core/cpus.h) when it decides whether to hash on a worker.
+int usable_cpus();
 
 // Output to a file, atomically: written to a temporary file in the same directory and renamed
 // into place by commit(); anything else (error, interruption) removes the temporary file, so no

@@ -3,6 +3,7 @@
 // fsat.cpp, text.cpp): issue 12's CLI items at the function level. The end-to-end scenarios are
 // in cli_test.sh; the fuzz target is tests/fuzz/image_reader.cpp.
 #include <fcntl.h>
+#include <sched.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
+#include "common.h"
 #include "fsat.h"
 #include "image_plan.h"
 #include "text.h"
@@ -204,4 +207,29 @@ TEST(Fsat, WritesNeverGoThroughLinks) {
   size_t n = 0;
   for (const auto& e : fs::directory_iterator(t.path + "/out")) n += e.path().filename().string().rfind(".oci-layout", 0) == 0;
   EXPECT_EQ(n, 0u);
+}
+
+// The default --jobs of verify, import and pull count the CPUs in the affinity mask (taskset, a
+// cgroup cpuset), as the library does. Before, they counted the machine's: under `taskset -c 0`
+// verify ran two layers at once on one CPU, and each hashed on a worker of its own.
+TEST(UsableCpus, CountsTheAffinityMaskNotTheMachine) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(cli::usable_cpus(), CPU_COUNT(&set));
+  if (CPU_COUNT(&set) < 2) GTEST_SKIP() << "this process may run on one CPU only: nothing to restrict";
+  int first = 0;
+  while (!CPU_ISSET(first, &set)) ++first;
+  int inside = 0;
+  bool restricted = false;
+  std::thread t([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    restricted = sched_setaffinity(0, sizeof one, &one) == 0;
+    inside = cli::usable_cpus();
+  });
+  t.join();
+  ASSERT_TRUE(restricted) << "sched_setaffinity failed";
+  EXPECT_EQ(inside, 1);
 }
