@@ -26,7 +26,7 @@ inline constexpr uint8_t kTagBlocks = 0x05;  // version 2: per-block XXH3 of the
 
 // zstd parameters. The reader refuses frames whose window is larger than 1 << kMaxWindowLog.
 inline constexpr int kZstdLevel = 3;
-inline constexpr int kWindowLog = 21;
+inline constexpr int kWindowLog = 19;  // 512 KiB: each reader holds the window (was 21: 2 MiB)
 inline constexpr int kMaxWindowLog = 23;
 
 // Limits.

@@ -548,7 +548,7 @@ int cmd_rm(Globals& g, const Args& args) {
 int cmd_verify(Globals& g, const Args& args) {
   auto p = parse_args("verify", args, {{"json", 0, false}, {"jobs", 'j', true}}, g);
   if (p.help) return print_command_help(*find_command("verify")), 0;
-  int jobs = usable_cpus();
+  int jobs = default_jobs();
   if (p.has("jobs")) {
     const std::string js = p.get("jobs");  // one string that outlives strtol's end pointer
     char* end = nullptr;

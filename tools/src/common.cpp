@@ -263,6 +263,8 @@ int usable_cpus() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+int default_jobs() { return std::clamp(usable_cpus(), 1, kDefaultJobsMax); }
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

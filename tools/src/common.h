@@ -175,6 +175,11 @@ std::string read_file(const std::string& path, size_t max_bytes);
 // --cpuset-cpus), at least 1: what the default --jobs of verify, import and pull count. The
 // library counts the same way (lib/core/cpus.h) when it decides whether to hash on a worker.
 int usable_cpus();
+// The default --jobs of verify, docker verify, import and pull: usable_cpus(), at most
+// kDefaultJobsMax. Each layer under way holds about 5-7 MiB of buffers (verify: 44 MiB peak RSS
+// at 4 jobs, 64 MiB at 8), so the cap keeps every command within 64 MiB on a machine of any size.
+constexpr int kDefaultJobsMax = 4;
+int default_jobs();
 
 // Output to a file, atomically: written to a temporary file in the same directory and renamed
 // into place by commit(); anything else (error, interruption) removes the temporary file, so no

@@ -89,7 +89,7 @@ int docker_verify(Globals& g, const Args& args) {
   opts.push_back({"jobs", 'j', true});
   auto p = parse_args("docker verify", args, opts, g);
   if (p.help) return print_command_help(*find_command("docker")), 0;
-  int jobs = std::clamp(usable_cpus(), 1, 4);
+  int jobs = default_jobs();
   if (p.has("jobs")) {
     // One string that outlives strtol's end pointer (p.get returns a temporary).
     const std::string js = p.get("jobs");

@@ -141,7 +141,7 @@ const std::vector<Command> kCommands = {
      "\n"
      "Options:\n"
      "  --json   a JSON array of {chain_id, diff_id, ok, error, path}\n"
-     "  -j, --jobs N   layers checked at once (1-256, default: the number of CPUs); the\n"
+     "  -j, --jobs N   layers checked at once (1-256, default: the number of CPUs, at most 4); the\n"
      "                 output is the same, in the same order, whatever N\n",
      cmd_verify},
     {"import", "register the layers of an OCI image layout or a docker save archive",

@@ -14,7 +14,7 @@ namespace cli {
 int parse_stage_jobs(const ParsedArgs& p, const std::string& command) {
   // Default: the number of CPUs, at most 4. Each layer under way costs about 7 MiB of buffers
   // (bench/RESULTS.md, session 5), so four keep import and pull within 64 MiB on any machine.
-  if (!p.has("jobs")) return std::clamp(usable_cpus(), 1, 4);
+  if (!p.has("jobs")) return default_jobs();
   const std::string v = p.get("jobs");  // one string that outlives strtol's end pointer
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);

@@ -1615,6 +1615,38 @@ t_verify_jobs() {
   expect_code 2 R verify -j 0
 }
 
+# Issue 18 session 8: verify's default -j is the CPUs this process may run on, at most 4 (it was
+# every CPU, uncapped; each layer under way holds about 5 MiB, so 8 jobs reached 64 MiB of peak
+# RSS). verify -j 4 and the default stay within 64 MiB on layers of big and small files.
+t_verify_rss() {
+  [ -x /usr/bin/time ] || skip "/usr/bin/time is not installed (Debian package: time); this test measures peak RSS with it"
+  local syms libs
+  syms=$(nm -D "$ROLAYER" 2>/dev/null || true)
+  libs=$(ldd "$ROLAYER" 2>/dev/null || true)
+  case "$syms$libs" in
+    *" __asan_init"* | *libasan*) skip "$ROLAYER is built with AddressSanitizer: peak RSS is not meaningful there" ;;
+  esac
+  local i k
+  for i in 1 2 3 4 5 6 7 8; do
+    mkdir -p "$WORK/v$i/big" "$WORK/v$i/small"
+    head -c $((12 << 20)) /dev/urandom >"$WORK/v$i/big/a.bin"
+    head -c $((3 << 20)) /dev/urandom | split -b 3000 - "$WORK/v$i/small/f"
+    make_tar "$WORK/v$i" "$WORK/v$i.tar"
+    rm -rf "$WORK/v$i"
+    R register "$WORK/v$i.tar" >/dev/null || fail "register layer $i"
+    rm -f "$WORK/v$i.tar"
+  done
+  local rss args
+  for args in "-j 4" ""; do
+    # shellcheck disable=SC2086
+    expect_code 0 /usr/bin/time -f 'RSS %M' -o "$WORK/time" "$ROLAYER" --store "$STORE" --driver "$DRIVER" verify $args
+    [ "$(grep -c '  ok$' "$WORK/out")" = 8 ] || fail "verify $args: $(cat "$WORK/out")"
+    rss=$(awk '/^RSS/ {print $2}' "$WORK/time")
+    note "verify ${args:-(default -j)} of 8 layers of 15 MiB: peak RSS $((rss / 1024)) MiB"
+    [ "$rss" -le $((64 * 1024)) ] || fail "verify $args: peak RSS $rss KiB > 64 MiB"
+  done
+}
+
 # Issue 18 session 6: --pack-small (the dir driver's payload pack): kept in the store, export
 # byte-exact from the pack, verify finds a changed tree file although export (from the pack)
 # does not, off stops packing new layers.

@@ -233,3 +233,24 @@ TEST(UsableCpus, CountsTheAffinityMaskNotTheMachine) {
   ASSERT_TRUE(restricted) << "sched_setaffinity failed";
   EXPECT_EQ(inside, 1);
 }
+
+// verify's default -j was every CPU, uncapped: about 5 MiB a layer under way, so 64 MiB of peak
+// RSS at 8 jobs and more on a bigger machine. All four commands now share one default.
+TEST(UsableCpus, TheDefaultJobsAreTheMaskAtMostFour) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(cli::default_jobs(), std::min(CPU_COUNT(&set), cli::kDefaultJobsMax));
+  EXPECT_LE(cli::kDefaultJobsMax, 4);
+  int first = 0;
+  while (!CPU_ISSET(first, &set)) ++first;
+  int inside = 0;
+  std::thread t([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0) inside = cli::default_jobs();
+  });
+  t.join();
+  EXPECT_EQ(inside, 1);
+}
