@@ -6,7 +6,6 @@
 #include <sched.h>
 
 #include <functional>
-#include <random>
 #include <string>
 #include <thread>
 
@@ -14,6 +13,7 @@
 #include "digest/digest.h"
 #include "digest/offload.h"
 #include "digest/pipelined.h"
+#include "test_util.h"
 
 using namespace rolayer;
 
@@ -27,37 +27,43 @@ int mask_count() {
 }
 
 // Runs f on a new thread whose affinity mask holds only the first CPU of this one's (the mask is
-// per thread: the test's own threads keep theirs). Returns false, with the reason, where the
-// mask cannot be read or set.
-bool on_one_cpu(const std::function<void()>& f, std::string* why) {
+// per thread: the test's own threads keep theirs). A mask that cannot be read or set fails the
+// test (f does not run).
+void on_one_cpu(const std::function<void()>& f) {
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return *why = "sched_getaffinity failed", false;
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0) << "sched_getaffinity";
   int first = -1;
   for (int c = 0; c < CPU_SETSIZE && first < 0; ++c)
     if (CPU_ISSET(c, &set)) first = c;
-  if (first < 0) return *why = "an empty affinity mask", false;
-  bool ok = false;
+  ASSERT_GE(first, 0) << "an empty affinity mask";
+  bool restricted = false;
   std::thread t([&] {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(first, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) {
-      *why = "sched_setaffinity failed";
-      return;
-    }
-    ok = true;
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return;
+    restricted = true;
     f();
   });
   t.join();
-  return ok;
+  ASSERT_TRUE(restricted) << "sched_setaffinity";
 }
 
-std::string random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
+// What hashing data in pieces of 64 KiB gave: the digest, and whether a worker ran.
+struct Hashed {
+  Digest digest;
+  bool threaded = true;
+};
+
+template <class H, class Feed>
+Hashed hash_with(typename H::Options o, const std::string& data, Feed feed) {
+  H h(o);
+  for (size_t at = 0; at < data.size(); at += 65536) feed(h, data.data() + at, std::min<size_t>(65536, data.size() - at));
+  Hashed r;
+  r.threaded = h.threaded();
+  r.digest = h.finish();
+  return r;
 }
 
 Digest sha256_of(const std::string& d) {
@@ -79,8 +85,7 @@ TEST(UsableCpus, CountsTheAffinityMask) {
   EXPECT_EQ(usable_cpus(), n);
   SKIP_ON_ONE_CPU();
   int inside = 0;
-  std::string why;
-  ASSERT_TRUE(on_one_cpu([&] { inside = usable_cpus(); }, &why)) << why;
+  on_one_cpu([&] { inside = usable_cpus(); });
   EXPECT_EQ(inside, 1);
   EXPECT_EQ(usable_cpus(), n);  // (the mask of the thread that asks)
 }
@@ -89,52 +94,33 @@ TEST(UsableCpus, CountsTheAffinityMask) {
 // `taskset -c 0` a stream still handed its bytes to a worker on the same CPU.
 TEST(UsableCpus, OneCpuInTheMaskKeepsTheOffloadHasherInline) {
   SKIP_ON_ONE_CPU();
-  const std::string data = random_bytes(3 << 20, 11);
+  const std::string data = test::pseudo_random(3 << 20, 11);
   OffloadHasher::Options o;
   o.inline_limit = 0;  // a worker from the first byte, where there is a CPU for it
-  bool threaded = true;
-  Digest got;
-  std::string why;
-  ASSERT_TRUE(on_one_cpu(
-      [&] {
-        OffloadHasher h(o);
-        for (size_t at = 0; at < data.size(); at += 65536) h.lend(data.data() + at, 65536);
-        h.drain();
-        threaded = h.threaded();
-        got = h.finish();
-      },
-      &why))
-      << why;
-  EXPECT_FALSE(threaded);
-  EXPECT_EQ(got, sha256_of(data));
-  OffloadHasher h(o);  // on this thread's CPUs: a worker
-  h.lend(data.data(), data.size());
-  h.drain();
-  EXPECT_TRUE(h.threaded());
-  EXPECT_EQ(h.finish(), sha256_of(data));
+  auto feed = [](OffloadHasher& h, const char* p, size_t n) {
+    h.lend(p, n);
+    h.drain();  // (the caller's buffer is reused after each piece)
+  };
+  Hashed one, all;
+  on_one_cpu([&] { one = hash_with<OffloadHasher>(o, data, feed); });
+  all = hash_with<OffloadHasher>(o, data, feed);  // on this thread's CPUs
+  EXPECT_FALSE(one.threaded);
+  EXPECT_TRUE(all.threaded);
+  EXPECT_EQ(one.digest, sha256_of(data));
+  EXPECT_EQ(all.digest, sha256_of(data));
 }
 
 TEST(UsableCpus, OneCpuInTheMaskKeepsThePipelinedHasherInline) {
   SKIP_ON_ONE_CPU();
-  const std::string data = random_bytes(3 << 20, 12);
+  const std::string data = test::pseudo_random(3 << 20, 12);
   PipelinedHasher::Options o;
   o.inline_limit = 1000;
-  bool threaded = true;
-  Digest got;
-  std::string why;
-  ASSERT_TRUE(on_one_cpu(
-      [&] {
-        PipelinedHasher h(o);
-        for (size_t at = 0; at < data.size(); at += 65536) h.update(data.data() + at, 65536);
-        threaded = h.threaded();
-        got = h.finish();
-      },
-      &why))
-      << why;
-  EXPECT_FALSE(threaded);
-  EXPECT_EQ(got, sha256_of(data));
-  PipelinedHasher h(o);
-  h.update(data.data(), data.size());
-  EXPECT_TRUE(h.threaded());
-  EXPECT_EQ(h.finish(), sha256_of(data));
+  auto feed = [](PipelinedHasher& h, const char* p, size_t n) { h.update(p, n); };
+  Hashed one, all;
+  on_one_cpu([&] { one = hash_with<PipelinedHasher>(o, data, feed); });
+  all = hash_with<PipelinedHasher>(o, data, feed);
+  EXPECT_FALSE(one.threaded);
+  EXPECT_TRUE(all.threaded);
+  EXPECT_EQ(one.digest, sha256_of(data));
+  EXPECT_EQ(all.digest, sha256_of(data));
 }

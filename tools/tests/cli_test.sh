@@ -20,6 +20,8 @@ DRIVER=$3
 TEST=$4
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEMO_IMAGE=$TOOLS_DIR/testdata/demo-image
+# shellcheck source=tools/tests/rss_lib.sh
+. "$TOOLS_DIR/tests/rss_lib.sh"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-cli-$TEST.XXXXXX")
 cleanup() {
@@ -1619,14 +1621,8 @@ t_verify_jobs() {
 # every CPU, uncapped; each layer under way holds about 5 MiB, so 8 jobs reached 64 MiB of peak
 # RSS). verify -j 4 and the default stay within 64 MiB on layers of big and small files.
 t_verify_rss() {
-  [ -x /usr/bin/time ] || skip "/usr/bin/time is not installed (Debian package: time); this test measures peak RSS with it"
-  local syms libs
-  syms=$(nm -D "$ROLAYER" 2>/dev/null || true)
-  libs=$(ldd "$ROLAYER" 2>/dev/null || true)
-  case "$syms$libs" in
-    *" __asan_init"* | *libasan*) skip "$ROLAYER is built with AddressSanitizer: peak RSS is not meaningful there" ;;
-  esac
-  local i k
+  need_rss_measure "$ROLAYER"
+  local i
   for i in 1 2 3 4 5 6 7 8; do
     mkdir -p "$WORK/v$i/big" "$WORK/v$i/small"
     head -c $((12 << 20)) /dev/urandom >"$WORK/v$i/big/a.bin"
@@ -1641,7 +1637,7 @@ t_verify_rss() {
     # shellcheck disable=SC2086
     expect_code 0 /usr/bin/time -f 'RSS %M' -o "$WORK/time" "$ROLAYER" --store "$STORE" --driver "$DRIVER" verify $args
     [ "$(grep -c '  ok$' "$WORK/out")" = 8 ] || fail "verify $args: $(cat "$WORK/out")"
-    rss=$(awk '/^RSS/ {print $2}' "$WORK/time")
+    rss=$(peak_rss_kib "$WORK/time")
     note "verify ${args:-(default -j)} of 8 layers of 15 MiB: peak RSS $((rss / 1024)) MiB"
     [ "$rss" -le $((64 * 1024)) ] || fail "verify $args: peak RSS $rss KiB > 64 MiB"
   done

@@ -16,6 +16,8 @@ TEST=$3
 TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEMO_IMAGE=$TOOLS_DIR/testdata/demo-image
 PROXY=$TOOLS_DIR/tests/registry_proxy.py
+# shellcheck source=tools/tests/rss_lib.sh
+. "$TOOLS_DIR/tests/rss_lib.sh"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rolayer-reg-$TEST.XXXXXX")
 PIDS=()
@@ -677,16 +679,7 @@ t_pull_parallel() {
 # Issue 18: the peak RSS of a pull stays under 80 MiB and flat with the image size (it was 133-148
 # MiB with three 32 MiB download pipes), with --jobs 1 and with --jobs 4, on 4 x 64 MiB layers.
 t_pull_rss() {
-  [ -x /usr/bin/time ] || skip "/usr/bin/time is not installed (Debian package: time); this test measures peak RSS with it"
-  # As tests/cpp/hostile_test.cpp's bounded-memory tests: AddressSanitizer keeps freed memory in
-  # its quarantine (256 MiB by default), so peak RSS then says nothing about the program.
-  # (No pipe into grep -q here: under pipefail, nm's SIGPIPE when grep stops early fails it.)
-  local syms libs
-  syms=$(nm -D "$ROLAYER" 2>/dev/null || true)
-  libs=$(ldd "$ROLAYER" 2>/dev/null || true)
-  case "$syms$libs" in
-    *" __asan_init"* | *libasan*) skip "$ROLAYER is built with AddressSanitizer: peak RSS is not meaningful there" ;;
-  esac
+  need_rss_measure "$ROLAYER"
   start_registry plain
   make_layout4 "$WORK/big" 64
   skopeo_push "$WORK/big:four" "$REG/test/big:v1"
@@ -695,7 +688,7 @@ t_pull_rss() {
   for j in 1 4; do
     rm -rf "$WORK/r$j"
     expect_code 0 /usr/bin/time -f 'RSS %M' -o "$WORK/time.$j" "$ROLAYER" --store "$WORK/r$j" --driver "$DRIVER" pull --jobs "$j" "$REG/test/big:v1"
-    rss=$(awk '/^RSS/ {print $2}' "$WORK/time.$j")
+    rss=$(peak_rss_kib "$WORK/time.$j")
     note "pull --jobs $j of 4 x 64 MiB: peak RSS $((rss / 1024)) MiB"
     [ "$rss" -le $((80 * 1024)) ] || fail "pull --jobs $j: peak RSS $rss KiB > 80 MiB"
     rm -rf "$WORK/r$j"
