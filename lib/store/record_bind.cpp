@@ -29,25 +29,26 @@ std::string bind(const std::string& chain_id, uint64_t index, const std::string&
 
 std::string sha_hex(const uint8_t* data, size_t len) { return std::string(sha256_of(data, len).hex()); }
 
+// Whether layers has the column (a store made by an older library and opened on a read-only
+// file system has not: the column is added by the first writable open).
+bool has_column(sql::Db& db, const char* name) {
+  sql::Stmt c(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = ?");
+  c.bind(1, std::string(name));
+  return c.step();
+}
+
 }  // namespace
 
 void ensure_stream_blocks_column(sql::Db& db);
 
 void ensure_record_binding_column(sql::Db& db) {
   ensure_stream_blocks_column(db);
-  {
-    sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'record_digests'");
-    if (q.step()) return;
-  }
-  db.exec("ALTER TABLE layers ADD COLUMN record_digests BLOB");
+  if (!has_column(db, "record_digests")) db.exec("ALTER TABLE layers ADD COLUMN record_digests BLOB");
+  if (!has_column(db, "record_chunk_digests")) db.exec("ALTER TABLE layers ADD COLUMN record_chunk_digests BLOB");
 }
 
 void ensure_stream_blocks_column(sql::Db& db) {
-  {
-    sql::Stmt q(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'stream_blocks'");
-    if (q.step()) return;
-  }
-  db.exec("ALTER TABLE layers ADD COLUMN stream_blocks BLOB");
+  if (!has_column(db, "stream_blocks")) db.exec("ALTER TABLE layers ADD COLUMN stream_blocks BLOB");
 }
 
 size_t StreamBlockSums::read(uint8_t* buf, size_t cap) {
@@ -92,12 +93,7 @@ void store_stream_blocks(sql::Db& db, const std::string& chain_id, const std::st
 std::optional<std::string> load_stream_blocks(StoreState& st, const std::string& chain_id) {
   std::lock_guard<std::mutex> g(st.mu);
   st.check_open();
-  {
-    // A store made by an older library and opened on a read-only file system has no such
-    // column (it is added by the first writable open): its layers have no sums, as before.
-    sql::Stmt c(*st.db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'stream_blocks'");
-    if (!c.step()) return std::nullopt;
-  }
+  if (!has_column(*st.db, "stream_blocks")) return std::nullopt;  // (its layers have none, as before)
   sql::Stmt q(*st.db, "SELECT stream_blocks FROM layers WHERE chain_id = ?");
   q.bind(1, chain_id);
   if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
@@ -124,12 +120,7 @@ void store_record_digests(sql::Db& db, const std::string& chain_id, const std::s
 std::optional<std::string> load_record_digests(StoreState& st, const std::string& chain_id) {
   std::lock_guard<std::mutex> g(st.mu);
   st.check_open();
-  {
-    // A store made by an older library and opened on a read-only file system has no such
-    // column (it is added by the first writable open): its layers have no sums, as before.
-    sql::Stmt c(*st.db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = 'record_digests'");
-    if (!c.step()) return std::nullopt;
-  }
+  if (!has_column(*st.db, "record_digests")) return std::nullopt;  // (its layers have none, as before)
   sql::Stmt q(*st.db, "SELECT record_digests FROM layers WHERE chain_id = ?");
   q.bind(1, chain_id);
   if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
@@ -137,9 +128,56 @@ std::optional<std::string> load_record_digests(StoreState& st, const std::string
   return q.blob(0);
 }
 
-void RecordBodyCheck::swapped(const std::string& why) const {
-  throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is not the one registered for it (" +
+void record_not_registered(const std::string& chain_id, const std::string& why) {
+  throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id + " is not the one registered for it (" +
                                  why + "). This may be because internal files in the layer store were modified");
+}
+
+void RecordBodyCheck::swapped(const std::string& why) const { record_not_registered(chain_id_, why); }
+
+std::string bind_record_chunk(const std::string& chain_id, uint64_t seq, const uint8_t* data, size_t len) {
+  Hasher h;
+  static const char kDomain[] = "rolayer fidelity record chunk v1";
+  h.update(kDomain, sizeof kDomain);  // with its NUL
+  h.update(chain_id.data(), chain_id.size());
+  uint8_t s[9] = {0};
+  for (int i = 0; i < 8; ++i) s[1 + i] = static_cast<uint8_t>(seq >> (8 * i));
+  h.update(s, sizeof s);
+  h.update(data, len);
+  return std::string(h.finish().hex());
+}
+
+void store_record_chunk_digests(sql::Db& db, const std::string& chain_id, const std::string& digests) {
+  sql::Stmt(db, "UPDATE layers SET record_chunk_digests = ? WHERE chain_id = ?")
+      .bind_blob(1, digests.data(), digests.size())
+      .bind(2, chain_id)
+      .run();
+}
+
+std::optional<std::string> load_record_chunk_digests(StoreState& st, const std::string& chain_id) {
+  std::lock_guard<std::mutex> g(st.mu);
+  st.check_open();
+  if (!has_column(*st.db, "record_chunk_digests")) return std::nullopt;
+  sql::Stmt q(*st.db, "SELECT record_chunk_digests FROM layers WHERE chain_id = ?");
+  q.bind(1, chain_id);
+  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
+  if (q.is_null(0)) return std::nullopt;
+  return q.blob(0);
+}
+
+void RecordChunkCheck::chunk(uint64_t seq, const std::string& data) const {
+  const size_t registered = digests_.size() / kHex;
+  if (seq >= registered)
+    record_not_registered(chain_id_, "it has more than the " + std::to_string(registered) + " chunks registered");
+  if (bind_record_chunk(chain_id_, seq, reinterpret_cast<const uint8_t*>(data.data()), data.size()) !=
+      std::string_view(digests_).substr(seq * kHex, kHex))
+    record_not_registered(chain_id_, "chunk " + std::to_string(seq) + " differs from what was registered");
+}
+
+void RecordChunkCheck::finish(uint64_t chunks) const {
+  if (chunks * kHex != digests_.size())
+    record_not_registered(chain_id_, "it has " + std::to_string(chunks) + " chunks, " +
+                                         std::to_string(digests_.size() / kHex) + " were registered");
 }
 
 void RecordBodyCheck::block(uint64_t index, const uint8_t* data, size_t len) {

@@ -1093,6 +1093,7 @@ void insert_layer_row(sql::Db& db, const LayerNode& node, int rec_fd, const std:
   sql::Stmt chunk(db, "INSERT INTO records (chain_id, seq, data) VALUES (?, ?, ?)");
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kRecordChunk]);  // not zero-filled: pread writes first
   off_t off = 0;
+  std::string chunk_digests;
   for (int64_t seq = 0;; seq++) {
     ssize_t n;
     do n = ::pread(rec_fd, buf.get(), kRecordChunk, off);
@@ -1103,9 +1104,12 @@ void insert_layer_row(sql::Db& db, const LayerNode& node, int rec_fd, const std:
     chunk.reset();
     chunk.bind(1, chain).bind(2, seq).bind_blob(3, buf.get(), static_cast<size_t>(n));
     chunk.run();
+    chunk_digests += bind_record_chunk(chain, static_cast<uint64_t>(seq), buf.get(), static_cast<size_t>(n));
   }
-  // Binds the record to this layer (lib/store/record_bind.h).
+  // Binds the record to this layer (lib/store/record_bind.h): its body for older libraries,
+  // its stored chunks for this one.
   store_record_digests(db, chain, body_hashes.bound(chain));
+  store_record_chunk_digests(db, chain, chunk_digests);
 }
 
 }  // namespace

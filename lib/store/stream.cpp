@@ -37,19 +37,26 @@ constexpr size_t kHashChunk = 128 * 1024;
 // The record's chunks, in order, from the database.
 class ChunkSource : public ByteSource {
  public:
+  // Checked against the row's chunk digests (lib/store/record_bind.h) where it has them.
   ChunkSource(std::shared_ptr<StoreState> st, std::string chain_id)
-      : st_(std::move(st)), chain_id_(std::move(chain_id)) {}
+      : st_(std::move(st)), chain_id_(std::move(chain_id)) {
+    if (auto digests = load_record_chunk_digests(*st_, chain_id_)) check_.emplace(chain_id_, std::move(*digests));
+  }
   // A staged layer's record, still in its temporary file (read from offset 0).
   explicit ChunkSource(int record_fd) : fd_(record_fd) {}
+  // True when each chunk is checked as it is read: the body need not be (Assembler::check_).
+  bool checked() const { return check_.has_value(); }
   size_t read(uint8_t* buf, size_t cap) override {
     if (fd_ >= 0) return read_file(buf, cap);
     if (pos_ == chunk_.size()) {
       if (done_ || !st_->record_chunk(chain_id_, seq_, chunk_)) {
         if (seq_ == 0 && !done_)
           throw Error(Code::Corrupt, "the fidelity record of layer " + chain_id_ + " is missing");
+        if (check_ && !done_) check_->finish(static_cast<uint64_t>(seq_));
         done_ = true;
         return 0;
       }
+      if (check_) check_->chunk(static_cast<uint64_t>(seq_), chunk_);  // before the decoder sees a byte of it
       seq_++;
       pos_ = 0;
       if (chunk_.empty()) return read(buf, cap);
@@ -74,6 +81,7 @@ class ChunkSource : public ByteSource {
 
   std::shared_ptr<StoreState> st_;
   std::string chain_id_;
+  std::optional<RecordChunkCheck> check_;
   std::string chunk_;
   size_t pos_ = 0;
   int64_t seq_ = 0;
@@ -106,7 +114,7 @@ class Assembler : public ByteSource {
   // verify: the driver's payloads for a verification (Driver::verify_payloads).
   Assembler(std::shared_ptr<StoreState> st, const LayerNode& node, OffloadHasher& sha, bool verify = false)
       : chunks_(st, node.chain_id.str()),
-        check_(bound_check(*st, node.chain_id.str())),
+        check_(chunks_.checked() ? nullptr : bound_check(*st, node.chain_id.str())),
         reader_(chunks_, check_.get()),
         session_(verify ? st->driver->verify_payloads(node.cache_id) : st->driver->payloads(node.cache_id)),
         sha_(&sha),
@@ -191,8 +199,9 @@ class Assembler : public ByteSource {
     return out;
   }
 
-  // The check of the record's body against the digests in the layer's row (none for a row
-  // registered before records were bound: such a record is read as before).
+  // The check of the record's body against the digests in the layer's row, for a row without
+  // chunk digests (none for a row registered before records were bound: such a record is read
+  // as before).
   static std::unique_ptr<RecordBodyCheck> bound_check(StoreState& st, const std::string& chain_id) {
     auto digests = load_record_digests(st, chain_id);
     if (!digests) return nullptr;

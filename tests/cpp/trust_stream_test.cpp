@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <atomic>
 #include <chrono>
@@ -454,6 +455,131 @@ TEST(RecordBinding, RowsWithoutDigestsReadAsBefore) {
   auto store = open_store(t.d.path(), "dir");
   auto a = store->get(t.a_chain);
   Read r = export_bounded(*a, 1 << 20);
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.data, t.a_tar);
+}
+
+// Since session 8 a row also binds the record's stored chunks, checked as they are read; the
+// body is then not hashed again. A row with chunk digests ignores its body digests (kept for
+// older libraries): on the old code this export failed at body block 0.
+TEST(RecordBinding, RowsWithChunkDigestsDoNotHashTheBodyAgain) {
+  TwinLayers t;
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    const std::string q = "SELECT CAST(record_digests AS TEXT) FROM layers WHERE chain_id = '" + t.a_chain + "'";
+    ASSERT_FALSE(db.text("SELECT record_chunk_digests FROM layers WHERE chain_id = '" + t.a_chain + "'").empty());
+    const std::string before = db.text(q);
+    db.exec("UPDATE layers SET record_digests = CAST(replace(replace(CAST(record_digests AS TEXT), 'a', 'b'), '0', '1') AS BLOB)");
+    ASSERT_NE(db.text(q), before);
+  }
+  auto store = open_store(t.d.path(), "dir");
+  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  EXPECT_TRUE(r.ok) << r.message;
+  EXPECT_EQ(r.data, t.a_tar);
+}
+
+TEST(RecordBinding, AChangedChunkIsNamedBeforeTheFirstByte) {
+  TwinLayers t;
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    auto chunks = db.blobs(t.a_chain);
+    ASSERT_EQ(chunks.size(), 1u);
+    std::string c = chunks[0].second;
+    c.back() ^= 1;  // the frame's checksum: the decoder would find it only at the end
+    db.set_blob(t.a_chain, 0, c);
+  }
+  auto store = open_store(t.d.path(), "dir");
+  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find("not the one registered"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("chunk 0 differs"), std::string::npos) << r.message;
+  EXPECT_EQ(r.data.size(), 0u);
+}
+
+// A row without chunk digests (registered by an older library) is checked by its body digests,
+// as before: a swapped record still fails before its first byte.
+TEST(RecordBinding, RowsWithoutChunkDigestsAreCheckedByTheirBody) {
+  TwinLayers t;
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    db.exec("UPDATE layers SET record_chunk_digests = NULL");
+  }
+  {
+    auto store = open_store(t.d.path(), "dir");
+    Read ok = export_bounded(*store->get(t.a_chain), 1 << 20);
+    EXPECT_TRUE(ok.ok) << ok.message;
+    EXPECT_EQ(ok.data, t.a_tar);
+  }
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "'");
+    db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + t.a_chain + "', seq, data FROM records WHERE chain_id = '" +
+            t.b_chain + "'");
+  }
+  auto store = open_store(t.d.path(), "dir");
+  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+  EXPECT_NE(r.message.find("body block 0 differs"), std::string::npos) << r.message;
+  EXPECT_EQ(r.data.size(), 0u);
+}
+
+// What binding the stored chunks gives up (docs/record-format.md): a record compressed again
+// differently no longer reads while the row binds its chunks; with the chunk digests cleared
+// (what a tool that rewrites records must do, or rewrite them) the body binding accepts it.
+TEST(RecordBinding, ARecordCompressedAgainReadsOnlyByItsBody) {
+  TwinLayers t;
+  std::string rec;
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    for (auto& c : db.blobs(t.a_chain)) rec += c.second;
+  }
+  const size_t header = 8;
+  ASSERT_GT(rec.size(), header);
+  std::string body;
+  {
+    ZSTD_DCtx* d = ZSTD_createDCtx();
+    ZSTD_inBuffer in{rec.data() + header, rec.size() - header, 0};
+    std::string out(1 << 16, '\0');
+    for (;;) {
+      ZSTD_outBuffer o{out.data(), out.size(), 0};
+      size_t rc = ZSTD_decompressStream(d, &o, &in);
+      ASSERT_FALSE(ZSTD_isError(rc)) << ZSTD_getErrorName(rc);
+      body.append(out.data(), o.pos);
+      if (rc == 0) break;
+    }
+    ZSTD_freeDCtx(d);
+  }
+  std::string again(ZSTD_compressBound(body.size()), '\0');
+  {
+    ZSTD_CCtx* c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 19);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    size_t n = ZSTD_compress2(c, again.data(), again.size(), body.data(), body.size());
+    ASSERT_FALSE(ZSTD_isError(n));
+    again.resize(n);
+    ZSTD_freeCCtx(c);
+  }
+  ASSERT_NE(again, rec.substr(header));
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "' AND seq > 0");
+    db.set_blob(t.a_chain, 0, rec.substr(0, header) + again);
+  }
+  {
+    auto store = open_store(t.d.path(), "dir");
+    Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+    EXPECT_EQ(r.code, Code::Corrupt) << r.message;
+    EXPECT_NE(r.message.find("chunk 0 differs"), std::string::npos) << r.message;
+    EXPECT_EQ(r.data.size(), 0u);
+  }
+  {
+    Sql db(t.d.path() + "/metadata.db");
+    db.exec("UPDATE layers SET record_chunk_digests = NULL WHERE chain_id = '" + t.a_chain + "'");
+  }
+  auto store = open_store(t.d.path(), "dir");
+  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
   EXPECT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.data, t.a_tar);
 }
