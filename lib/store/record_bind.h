@@ -31,9 +31,8 @@ namespace rolayer {
 struct StoreState;
 
 // Adds the columns layers.record_digests, layers.record_chunk_digests and layers.stream_blocks
-// when the table lacks them
-// (idempotent; the schema version does not change: older libraries ignore the columns and
-// write NULL).
+// when the table lacks them (idempotent; the schema version does not change: older libraries
+// ignore the columns and write NULL).
 void ensure_record_binding_column(sql::Db& db);
 
 // Drivers with exact diffs keep no record: their stored stream is checked per 1 MiB block
