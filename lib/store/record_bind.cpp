@@ -2,6 +2,7 @@
 #include "store/record_bind.h"
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "core/error.h"
@@ -14,17 +15,21 @@ namespace {
 
 constexpr size_t kHex = 64;  // one SHA-256 in hex
 
-// SHA-256 over a domain string, the ChainID, the block number and the block's own SHA-256.
-std::string bind(const std::string& chain_id, uint64_t index, const std::string& block_sha) {
+// SHA-256 over a domain string (with its NUL), the ChainID, a NUL, u64le(index) and data, in hex.
+std::string bound_sha(const char* domain, const std::string& chain_id, uint64_t index, const void* data, size_t len) {
   Hasher h;
-  static const char kDomain[] = "rolayer fidelity record body block v1";
-  h.update(kDomain, sizeof kDomain);  // with its NUL
+  h.update(domain, std::strlen(domain) + 1);
   h.update(chain_id.data(), chain_id.size());
   uint8_t s[9] = {0};
   for (int i = 0; i < 8; ++i) s[1 + i] = static_cast<uint8_t>(index >> (8 * i));
   h.update(s, sizeof s);
-  h.update(block_sha.data(), block_sha.size());
+  h.update(data, len);
   return std::string(h.finish().hex());
+}
+
+// A body block: bound over the block's own SHA-256 (hex).
+std::string bind(const std::string& chain_id, uint64_t index, const std::string& block_sha) {
+  return bound_sha("rolayer fidelity record body block v1", chain_id, index, block_sha.data(), block_sha.size());
 }
 
 std::string sha_hex(const uint8_t* data, size_t len) { return std::string(sha256_of(data, len).hex()); }
@@ -35,6 +40,26 @@ bool has_column(sql::Db& db, const char* name) {
   sql::Stmt c(db, "SELECT 1 FROM pragma_table_info('layers') WHERE name = ?");
   c.bind(1, std::string(name));
   return c.step();
+}
+
+// Sets a BLOB column of chain_id's row of layers (inside the caller's transaction).
+void store_column(sql::Db& db, const std::string& chain_id, const char* column, const std::string& value) {
+  const std::string statement = std::string("UPDATE layers SET ") + column + " = ? WHERE chain_id = ?";
+  sql::Stmt(db, statement.c_str()).bind_blob(1, value.data(), value.size()).bind(2, chain_id).run();
+}
+
+// The BLOB in chain_id's row of a column of layers; nullopt when it is NULL or when the table has
+// no such column (its layers have none, as before).
+std::optional<std::string> load_column(StoreState& st, const std::string& chain_id, const char* column) {
+  std::lock_guard<std::mutex> g(st.mu);
+  st.check_open();
+  if (!has_column(*st.db, column)) return std::nullopt;
+  const std::string query = std::string("SELECT ") + column + " FROM layers WHERE chain_id = ?";
+  sql::Stmt q(*st.db, query.c_str());
+  q.bind(1, chain_id);
+  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
+  if (q.is_null(0)) return std::nullopt;
+  return q.blob(0);
 }
 
 }  // namespace
@@ -84,21 +109,11 @@ std::string StreamBlockSums::finish() {
 }
 
 void store_stream_blocks(sql::Db& db, const std::string& chain_id, const std::string& sums) {
-  sql::Stmt(db, "UPDATE layers SET stream_blocks = ? WHERE chain_id = ?")
-      .bind_blob(1, sums.data(), sums.size())
-      .bind(2, chain_id)
-      .run();
+  store_column(db, chain_id, "stream_blocks", sums);
 }
 
 std::optional<std::string> load_stream_blocks(StoreState& st, const std::string& chain_id) {
-  std::lock_guard<std::mutex> g(st.mu);
-  st.check_open();
-  if (!has_column(*st.db, "stream_blocks")) return std::nullopt;  // (its layers have none, as before)
-  sql::Stmt q(*st.db, "SELECT stream_blocks FROM layers WHERE chain_id = ?");
-  q.bind(1, chain_id);
-  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
-  if (q.is_null(0)) return std::nullopt;
-  return q.blob(0);
+  return load_column(st, chain_id, "stream_blocks");
 }
 
 void RecordBodyHashes::block(uint64_t, const uint8_t* data, size_t len) { sha_.push_back(sha_hex(data, len)); }
@@ -111,21 +126,11 @@ std::string RecordBodyHashes::bound(const std::string& chain_id) const {
 }
 
 void store_record_digests(sql::Db& db, const std::string& chain_id, const std::string& digests) {
-  sql::Stmt(db, "UPDATE layers SET record_digests = ? WHERE chain_id = ?")
-      .bind_blob(1, digests.data(), digests.size())
-      .bind(2, chain_id)
-      .run();
+  store_column(db, chain_id, "record_digests", digests);
 }
 
 std::optional<std::string> load_record_digests(StoreState& st, const std::string& chain_id) {
-  std::lock_guard<std::mutex> g(st.mu);
-  st.check_open();
-  if (!has_column(*st.db, "record_digests")) return std::nullopt;  // (its layers have none, as before)
-  sql::Stmt q(*st.db, "SELECT record_digests FROM layers WHERE chain_id = ?");
-  q.bind(1, chain_id);
-  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
-  if (q.is_null(0)) return std::nullopt;
-  return q.blob(0);
+  return load_column(st, chain_id, "record_digests");
 }
 
 void record_not_registered(const std::string& chain_id, const std::string& why) {
@@ -136,33 +141,15 @@ void record_not_registered(const std::string& chain_id, const std::string& why) 
 void RecordBodyCheck::swapped(const std::string& why) const { record_not_registered(chain_id_, why); }
 
 std::string bind_record_chunk(const std::string& chain_id, uint64_t seq, const uint8_t* data, size_t len) {
-  Hasher h;
-  static const char kDomain[] = "rolayer fidelity record chunk v1";
-  h.update(kDomain, sizeof kDomain);  // with its NUL
-  h.update(chain_id.data(), chain_id.size());
-  uint8_t s[9] = {0};
-  for (int i = 0; i < 8; ++i) s[1 + i] = static_cast<uint8_t>(seq >> (8 * i));
-  h.update(s, sizeof s);
-  h.update(data, len);
-  return std::string(h.finish().hex());
+  return bound_sha("rolayer fidelity record chunk v1", chain_id, seq, data, len);  // over the chunk's bytes
 }
 
 void store_record_chunk_digests(sql::Db& db, const std::string& chain_id, const std::string& digests) {
-  sql::Stmt(db, "UPDATE layers SET record_chunk_digests = ? WHERE chain_id = ?")
-      .bind_blob(1, digests.data(), digests.size())
-      .bind(2, chain_id)
-      .run();
+  store_column(db, chain_id, "record_chunk_digests", digests);
 }
 
 std::optional<std::string> load_record_chunk_digests(StoreState& st, const std::string& chain_id) {
-  std::lock_guard<std::mutex> g(st.mu);
-  st.check_open();
-  if (!has_column(*st.db, "record_chunk_digests")) return std::nullopt;
-  sql::Stmt q(*st.db, "SELECT record_chunk_digests FROM layers WHERE chain_id = ?");
-  q.bind(1, chain_id);
-  if (!q.step()) throw Error(Code::Corrupt, "the database row of layer " + chain_id + " is missing");
-  if (q.is_null(0)) return std::nullopt;
-  return q.blob(0);
+  return load_column(st, chain_id, "record_chunk_digests");
 }
 
 void RecordChunkCheck::chunk(uint64_t seq, const std::string& data) const {

@@ -409,17 +409,25 @@ struct TwinLayers {
     a_chain = a->node().chain_id.str();
     b_chain = b->node().chain_id.str();
   }
+  // a's export from a store opened now (the digests are read at each export).
+  Read export_a() const {
+    auto store = open_store(d.path(), "dir");
+    return export_bounded(*store->get(a_chain), 1 << 20);
+  }
+  void exec(const std::string& statement) const { Sql(d.path() + "/metadata.db").exec(statement); }
+  // Replaces a's stored record with b's (self-consistent, and b's files satisfy it).
+  void give_a_the_record_of_b() const {
+    Sql db(d.path() + "/metadata.db");
+    db.exec("DELETE FROM records WHERE chain_id = '" + a_chain + "'");
+    db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + a_chain + "', seq, data FROM records WHERE chain_id = '" +
+            b_chain + "'");
+  }
 };
 
 TEST(RecordBinding, SwappedRecordFailsBeforeTheFirstByte) {
   TwinLayers t;
   ASSERT_NE(t.a_chain, t.b_chain);
-  {
-    Sql db(t.d.path() + "/metadata.db");
-    db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "'");
-    db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + t.a_chain + "', seq, data FROM records WHERE chain_id = '" +
-            t.b_chain + "'");
-  }
+  t.give_a_the_record_of_b();
   auto store = open_store(t.d.path(), "dir");
   auto a = store->get(t.a_chain);
   Read r = export_bounded(*a, 1 << 20);
@@ -472,8 +480,7 @@ TEST(RecordBinding, RowsWithChunkDigestsDoNotHashTheBodyAgain) {
     db.exec("UPDATE layers SET record_digests = CAST(replace(replace(CAST(record_digests AS TEXT), 'a', 'b'), '0', '1') AS BLOB)");
     ASSERT_NE(db.text(q), before);
   }
-  auto store = open_store(t.d.path(), "dir");
-  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  Read r = t.export_a();
   EXPECT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.data, t.a_tar);
 }
@@ -488,8 +495,7 @@ TEST(RecordBinding, AChangedChunkIsNamedBeforeTheFirstByte) {
     c.back() ^= 1;  // the frame's checksum: the decoder would find it only at the end
     db.set_blob(t.a_chain, 0, c);
   }
-  auto store = open_store(t.d.path(), "dir");
-  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  Read r = t.export_a();
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << r.message;
   EXPECT_NE(r.message.find("not the one registered"), std::string::npos) << r.message;
@@ -501,24 +507,12 @@ TEST(RecordBinding, AChangedChunkIsNamedBeforeTheFirstByte) {
 // as before: a swapped record still fails before its first byte.
 TEST(RecordBinding, RowsWithoutChunkDigestsAreCheckedByTheirBody) {
   TwinLayers t;
-  {
-    Sql db(t.d.path() + "/metadata.db");
-    db.exec("UPDATE layers SET record_chunk_digests = NULL");
-  }
-  {
-    auto store = open_store(t.d.path(), "dir");
-    Read ok = export_bounded(*store->get(t.a_chain), 1 << 20);
-    EXPECT_TRUE(ok.ok) << ok.message;
-    EXPECT_EQ(ok.data, t.a_tar);
-  }
-  {
-    Sql db(t.d.path() + "/metadata.db");
-    db.exec("DELETE FROM records WHERE chain_id = '" + t.a_chain + "'");
-    db.exec("INSERT INTO records (chain_id, seq, data) SELECT '" + t.a_chain + "', seq, data FROM records WHERE chain_id = '" +
-            t.b_chain + "'");
-  }
-  auto store = open_store(t.d.path(), "dir");
-  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  t.exec("UPDATE layers SET record_chunk_digests = NULL");
+  Read ok = t.export_a();
+  EXPECT_TRUE(ok.ok) << ok.message;
+  EXPECT_EQ(ok.data, t.a_tar);
+  t.give_a_the_record_of_b();
+  Read r = t.export_a();
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.code, Code::Corrupt) << r.message;
   EXPECT_NE(r.message.find("body block 0 differs"), std::string::npos) << r.message;
@@ -568,18 +562,13 @@ TEST(RecordBinding, ARecordCompressedAgainReadsOnlyByItsBody) {
     db.set_blob(t.a_chain, 0, rec.substr(0, header) + again);
   }
   {
-    auto store = open_store(t.d.path(), "dir");
-    Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+    Read r = t.export_a();
     EXPECT_EQ(r.code, Code::Corrupt) << r.message;
     EXPECT_NE(r.message.find("chunk 0 differs"), std::string::npos) << r.message;
     EXPECT_EQ(r.data.size(), 0u);
   }
-  {
-    Sql db(t.d.path() + "/metadata.db");
-    db.exec("UPDATE layers SET record_chunk_digests = NULL WHERE chain_id = '" + t.a_chain + "'");
-  }
-  auto store = open_store(t.d.path(), "dir");
-  Read r = export_bounded(*store->get(t.a_chain), 1 << 20);
+  t.exec("UPDATE layers SET record_chunk_digests = NULL WHERE chain_id = '" + t.a_chain + "'");
+  Read r = t.export_a();
   EXPECT_TRUE(r.ok) << r.message;
   EXPECT_EQ(r.data, t.a_tar);
 }
