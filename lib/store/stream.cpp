@@ -545,7 +545,7 @@ class VerifiedStream : public ByteSource {
       const auto& node = keep_->node();
       // (Between reads nothing is lent: the switch is in order.)
       if (verify_ && self_hashed_)
-        inline_sha_.set_inline(g_verifying.load(std::memory_order_relaxed) >= usable_cpus());
+        inline_sha_.set_inline(g_verifying.load(std::memory_order_relaxed) >= cpus_);
       size_t n = inner_->read(buf, cap);
       if (n > cap) throw Error(Code::Io, "the layer's source returned more bytes than asked for");
       if (n > 0) {
@@ -596,6 +596,9 @@ class VerifiedStream : public ByteSource {
   std::shared_ptr<StoreState> st_;
   std::unique_ptr<LayerRef> keep_;
   bool verify_;
+  // A verification's: the CPUs of the thread that opened it (usable_cpus() is a system call:
+  // asked once, not at every read).
+  const int cpus_ = verify_ ? usable_cpus() : 0;
   std::unique_ptr<ByteSource> inner_;
   PipelinedHasher sha_;  // SHA-256 of a driver's diff on a worker thread (our copy of the bytes only)
   OffloadHasher inline_sha_;  // SHA-256 of an assembled stream, lent by the Assembler in place
