@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <pwd.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
+
+#include "core/cpus.h"
 
 namespace cli {
 
@@ -256,12 +256,7 @@ std::string basename_of(const std::string& path) {
   return p == std::string::npos ? path : path.substr(p + 1);
 }
 
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
+int usable_cpus() { return rolayer::usable_cpus(); }
 
 int default_jobs() { return std::clamp(usable_cpus(), 1, kDefaultJobsMax); }
 

@@ -172,8 +172,9 @@ void mkdirs(const std::string& path, unsigned mode = 0755);
 void write_all(int fd, const void* data, size_t len, const std::string& what);
 std::string read_file(const std::string& path, size_t max_bytes);
 // The CPUs this process may run on (its affinity mask: taskset, a cgroup cpuset, a container's
-// --cpuset-cpus), at least 1: what the default --jobs of verify, import and pull count. The
-// library counts the same way (lib/core/cpus.h) when it decides whether to hash on a worker.
+// --cpuset-cpus), at least 1: what the default --jobs of verify, import and pull count. It is
+// the library's own count (lib/core/cpus.cpp, compiled into the CLI), which decides whether a
+// stream hashes on a worker.
 int usable_cpus();
 // The default --jobs of verify, docker verify, import and pull: usable_cpus(), at most
 // kDefaultJobsMax. Each layer under way holds about 5-7 MiB of buffers (verify: 44 MiB peak RSS
